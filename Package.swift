@@ -1,0 +1,53 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Native libraries come from Debian packages (see `make setup`); each system-library target
+// names the package that provides it so a missing library fails with an actionable message.
+let package = Package(
+    name: "elip",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "elip", targets: ["elip"]),
+        .library(name: "ELIPTensor", targets: ["ELIPTensor"]),
+        .library(name: "ELIPData", targets: ["ELIPData"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // MARK: native libraries
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(name: "CLMDB", pkgConfig: "lmdb",
+                       providers: [.apt(["liblmdb-dev"])]),
+        .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg",
+                       providers: [.apt(["libturbojpeg0-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
+        // MPI's predefined handles are C macros; this shim turns them into functions.
+        .target(name: "CMPIShim", dependencies: ["CMPI"]),
+        // Small C kernels: FMA peak probe and hot loops that need guaranteed vectorisation.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+
+        // MARK: Swift modules
+        .target(name: "Safetensors", swiftSettings: swiftSettings),
+        .target(name: "ELIPTensor", dependencies: ["CBLAS", "CKernels", "Safetensors"],
+                swiftSettings: swiftSettings),
+        .target(name: "ELIPData", dependencies: ["CLMDB", "CTurboJPEG", "CPNG"],
+                swiftSettings: swiftSettings),
+        .executableTarget(name: "elip", dependencies: [
+            "ELIPTensor", "ELIPData",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: swiftSettings),
+
+        // MARK: tests
+        .testTarget(name: "ELIPTensorTests", dependencies: ["ELIPTensor"], swiftSettings: swiftSettings),
+        .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPDataTests", dependencies: ["ELIPData"], swiftSettings: swiftSettings),
+    ],
+    swiftLanguageModes: [.v5]
+)
+
+var swiftSettings: [SwiftSetting] { [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))] }

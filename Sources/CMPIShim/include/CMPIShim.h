@@ -1,0 +1,25 @@
+// OpenMPI exposes its predefined handles (MPI_COMM_WORLD, MPI_FLOAT, ...) as macros that take the
+// address of global structs; Swift cannot import them, so these functions return them.
+#ifndef ELIP_CMPISHIM_H
+#define ELIP_CMPISHIM_H
+#include <mpi.h>
+
+MPI_Comm elip_mpi_comm_world(void);
+MPI_Comm elip_mpi_comm_null(void);
+MPI_Datatype elip_mpi_float(void);
+MPI_Datatype elip_mpi_double(void);
+MPI_Datatype elip_mpi_int32(void);
+MPI_Datatype elip_mpi_int64(void);
+MPI_Datatype elip_mpi_uint8(void);
+MPI_Op elip_mpi_sum(void);
+MPI_Op elip_mpi_max(void);
+MPI_Op elip_mpi_min(void);
+MPI_Request elip_mpi_request_null(void);
+MPI_Errhandler elip_mpi_errors_return(void);
+void *elip_mpi_in_place(void);
+int elip_mpi_success(void);
+int elip_mpi_thread_multiple(void);
+int elip_mpi_thread_serialized(void);
+int elip_mpi_thread_funneled(void);
+int elip_mpi_max_error_string(void);
+#endif

@@ -1,0 +1,54 @@
+import CBLAS
+import Dispatch
+import Foundation
+
+/// One setting for all parallelism: OpenBLAS's thread pool and the engine's own parallel loops.
+///
+/// Results are bitwise identical run to run for a fixed thread count: work is split into chunks
+/// whose boundaries depend only on the problem size and `Threads.count`, every output element is
+/// written by exactly one chunk, and partial sums are combined in chunk order.
+public enum Threads {
+    nonisolated(unsafe) private static var _count: Int = {
+        if let s = ProcessInfo.processInfo.environment["ELIP_THREADS"], let n = Int(s), n > 0 { return n }
+        return max(1, ProcessInfo.processInfo.activeProcessorCount)
+    }()
+    nonisolated(unsafe) private static var blasConfigured = false
+
+    /// Number of threads used by BLAS and by the engine's parallel loops.
+    public static var count: Int {
+        if !blasConfigured { configure(_count) }
+        return _count
+    }
+
+    /// Sets the thread count (from `--threads` or `ELIP_THREADS`). Call once at start-up.
+    public static func configure(_ n: Int) {
+        _count = max(1, n)
+        openblas_set_num_threads(Int32(_count))
+        blasConfigured = true
+    }
+
+    /// Splits `0..<n` into at most `count` contiguous chunks of at least `grain` items and runs
+    /// `body` on each, in parallel. Chunk boundaries depend only on `n`, `grain` and `count`.
+    @inlinable
+    public static func parallelFor(_ n: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
+        if n <= 0 { return }
+        let chunks = chunkCount(n, grain: grain)
+        if chunks == 1 { body(0..<n); return }
+        DispatchQueue.concurrentPerform(iterations: chunks) { c in
+            body(chunkRange(c, of: chunks, n: n))
+        }
+    }
+
+    /// The number of chunks `parallelFor` uses for `n` items.
+    @inlinable
+    public static func chunkCount(_ n: Int, grain: Int) -> Int {
+        max(1, min(count, n / max(1, grain)))
+    }
+
+    @inlinable
+    public static func chunkRange(_ c: Int, of chunks: Int, n: Int) -> Range<Int> {
+        let base = n / chunks, extra = n % chunks
+        let start = c * base + min(c, extra)
+        return start..<(start + base + (c < extra ? 1 : 0))
+    }
+}

@@ -1,0 +1,1 @@
+// Safetensors file format: reader and writer (no tensor-engine dependency).

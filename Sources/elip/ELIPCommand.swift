@@ -1,0 +1,17 @@
+import ArgumentParser
+
+@main
+struct ELIPCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "elip",
+        abstract: "ELIP vision-language pre-training (ALBEF with text-guided vision-token pruning) on CPU clusters.",
+        discussion: """
+        Run distributed jobs under mpirun, e.g. `mpirun -np 4 elip train --config configs/pretrain-albef-4m.yaml`.
+        Every subcommand has its own --help.
+        """,
+        subcommands: [
+            // Keep one subcommand per line: several people add to this list.
+            BenchCommand.self,
+        ]
+    )
+}
