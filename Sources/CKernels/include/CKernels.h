@@ -13,3 +13,42 @@ double elip_fma_probe(int64_t iterations);
 const char *elip_fma_probe_isa(void);
 
 #endif
+
+// ---- Row-wise and element-wise kernels -------------------------------------------------------
+// All kernels are deterministic: lane-parallel partial sums combined in a fixed order. Backward
+// kernels ACCUMULATE into their gradient outputs (dx += ...), as autodiff requires.
+
+/// Vectorisable erf (rational approximation, |error| < 1e-6 on float32) and exp (Cephes-style
+/// range reduction, relative error ~1e-7; inputs below -87.3 give ~1e-38 instead of 0).
+void elip_erf(const float *x, float *y, int64_t n);
+void elip_exp(const float *x, float *y, int64_t n);
+
+/// Exact GELU: y = 0.5 x (1 + erf(x / sqrt 2)).
+void elip_gelu_forward(const float *x, float *y, int64_t n);
+/// dx += dy * (Phi(x) + x phi(x)).
+void elip_gelu_backward(const float *x, const float *dy, float *dx, int64_t n);
+
+/// Softmax / log-softmax over each row of a rows x cols matrix.
+void elip_softmax_rows(const float *x, float *y, int64_t rows, int64_t cols);
+void elip_log_softmax_rows(const float *x, float *y, int64_t rows, int64_t cols);
+/// dx += y * (dy - sum(dy * y)) for softmax output y.
+void elip_softmax_backward_rows(const float *y, const float *dy, float *dx, int64_t rows, int64_t cols);
+/// dx += dy - exp(y) * sum(dy) for log-softmax output y.
+void elip_log_softmax_backward_rows(const float *y, const float *dy, float *dx, int64_t rows, int64_t cols);
+
+/// LayerNorm over rows; writes y and the per-row mean and reciprocal standard deviation.
+void elip_layernorm_forward(const float *x, const float *gamma, const float *beta, float *y,
+                            float *mean, float *rstd, int64_t rows, int64_t cols, float eps);
+/// dx += ...; dgamma += sum_rows dy * xhat; dbeta += sum_rows dy (dx, dgamma, dbeta may be NULL).
+void elip_layernorm_backward(const float *x, const float *gamma, const float *mean, const float *rstd,
+                             const float *dy, float *dx, float *dgamma, float *dbeta,
+                             int64_t rows, int64_t cols);
+
+/// sum_i a[i] * b[i] with a fixed 16-lane summation order.
+float elip_dot(const float *a, const float *b, int64_t n);
+/// y[i] += alpha * x[i].
+void elip_axpy(float alpha, const float *x, float *y, int64_t n);
+/// Adds bias (length cols) to each row, in place.
+void elip_add_bias_rows(float *y, const float *bias, int64_t rows, int64_t cols);
+/// db[j] += sum_rows dy[r, j].
+void elip_sum_rows_into(const float *dy, float *db, int64_t rows, int64_t cols);

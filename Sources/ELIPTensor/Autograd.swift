@@ -1,0 +1,65 @@
+/// Reverse-mode automatic differentiation over coarse ops.
+///
+/// Every op that produces a tensor requiring gradients appends a backward closure to the tape.
+/// `backward(from:)` runs the closures in reverse order (a valid topological order, since ops are
+/// recorded as they execute), each reading its output's gradient and accumulating into its
+/// inputs' gradients, then clears the tape so intermediate tensors return to the allocator.
+///
+/// The tape is process-global: one training graph is built at a time, from one thread. The
+/// engine's kernels parallelise inside ops.
+public enum Autograd {
+    nonisolated(unsafe) static var tape: [() -> Void] = []
+    nonisolated(unsafe) static var gradEnabled = true
+
+    /// True when ops record backward closures.
+    public static var isRecording: Bool { gradEnabled }
+
+    /// Runs `body` without recording: results do not require gradients (look-ahead passes,
+    /// momentum model, evaluation).
+    public static func noGrad<R>(_ body: () throws -> R) rethrows -> R {
+        let saved = gradEnabled
+        gradEnabled = false
+        defer { gradEnabled = saved }
+        return try body()
+    }
+
+    /// Number of recorded backward steps (for tests and diagnostics).
+    public static var recordedCount: Int { tape.count }
+
+    /// Drops the recorded graph without running it (e.g. after a skipped step).
+    public static func reset() { tape.removeAll(keepingCapacity: true) }
+
+    /// Back-propagates from a scalar `loss` (seed 1), or from any tensor with an explicit `seed`
+    /// gradient of the same shape, accumulating into every reachable tensor's `grad`.
+    public static func backward(from loss: Tensor, seed: Tensor? = nil) throws {
+        defer { reset() }
+        guard loss.requiresGrad else {
+            throw TensorError.noGradient("the loss does not depend on any tensor that requires gradients")
+        }
+        let g = loss.gradPointer()
+        if let seed {
+            guard seed.count == loss.count else {
+                throw TensorError.shapeMismatch(op: "backward seed", lhs: loss.shape, rhs: seed.shape)
+            }
+            for i in 0..<loss.count { g[i] += seed.data[i] }
+        } else {
+            guard loss.count == 1 else {
+                throw TensorError.invalidShape(op: "backward", shape: loss.shape, reason: "a non-scalar loss needs a seed gradient")
+            }
+            g[0] += 1
+        }
+        while let step = tape.popLast() { step() }
+    }
+
+    /// Records `backward` for `output` when any input requires gradients. Returns the output.
+    @inline(__always)
+    static func record(_ output: Tensor, inputs: [Tensor], _ backward: @escaping (UnsafeMutablePointer<Float>) -> Void) -> Tensor {
+        guard gradEnabled, inputs.contains(where: { $0.requiresGrad }) else { return output }
+        output.requiresGrad = true
+        tape.append {
+            // The output may be unreachable from the loss: then no gradient was allocated.
+            if let g = output.existingGrad { backward(g) }
+        }
+        return output
+    }
+}

@@ -1,0 +1,35 @@
+import CBLAS
+
+/// Thin wrapper over cblas_sgemm for row-major operands: C = alpha * op(A) * op(B) + beta * C,
+/// op(A) is m x k, op(B) is k x n, C is m x n. Leading dimensions default to contiguous rows.
+@inline(__always)
+func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+           alpha: Float = 1, a: UnsafePointer<Float>, lda: Int? = nil,
+           b: UnsafePointer<Float>, ldb: Int? = nil,
+           beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int? = nil) {
+    if m == 0 || n == 0 { return }
+    if k == 0 {
+        // BLAS leaves C untouched when k == 0 only if beta == 1; make the semantics explicit.
+        for i in 0..<m { let row = c + i * (ldc ?? n); for j in 0..<n { row[j] *= beta } }
+        return
+    }
+    cblas_sgemm(CblasRowMajor,
+                transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha,
+                a, Int32(lda ?? (transA ? m : k)),
+                b, Int32(ldb ?? (transB ? k : n)),
+                beta, c, Int32(ldc ?? n))
+}
+
+/// Public GEMM entry for benchmarks: C[m,n] = A[m,k] * op(B) on arrays the caller owns.
+public enum GEMM {
+    /// Runs `C = op(A) op(B)` on caller-owned tensors (used by `elip bench ops`).
+    public static func run(_ a: Tensor, _ b: Tensor, into c: Tensor, transA: Bool = false, transB: Bool = false,
+                           m: Int, n: Int, k: Int, accumulate: Bool = false) throws {
+        guard a.count >= m * k, b.count >= k * n, c.count >= m * n else {
+            throw TensorError.invalidArgument(op: "GEMM.run", reason: "operands too small for \(m)x\(n)x\(k)")
+        }
+        sgemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a.data, b: b.data,
+              beta: accumulate ? 1 : 0, c: c.data)
+    }
+}

@@ -1,0 +1,146 @@
+import XCTest
+@testable import ELIPTensor
+
+final class BroadcastingAndErrorTests: XCTestCase {
+    func testBroadcastValues() throws {
+        let a = try Tensor([1, 2, 3, 4, 5, 6], shape: [2, 3])
+        XCTAssertEqual(try (a + Tensor([10, 20, 30], shape: [3])).toArray(), [11, 22, 33, 14, 25, 36])
+        XCTAssertEqual(try (a * Tensor([2, -1], shape: [2, 1])).toArray(), [2, 4, 6, -4, -5, -6])
+        XCTAssertEqual(try (Tensor([1, 2], shape: [2, 1]) - Tensor([1, 2, 3], shape: [1, 3])).toArray(), [0, -1, -2, 1, 0, -1])
+        XCTAssertEqual(try (a / Tensor(scalar: 2)).toArray(), [0.5, 1, 1.5, 2, 2.5, 3])
+        XCTAssertEqual(broadcastShape([4, 1, 3], [5, 1]), [4, 5, 3])
+        XCTAssertNil(broadcastShape([2, 3], [4]))
+    }
+
+    /// A shape mismatch is a thrown error naming both shapes, never a trap.
+    func testShapeErrorsNameBothShapes() throws {
+        let a = Tensor.zeros([2, 3]), b = Tensor.zeros([4])
+        func expectMessage(_ body: () throws -> Tensor, contains parts: [String], line: UInt = #line) {
+            XCTAssertThrowsError(try body(), line: line) { error in
+                let text = "\(error)"
+                for p in parts { XCTAssertTrue(text.contains(p), "'\(text)' lacks \(p)", line: line) }
+            }
+        }
+        expectMessage({ try a + b }, contains: ["[2, 3]", "[4]"])
+        expectMessage({ try a.linear(Tensor.zeros([5, 4])) }, contains: ["[2, 3]", "[5, 4]"])
+        expectMessage({ try a.matmul(Tensor.zeros([2, 3])) }, contains: ["[2, 3]"])
+        expectMessage({ try a.reshaped([5]) }, contains: ["[2, 3]", "[5]"])
+        expectMessage({ try Tensor.concat([a, Tensor.zeros([3, 3])], axis: 1) }, contains: ["[2, 3]", "[3, 3]"])
+        expectMessage({ try a.slice(axis: 1, start: 2, length: 2) }, contains: ["[2, 3]"])
+        expectMessage({ try a.gatherRows([2]) }, contains: ["index 2"])
+        expectMessage({ try Tensor.zeros([5, 4]).embeddingLookup([5]) }, contains: ["id 5"])
+        expectMessage({ try a.crossEntropy(labels: [0]) }, contains: ["[2, 3]", "[1]"])
+        expectMessage({ try a.crossEntropy(labels: [0, 3]) }, contains: ["label 3"])
+        expectMessage({ try a.layerNorm(weight: Tensor.zeros([2]), bias: Tensor.zeros([2]), eps: 1e-6) }, contains: ["[2, 3]", "[2]"])
+        expectMessage({ try Tensor.attention(query: Tensor.zeros([1, 2, 6]), key: Tensor.zeros([1, 3, 6]),
+                                             value: Tensor.zeros([1, 3, 6]), heads: 4).output }, contains: ["6", "4 heads"])
+        XCTAssertThrowsError(try Tensor([1, 2, 3], shape: [2, 2]))
+    }
+
+    func testAttentionMatchesNaiveComputation() throws {
+        let q = randomTensor([1, 2, 4], seed: 1, grad: false), k = randomTensor([1, 3, 4], seed: 2, grad: false)
+        let v = randomTensor([1, 3, 4], seed: 3, grad: false)
+        let mask: [Float] = [0, 0, -10000]
+        let r = try Tensor.attention(query: q, key: k, value: v, heads: 2, keyMask: mask, returnProbabilities: true)
+        let qa = q.toArray(), ka = k.toArray(), va = v.toArray(), out = r.output.toArray()
+        let probs = try XCTUnwrap(r.probabilities).toArray()
+        for h in 0..<2 {
+            for i in 0..<2 {
+                var s = (0..<3).map { j in (0..<2).reduce(Float(0)) { $0 + qa[i * 4 + h * 2 + $1] * ka[j * 4 + h * 2 + $1] } / Float(2).squareRoot() + mask[j] }
+                let m = s.max()!
+                s = s.map { exp($0 - m) }
+                let z = s.reduce(0, +)
+                for j in 0..<3 { XCTAssertEqual(probs[(h * 2 + i) * 3 + j], s[j] / z, accuracy: 1e-6) }
+                for c in 0..<2 {
+                    let o = (0..<3).reduce(Float(0)) { $0 + s[$1] / z * va[$1 * 4 + h * 2 + c] }
+                    XCTAssertEqual(out[i * 4 + h * 2 + c], o, accuracy: 1e-5)
+                }
+            }
+        }
+    }
+
+    func testNoGradAndDetach() throws {
+        let w = randomTensor([3, 3], seed: 9)
+        let y = try Autograd.noGrad { try w.matmul(w) }
+        XCTAssertFalse(y.requiresGrad)
+        XCTAssertFalse(w.detached().requiresGrad)
+        let before = Autograd.recordedCount
+        _ = try w.detached().matmul(w.detached())
+        XCTAssertEqual(Autograd.recordedCount, before, "ops on detached tensors must not record")
+        XCTAssertThrowsError(try Autograd.backward(from: w.detached().sum()))
+        Autograd.reset()
+    }
+
+    func testArenaIsContiguousAndGradientsAccumulate() throws {
+        let arena = ParameterArena(capacity: 1 << 20)
+        let a = try arena.add("a", shape: [3, 5]), b = try arena.add("b", shape: [7])
+        XCTAssertThrowsError(try arena.add("a", shape: [1]))
+        XCTAssertEqual(arena.entries.map(\.offset), [0, 16])
+        XCTAssertEqual(arena.parameterCount, 22)
+        try a.assign((0..<15).map(Float.init)); try b.assign([Float](repeating: 1, count: 7))
+        XCTAssertEqual(arena.values[16], 1)
+        for _ in 0..<2 { try Autograd.backward(from: (try a.sum() + b.sum())) }
+        XCTAssertEqual(Array(arena.gradients[0..<15]), [Float](repeating: 2, count: 15), "two backward passes accumulate")
+        XCTAssertEqual(arena.gradients[15], 0, "padding stays zero")
+        arena.zeroGradients()
+        XCTAssertTrue(arena.gradients.allSatisfy { $0 == 0 })
+    }
+}
+
+/// A tiny two-layer model step, used by the determinism and allocator tests.
+private func tinyStep(_ arena: ParameterArena, input: Tensor, dropoutSeed: UInt64) throws -> Float {
+    let w1 = arena.tensor("w1")!, w2 = arena.tensor("w2")!, g = arena.tensor("g")!, b = arena.tensor("b")!
+    let h = try input.linear(w1).gelu().layerNorm(weight: g, bias: b, eps: 1e-6).dropout(0.1, seed: dropoutSeed)
+    let a = try h.reshaped([4, 33, 96]).packedSelfAttention(heads: 4).output
+    let logits = try a.reshaped([132, 32]).linear(w2)
+    let loss = try logits.crossEntropy(labels: (0..<132).map { $0 % 10 })
+    try Autograd.backward(from: loss)
+    return loss.scalar
+}
+
+private func makeTinyArena() throws -> ParameterArena {
+    let arena = ParameterArena(capacity: 1 << 22)
+    var rng = SeededGenerator(seed: 3)
+    for (name, shape) in [("w1", [96, 48]), ("w2", [10, 32]), ("g", [96]), ("b", [96])] {
+        let t = try arena.add(name, shape: shape)
+        try t.assign((0..<t.count).map { _ in rng.nextNormal() * 0.2 })
+    }
+    return arena
+}
+
+final class DeterminismAndAllocatorTests: XCTestCase {
+    /// Same thread count, same inputs: bitwise identical loss and gradients.
+    func testBitwiseDeterministicAcrossRuns() throws {
+        let input = randomTensor([132, 48], seed: 11, grad: false)
+        var results: [[Float]] = []
+        for _ in 0..<3 {
+            let arena = try makeTinyArena()
+            let loss = try tinyStep(arena, input: input, dropoutSeed: 5)
+            results.append([loss] + Array(arena.gradients))
+        }
+        XCTAssertEqual(results[0], results[1])
+        XCTAssertEqual(results[0], results[2])
+    }
+
+    /// After a warm-up step, repeated steps are served from the cache: no new system allocations.
+    func testCachingAllocatorReusesBuffersAcrossSteps() throws {
+        let arena = try makeTinyArena()
+        let input = randomTensor([132, 48], seed: 11, grad: false)
+        _ = try tinyStep(arena, input: input, dropoutSeed: 1)
+        _ = try tinyStep(arena, input: input, dropoutSeed: 2)
+        let before = CachingAllocator.shared.statistics
+        for s in 0..<10 { _ = try tinyStep(arena, input: input, dropoutSeed: UInt64(s)) }
+        let after = CachingAllocator.shared.statistics
+        XCTAssertEqual(after.systemAllocations, before.systemAllocations, "steady-state steps must not allocate from the system")
+        XCTAssertGreaterThan(after.cacheHits, before.cacheHits)
+        XCTAssertEqual(after.bytesInUse, before.bytesInUse, "every step returns what it took")
+    }
+
+    func testSizeClassesWasteAtMostAQuarter() {
+        for n in [1, 63, 64, 65, 100, 1000, 4097, 123_457, 1_000_000] {
+            let c = CachingAllocator.sizeClass(n)
+            XCTAssertGreaterThanOrEqual(c, n)
+            if n > 64 { XCTAssertLessThanOrEqual(Double(c), Double(n) * 1.25 + 1) }
+        }
+    }
+}
