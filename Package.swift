@@ -9,10 +9,12 @@ let package = Package(
     products: [
         .executable(name: "elip", targets: ["elip"]),
         .library(name: "ELIPTensor", targets: ["ELIPTensor"]),
+        .library(name: "ELIPModel", targets: ["ELIPModel"]),
         .library(name: "ELIPData", targets: ["ELIPData"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // MARK: native libraries
@@ -35,15 +37,18 @@ let package = Package(
         .target(name: "Safetensors", swiftSettings: swiftSettings),
         .target(name: "ELIPTensor", dependencies: ["CBLAS", "CKernels", "Safetensors"],
                 swiftSettings: swiftSettings),
+        .target(name: "ELIPNN", dependencies: ["ELIPTensor"], swiftSettings: swiftSettings),
+        .target(name: "ELIPModel", dependencies: ["ELIPNN", "ELIPTensor", "Safetensors", "Yams"], swiftSettings: swiftSettings),
         .target(name: "ELIPData", dependencies: ["CLMDB", "CTurboJPEG", "CPNG"],
                 swiftSettings: swiftSettings),
         .executableTarget(name: "elip", dependencies: [
-            "ELIPTensor", "ELIPData",
+            "ELIPTensor", "ELIPNN", "ELIPModel", "ELIPData", "Safetensors",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
 
         // MARK: tests
         .testTarget(name: "ELIPTensorTests", dependencies: ["ELIPTensor"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPModelTests", dependencies: ["ELIPModel"], swiftSettings: swiftSettings),
         .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPDataTests", dependencies: ["ELIPData"], swiftSettings: swiftSettings),
     ],

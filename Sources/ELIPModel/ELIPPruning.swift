@@ -1,0 +1,97 @@
+import ELIPTensor
+
+/// ELIP's text-guided vision-token pruning (SPEC §2; guoyang9/ELIP ALBEF/models/vit.py).
+///
+/// At the input x of stage j's first layer, for every sample:
+///  1. fused query (no gradient): a copy of x whose [CLS] is (1 - λ) text_cls + λ x[CLS];
+///  2. look-ahead (no gradient): the copy runs through the stage's layers; the stage's last layer
+///     gives its attention probabilities;
+///  3. score of token k: attention of query position 0 to key k, averaged over heads;
+///  4. keep the K_j best tokens in their original order, after [CLS];
+///  5. merge the rest into one token, weighted by their scores / (sum + 1e-6) — the weights are
+///     constants, the features carry gradients;
+///  6. new sequence: [CLS, kept..., merged] of length K_j + 2.
+public struct ELIPPruning {
+    public let schedule: PruneConfig
+    public let keepCounts: [Int]
+    /// Text [CLS] output states [B, D] of the paired captions (used as constants).
+    public let textCLS: Tensor
+    /// λ: weight of the image [CLS] in the fused query.
+    public let lambda: Float
+
+    public init(schedule: PruneConfig, patchCount: Int, textCLS: Tensor, lambda: Float = 0.8) {
+        self.schedule = schedule
+        self.keepCounts = schedule.keepCounts(patchCount: patchCount)
+        self.textCLS = textCLS.detached()
+        self.lambda = lambda
+    }
+
+    public struct StageResult {
+        public let tokens: Tensor
+        /// Per sample: kept positions among the stage's non-[CLS] input tokens, ascending.
+        public let keptIndices: [[Int]]
+    }
+
+    /// Prunes `tokens` [B, T, D] at the start of stage `stage`.
+    public func pruneStage(_ stage: Int, tokens x: Tensor, blocks: [VisionBlock]) throws -> StageResult {
+        let b = x.shape[0], t = x.shape[1], d = x.shape[2]
+        let keep = keepCounts[stage]
+        guard textCLS.shape == [b, d] else {
+            throw TensorError.shapeMismatch(op: "ELIP pruning (text [CLS] vs image tokens)", lhs: textCLS.shape, rhs: x.shape)
+        }
+        guard keep <= t - 1 else {
+            throw TensorError.invalidArgument(op: "ELIP pruning", reason: "stage \(stage) keeps \(keep) of \(t - 1) tokens")
+        }
+        let first = schedule.beginLayer[stage], count = schedule.numActLayers[stage]
+        let stageBlocks = blocks[first..<(first + count)]
+
+        // 1-3: scores from the look-ahead, without gradient.
+        let scores: [Float] = try Autograd.noGrad {
+            let query = x.copy()
+            query.withUnsafeMutableBufferPointer { q in
+                textCLS.withUnsafeBufferPointer { txt in
+                    for i in 0..<b {
+                        for k in 0..<d { q[i * t * d + k] = (1 - lambda) * txt[i * d + k] + lambda * q[i * t * d + k] }
+                    }
+                }
+            }
+            var h = query
+            for block in stageBlocks.dropLast() { h = try block(h) }
+            let probs = try stageBlocks.last!.attentionProbabilities(h)  // [B, H, T, T]
+            let heads = probs.shape[1]
+            var s = [Float](repeating: 0, count: b * (t - 1))
+            probs.withUnsafeBufferPointer { p in
+                for i in 0..<b {
+                    for hh in 0..<heads {
+                        let row = ((i * heads + hh) * t) * t  // query position 0
+                        for k in 1..<t { s[i * (t - 1) + k - 1] += p[row + k] }
+                    }
+                    for k in 0..<(t - 1) { s[i * (t - 1) + k] /= Float(heads) }
+                }
+            }
+            return s
+        }
+
+        // 4-5: kept rows and merge weights, per sample.
+        var gatherIndex: [Int] = []
+        var mergeWeights = [Float](repeating: 0, count: b * t)
+        var kept: [[Int]] = []
+        for i in 0..<b {
+            let row = Array(scores[(i * (t - 1))..<((i + 1) * (t - 1))])
+            // Descending by score; ties broken by position so the choice is deterministic.
+            let order = row.indices.sorted { row[$0] != row[$1] ? row[$0] > row[$1] : $0 < $1 }
+            let keepSet = order.prefix(keep).sorted()
+            kept.append(keepSet)
+            gatherIndex.append(i * t)  // [CLS]
+            gatherIndex.append(contentsOf: keepSet.map { i * t + 1 + $0 })
+            let pruned = order.dropFirst(keep)
+            let total = pruned.reduce(Float(0)) { $0 + row[$1] } + 1e-6
+            for k in pruned { mergeWeights[i * t + 1 + k] = row[k] / total }
+        }
+
+        // 6: [CLS, kept..., merged], gradients flowing into both kept and merged features.
+        let keptTokens = try x.reshaped([b * t, d]).gatherRows(gatherIndex).reshaped([b, keep + 1, d])
+        let merged = try x.mergeRows(weights: mergeWeights)
+        return StageResult(tokens: try Tensor.concat([keptTokens, merged], axis: 1), keptIndices: kept)
+    }
+}

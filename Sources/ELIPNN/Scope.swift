@@ -1,0 +1,28 @@
+import ELIPTensor
+
+/// Where a layer's parameters go: an arena plus a dotted name prefix, so parameter names come
+/// out exactly as in the PyTorch state_dict (`visual_encoder.blocks.3.attn.qkv.weight`).
+public struct Scope {
+    public let arena: ParameterArena
+    public let prefix: String
+
+    public init(arena: ParameterArena, prefix: String = "") {
+        self.arena = arena
+        self.prefix = prefix
+    }
+
+    /// A nested scope: `scope["blocks"][3]["attn"]`.
+    public subscript(_ component: String) -> Scope {
+        Scope(arena: arena, prefix: prefix.isEmpty ? component : "\(prefix).\(component)")
+    }
+
+    public subscript(_ index: Int) -> Scope { self[String(index)] }
+
+    /// Full name of a parameter in this scope.
+    public func name(_ leaf: String) -> String { prefix.isEmpty ? leaf : "\(prefix).\(leaf)" }
+
+    /// Adds a (zero-initialised) parameter called `leaf` to the arena.
+    public func parameter(_ leaf: String, _ shape: [Int]) throws -> Tensor {
+        try arena.add(name(leaf), shape: shape)
+    }
+}

@@ -1,0 +1,58 @@
+import ArgumentParser
+import ELIPModel
+import ELIPTensor
+import Foundation
+import Safetensors
+
+struct CheckStepCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-step",
+        abstract: "Replay one ELIP-ALBEF pre-training step from a reference case and compare.",
+        discussion: """
+        CASE_DIR holds Pretrain.yaml, config_bert.json, weights.safetensors and batch.safetensors
+        (laid out like shared/reference/albef-tiny). The step runs with dropout off and with the
+        batch's MLM masks and ITM negatives. Outputs: losses, image_embeds, image_embeds_m,
+        kept_index.stageN, queues and pointer, after.* momentum weights, grad.* for every
+        trainable parameter. With expected.safetensors in CASE_DIR, prints the worst relative
+        error per group and exits non-zero when a tolerance is exceeded.
+        """
+    )
+
+    @Argument(help: "Reference case directory.")
+    var caseDirectory: String
+
+    @Option(help: "Write the outputs to this safetensors file.")
+    var out: String?
+
+    @Option(help: "Threads for BLAS and the engine (default: ELIP_THREADS or all cores).")
+    var threads: Int?
+
+    func run() throws {
+        if let threads { Threads.configure(threads) }
+        let output = try ReferenceStep.run(caseDirectory: caseDirectory)
+        print(String(format: "loss_mlm %.6f  loss_ita %.6f  loss_itm %.6f",
+                     output.floats["loss_mlm"]!.values[0], output.floats["loss_ita"]!.values[0], output.floats["loss_itm"]!.values[0]))
+        let expectedPath = (caseDirectory as NSString).appendingPathComponent("expected.safetensors")
+        var expectedNames: Set<String>? = nil
+        var failed = false
+        if FileManager.default.fileExists(atPath: expectedPath) {
+            let expected = try SafetensorsFile(path: expectedPath)
+            expectedNames = Set(expected.names)
+            let results = try ReferenceStep.compare(output, expected: expected)
+            func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
+            print("\(pad("group", 22)) compared  worst rel. error  tolerance  worst tensor")
+            for r in results {
+                let line = pad(r.group, 22) + String(format: " %8d  %16.3e  %9.0e  ", r.compared, r.worstError, r.tolerance)
+                print(line + r.worstName + (r.passed ? "" : "   <-- FAIL"))
+                failed = failed || !r.passed
+            }
+        } else {
+            print("no expected.safetensors in \(caseDirectory): nothing to compare")
+        }
+        if let out {
+            try ReferenceStep.write(output, to: out, onlyNames: expectedNames)
+            print("wrote \(out)")
+        }
+        if failed { throw ExitCode(1) }
+    }
+}
