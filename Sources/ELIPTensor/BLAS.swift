@@ -1,4 +1,21 @@
 import CBLAS
+import Foundation
+
+/// Optional accounting of time spent inside sgemm, for benchmarks that split a step into GEMM
+/// and everything else. Off by default (one branch per call when off).
+public enum GEMMProfiler {
+    nonisolated(unsafe) public static var enabled = false
+    nonisolated(unsafe) public private(set) static var seconds = 0.0
+    nonisolated(unsafe) public private(set) static var flops = 0.0
+    public static func reset() { seconds = 0; flops = 0 }
+    static func add(_ s: Double, _ f: Double) { seconds += s; flops += f }
+}
+
+@inline(__always) func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
 
 /// Thin wrapper over cblas_sgemm for row-major operands: C = alpha * op(A) * op(B) + beta * C,
 /// op(A) is m x k, op(B) is k x n, C is m x n. Leading dimensions default to contiguous rows.
@@ -13,6 +30,8 @@ func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
         for i in 0..<m { let row = c + i * (ldc ?? n); for j in 0..<n { row[j] *= beta } }
         return
     }
+    let t0 = GEMMProfiler.enabled ? monotonicSeconds() : 0
+    defer { if GEMMProfiler.enabled { GEMMProfiler.add(monotonicSeconds() - t0, 2.0 * Double(m) * Double(n) * Double(k)) } }
     cblas_sgemm(CblasRowMajor,
                 transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                 Int32(m), Int32(n), Int32(k), alpha,
