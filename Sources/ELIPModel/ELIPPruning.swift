@@ -32,21 +32,36 @@ public struct ELIPPruning {
         public let keptIndices: [[Int]]
     }
 
+    /// Which tokens a stage keeps and how the rest merge, per sample.
+    public struct Selection {
+        /// Kept positions among the non-[CLS] tokens, ascending, per sample.
+        public let kept: [[Int]]
+        /// Rows of the flattened [B * T, D] input that form [CLS, kept...] per sample.
+        let gatherIndex: [Int]
+        /// Merge weight of every input token ([B * T]; zero for [CLS] and kept tokens).
+        public let mergeWeights: [Float]
+    }
+
     /// Prunes `tokens` [B, T, D] at the start of stage `stage`.
     public func pruneStage(_ stage: Int, tokens x: Tensor, blocks: [VisionBlock]) throws -> StageResult {
+        let s = try scores(stage, tokens: x, blocks: blocks)
+        let selection = select(scores: s, batch: x.shape[0], tokens: x.shape[1], keep: keepCounts[stage])
+        return StageResult(tokens: try apply(selection, to: x), keptIndices: selection.kept)
+    }
+
+    /// Steps 1-3: per sample, the head-averaged attention of the fused query to every non-[CLS]
+    /// token in the stage's last layer ([B * (T - 1)]), computed without gradient.
+    public func scores(_ stage: Int, tokens x: Tensor, blocks: [VisionBlock]) throws -> [Float] {
         let b = x.shape[0], t = x.shape[1], d = x.shape[2]
-        let keep = keepCounts[stage]
         guard textCLS.shape == [b, d] else {
             throw TensorError.shapeMismatch(op: "ELIP pruning (text [CLS] vs image tokens)", lhs: textCLS.shape, rhs: x.shape)
         }
-        guard keep <= t - 1 else {
-            throw TensorError.invalidArgument(op: "ELIP pruning", reason: "stage \(stage) keeps \(keep) of \(t - 1) tokens")
+        guard keepCounts[stage] <= t - 1 else {
+            throw TensorError.invalidArgument(op: "ELIP pruning", reason: "stage \(stage) keeps \(keepCounts[stage]) of \(t - 1) tokens")
         }
         let first = schedule.beginLayer[stage], count = schedule.numActLayers[stage]
         let stageBlocks = blocks[first..<(first + count)]
-
-        // 1-3: scores from the look-ahead, without gradient.
-        let scores: [Float] = try Autograd.noGrad {
+        return try Autograd.noGrad {
             let query = x.copy()
             query.withUnsafeMutableBufferPointer { q in
                 textCLS.withUnsafeBufferPointer { txt in
@@ -71,8 +86,10 @@ public struct ELIPPruning {
             }
             return s
         }
+    }
 
-        // 4-5: kept rows and merge weights, per sample.
+    /// Steps 4-5: the `keep` best tokens in original order, and merge weights for the rest.
+    public func select(scores: [Float], batch b: Int, tokens t: Int, keep: Int) -> Selection {
         var gatherIndex: [Int] = []
         var mergeWeights = [Float](repeating: 0, count: b * t)
         var kept: [[Int]] = []
@@ -88,10 +105,15 @@ public struct ELIPPruning {
             let total = pruned.reduce(Float(0)) { $0 + row[$1] } + 1e-6
             for k in pruned { mergeWeights[i * t + 1 + k] = row[k] / total }
         }
+        return Selection(kept: kept, gatherIndex: gatherIndex, mergeWeights: mergeWeights)
+    }
 
-        // 6: [CLS, kept..., merged], gradients flowing into both kept and merged features.
-        let keptTokens = try x.reshaped([b * t, d]).gatherRows(gatherIndex).reshaped([b, keep + 1, d])
-        let merged = try x.mergeRows(weights: mergeWeights)
-        return StageResult(tokens: try Tensor.concat([keptTokens, merged], axis: 1), keptIndices: kept)
+    /// Step 6: [CLS, kept..., merged] from the real tokens; gradients flow into the kept and the
+    /// merged features, not into the selection.
+    public func apply(_ selection: Selection, to x: Tensor) throws -> Tensor {
+        let b = x.shape[0], t = x.shape[1], d = x.shape[2], keep = selection.kept.first?.count ?? 0
+        let keptTokens = try x.reshaped([b * t, d]).gatherRows(selection.gatherIndex).reshaped([b, keep + 1, d])
+        let merged = try x.mergeRows(weights: selection.mergeWeights)
+        return try Tensor.concat([keptTokens, merged], axis: 1)
     }
 }

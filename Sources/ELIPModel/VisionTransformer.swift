@@ -36,6 +36,8 @@ public final class VisionBlock {
 public struct VisionOutput {
     public let embeds: Tensor
     public let keptIndices: [[[Int]]]
+    /// Sequence length entering each block ([CLS] and merged token included).
+    public let sequenceLengths: [Int]
 }
 
 /// ViT with ELIP's text-guided token pruning (timm names: `patch_embed.proj`, `cls_token`,
@@ -84,6 +86,7 @@ public final class VisionTransformer {
     public func callAsFunction(_ images: Tensor, pruning: ELIPPruning? = nil) throws -> VisionOutput {
         var x = try embed(images)
         var kept: [[[Int]]] = []
+        var lengths: [Int] = []
         var stages = [Int: Int]()
         if let pruning { for (j, l) in pruning.schedule.beginLayer.enumerated() { stages[l] = j } }
         for (i, block) in blocks.enumerated() {
@@ -92,9 +95,10 @@ public final class VisionTransformer {
                 x = r.tokens
                 kept.append(r.keptIndices)
             }
+            lengths.append(x.shape[1])
             x = try block(x)
         }
-        return VisionOutput(embeds: try norm(x), keptIndices: kept)
+        return VisionOutput(embeds: try norm(x), keptIndices: kept, sequenceLengths: lengths)
     }
 }
 

@@ -13,14 +13,14 @@ public enum ProcessStats {
     /// Peak resident set size in bytes.
     public static func peakResidentBytes() -> Int {
         var u = rusage()
-        getrusage(RUSAGE_SELF, &u)
+        getrusage(RUSAGE_SELF.rawValue, &u)
         return Int(u.ru_maxrss) * 1024
     }
 
     /// Minor + major page faults so far.
     public static func pageFaults() -> Int {
         var u = rusage()
-        getrusage(RUSAGE_SELF, &u)
+        getrusage(RUSAGE_SELF.rawValue, &u)
         return Int(u.ru_minflt + u.ru_majflt)
     }
 

@@ -130,6 +130,11 @@ public final class Tensor {
         return g.pointer
     }
 
+    /// Sets the accumulated gradient to zero (parameters keep their arena slot).
+    public func zeroGradient() {
+        gradStorage?.pointer.update(repeating: 0, count: count)
+    }
+
     /// Gradient memory if any gradient has been accumulated.
     var existingGrad: UnsafeMutablePointer<Float>? { gradStorage?.pointer }
 
