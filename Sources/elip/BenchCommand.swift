@@ -93,7 +93,7 @@ struct BenchOpsCommand: ParsableCommand {
             gemmTimes.append(GEMMProfiler.seconds)
             flops = GEMMProfiler.flops
             arena.zeroGradients()
-            x.gradStorage = nil
+            x.zeroGradient()
             rss.append(ProcessStats.residentBytes())
             faults.append(ProcessStats.pageFaults())
         }
