@@ -1,0 +1,162 @@
+import ELIPNN
+import ELIPTensor
+import Foundation
+import Safetensors
+
+/// Building an initial ALBEF checkpoint from pretrained parts, as ALBEF does: the ViT from a
+/// timm/DeiT checkpoint (position grid resized bicubically when the resolution differs) and the
+/// text encoder from a HuggingFace BERT checkpoint. Everything else (cross-attention, heads,
+/// projections) is initialised randomly.
+public enum PretrainedImport {
+    /// Candidate names of a HuggingFace BERT parameter: with and without the `bert.` prefix, and
+    /// the legacy `LayerNorm.gamma/beta` spellings.
+    public static func huggingFaceBertNames(_ name: String) -> [String] {
+        var bases = [name]
+        if name.hasSuffix("LayerNorm.weight") { bases.append(String(name.dropLast(6)) + "gamma") }
+        if name.hasSuffix("LayerNorm.bias") { bases.append(String(name.dropLast(4)) + "beta") }
+        return bases.flatMap { [$0, "bert." + $0] }
+    }
+
+    /// Loads a HuggingFace BERT file into `arena` whose names are `prefix + <HF name without bert.>`
+    /// (and `headPrefix + predictions.*` for the MLM head). Returns the parameters not found.
+    @discardableResult
+    public static func loadBert(_ file: SafetensorsFile, into arena: ParameterArena, bertPrefix: String,
+                                headPrefix: String? = nil) throws -> [String] {
+        var missing: [String] = []
+        for (entry, tensor) in zip(arena.entries, arena.tensors) {
+            let candidates: [String]
+            if entry.name.hasPrefix(bertPrefix) {
+                candidates = huggingFaceBertNames(String(entry.name.dropFirst(bertPrefix.count)))
+            } else if let headPrefix, entry.name.hasPrefix(headPrefix) {
+                let rest = String(entry.name.dropFirst(headPrefix.count))
+                candidates = ["cls." + rest] + huggingFaceBertNames(rest).map { "cls." + $0 }
+            } else {
+                continue
+            }
+            guard let source = candidates.first(where: file.contains), let e = file[source] else {
+                missing.append(entry.name)
+                continue
+            }
+            guard e.elementCount == entry.count else {
+                throw CheckpointError(file: file.path, message: "\(source): shape \(e.shape), expected \(entry.shape)")
+            }
+            try tensor.withUnsafeMutableBufferPointer { try file.copyFloats(source, into: $0.baseAddress!, count: entry.count) }
+        }
+        return missing
+    }
+
+    /// Loads a timm/DeiT ViT file into the parameters named `prefix + <timm name>`, resizing the
+    /// position grid when it differs. Returns the parameters not found.
+    @discardableResult
+    public static func loadViT(_ file: SafetensorsFile, into arena: ParameterArena, prefix: String) throws -> [String] {
+        var missing: [String] = []
+        for (entry, tensor) in zip(arena.entries, arena.tensors) where entry.name.hasPrefix(prefix) {
+            let source = String(entry.name.dropFirst(prefix.count))
+            guard let e = file[source] else { missing.append(entry.name); continue }
+            if source == "pos_embed" && e.elementCount != entry.count {
+                let resized = try resizePositionEmbedding(file.floats(source), shape: e.shape, toTokens: entry.shape[1])
+                try tensor.assign(resized)
+                continue
+            }
+            guard e.elementCount == entry.count else {
+                throw CheckpointError(file: file.path, message: "\(source): shape \(e.shape), expected \(entry.shape)")
+            }
+            try tensor.withUnsafeMutableBufferPointer { try file.copyFloats(source, into: $0.baseAddress!, count: entry.count) }
+        }
+        return missing
+    }
+
+    /// ALBEF's interpolate_pos_embed: [1, 1 + g*g, D] -> [1, 1 + n*n, D]; the [CLS] entry is kept,
+    /// the grid is resized with PyTorch's bicubic interpolation (align_corners=False, A = -0.75).
+    public static func resizePositionEmbedding(_ values: [Float], shape: [Int], toTokens tokens: Int) throws -> [Float] {
+        guard shape.count == 3, shape[0] == 1 else {
+            throw CheckpointError(file: "pos_embed", message: "expected [1, T, D], got \(shape)")
+        }
+        let d = shape[2], g = Int(Double(shape[1] - 1).squareRoot()), n = Int(Double(tokens - 1).squareRoot())
+        guard g * g == shape[1] - 1, n * n == tokens - 1 else {
+            throw CheckpointError(file: "pos_embed", message: "position grids must be square: \(shape[1] - 1) -> \(tokens - 1) tokens")
+        }
+        var out = Array(values[0..<d])
+        // grid[y][x][c] -> resized with separable bicubic weights.
+        let wy = bicubicWeights(input: g, output: n), wx = wy
+        var rows = [Float](repeating: 0, count: n * g * d)  // resize along y first: [n, g, d]
+        for oy in 0..<n {
+            for (iy, w) in wy[oy] {
+                for x in 0..<g { for c in 0..<d { rows[(oy * g + x) * d + c] += w * values[d + (iy * g + x) * d + c] } }
+            }
+        }
+        var grid = [Float](repeating: 0, count: n * n * d)
+        for oy in 0..<n {
+            for ox in 0..<n {
+                for (ix, w) in wx[ox] { for c in 0..<d { grid[(oy * n + ox) * d + c] += w * rows[(oy * g + ix) * d + c] } }
+            }
+        }
+        out += grid
+        return out
+    }
+
+    /// For each output index: (input index, weight) pairs of PyTorch's bicubic upsampling with
+    /// align_corners=False and border clamping.
+    public static func bicubicWeights(input: Int, output: Int) -> [[(Int, Float)]] {
+        let a: Double = -0.75
+        let scale = Double(input) / Double(output)
+        func near(_ x: Double) -> Double { ((a + 2) * x - (a + 3)) * x * x + 1 }
+        func far(_ x: Double) -> Double { ((a * x - 5 * a) * x + 8 * a) * x - 4 * a }
+        return (0..<output).map { o in
+            let src = (Double(o) + 0.5) * scale - 0.5
+            let x0 = Int(src.rounded(.down)), t = src - Double(x0)
+            let w = [far(t + 1), near(t), near(1 - t), far(2 - t)]
+            var taps: [(Int, Float)] = []
+            for k in 0..<4 {
+                let i = min(max(x0 - 1 + k, 0), input - 1)
+                if let j = taps.firstIndex(where: { $0.0 == i }) { taps[j].1 += Float(w[k]) } else { taps.append((i, Float(w[k]))) }
+            }
+            return taps
+        }
+    }
+}
+
+extension ALBEFModel {
+    /// An initial checkpoint: DeiT ViT + HuggingFace BERT, the rest random (seeded). Returns a
+    /// summary of what came from where.
+    public func importPretrained(vit: SafetensorsFile, bert: SafetensorsFile, seed: UInt64) throws -> [String] {
+        try initialiseRandomly(seed: seed)
+        let vitMissing = try PretrainedImport.loadViT(vit, into: online, prefix: "visual_encoder.")
+        let bertMissing = try PretrainedImport.loadBert(bert, into: online, bertPrefix: "text_encoder.bert.", headPrefix: "text_encoder.cls.")
+        if !vitMissing.isEmpty {
+            throw CheckpointError(file: vit.path, message: "ViT parameters missing: \(vitMissing.prefix(5).joined(separator: ", "))")
+        }
+        // Cross-attention layers and, for a BertModel checkpoint, the MLM head start random.
+        let unexpected = bertMissing.filter { !$0.contains("crossattention") && !$0.contains(".cls.") }
+        if !unexpected.isEmpty {
+            throw CheckpointError(file: bert.path, message: "BERT parameters missing: \(unexpected.prefix(5).joined(separator: ", "))")
+        }
+        copyParametersToMomentum()
+        return ["ViT: \(online.entries.filter { $0.name.hasPrefix("visual_encoder.") }.count) tensors from \(vit.path)",
+                "BERT: \(online.entries.filter { $0.name.hasPrefix("text_encoder.") }.count - bertMissing.count) tensors from \(bert.path)",
+                "random init: \(bertMissing.count) BERT tensors (cross-attention / MLM head), projections, itm_head"]
+    }
+}
+
+/// A plain BERT encoder (no fusion layers) loaded from a HuggingFace checkpoint, for sentence
+/// embeddings and for checking the text encoder against a real pretrained model.
+public final class BertEncoder {
+    public let arena: ParameterArena
+    public let model: BertModel
+
+    public init(config: BertConfig, weights: SafetensorsFile) throws {
+        var c = config
+        c.fusionLayer = nil
+        arena = ParameterArena(capacity: 1 << 29, withGradients: false)
+        model = try BertModel(bert: Scope(arena: arena), head: nil, config: c)
+        let missing = try PretrainedImport.loadBert(weights, into: arena, bertPrefix: "")
+        guard missing.isEmpty else {
+            throw CheckpointError(file: weights.path, message: "\(missing.count) BERT parameters missing, e.g. \(missing.prefix(5).joined(separator: ", "))")
+        }
+    }
+
+    /// last_hidden_state [B, L, H].
+    public func encode(_ text: TextBatch) throws -> Tensor {
+        try Autograd.noGrad { try model.encode(model.embed(text, dropout: nil), mask: text, layers: 0..<model.layers.count, dropout: nil) }
+    }
+}
