@@ -27,7 +27,7 @@ public enum GradientCheck {
                              maxElements: Int = 64, seed: UInt64 = 7,
                              _ f: () throws -> Tensor) throws -> Report {
         Autograd.reset()
-        for x in inputs { x.gradStorage = nil }
+        for x in inputs { x.zeroGradient() }
         let out = try f()
         var rng = SeededGenerator(seed: seed)
         let r = (0..<out.count).map { _ in rng.nextUniform() * 2 - 1 }
