@@ -28,7 +28,6 @@ final class ALBEFTests: XCTestCase {
         let model = try ALBEFModel(config: c)
         try model.initialiseRandomly(seed: 11)
         // Larger weights than the 0.02 init so every path carries signal.
-        model.online.values.withUnsafeMutableBufferPointer { _ in }
         for (e, t) in zip(model.online.entries, model.online.tensors) where !e.name.contains("norm") && !e.name.contains("LayerNorm") && e.name != "temp" {
             try t.assign(t.toArray().map { $0 * 10 })
         }
