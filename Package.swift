@@ -39,16 +39,18 @@ let package = Package(
                 swiftSettings: swiftSettings),
         .target(name: "ELIPNN", dependencies: ["ELIPTensor"], swiftSettings: swiftSettings),
         .target(name: "ELIPModel", dependencies: ["ELIPNN", "ELIPTensor", "Safetensors", "Yams"], swiftSettings: swiftSettings),
+        .target(name: "ELIPDistributed", dependencies: ["CMPI", "CMPIShim", "ELIPTensor"], swiftSettings: swiftSettings),
         .target(name: "ELIPData", dependencies: ["CLMDB", "CTurboJPEG", "CPNG"],
                 swiftSettings: swiftSettings),
         .executableTarget(name: "elip", dependencies: [
-            "ELIPTensor", "ELIPNN", "ELIPModel", "ELIPData", "Safetensors",
+            "ELIPTensor", "ELIPNN", "ELIPModel", "ELIPData", "ELIPDistributed", "Safetensors",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
 
         // MARK: tests
         .testTarget(name: "ELIPTensorTests", dependencies: ["ELIPTensor"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPModelTests", dependencies: ["ELIPModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPDistributedTests", dependencies: ["ELIPDistributed"], swiftSettings: swiftSettings),
         .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPDataTests", dependencies: ["ELIPData"], swiftSettings: swiftSettings),
     ],

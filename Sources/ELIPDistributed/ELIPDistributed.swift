@@ -1,0 +1,2 @@
+// ELIPDistributed: MPI communicator (single-process fallback), collectives, gradient buckets.
+import CMPIShim
