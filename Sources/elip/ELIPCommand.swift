@@ -12,6 +12,7 @@ struct ELIPCommand: ParsableCommand {
         subcommands: [
             // Keep one subcommand per line: several people add to this list.
             BenchCommand.self,
+            TokenizeCommand.self,
         ]
     )
 }

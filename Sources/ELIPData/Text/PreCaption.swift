@@ -1,0 +1,68 @@
+/// ALBEF's caption cleaning, `pre_caption(caption, max_words)` in dataset/utils.py:
+/// Python `lower()`; delete each of , . ' ! ? " ( ) * # : ; ~; '-' and '/' become spaces;
+/// "<person>" becomes "person"; runs of 2+ whitespace (`re`'s `\s`, i.e. Python `isspace`)
+/// become one space; trailing "\n"s and surrounding spaces are stripped; words (split on single
+/// spaces) past `maxWords` are dropped. A lone tab or newline inside the text survives, as in
+/// Python.
+public func preCaption(_ caption: String, maxWords: Int = 30) -> String {
+    // Lowercase, delete, and replace '-' '/' in one pass: the character sets are disjoint.
+    var text: [Unicode.Scalar] = []
+    text.reserveCapacity(caption.utf8.count)
+    for s in TextUnicode.pythonLowercased(Array(caption.unicodeScalars)) {
+        switch s {
+        case ",", ".", "'", "!", "?", "\"", "(", ")", "*", "#", ":", ";", "~": continue
+        case "-", "/": text.append(" ")
+        default: text.append(s)
+        }
+    }
+    text = replacingPerson(text)
+
+    // re.sub(r"\s{2,}", " ", ...)
+    var collapsed: [Unicode.Scalar] = []
+    collapsed.reserveCapacity(text.count)
+    var i = 0
+    while i < text.count {
+        guard TextUnicode.isPythonSpace(text[i]) else { collapsed.append(text[i]); i += 1; continue }
+        var j = i + 1
+        while j < text.count && TextUnicode.isPythonSpace(text[j]) { j += 1 }
+        if j - i >= 2 { collapsed.append(" ") } else { collapsed.append(text[i]) }
+        i = j
+    }
+
+    // rstrip("\n"), then strip(" ").
+    var end = collapsed.count
+    while end > 0 && collapsed[end - 1] == "\n" { end -= 1 }
+    while end > 0 && collapsed[end - 1] == " " { end -= 1 }
+    var start = 0
+    while start < end && collapsed[start] == " " { start += 1 }
+    let stripped = collapsed[start..<end]
+
+    // caption.split(" ") keeps empty words, like Python; only truncation rejoins.
+    let words = stripped.split(separator: " ", omittingEmptySubsequences: false)
+    guard words.count > maxWords else { return TextUnicode.string(stripped) }
+    // Python slice words[:maxWords], negative counts included.
+    let keep = maxWords >= 0 ? maxWords : max(0, words.count + maxWords)
+    return words.prefix(keep).map { TextUnicode.string($0) }.joined(separator: " ")
+}
+
+private let personTag: [Unicode.Scalar] = Array("<person>".unicodeScalars)
+private let personWord: [Unicode.Scalar] = Array("person".unicodeScalars)
+
+/// Python `str.replace("<person>", "person")`: non-overlapping, left to right.
+private func replacingPerson(_ text: [Unicode.Scalar]) -> [Unicode.Scalar] {
+    guard text.contains("<") else { return text }
+    var out: [Unicode.Scalar] = []
+    out.reserveCapacity(text.count)
+    var i = 0
+    while i < text.count {
+        if text[i] == "<", text.count - i >= personTag.count,
+           text[i..<(i + personTag.count)].elementsEqual(personTag) {
+            out.append(contentsOf: personWord)
+            i += personTag.count
+        } else {
+            out.append(text[i])
+            i += 1
+        }
+    }
+    return out
+}
