@@ -129,3 +129,64 @@ func tinyConfig(imageRes: Int = 32, prune: PruneConfig? = PruneConfig(beginLayer
     try c.validate(file: "tiny")
     return c
 }
+
+final class ImportTests: XCTestCase {
+    /// A DeiT-style ViT at another resolution and a HuggingFace BertForMaskedLM file become an
+    /// ALBEF model: ViT and BERT tensors copied (position grid resized), cross-attention random.
+    func testImportPretrainedParts() throws {
+        let c = try tinyConfig(imageRes: 32)  // 4x4 patches of 8 px
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("import-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // Source ViT at 24 px (3x3 grid) with a DeiT head that must be ignored.
+        var vitConfig = c
+        vitConfig.imageRes = 24
+        let vitArena = ParameterArena(capacity: 1 << 20)
+        _ = try VisionTransformer(Scope(arena: vitArena), config: vitConfig.vision, imageRes: 24)
+        var g = SeededGenerator(seed: 1)
+        var vitWriter = SafetensorsWriter()
+        var vitValues: [String: [Float]] = [:]
+        for e in vitArena.entries {
+            let v = (0..<e.count).map { _ in g.nextUniform() }
+            vitValues[e.name] = v
+            try vitWriter.add(e.name, floats: v, shape: e.shape)
+        }
+        try vitWriter.add("head.weight", floats: [1, 2], shape: [2, 1])
+        let vitPath = dir.appendingPathComponent("deit.safetensors").path
+        try vitWriter.write(to: vitPath)
+        // Source BERT without fusion: 4 plain layers plus an MLM head, "bert." prefix.
+        var plain = c.bert
+        plain.fusionLayer = nil
+        let bertArena = ParameterArena(capacity: 1 << 20)
+        _ = try BertModel(bert: Scope(arena: bertArena)["bert"], head: Scope(arena: bertArena)["cls"], config: plain)
+        var bertWriter = SafetensorsWriter()
+        var bertValues: [String: [Float]] = [:]
+        for e in bertArena.entries {
+            let v = (0..<e.count).map { _ in g.nextUniform() }
+            bertValues[e.name] = v
+            try bertWriter.add(e.name, floats: v, shape: e.shape)
+        }
+        let bertPath = dir.appendingPathComponent("bert.safetensors").path
+        try bertWriter.write(to: bertPath)
+
+        let model = try ALBEFModel(config: c)
+        _ = try model.importPretrained(vit: SafetensorsFile(path: vitPath), bert: SafetensorsFile(path: bertPath), seed: 3)
+        XCTAssertEqual(model.online.tensor("visual_encoder.blocks.2.attn.qkv.weight")!.toArray(), vitValues["blocks.2.attn.qkv.weight"])
+        XCTAssertEqual(model.online.tensor("text_encoder.bert.encoder.layer.3.attention.self.key.weight")!.toArray(),
+                       bertValues["bert.encoder.layer.3.attention.self.key.weight"])
+        XCTAssertEqual(model.online.tensor("text_encoder.cls.predictions.bias")!.toArray(), bertValues["cls.predictions.bias"])
+        let pos = model.online.tensor("visual_encoder.pos_embed")!
+        XCTAssertEqual(pos.shape, [1, 17, 16])
+        XCTAssertEqual(Array(pos.toArray()[0..<16]), Array(vitValues["pos_embed"]![0..<16]), "[CLS] position kept")
+        let cross = model.online.tensor("text_encoder.bert.encoder.layer.2.crossattention.self.query.weight")!.toArray()
+        XCTAssertGreaterThan(cross.map(abs).max()!, 0, "cross-attention initialised randomly")
+        XCTAssertEqual(Array(model.momentum.values), Array(model.online.values[0..<model.momentum.used]), "momentum = online")
+        // A ViT file lacking a tensor is refused with its name.
+        var broken = SafetensorsWriter()
+        try broken.add("cls_token", floats: vitValues["cls_token"]!, shape: [1, 1, 16])
+        try broken.write(to: vitPath)
+        XCTAssertThrowsError(try model.importPretrained(vit: SafetensorsFile(path: vitPath), bert: SafetensorsFile(path: bertPath), seed: 3)) {
+            XCTAssertTrue("\($0)".contains("visual_encoder."), "\($0)")
+        }
+    }
+}

@@ -1,0 +1,42 @@
+import ArgumentParser
+import ELIPModel
+import ELIPTensor
+import Foundation
+import Safetensors
+
+struct ImportWeightsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import-weights",
+        abstract: "Build an initial ALBEF checkpoint from a DeiT/timm ViT and a HuggingFace BERT (safetensors).",
+        discussion: """
+        As ALBEF does: the ViT comes from --vit (timm names: patch_embed.proj.weight, cls_token, pos_embed,
+        blocks.N.*, norm.*; the position grid is resized bicubically when the checkpoint's resolution
+        differs from image_res), the text encoder and MLM head from --bert (HuggingFace names, with or
+        without the 'bert.' prefix, legacy LayerNorm gamma/beta accepted). Cross-attention layers,
+        projections and the ITM head start random (--seed); the momentum model is a copy; the queues
+        are random unit vectors. The output is an ALBEF state_dict in safetensors.
+        """
+    )
+
+    @Option(help: "Pretrain.yaml (ALBEF keys; its bert_config names the BERT shape).")
+    var config: String
+    @Option(help: "DeiT/timm ViT weights (.safetensors).")
+    var vit: String
+    @Option(help: "HuggingFace BERT weights (.safetensors).")
+    var bert: String
+    @Option(help: "Output checkpoint (.safetensors).")
+    var out: String
+    @Option(help: "Seed for the randomly initialised parts.")
+    var seed: UInt64 = 0
+
+    func run() throws {
+        let cfg = try ALBEFConfig.load(config)
+        let model = try ALBEFModel(config: cfg)
+        let summary = try model.importPretrained(vit: SafetensorsFile(path: vit), bert: SafetensorsFile(path: bert), seed: seed)
+        var writer = SafetensorsWriter(metadata: ["format": "albef-state-dict", "producer": "elip import-weights"])
+        try model.addStateDict(to: &writer)
+        try writer.write(to: out)
+        summary.forEach { print($0) }
+        print("wrote \(out) (\(model.online.parameterCount) trainable parameters)")
+    }
+}
