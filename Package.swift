@@ -51,6 +51,8 @@ let package = Package(
         .testTarget(name: "ELIPTensorTests", dependencies: ["ELIPTensor"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPModelTests", dependencies: ["ELIPModel"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPDistributedTests", dependencies: ["ELIPDistributed"], swiftSettings: swiftSettings),
+        // End-to-end tests of the `elip` command (runs the built executable).
+        .testTarget(name: "CLITests", dependencies: ["elip", "Safetensors"], swiftSettings: swiftSettings),
         .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPDataTests", dependencies: ["ELIPData"], swiftSettings: swiftSettings),
     ],

@@ -12,7 +12,10 @@ struct ELIPCommand: ParsableCommand {
         subcommands: [
             // Keep one subcommand per line: several people add to this list.
             BenchCommand.self,
+            CheckStepCommand.self,
             TokenizeCommand.self,
+            EmbedTextCommand.self,
+            ImportWeightsCommand.self,
         ]
     )
 }

@@ -1,0 +1,80 @@
+import Foundation
+import Safetensors
+import XCTest
+
+final class ModelCommandTests: XCTestCase {
+    func testHelpListsSubcommands() throws {
+        let r = try CLI.run(["--help"])
+        XCTAssertEqual(r.status, 0)
+        for sub in ["bench", "check-step", "tokenize", "embed-text", "import-weights"] {
+            XCTAssertTrue(r.stdout.contains(sub), "elip --help lacks \(sub)")
+        }
+    }
+
+    func testCheckStepPassesOnTheReferenceCase() throws {
+        let dir = try CLI.shared("reference/albef-tiny")
+        let tmp = try CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        let out = tmp.appendingPathComponent("step.safetensors").path
+        let r = try CLI.run(["check-step", dir, "--out", out, "--threads", "2"])
+        XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+        XCTAssertTrue(r.stdout.contains("gradients"), r.stdout)
+        XCTAssertFalse(r.stdout.contains("FAIL"), r.stdout)
+        let expected = try SafetensorsFile(path: (dir as NSString).appendingPathComponent("expected.safetensors"))
+        XCTAssertEqual(Set(try SafetensorsFile(path: out).names), Set(expected.names))
+    }
+
+    /// A case whose expectation disagrees (a loss off by 1%) makes check-step exit non-zero.
+    func testCheckStepFailsOnAWrongExpectation() throws {
+        let dir = try CLI.shared("reference/albef-tiny")
+        let tmp = try CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        for f in ["Pretrain.yaml", "config_bert.json", "weights.safetensors", "batch.safetensors"] {
+            try FileManager.default.copyItem(atPath: (dir as NSString).appendingPathComponent(f), toPath: tmp.appendingPathComponent(f).path)
+        }
+        let expected = try SafetensorsFile(path: (dir as NSString).appendingPathComponent("expected.safetensors"))
+        var w = SafetensorsWriter()
+        for e in expected.entries {
+            if e.dtype == .i64 {
+                try w.add(e.name, int64s: expected.int64s(e.name), shape: e.shape)
+            } else {
+                var v = try expected.floats(e.name)
+                if e.name == "loss_itm" { v[0] *= 1.01 }
+                try w.add(e.name, floats: v, shape: e.shape)
+            }
+        }
+        try w.write(to: tmp.appendingPathComponent("expected.safetensors").path)
+        let r = try CLI.run(["check-step", tmp.path, "--threads", "2"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stdout.contains("FAIL") && r.stdout.contains("loss_itm"), r.stdout)
+    }
+
+    func testCheckStepReportsAMissingCaseClearly() throws {
+        let r = try CLI.run(["check-step", "/nonexistent/case"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("/nonexistent/case"), r.stderr)
+    }
+
+    /// `elip embed-text` reproduces all-MiniLM-L6-v2's hidden states (HuggingFace) within 1e-4.
+    func testEmbedTextMatchesMiniLM() throws {
+        let sentencesPath = try CLI.shared("reference/text/minilm_sentences.json")
+        let sentences = try JSONDecoder().decode([String].self, from: Data(contentsOf: URL(fileURLWithPath: sentencesPath)))
+        let tmp = try CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        let out = tmp.appendingPathComponent("emb.safetensors").path
+        let r = try CLI.run(["embed-text", "--bert-weights", try CLI.shared("data/minilm/model.safetensors"),
+                             "--bert-config", try CLI.shared("data/minilm/config.json"),
+                             "--vocab", try CLI.shared("data/bert-base-uncased-vocab.txt"), "--out", out],
+                            stdin: sentences.joined(separator: "\n") + "\n")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let got = try SafetensorsFile(path: out)
+        let want = try SafetensorsFile(path: try CLI.shared("reference/text/minilm_expected.safetensors"))
+        XCTAssertEqual(try got.int64s("input_ids"), try want.int64s("input_ids"))
+        XCTAssertEqual(try got.int64s("attention_mask"), try want.int64s("attention_mask"))
+        for name in ["last_hidden_state", "mean_pooled_normalized"] {
+            XCTAssertEqual(got[name]?.shape, want[name]?.shape)
+            let worst = zip(try got.floats(name), try want.floats(name)).map { abs($0 - $1) }.max() ?? .infinity
+            XCTAssertLessThan(worst, 1e-4, name)
+        }
+    }
+}
