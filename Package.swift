@@ -40,10 +40,12 @@ let package = Package(
         .target(name: "ELIPNN", dependencies: ["ELIPTensor"], swiftSettings: swiftSettings),
         .target(name: "ELIPModel", dependencies: ["ELIPNN", "ELIPTensor", "Safetensors", "Yams"], swiftSettings: swiftSettings),
         .target(name: "ELIPDistributed", dependencies: ["CMPI", "CMPIShim", "ELIPTensor"], swiftSettings: swiftSettings),
+        .target(name: "ELIPTrain", dependencies: ["ELIPModel", "ELIPTensor", "ELIPData", "ELIPDistributed", "Safetensors", "CKernels"],
+                swiftSettings: swiftSettings),
         .target(name: "ELIPData", dependencies: ["CLMDB", "CTurboJPEG", "CPNG"],
                 swiftSettings: swiftSettings),
         .executableTarget(name: "elip", dependencies: [
-            "ELIPTensor", "ELIPNN", "ELIPModel", "ELIPData", "ELIPDistributed", "Safetensors",
+            "ELIPTensor", "ELIPNN", "ELIPModel", "ELIPData", "ELIPDistributed", "ELIPTrain", "Safetensors",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
 
@@ -51,6 +53,7 @@ let package = Package(
         .testTarget(name: "ELIPTensorTests", dependencies: ["ELIPTensor"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPModelTests", dependencies: ["ELIPModel"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPDistributedTests", dependencies: ["ELIPDistributed"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPTrainTests", dependencies: ["ELIPTrain"], swiftSettings: swiftSettings),
         // End-to-end tests of the `elip` command (runs the built executable).
         .testTarget(name: "CLITests", dependencies: ["elip", "Safetensors"], swiftSettings: swiftSettings),
         .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"], swiftSettings: swiftSettings),

@@ -52,3 +52,7 @@ void elip_axpy(float alpha, const float *x, float *y, int64_t n);
 void elip_add_bias_rows(float *y, const float *bias, int64_t rows, int64_t cols);
 /// db[j] += sum_rows dy[r, j].
 void elip_sum_rows_into(const float *dy, float *db, int64_t rows, int64_t cols);
+
+/// 64-bit checksum of a byte range (multiply-xor mixing over 8-byte words; several GB/s).
+/// Not cryptographic: it detects torn or corrupted checkpoint files.
+uint64_t elip_checksum64(const void *data, int64_t n, uint64_t seed);

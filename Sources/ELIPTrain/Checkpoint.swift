@@ -1,0 +1,175 @@
+import CKernels
+import ELIPModel
+import ELIPTensor
+import Foundation
+import Safetensors
+
+/// Everything besides tensors that a run needs to continue exactly where it stopped.
+public struct TrainerState: Codable, Equatable, Sendable {
+    /// Global optimizer steps taken.
+    public var step: Int
+    /// Epoch of the next batch, and the batch index within it (the sampler position).
+    public var epoch: Int
+    public var batchInEpoch: Int
+    /// State of the generator that seeds each step's randomness (dropout, masks, negatives).
+    public var stepGenerator: SeededGenerator
+    /// Steps skipped because a loss or gradient was not finite.
+    public var skippedSteps: Int
+    /// Fingerprint of config + data manifest + code version the run was started with.
+    public var fingerprint: String
+    /// Config file text the run was started with (for the record).
+    public var configText: String
+
+    public init(step: Int, epoch: Int, batchInEpoch: Int, stepGenerator: SeededGenerator, skippedSteps: Int,
+                fingerprint: String, configText: String) {
+        self.step = step
+        self.epoch = epoch
+        self.batchInEpoch = batchInEpoch
+        self.stepGenerator = stepGenerator
+        self.skippedSteps = skippedSteps
+        self.fingerprint = fingerprint
+        self.configText = configText
+    }
+}
+
+/// Checkpoints of a run: `RUN/checkpoints/step-NNNNNNNN/{model,optimizer}.safetensors` and
+/// `trainer.json` (state + checksums of the two tensor files).
+///
+/// Writes are atomic: everything goes to a hidden temporary folder, each file is fsynced, the
+/// folder is renamed into place and the parent folder fsynced. A checkpoint whose checksums do
+/// not match (torn write, disk damage) is skipped with a warning by `latestValid`.
+public struct CheckpointStore {
+    public let directory: URL
+    /// Checkpoints kept; older ones are deleted after a successful write.
+    public let keep: Int
+
+    public init(runDirectory: URL, keep: Int = 3) {
+        directory = runDirectory.appendingPathComponent("checkpoints")
+        self.keep = max(1, keep)
+    }
+
+    struct Manifest: Codable {
+        var state: TrainerState
+        var checksums: [String: String]
+        var optimizerStep: Int
+        var format = 1
+    }
+
+    static func name(step: Int) -> String { String(format: "step-%08d", step) }
+
+    /// Writes a checkpoint for `state` and returns its folder.
+    @discardableResult
+    public func save(model: ALBEFModel, optimizer: AdamW, state: TrainerState) throws -> URL {
+        let fm = FileManager.default
+        try fm.createDirectory(at: directory, withIntermediateDirectories: true)
+        let final = directory.appendingPathComponent(Self.name(step: state.step))
+        let tmp = directory.appendingPathComponent(".\(Self.name(step: state.step)).tmp-\(getpid())")
+        try? fm.removeItem(at: tmp)
+        try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
+        do {
+            var modelWriter = SafetensorsWriter(metadata: ["format": "albef-state-dict", "step": String(state.step)])
+            try model.addStateDict(to: &modelWriter)
+            try modelWriter.write(to: tmp.appendingPathComponent("model.safetensors").path, atomic: true)
+            var optWriter = SafetensorsWriter(metadata: ["step": String(optimizer.step)])
+            try optWriter.add("exp_avg", floats: optimizer.exp_avg, shape: [optimizer.exp_avg.count])
+            try optWriter.add("exp_avg_sq", floats: optimizer.exp_avg_sq, shape: [optimizer.exp_avg_sq.count])
+            try optWriter.write(to: tmp.appendingPathComponent("optimizer.safetensors").path, atomic: true)
+            var sums: [String: String] = [:]
+            for f in ["model.safetensors", "optimizer.safetensors"] {
+                sums[f] = try Self.checksum(tmp.appendingPathComponent(f))
+            }
+            let manifest = Manifest(state: state, checksums: sums, optimizerStep: optimizer.step)
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try Self.writeSynced(enc.encode(manifest), to: tmp.appendingPathComponent("trainer.json"))
+            Self.fsync(path: tmp.path)
+            if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
+            try fm.moveItem(at: tmp, to: final)
+            Self.fsync(path: directory.path)
+        } catch {
+            try? fm.removeItem(at: tmp)
+            throw TrainError.checkpoint("writing \(final.path) failed: \(error)")
+        }
+        prune()
+        return final
+    }
+
+    /// Checkpoint folders, newest first.
+    public func list() -> [URL] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        return names.filter { $0.hasPrefix("step-") }.sorted(by: >).map { directory.appendingPathComponent($0) }
+    }
+
+    /// Verifies a checkpoint folder and returns its manifest.
+    func verify(_ folder: URL) throws -> Manifest {
+        let data: Data
+        do { data = try Data(contentsOf: folder.appendingPathComponent("trainer.json")) } catch {
+            throw TrainError.checkpoint("\(folder.path): trainer.json unreadable (\(error.localizedDescription))")
+        }
+        let manifest: Manifest
+        do { manifest = try JSONDecoder().decode(Manifest.self, from: data) } catch {
+            throw TrainError.checkpoint("\(folder.path)/trainer.json: \(error)")
+        }
+        for (file, sum) in manifest.checksums.sorted(by: { $0.key < $1.key }) {
+            let actual = try Self.checksum(folder.appendingPathComponent(file))
+            guard actual == sum else {
+                throw TrainError.checkpoint("\(folder.path)/\(file): checksum \(actual) does not match the recorded \(sum)")
+            }
+        }
+        return manifest
+    }
+
+    /// The newest checkpoint that verifies; damaged ones are reported through `warn` and skipped.
+    public func latestValid(warn: (String) -> Void) -> URL? {
+        for folder in list() {
+            do {
+                _ = try verify(folder)
+                return folder
+            } catch {
+                warn("skipping damaged checkpoint: \(error)")
+            }
+        }
+        return nil
+    }
+
+    /// Loads model, optimizer and trainer state from a checkpoint folder (verified first).
+    public func load(_ folder: URL, into model: ALBEFModel, optimizer: AdamW) throws -> TrainerState {
+        let manifest = try verify(folder)
+        try model.load(from: SafetensorsFile(path: folder.appendingPathComponent("model.safetensors").path))
+        let opt = try SafetensorsFile(path: folder.appendingPathComponent("optimizer.safetensors").path)
+        try optimizer.restore(step: manifest.optimizerStep, expAvg: opt.floats("exp_avg"), expAvgSq: opt.floats("exp_avg_sq"))
+        return manifest.state
+    }
+
+    /// Deletes all but the newest `keep` checkpoints, and stale temporary folders.
+    func prune() {
+        let fm = FileManager.default
+        for old in list().dropFirst(keep) { try? fm.removeItem(at: old) }
+        let names = (try? fm.contentsOfDirectory(atPath: directory.path)) ?? []
+        for n in names where n.hasPrefix(".step-") && !n.hasSuffix("-\(getpid())") {
+            try? fm.removeItem(at: directory.appendingPathComponent(n))
+        }
+    }
+
+    /// Hex checksum of a file's bytes.
+    public static func checksum(_ url: URL) throws -> String {
+        let data = try Data(contentsOf: url, options: .alwaysMapped)
+        let h = data.withUnsafeBytes { elip_checksum64($0.baseAddress, Int64($0.count), 0) }
+        return String(format: "%016llx", h)
+    }
+
+    static func writeSynced(_ data: Data, to url: URL) throws {
+        guard FileManager.default.createFile(atPath: url.path, contents: data) else {
+            throw TrainError.checkpoint("cannot create \(url.path)")
+        }
+        fsync(path: url.path)
+    }
+
+    static func fsync(path: String) {
+        let fd = open(path, O_RDONLY)
+        if fd >= 0 {
+            _ = Glibc.fsync(fd)
+            close(fd)
+        }
+    }
+}

@@ -1,0 +1,51 @@
+import Foundation
+
+/// ALBEF's learning-rate schedule (Pretrain.py with timm's CosineLRScheduler), reproduced
+/// exactly, including how the scheduler's "epoch" counter is driven:
+/// - in epoch 0, every `stepSize` (100) iterations up to `warmupEpochs * stepSize`, the
+///   scheduler is stepped to t = iteration / stepSize: linear warm-up from `warmupLR` to `lr`
+///   over t in [0, warmupEpochs);
+/// - at the start of epoch e >= 1 it is stepped to t = e + warmupEpochs;
+/// - for t >= warmupEpochs: cosine from `lr` to `minLR` over t in [0, epochs) — note t counts
+///   from 0, not from the end of warm-up (timm's warmup_prefix=False) — and `minLR` once
+///   t >= epochs (cycle_limit 1).
+/// So with ALBEF's settings (20 warm-up units, 30 epochs) the rate drops at iteration 2000 from
+/// ~9.6e-5 to the cosine's value at t = 20, and reaches min_lr at epoch 10. That is the official
+/// behaviour; `warmupEpochs` and `epochs` can be set to taste.
+public struct LearningRateSchedule: Codable, Equatable, Sendable {
+    public var lr: Double = 1e-4
+    public var minLR: Double = 1e-5
+    public var warmupLR: Double = 1e-5
+    /// Warm-up length in scheduler units (`stepSize` iterations each).
+    public var warmupEpochs: Int = 20
+    public var epochs: Int = 30
+    public var stepSize: Int = 100
+
+    public init() {}
+
+    /// The scheduler's t after the last step taken before iteration `iteration` of `epoch`.
+    public func schedulerTime(epoch: Int, iteration: Int) -> Int {
+        if epoch == 0 {
+            let last = min(iteration, warmupEpochs * stepSize)
+            return last / stepSize
+        }
+        return epoch + warmupEpochs
+    }
+
+    /// timm CosineLRScheduler value at scheduler time t.
+    public func value(at t: Int) -> Double {
+        if t < warmupEpochs { return warmupLR + Double(t) * (lr - warmupLR) / Double(max(warmupEpochs, 1)) }
+        if t >= epochs { return minLR }
+        return minLR + 0.5 * (lr - minLR) * (1 + cos(Double.pi * Double(t) / Double(epochs)))
+    }
+
+    /// Learning rate used at (epoch, iteration within the epoch).
+    public func learningRate(epoch: Int, iteration: Int) -> Double {
+        value(at: schedulerTime(epoch: epoch, iteration: iteration))
+    }
+
+    /// ALBEF's alpha ramp: `alpha * min(1, i / itersPerEpoch)` in epoch 0, `alpha` after.
+    public static func alpha(_ alpha: Float, epoch: Int, iteration: Int, itersPerEpoch: Int) -> Float {
+        epoch > 0 ? alpha : alpha * min(1, Float(iteration) / Float(max(itersPerEpoch, 1)))
+    }
+}
