@@ -8,8 +8,21 @@
 /// The tape is process-global: one training graph is built at a time, from one thread. The
 /// engine's kernels parallelise inside ops.
 public enum Autograd {
-    nonisolated(unsafe) static var tape: [() -> Void] = []
+    /// One recorded op: its backward, and the parameters whose gradient is complete once it ran
+    /// (those it is the first recorded user of — backward runs in reverse, so it is their last).
+    struct Entry {
+        let backward: () -> Void
+        let finalizes: [Tensor]
+    }
+
+    nonisolated(unsafe) static var tape: [Entry] = []
     nonisolated(unsafe) static var gradEnabled = true
+    nonisolated(unsafe) static var seenParameters = Set<ObjectIdentifier>()
+
+    /// Called during `backward` as soon as a parameter's gradient is final for this graph, in
+    /// the order backward completes them. Gradient all-reduce uses it to overlap communication
+    /// with the rest of backward. Parameters not used by the graph are never reported.
+    nonisolated(unsafe) public static var onParameterGradientFinal: ((Tensor) -> Void)?
 
     /// True when ops record backward closures.
     public static var isRecording: Bool { gradEnabled }
@@ -27,7 +40,10 @@ public enum Autograd {
     public static var recordedCount: Int { tape.count }
 
     /// Drops the recorded graph without running it (e.g. after a skipped step).
-    public static func reset() { tape.removeAll(keepingCapacity: true) }
+    public static func reset() {
+        tape.removeAll(keepingCapacity: true)
+        seenParameters.removeAll(keepingCapacity: true)
+    }
 
     /// Back-propagates from a scalar `loss` (seed 1), or from any tensor with an explicit `seed`
     /// gradient of the same shape, accumulating into every reachable tensor's `grad`.
@@ -48,7 +64,11 @@ public enum Autograd {
             }
             g[0] += 1
         }
-        while let step = tape.popLast() { step() }
+        let hook = onParameterGradientFinal
+        while let entry = tape.popLast() {
+            entry.backward()
+            if let hook { for p in entry.finalizes { hook(p) } }
+        }
     }
 
     /// Records `backward` for `output` when any input requires gradients. Returns the output.
@@ -56,10 +76,14 @@ public enum Autograd {
     static func record(_ output: Tensor, inputs: [Tensor], _ backward: @escaping (UnsafeMutablePointer<Float>) -> Void) -> Tensor {
         guard gradEnabled, inputs.contains(where: { $0.requiresGrad }) else { return output }
         output.requiresGrad = true
-        tape.append {
+        var finalizes: [Tensor] = []
+        for t in inputs where t.isParameter && t.requiresGrad {
+            if seenParameters.insert(ObjectIdentifier(t)).inserted { finalizes.append(t) }
+        }
+        tape.append(Entry(backward: {
             // The output may be unreachable from the loss: then no gradient was allocated.
             if let g = output.existingGrad { backward(g) }
-        }
+        }, finalizes: finalizes))
         return output
     }
 }

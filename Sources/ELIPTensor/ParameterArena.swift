@@ -63,6 +63,7 @@ public final class ParameterArena {
                        requiresGrad: gradBase != nil)
         if let gradBase { t.gradStorage = Storage(borrowing: gradBase + offset, count: n, owner: self) }
         t.name = name
+        t.parameterIndex = entries.count
         byName[name] = entries.count
         entries.append(Entry(name: name, shape: shape, offset: offset))
         tensors.append(t)

@@ -14,6 +14,10 @@ public final class Tensor {
     var gradStorage: Storage?
     /// Optional label (parameter name, op name) for diagnostics.
     public var name: String?
+    /// Position of this parameter in its arena (nil for other tensors).
+    public internal(set) var parameterIndex: Int?
+    /// True for tensors owned by a parameter arena.
+    public var isParameter: Bool { parameterIndex != nil }
 
     @usableFromInline var data: UnsafeMutablePointer<Float> { storage.pointer }
 

@@ -144,3 +144,26 @@ final class DeterminismAndAllocatorTests: XCTestCase {
         }
     }
 }
+
+final class GradientFinalHookTests: XCTestCase {
+    /// Each parameter is reported once, after the last backward step that writes its gradient
+    /// (the earliest forward use), with its gradient already complete.
+    func testParametersReportedWhenTheirGradientIsFinal() throws {
+        let arena = ParameterArena(capacity: 1 << 12)
+        let w1 = try arena.add("w1", shape: [4, 3]), w2 = try arena.add("w2", shape: [2, 4]), unused = try arena.add("u", shape: [2])
+        try w1.assign((0..<12).map { Float($0) * 0.1 }); try w2.assign((0..<8).map { Float($0) * -0.1 })
+        let x = randomTensor([5, 3], seed: 1, grad: false)
+        var reported: [(String, [Float])] = []
+        Autograd.onParameterGradientFinal = { p in reported.append((p.name ?? "?", p.grad!.toArray())) }
+        defer { Autograd.onParameterGradientFinal = nil }
+        // w1 is used twice (first and last op): it must be reported only at the very end.
+        let h = try x.linear(w1).gelu()
+        let y = try h.linear(w2).sum() + (try x.linear(w1)).sum()
+        try Autograd.backward(from: y)
+        XCTAssertEqual(reported.map(\.0), ["w2", "w1"])
+        XCTAssertEqual(reported[0].1, w2.grad!.toArray())
+        XCTAssertEqual(reported[1].1, w1.grad!.toArray(), "reported gradient must be the final one")
+        XCTAssertFalse(reported.contains { $0.0 == "u" })
+        _ = unused
+    }
+}
