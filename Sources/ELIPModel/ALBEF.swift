@@ -45,9 +45,11 @@ public struct PretrainOutput {
 /// ALBEF pre-training model with ELIP pruning (SPEC §3; salesforce/ALBEF models/model_pretrain.py).
 ///
 /// Parameters: `online` arena (trainable; names as ALBEF's state_dict) and `momentum` arena
-/// (EMA copies, `*_m`). The first part of the online arena — visual_encoder, vision_proj,
-/// text_encoder, text_proj — has exactly the layout of the momentum arena, so the EMA update is
-/// one loop over contiguous memory. itm_head and temp follow.
+/// (EMA copies, `*_m`). The online arena is laid out in the order the forward pass first uses
+/// the parameters — text encoder, text_proj, ViT, vision_proj, temp, fusion layers, itm_head,
+/// MLM head — so backward finishes their gradients from the end of the arena towards the start
+/// and gradient all-reduce can overlap with the rest of backward. The EMA update runs over
+/// precomputed pairs of contiguous ranges.
 public final class ALBEFModel {
     public let config: ALBEFConfig
     public let online: ParameterArena
@@ -61,46 +63,77 @@ public final class ALBEFModel {
     /// Queues [embed_dim, queue_size] of momentum features, and the write pointer.
     public let imageQueue: Tensor, textQueue: Tensor
     public var queuePointer: Int = 0
-    /// Floats of the online arena mirrored by the momentum arena.
-    let pairedCount: Int
+    /// (online offset, momentum offset, count) runs of paired parameters, for the EMA.
+    let pairedRanges: [(Int, Int, Int)]
 
     public init(config: ALBEFConfig) throws {
         self.config = config
         online = ParameterArena()
         momentum = ParameterArena(withGradients: false)
         let on = Scope(arena: online), mo = Scope(arena: momentum)
+        // Forward first-use order (see the type's comment).
+        textEncoder = try BertModel(bert: on["text_encoder"]["bert"], head: nil, config: config.bert, textLayersOnly: true)
+        textProj = try Linear(on["text_proj"], in: config.bert.hiddenSize, out: config.embedDim)
         visualEncoder = try VisionTransformer(on["visual_encoder"], config: config.vision, imageRes: config.imageRes)
         visionProj = try Linear(on["vision_proj"], in: config.visionWidth, out: config.embedDim)
-        textEncoder = try BertModel(bert: on["text_encoder"]["bert"], head: on["text_encoder"]["cls"], config: config.bert)
-        textProj = try Linear(on["text_proj"], in: config.bert.hiddenSize, out: config.embedDim)
-        pairedCount = online.used
-        itmHead = try Linear(on["itm_head"], in: config.bert.hiddenSize, out: 2)
         temp = try on.parameter("temp", [])
+        try textEncoder.addFusionLayersAndHead(head: nil)
+        itmHead = try Linear(on["itm_head"], in: config.bert.hiddenSize, out: 2)
+        // The MLM head is created last: its gradient is final first.
+        let head = on["text_encoder"]["cls"]["predictions"]
+        try textEncoder.addMLMHead(head)
 
+        textEncoderM = try BertModel(bert: mo["text_encoder_m"]["bert"], head: nil, config: config.bert, textLayersOnly: true)
+        textProjM = try Linear(mo["text_proj_m"], in: config.bert.hiddenSize, out: config.embedDim)
         visualEncoderM = try VisionTransformer(mo["visual_encoder_m"], config: config.vision, imageRes: config.imageRes)
         visionProjM = try Linear(mo["vision_proj_m"], in: config.visionWidth, out: config.embedDim)
-        textEncoderM = try BertModel(bert: mo["text_encoder_m"]["bert"], head: mo["text_encoder_m"]["cls"], config: config.bert)
-        textProjM = try Linear(mo["text_proj_m"], in: config.bert.hiddenSize, out: config.embedDim)
-        precondition(momentum.used == pairedCount, "momentum arena layout must mirror the online arena")
+        try textEncoderM.addFusionLayersAndHead(head: nil)
+        try textEncoderM.addMLMHead(mo["text_encoder_m"]["cls"]["predictions"])
+        pairedRanges = try Self.pairRanges(online: online, momentum: momentum)
 
         imageQueue = Tensor.zeros([config.embedDim, config.queueSize])
         textQueue = Tensor.zeros([config.embedDim, config.queueSize])
         try temp.assign([config.temp])
     }
 
+    /// Pairs every momentum parameter (`visual_encoder_m.X`) with its online twin
+    /// (`visual_encoder.X`) and merges neighbours into contiguous runs.
+    static func pairRanges(online: ParameterArena, momentum: ParameterArena) throws -> [(Int, Int, Int)] {
+        var runs: [(Int, Int, Int)] = []
+        for e in momentum.entries {
+            let parts = e.name.split(separator: ".", maxSplits: 1)
+            guard parts.count == 2, parts[0].hasSuffix("_m"),
+                  let twin = online.tensor("\(parts[0].dropLast(2)).\(parts[1])"), let i = twin.parameterIndex,
+                  online.entries[i].count == e.count else {
+                throw TensorError.invalidArgument(op: "ALBEF momentum pairing", reason: "no online twin for \(e.name)")
+            }
+            let o = online.entries[i].offset
+            // Include the alignment padding (zero in both arenas) so runs can merge.
+            let padded = (e.count + 15) / 16 * 16
+            if let last = runs.last, last.0 + last.2 == o, last.1 + last.2 == e.offset {
+                runs[runs.count - 1].2 += padded
+            } else {
+                runs.append((o, e.offset, padded))
+            }
+        }
+        return runs
+    }
+
     /// `p_m = m p_m + (1 - m) p` over all paired parameters.
     public func momentumUpdate() {
         let m = config.momentum
         let src = online.values, dst = momentum.values
-        Threads.parallelFor(pairedCount, grain: 1 << 16) { r in
-            for i in r { dst[i] = dst[i] * m + src[i] * (1 - m) }
+        for (o, mo, n) in pairedRanges {
+            Threads.parallelFor(n, grain: 1 << 16) { r in
+                for i in r { dst[mo + i] = dst[mo + i] * m + src[o + i] * (1 - m) }
+            }
         }
     }
 
     /// Copies the online weights into the momentum model (ALBEF's copy_params at start).
     public func copyParametersToMomentum() {
         let src = online.values, dst = momentum.values
-        for i in 0..<pairedCount { dst[i] = src[i] }
+        for (o, mo, n) in pairedRanges { for i in 0..<n { dst[mo + i] = src[o + i] } }
     }
 
     /// Clamp of the temperature to [0.001, 0.5], done without gradient at the start of a step.

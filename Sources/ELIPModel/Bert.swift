@@ -119,16 +119,20 @@ public final class BertModel {
     public let config: BertConfig
     public let wordEmbeddings: Embedding, positionEmbeddings: Embedding, tokenTypeEmbeddings: Embedding
     public let embeddingNorm: LayerNorm
-    public let layers: [BertLayer]
+    public private(set) var layers: [BertLayer] = []
     /// MLM head: transform dense + GELU + LayerNorm, then the tied decoder plus `bias`.
-    public let mlmDense: Linear?, mlmNorm: LayerNorm?, mlmBias: Tensor?
+    public private(set) var mlmDense: Linear?, mlmNorm: LayerNorm?, mlmBias: Tensor?
+    private let bertScope: Scope
 
     public var fusionLayer: Int { config.fusionLayer ?? config.numHiddenLayers }
 
     /// `bertScope` holds `embeddings.*` and `encoder.layer.N.*`; `headScope` (if any) holds
-    /// `predictions.*`.
-    public init(bert bertScope: Scope, head headScope: Scope?, config: BertConfig) throws {
+    /// `predictions.*`. With `textLayersOnly`, only the embeddings and the layers below
+    /// fusion_layer are created; `addFusionLayersAndHead` adds the rest later (so a model can
+    /// lay its parameters out in the order backward finishes them).
+    public init(bert bertScope: Scope, head headScope: Scope?, config: BertConfig, textLayersOnly: Bool = false) throws {
         self.config = config
+        self.bertScope = bertScope
         let h = config.hiddenSize
         let e = bertScope["embeddings"]
         wordEmbeddings = try Embedding(e["word_embeddings"], count: config.vocabSize, dim: h)
@@ -136,17 +140,33 @@ public final class BertModel {
         tokenTypeEmbeddings = try Embedding(e["token_type_embeddings"], count: config.typeVocabSize, dim: h)
         embeddingNorm = try LayerNorm(e["LayerNorm"], dim: h, eps: config.layerNormEps)
         let fusion = config.fusionLayer ?? config.numHiddenLayers
-        layers = try (0..<config.numHiddenLayers).map {
-            try BertLayer(bertScope["encoder"]["layer"][$0], config: config, crossAttention: $0 >= fusion)
+        try addLayers(0..<fusion)
+        if !textLayersOnly { try addFusionLayersAndHead(head: headScope) }
+    }
+
+    private func addLayers(_ range: Range<Int>) throws {
+        let fusion = config.fusionLayer ?? config.numHiddenLayers
+        for i in range {
+            layers.append(try BertLayer(bertScope["encoder"]["layer"][i], config: config, crossAttention: i >= fusion))
         }
-        if let headScope {
-            let p = headScope["predictions"]
-            mlmDense = try Linear(p["transform"]["dense"], in: h, out: h)
-            mlmNorm = try LayerNorm(p["transform"]["LayerNorm"], dim: h, eps: config.layerNormEps)
-            mlmBias = try p.parameter("bias", [config.vocabSize])
-        } else {
-            mlmDense = nil; mlmNorm = nil; mlmBias = nil
+    }
+
+    /// Creates the MLM head in `predictions` scope (`cls.predictions.*`).
+    public func addMLMHead(_ p: Scope) throws {
+        guard mlmDense == nil else { throw TensorError.invalidArgument(op: "BertModel", reason: "MLM head already created") }
+        let h = config.hiddenSize
+        mlmDense = try Linear(p["transform"]["dense"], in: h, out: h)
+        mlmNorm = try LayerNorm(p["transform"]["LayerNorm"], dim: h, eps: config.layerNormEps)
+        mlmBias = try p.parameter("bias", [config.vocabSize])
+    }
+
+    /// Creates the layers from fusion_layer on and the MLM head (when `head` is given).
+    public func addFusionLayersAndHead(head headScope: Scope?) throws {
+        guard layers.count == fusionLayer else {
+            throw TensorError.invalidArgument(op: "BertModel", reason: "fusion layers already created")
         }
+        try addLayers(fusionLayer..<config.numHiddenLayers)
+        if let headScope { try addMLMHead(headScope["predictions"]) }
     }
 
     /// word + position + token type (0) embeddings, LayerNorm, dropout: [B, L, H].

@@ -115,3 +115,37 @@ final class ALBEFTests: XCTestCase {
         for i in ids.indices where labels[i] == -100 { XCTAssertEqual(input[i], ids[i]) }
     }
 }
+
+final class ALBEFLayoutTests: XCTestCase {
+    /// The EMA pairs every momentum tensor with its online twin, and only those.
+    func testMomentumPairsEveryTensorWithItsTwin() throws {
+        var c = try tinyConfig()
+        c.momentum = 0  // p_m = p
+        let model = try ALBEFModel(config: c)
+        try model.initialiseRandomly(seed: 3)
+        for t in model.momentum.tensors { try t.assign([Float](repeating: 7, count: t.count)) }
+        model.momentumUpdate()
+        for (e, t) in zip(model.momentum.entries, model.momentum.tensors) {
+            let twin = e.name.replacingOccurrences(of: "_m.", with: ".")
+            XCTAssertEqual(t.toArray(), model.online.tensor(twin)?.toArray(), e.name)
+        }
+        XCTAssertEqual(model.momentum.parameterCount,
+                       model.online.parameterCount - model.itmHead.weight.count - model.itmHead.bias!.count - 1)
+    }
+
+    /// The online arena is in forward first-use order, so backward finishes gradients from the
+    /// end of the arena towards the start: the MLM head last, the text embeddings first.
+    func testArenaOrderFollowsFirstUse() throws {
+        let model = try ALBEFModel(config: tinyConfig())
+        let names = model.online.entries.map(\.name)
+        func index(_ prefix: String) -> Int { names.firstIndex { $0.hasPrefix(prefix) }! }
+        XCTAssertEqual(index("text_encoder.bert.embeddings"), 0)
+        XCTAssertLessThan(index("text_encoder.bert.encoder.layer.1."), index("text_proj"))
+        XCTAssertLessThan(index("text_proj"), index("visual_encoder"))
+        XCTAssertLessThan(index("visual_encoder"), index("vision_proj"))
+        XCTAssertLessThan(index("vision_proj"), index("temp"))
+        XCTAssertLessThan(index("temp"), index("text_encoder.bert.encoder.layer.2."))
+        XCTAssertLessThan(index("text_encoder.bert.encoder.layer.3."), index("itm_head"))
+        XCTAssertLessThan(index("itm_head"), index("text_encoder.cls"))
+    }
+}
