@@ -45,6 +45,13 @@ public enum Autograd {
         seenParameters.removeAll(keepingCapacity: true)
     }
 
+    static func checkFinite(_ t: Tensor, op: StaticString) {
+        for i in 0..<t.count where !t.data[i].isFinite {
+            firstNonFinite = "\(op) produced \(t.data[i]) at element \(i) of an output shaped \(t.shape)"
+            return
+        }
+    }
+
     /// Back-propagates from a scalar `loss` (seed 1), or from any tensor with an explicit `seed`
     /// gradient of the same shape, accumulating into every reachable tensor's `grad`.
     public static func backward(from loss: Tensor, seed: Tensor? = nil) throws {
@@ -71,9 +78,19 @@ public enum Autograd {
         }
     }
 
+    /// Anomaly detection (debug mode): when on, every recorded op's output is scanned and the
+    /// first op that produced a NaN or infinity is remembered in `firstNonFinite`.
+    nonisolated(unsafe) public static var detectAnomalies = false
+    nonisolated(unsafe) public private(set) static var firstNonFinite: String?
+
+    /// Forgets a previously detected anomaly.
+    public static func clearAnomaly() { firstNonFinite = nil }
+
     /// Records `backward` for `output` when any input requires gradients. Returns the output.
     @inline(__always)
-    static func record(_ output: Tensor, inputs: [Tensor], _ backward: @escaping (UnsafeMutablePointer<Float>) -> Void) -> Tensor {
+    static func record(_ output: Tensor, inputs: [Tensor], op: StaticString = #function,
+                       _ backward: @escaping (UnsafeMutablePointer<Float>) -> Void) -> Tensor {
+        if detectAnomalies && firstNonFinite == nil { checkFinite(output, op: op) }
         guard gradEnabled, inputs.contains(where: { $0.requiresGrad }) else { return output }
         output.requiresGrad = true
         var finalizes: [Tensor] = []

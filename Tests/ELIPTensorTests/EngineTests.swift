@@ -167,3 +167,15 @@ final class GradientFinalHookTests: XCTestCase {
         _ = unused
     }
 }
+
+final class AnomalyDetectionTests: XCTestCase {
+    func testFirstNonFiniteOpIsNamed() throws {
+        Autograd.detectAnomalies = true
+        defer { Autograd.detectAnomalies = false; Autograd.clearAnomaly(); Autograd.reset() }
+        let x = try Tensor([1, 2], shape: [2]).requiringGrad()
+        let y = try x / Tensor([1, 0], shape: [2])  // inf
+        _ = y.softmax()                              // NaN downstream: not the first
+        let report = try XCTUnwrap(Autograd.firstNonFinite)
+        XCTAssertTrue(report.contains("binary") && report.contains("inf") && report.contains("element 1"), report)
+    }
+}
