@@ -1,0 +1,574 @@
+// A small, safe wrapper around LMDB (liblmdb, the default unnamed database of an environment).
+//
+// Thread rules
+// ------------
+// * `LMDBEnvironment` is thread-safe and meant to be shared. It is opened with MDB_NOTLS, so reader
+//   slots belong to transaction objects, not to threads.
+// * `LMDBReadTransaction`: create it on any thread; use it from ONE thread at a time (it may be
+//   handed between threads, e.g. kept per loader worker and `reset()`/`renew()`ed between batches).
+//   A thread may hold several read transactions. Each live one occupies a reader slot (`maxReaders`).
+// * `LMDBWriteTransaction`: at most one per environment at a time (a second `beginWrite` blocks in
+//   LMDB until the first ends); it must be used and ended on the thread that created it.
+// * Values returned by `get` / cursors are copies. `withValue(forKey:)` gives zero-copy access to
+//   the memory map, valid only inside the closure.
+// * Map growth (`writeWithGrowth`, `setMapSize`) re-maps the file; LMDB requires that no
+//   transaction of this environment is active in the process at that moment. The wrapper counts
+//   live transactions and refuses (throws) instead of invalidating a reader's memory. Other
+//   processes that have the file open pick up the new size on their next read transaction
+//   (handled here: MDB_MAP_RESIZED at begin -> adopt the new size, retry).
+//
+// Keys are byte strings compared lexicographically (memcmp); `LMDBKey.uint64` encodes integers
+// big-endian so numeric and byte order agree, which is what MDB_APPEND needs.
+
+import CLMDB
+import Foundation
+
+/// An LMDB failure: the LMDB / errno code, `mdb_strerror` text, the operation and the env path.
+public struct LMDBError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let code: Int32
+    public let message: String
+    public let operation: String
+    public let path: String
+
+    init(_ code: Int32, _ operation: String, path: String) {
+        self.code = code
+        self.message = String(cString: mdb_strerror(code))
+        self.operation = operation
+        self.path = path
+    }
+
+    init(custom message: String, operation: String, path: String, code: Int32 = Int32(EINVAL)) {
+        self.code = code
+        self.message = message
+        self.operation = operation
+        self.path = path
+    }
+
+    public var isMapFull: Bool { code == MDB_MAP_FULL }
+    public var isNotFound: Bool { code == MDB_NOTFOUND }
+    public var isKeyExists: Bool { code == MDB_KEYEXIST }
+
+    public var description: String { "LMDB \(operation) failed for \(path): \(message) (code \(code))" }
+}
+
+/// Flags for `put`.
+public struct LMDBPutFlags: OptionSet, Sendable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    /// Fail with MDB_KEYEXIST instead of overwriting an existing key.
+    public static let noOverwrite = LMDBPutFlags(rawValue: UInt32(MDB_NOOVERWRITE))
+    /// Append at the end of the database: fast bulk load; keys must arrive in strictly increasing
+    /// order (otherwise MDB_KEYEXIST).
+    public static let append = LMDBPutFlags(rawValue: UInt32(MDB_APPEND))
+}
+
+/// Key helpers.
+public enum LMDBKey {
+    /// 8-byte big-endian encoding: sorts like the integer.
+    public static func uint64(_ v: UInt64) -> [UInt8] {
+        withUnsafeBytes(of: v.bigEndian) { Array($0) }
+    }
+
+    /// Decodes an 8-byte big-endian key; nil if the length is not 8.
+    public static func uint64<B: Collection>(decoding bytes: B) -> UInt64? where B.Element == UInt8 {
+        guard bytes.count == 8 else { return nil }
+        var v: UInt64 = 0
+        for b in bytes { v = v << 8 | UInt64(b) }
+        return v
+    }
+
+    /// UTF-8 bytes of a string key.
+    public static func string(_ s: String) -> [UInt8] { Array(s.utf8) }
+}
+
+/// Static facts about an environment.
+public struct LMDBInfo: Sendable, Equatable {
+    public var mapSize: Int
+    public var lastPageNumber: Int
+    public var lastTransactionID: Int
+    public var maxReaders: Int
+    public var readersInUse: Int
+    public var pageSize: Int
+}
+
+public final class LMDBEnvironment: @unchecked Sendable {
+    public let path: String
+    public let readOnly: Bool
+    let env: OpaquePointer
+    private let lock = NSLock()
+    private var liveTransactions = 0
+
+    /// Opens (creating when writable) an environment.
+    /// - Parameters:
+    ///   - path: directory holding data.mdb/lock.mdb, or the data file itself with `noSubdir`.
+    ///     A writable environment creates the directory (or, with `noSubdir`, the parent directory)
+    ///     when missing; a read-only one never creates anything.
+    ///   - mapSize: maximum database size in bytes. nil: keep the file's size when read-only, 1 GiB
+    ///     when writable. Rounded up by LMDB to a page multiple; grows on demand in `writeWithGrowth`.
+    ///   - maxReaders: reader slots (concurrent read transactions across all processes).
+    ///   - noReadAhead: MDB_NORDAHEAD (helps random access on datasets larger than RAM).
+    ///   - noSync: MDB_NOSYNC (bulk builds: faster, not crash-safe until `sync()`).
+    public init(path: String, readOnly: Bool = true, mapSize: Int? = nil, maxReaders: Int = 126,
+                noSubdir: Bool = false, noReadAhead: Bool = false, noSync: Bool = false) throws {
+        self.path = path
+        self.readOnly = readOnly
+        var e: OpaquePointer?
+        var rc = mdb_env_create(&e)
+        guard rc == 0, let envp = e else { throw LMDBError(rc, "mdb_env_create", path: path) }
+        func fail(_ rc: Int32, _ op: String) -> LMDBError {
+            mdb_env_close(envp)
+            return LMDBError(rc, op, path: path)
+        }
+        if let size = mapSize ?? (readOnly ? nil : 1 << 30) {
+            guard size > 0 else {
+                mdb_env_close(envp)
+                throw LMDBError(custom: "map size must be positive", operation: "open", path: path)
+            }
+            rc = mdb_env_set_mapsize(envp, size)
+            if rc != 0 { throw fail(rc, "mdb_env_set_mapsize") }
+        }
+        guard maxReaders > 0, maxReaders <= Int(UInt32.max) else {
+            mdb_env_close(envp)
+            throw LMDBError(custom: "maxReaders must be positive", operation: "open", path: path)
+        }
+        rc = mdb_env_set_maxreaders(envp, UInt32(maxReaders))
+        if rc != 0 { throw fail(rc, "mdb_env_set_maxreaders") }
+
+        if !readOnly {
+            let dir = noSubdir ? (path as NSString).deletingLastPathComponent : path
+            if !dir.isEmpty && !FileManager.default.fileExists(atPath: dir) {
+                do {
+                    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                } catch {
+                    mdb_env_close(envp)
+                    throw LMDBError(custom: "cannot create directory: \(error)", operation: "open", path: path,
+                                    code: Int32(EACCES))
+                }
+            }
+        }
+        var flags = UInt32(MDB_NOTLS)
+        if readOnly { flags |= UInt32(MDB_RDONLY) }
+        if noSubdir { flags |= UInt32(MDB_NOSUBDIR) }
+        if noReadAhead { flags |= UInt32(MDB_NORDAHEAD) }
+        if noSync { flags |= UInt32(MDB_NOSYNC) }
+        rc = mdb_env_open(envp, path, flags, 0o664)
+        if rc != 0 { throw fail(rc, "mdb_env_open") }
+        env = envp
+
+        if !readOnly {
+            // Create the unnamed database once so later read transactions can open it.
+            let txn = try LMDBWriteTransaction(self)
+            try txn.commit()
+        }
+    }
+
+    deinit {
+        mdb_env_close(env)
+    }
+
+    // MARK: info
+
+    public func info() throws -> LMDBInfo {
+        var i = MDB_envinfo()
+        let rc = mdb_env_info(env, &i)
+        guard rc == 0 else { throw LMDBError(rc, "mdb_env_info", path: path) }
+        var s = MDB_stat()
+        let rc2 = mdb_env_stat(env, &s)
+        guard rc2 == 0 else { throw LMDBError(rc2, "mdb_env_stat", path: path) }
+        return LMDBInfo(mapSize: i.me_mapsize, lastPageNumber: i.me_last_pgno, lastTransactionID: i.me_last_txnid,
+                        maxReaders: Int(i.me_maxreaders), readersInUse: Int(i.me_numreaders),
+                        pageSize: Int(s.ms_psize))
+    }
+
+    /// Current map size in bytes.
+    public var mapSize: Int {
+        var i = MDB_envinfo()
+        return mdb_env_info(env, &i) == 0 ? i.me_mapsize : 0
+    }
+
+    /// Number of entries (opens a short read transaction).
+    public func count() throws -> Int {
+        try read { try $0.count() }
+    }
+
+    /// Flushes to disk (needed with `noSync`).
+    public func sync(force: Bool = true) throws {
+        let rc = mdb_env_sync(env, force ? 1 : 0)
+        guard rc == 0 else { throw LMDBError(rc, "mdb_env_sync", path: path) }
+    }
+
+    /// Changes the map size. Requires that no transaction of this environment is live.
+    public func setMapSize(_ bytes: Int) throws {
+        lock.lock()
+        defer { lock.unlock() }
+        guard liveTransactions == 0 else {
+            throw LMDBError(custom: "cannot resize the map while \(liveTransactions) transaction(s) are active",
+                            operation: "mdb_env_set_mapsize", path: path, code: Int32(EBUSY))
+        }
+        let rc = mdb_env_set_mapsize(env, bytes)
+        guard rc == 0 else { throw LMDBError(rc, "mdb_env_set_mapsize", path: path) }
+    }
+
+    // MARK: transactions
+
+    public func beginRead() throws -> LMDBReadTransaction { try LMDBReadTransaction(self) }
+
+    public func beginWrite() throws -> LMDBWriteTransaction {
+        guard !readOnly else {
+            throw LMDBError(custom: "environment is read-only", operation: "mdb_txn_begin", path: path,
+                            code: Int32(EACCES))
+        }
+        return try LMDBWriteTransaction(self)
+    }
+
+    /// Runs `body` in a read transaction that ends when it returns.
+    public func read<R>(_ body: (LMDBReadTransaction) throws -> R) throws -> R {
+        let txn = try beginRead()
+        defer { txn.end() }
+        return try body(txn)
+    }
+
+    /// Runs `body` in a write transaction: committed if it returns, aborted if it throws.
+    public func write<R>(_ body: (LMDBWriteTransaction) throws -> R) throws -> R {
+        let txn = try beginWrite()
+        do {
+            let r = try body(txn)
+            try txn.commit()
+            return r
+        } catch {
+            txn.abort()
+            throw error
+        }
+    }
+
+    /// Like `write`, but on MDB_MAP_FULL (from a put or from commit) the transaction is aborted, the
+    /// map size doubled, and `body` run again from scratch in a new transaction. `body` must
+    /// therefore be re-runnable (write the whole batch each time). Gives up, rethrowing MAP_FULL,
+    /// once the map would exceed `maxMapSize`. Requires no other live transaction on this env.
+    public func writeWithGrowth<R>(maxMapSize: Int = 1 << 44, _ body: (LMDBWriteTransaction) throws -> R) throws -> R {
+        while true {
+            do {
+                return try write(body)
+            } catch let e as LMDBError where e.isMapFull {
+                let current = mapSize
+                let (doubled, overflow) = max(current, 1 << 16).multipliedReportingOverflow(by: 2)
+                guard !overflow, doubled <= maxMapSize else { throw e }
+                try setMapSize(doubled)
+            }
+        }
+    }
+
+    // MARK: bookkeeping used by transactions
+
+    func transactionStarted() {
+        lock.lock()
+        liveTransactions += 1
+        lock.unlock()
+    }
+
+    func transactionEnded() {
+        lock.lock()
+        liveTransactions -= 1
+        lock.unlock()
+    }
+
+    /// Begins a raw transaction and counts it as live, adopting a map that another process grew
+    /// (MDB_MAP_RESIZED). The count is taken BEFORE mdb_txn_begin so that a concurrent `setMapSize`
+    /// (which checks the count under the same lock) can never remap under a starting transaction.
+    func beginRaw(flags: UInt32, operation: String) throws -> OpaquePointer {
+        var attempts = 0
+        while true {
+            transactionStarted()
+            var t: OpaquePointer?
+            let rc = mdb_txn_begin(env, nil, flags, &t)
+            if rc == 0, let txn = t { return txn }
+            transactionEnded()
+            if rc == MDB_MAP_RESIZED && attempts < 3 {
+                attempts += 1
+                // Size 0 = adopt the size recorded in the file. Only legal with no live txns.
+                lock.lock()
+                let rc2 = liveTransactions == 0 ? mdb_env_set_mapsize(env, 0) : rc
+                lock.unlock()
+                if rc2 == 0 { continue }
+            }
+            throw LMDBError(rc, operation, path: path)
+        }
+    }
+}
+
+// MARK: - shared read operations
+
+/// Operations available in both kinds of transaction.
+public class LMDBTransactionBase {
+    public let environment: LMDBEnvironment
+    var txn: OpaquePointer?
+    var dbi: MDB_dbi = 0
+
+    init(environment: LMDBEnvironment) {
+        self.environment = environment
+    }
+
+    var path: String { environment.path }
+
+    func liveTxn(_ op: String) throws -> OpaquePointer {
+        guard let t = txn else {
+            throw LMDBError(custom: "transaction has ended", operation: op, path: path)
+        }
+        return t
+    }
+
+    /// Zero-copy access to the value stored under `key` (nil if absent). The buffer points into the
+    /// memory map and is valid only inside `body`.
+    public func withValue<R>(forKey key: [UInt8], _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R? {
+        let t = try liveTxn("mdb_get")
+        guard !key.isEmpty else { throw LMDBError(custom: "empty key", operation: "mdb_get", path: path) }
+        var v = MDB_val(mv_size: 0, mv_data: nil)
+        let rc = key.withUnsafeBytes { kb -> Int32 in
+            var k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
+            return mdb_get(t, dbi, &k, &v)
+        }
+        if rc == MDB_NOTFOUND { return nil }
+        guard rc == 0 else { throw LMDBError(rc, "mdb_get", path: path) }
+        return try body(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+    }
+
+    /// A copy of the value stored under `key`, or nil.
+    public func get(_ key: [UInt8]) throws -> [UInt8]? {
+        try withValue(forKey: key) { Array($0) }
+    }
+
+    public func get(_ key: UInt64) throws -> [UInt8]? { try get(LMDBKey.uint64(key)) }
+
+    public func contains(_ key: [UInt8]) throws -> Bool {
+        try withValue(forKey: key) { _ in true } ?? false
+    }
+
+    /// Number of entries (mdb_stat).
+    public func count() throws -> Int {
+        let t = try liveTxn("mdb_stat")
+        var s = MDB_stat()
+        let rc = mdb_stat(t, dbi, &s)
+        guard rc == 0 else { throw LMDBError(rc, "mdb_stat", path: path) }
+        return s.ms_entries
+    }
+
+    /// A cursor for key-ordered iteration. It must not outlive this transaction's active period.
+    public func makeCursor() throws -> LMDBCursor {
+        let t = try liveTxn("mdb_cursor_open")
+        var c: OpaquePointer?
+        let rc = mdb_cursor_open(t, dbi, &c)
+        guard rc == 0, let cur = c else { throw LMDBError(rc, "mdb_cursor_open", path: path) }
+        return LMDBCursor(cursor: cur, owner: self)
+    }
+
+    /// Visits entries in key order, starting at the first key >= `start` (or the first key). Return
+    /// false from `body` to stop early.
+    public func forEach(from start: [UInt8]? = nil,
+                        _ body: (_ key: [UInt8], _ value: [UInt8]) throws -> Bool) throws {
+        let cursor = try makeCursor()
+        defer { cursor.close() }
+        var entry = try start.map { try cursor.seek(atLeast: $0) } ?? cursor.first()
+        while let (k, v) = entry {
+            guard try body(k, v) else { return }
+            entry = try cursor.next()
+        }
+    }
+
+    /// All keys in order (convenience for small databases / tests).
+    public func allKeys() throws -> [[UInt8]] {
+        var keys: [[UInt8]] = []
+        try forEach { k, _ in keys.append(k); return true }
+        return keys
+    }
+
+    func openDBI(create: Bool) throws {
+        let t = try liveTxn("mdb_dbi_open")
+        var d: MDB_dbi = 0
+        let rc = mdb_dbi_open(t, nil, create ? UInt32(MDB_CREATE) : 0, &d)
+        guard rc == 0 else { throw LMDBError(rc, "mdb_dbi_open", path: path) }
+        dbi = d
+    }
+}
+
+// MARK: - read transaction
+
+public final class LMDBReadTransaction: LMDBTransactionBase {
+    private var isReset = false
+
+    init(_ env: LMDBEnvironment) throws {
+        super.init(environment: env)
+        txn = try env.beginRaw(flags: UInt32(MDB_RDONLY), operation: "mdb_txn_begin(read)")
+        do {
+            try openDBI(create: false)
+        } catch {
+            end()
+            throw error
+        }
+    }
+
+    deinit { end() }
+
+    /// Releases the snapshot but keeps the reader slot for a cheap `renew()`.
+    public func reset() {
+        guard let t = txn, !isReset else { return }
+        mdb_txn_reset(t)
+        isReset = true
+        environment.transactionEnded()
+    }
+
+    /// Takes a fresh snapshot after `reset()`.
+    public func renew() throws {
+        guard let t = txn else {
+            throw LMDBError(custom: "transaction has ended", operation: "mdb_txn_renew", path: path)
+        }
+        guard isReset else { return }
+        environment.transactionStarted()
+        let rc = mdb_txn_renew(t)
+        guard rc == 0 else {
+            environment.transactionEnded()
+            throw LMDBError(rc, "mdb_txn_renew", path: path)
+        }
+        isReset = false
+    }
+
+    /// Ends the transaction (idempotent).
+    public func end() {
+        guard let t = txn else { return }
+        mdb_txn_abort(t)
+        txn = nil
+        if !isReset { environment.transactionEnded() }
+        isReset = false
+    }
+
+    override func liveTxn(_ op: String) throws -> OpaquePointer {
+        if isReset { throw LMDBError(custom: "transaction is reset; call renew()", operation: op, path: path) }
+        return try super.liveTxn(op)
+    }
+}
+
+// MARK: - write transaction
+
+public final class LMDBWriteTransaction: LMDBTransactionBase {
+    init(_ env: LMDBEnvironment) throws {
+        super.init(environment: env)
+        txn = try env.beginRaw(flags: 0, operation: "mdb_txn_begin(write)")
+        do {
+            try openDBI(create: true)
+        } catch {
+            abort()
+            throw error
+        }
+    }
+
+    /// Aborts if neither committed nor aborted.
+    deinit { abort() }
+
+    public var isActive: Bool { txn != nil }
+
+    public func put(_ key: [UInt8], _ value: [UInt8], flags: LMDBPutFlags = []) throws {
+        let t = try liveTxn("mdb_put")
+        guard !key.isEmpty else { throw LMDBError(custom: "empty key", operation: "mdb_put", path: path) }
+        let rc = key.withUnsafeBytes { kb in
+            value.withUnsafeBytes { vb -> Int32 in
+                var k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
+                var v = MDB_val(mv_size: vb.count, mv_data: UnsafeMutableRawPointer(mutating: vb.baseAddress))
+                return mdb_put(t, dbi, &k, &v, flags.rawValue)
+            }
+        }
+        guard rc == 0 else { throw LMDBError(rc, "mdb_put", path: path) }
+    }
+
+    public func put(_ key: UInt64, _ value: [UInt8], flags: LMDBPutFlags = []) throws {
+        try put(LMDBKey.uint64(key), value, flags: flags)
+    }
+
+    /// Deletes `key`; returns false if it was absent.
+    @discardableResult
+    public func delete(_ key: [UInt8]) throws -> Bool {
+        let t = try liveTxn("mdb_del")
+        guard !key.isEmpty else { throw LMDBError(custom: "empty key", operation: "mdb_del", path: path) }
+        let rc = key.withUnsafeBytes { kb -> Int32 in
+            var k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
+            return mdb_del(t, dbi, &k, nil)
+        }
+        if rc == MDB_NOTFOUND { return false }
+        guard rc == 0 else { throw LMDBError(rc, "mdb_del", path: path) }
+        return true
+    }
+
+    /// Commits. On failure (e.g. MDB_MAP_FULL) LMDB has already freed the transaction.
+    public func commit() throws {
+        let t = try liveTxn("mdb_txn_commit")
+        txn = nil
+        let rc = mdb_txn_commit(t)          // frees the transaction whether or not it succeeds
+        environment.transactionEnded()
+        guard rc == 0 else { throw LMDBError(rc, "mdb_txn_commit", path: path) }
+    }
+
+    /// Discards all changes (idempotent).
+    public func abort() {
+        guard let t = txn else { return }
+        mdb_txn_abort(t)
+        txn = nil
+        environment.transactionEnded()
+    }
+}
+
+// MARK: - cursor
+
+/// Key-ordered cursor. Keeps its transaction object alive; invalid once that transaction ends.
+public final class LMDBCursor {
+    private var cursor: OpaquePointer?
+    private let owner: LMDBTransactionBase
+
+    init(cursor: OpaquePointer, owner: LMDBTransactionBase) {
+        self.cursor = cursor
+        self.owner = owner
+    }
+
+    deinit { close() }
+
+    public func close() {
+        guard let c = cursor else { return }
+        // A read-transaction cursor must always be closed explicitly (even after the transaction
+        // ended); a write-transaction cursor is freed by LMDB when its transaction ends.
+        if owner is LMDBReadTransaction || owner.txn != nil { mdb_cursor_close(c) }
+        cursor = nil
+    }
+
+    private func op(_ o: MDB_cursor_op, key: [UInt8]? = nil) throws -> (key: [UInt8], value: [UInt8])? {
+        guard let c = cursor, owner.txn != nil else {
+            throw LMDBError(custom: "cursor or transaction closed", operation: "mdb_cursor_get", path: owner.path)
+        }
+        if let key, key.isEmpty {
+            throw LMDBError(custom: "empty key", operation: "mdb_cursor_get", path: owner.path)
+        }
+        var rc: Int32 = 0
+        var result: (key: [UInt8], value: [UInt8])? = nil
+        // The search key buffer only needs to live during the call; on success LMDB points `k` at
+        // the key stored in the map, which we copy out before leaving the closure.
+        (key ?? [0]).withUnsafeBytes { kb in
+            var k = key == nil ? MDB_val(mv_size: 0, mv_data: nil)
+                               : MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
+            var v = MDB_val(mv_size: 0, mv_data: nil)
+            rc = mdb_cursor_get(c, &k, &v, o)
+            if rc == 0 {
+                result = (Array(UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size)),
+                          Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size)))
+            }
+        }
+        if rc == MDB_NOTFOUND { return nil }
+        guard rc == 0 else { throw LMDBError(rc, "mdb_cursor_get", path: owner.path) }
+        return result
+    }
+
+    public func first() throws -> (key: [UInt8], value: [UInt8])? { try op(MDB_FIRST) }
+    public func last() throws -> (key: [UInt8], value: [UInt8])? { try op(MDB_LAST) }
+    public func next() throws -> (key: [UInt8], value: [UInt8])? { try op(MDB_NEXT) }
+    public func previous() throws -> (key: [UInt8], value: [UInt8])? { try op(MDB_PREV) }
+    /// Positions at the first key >= `key`.
+    public func seek(atLeast key: [UInt8]) throws -> (key: [UInt8], value: [UInt8])? {
+        try op(MDB_SET_RANGE, key: key)
+    }
+}
