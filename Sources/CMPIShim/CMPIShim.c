@@ -18,3 +18,8 @@ int elip_mpi_thread_multiple(void) { return MPI_THREAD_MULTIPLE; }
 int elip_mpi_thread_serialized(void) { return MPI_THREAD_SERIALIZED; }
 int elip_mpi_thread_funneled(void) { return MPI_THREAD_FUNNELED; }
 int elip_mpi_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
+int elip_mpi_thread_single(void) { return MPI_THREAD_SINGLE; }
+
+void elip_scale_float(float *x, int64_t n, float a) {
+    for (int64_t i = 0; i < n; i++) x[i] *= a;
+}

@@ -3,6 +3,7 @@
 #ifndef ELIP_CMPISHIM_H
 #define ELIP_CMPISHIM_H
 #include <mpi.h>
+#include <stdint.h>
 
 MPI_Comm elip_mpi_comm_world(void);
 MPI_Comm elip_mpi_comm_null(void);
@@ -22,4 +23,8 @@ int elip_mpi_thread_multiple(void);
 int elip_mpi_thread_serialized(void);
 int elip_mpi_thread_funneled(void);
 int elip_mpi_max_error_string(void);
+int elip_mpi_thread_single(void);
+
+// Not a handle: x[i] *= a, in C so the debug build's scaling of gradient buckets stays fast.
+void elip_scale_float(float *x, int64_t n, float a);
 #endif

@@ -1,2 +1,0 @@
-// ELIPDistributed: MPI communicator (single-process fallback), collectives, gradient buckets.
-import CMPIShim
