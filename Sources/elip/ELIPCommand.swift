@@ -16,6 +16,7 @@ struct ELIPCommand: ParsableCommand {
             TokenizeCommand.self,
             EmbedTextCommand.self,
             ImportWeightsCommand.self,
+            TrainCommand.self,
         ]
     )
 }

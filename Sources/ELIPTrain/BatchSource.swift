@@ -1,0 +1,89 @@
+import ELIPData
+import ELIPModel
+import ELIPTensor
+import Foundation
+
+/// Where a rank's training batches come from. Random access by (epoch, index) makes resuming
+/// exact: the trainer stores its position, not the loader's internals.
+public protocol BatchSource: AnyObject {
+    /// Batches per epoch for this rank (the same on every rank).
+    var batchesPerEpoch: Int { get }
+    /// Batch `index` of `epoch` for this rank.
+    func batch(epoch: Int, index: Int) throws -> PretrainBatch
+    /// A short description (for logs and the fingerprint).
+    var summary: String { get }
+}
+
+/// CLIP normalisation of ALBEF's image transforms.
+public enum ImageNormalization {
+    public static let mean: [Float] = [0.48145466, 0.4578275, 0.40821073]
+    public static let std: [Float] = [0.26862954, 0.26130258, 0.27577711]
+
+    /// HWC bytes -> normalised CHW floats, appended to `out`.
+    public static func append(pixels: [UInt8], width: Int, height: Int, to out: inout [Float]) {
+        let plane = width * height
+        let start = out.count
+        out.append(contentsOf: repeatElement(0, count: 3 * plane))
+        for i in 0..<plane {
+            for c in 0..<3 {
+                out[start + c * plane + i] = (Float(pixels[3 * i + c]) / 255 - mean[c]) / std[c]
+            }
+        }
+    }
+}
+
+/// Synthetic scenes rendered on the fly (debug mode, tests): a permutation of the corpus per
+/// epoch from (seed, epoch); rank r of W takes every W-th batch-sized slice.
+public final class SyntheticBatchSource: BatchSource {
+    public let images: Int
+    public let imageSize: Int
+    public let batchSize: Int
+    public let rank: Int, worldSize: Int
+    public let seed: UInt64
+    let tokenizer: BertTokenizer
+    let maxLength: Int
+
+    public init(images: Int, imageSize: Int, batchSize: Int, rank: Int, worldSize: Int, seed: UInt64,
+                tokenizer: BertTokenizer, maxLength: Int = 25) {
+        self.images = images
+        self.imageSize = imageSize
+        self.batchSize = batchSize
+        self.rank = rank
+        self.worldSize = worldSize
+        self.seed = seed
+        self.tokenizer = tokenizer
+        self.maxLength = maxLength
+    }
+
+    public var batchesPerEpoch: Int { max(1, images / (batchSize * worldSize)) }
+    public var summary: String { "synthetic scenes: \(images) images of \(imageSize) px, seed \(seed)" }
+
+    /// The corpus order of `epoch` (Fisher-Yates from a seeded generator).
+    func permutation(epoch: Int) -> [Int] {
+        var g = SeededGenerator(seed: seed &+ UInt64(epoch) &* 0x51_7CC1_B727_220A)
+        var p = Array(0..<images)
+        if p.count > 1 {
+            for i in stride(from: p.count - 1, to: 0, by: -1) { p.swapAt(i, Int(g.next() % UInt64(i + 1))) }
+        }
+        return p
+    }
+
+    public func batch(epoch: Int, index: Int) throws -> PretrainBatch {
+        let order = permutation(epoch: epoch)
+        let start = ((index % batchesPerEpoch) * worldSize + rank) * batchSize
+        var pixels: [Float] = []
+        pixels.reserveCapacity(batchSize * 3 * imageSize * imageSize)
+        var captions: [String] = []
+        var g = SeededGenerator(seed: seed ^ UInt64(epoch * 1_000_003 + index) &* 0x9E37_79B9 ^ UInt64(rank))
+        for k in 0..<batchSize {
+            let id = order[(start + k) % images]
+            let scene = SyntheticScenes.scene(index: id, seed: seed, size: imageSize)
+            ImageNormalization.append(pixels: scene.pixels, width: imageSize, height: imageSize, to: &pixels)
+            captions.append(preCaption(scene.captions[Int(g.next() % UInt64(scene.captions.count))], maxWords: 30))
+        }
+        let tokens = try tokenizer.encodeBatch(captions, framing: .albef, maxLength: maxLength)
+        let text = try TextBatch(ids: tokens.inputIds.map(Int.init), mask: tokens.attentionMask.map(Int.init),
+                                 batch: tokens.batchSize, length: tokens.length)
+        return PretrainBatch(images: try Tensor(pixels, shape: [batchSize, 3, imageSize, imageSize]), text: text)
+    }
+}

@@ -1,0 +1,301 @@
+import CKernels
+import ELIPDistributed
+import ELIPModel
+import ELIPTensor
+import Foundation
+
+/// Set from signal handlers: SIGTERM / SIGUSR1 ask every rank to finish the current step,
+/// checkpoint and exit 0 (Slurm pre-emption).
+nonisolated(unsafe) var stopSignalReceived: sig_atomic_t = 0
+
+/// Data-parallel ELIP-ALBEF pre-training (SPEC §6).
+///
+/// Every rank builds the same model; rank 0's parameters, momentum model and queues are
+/// broadcast before the first step. A step: forward on the rank's batch (momentum features of
+/// all ranks are gathered in rank order for the queues), backward with gradient buckets
+/// all-reduced as soon as they are final, a global non-finite check (a bad loss or gradient on
+/// any rank skips the step everywhere), optional clipping, AdamW. Rank 0 writes checkpoints and
+/// metrics; other ranks only print warnings and errors.
+public final class Trainer {
+    public struct Options {
+        public var runDirectory: URL
+        /// nil: start fresh; "auto": newest valid checkpoint of the run (fresh when none);
+        /// otherwise a checkpoint folder.
+        public var resume: String?
+        /// Global step to stop at (0: the config's max_steps, or the end of the schedule).
+        public var maxSteps: Int = 0
+        /// Initial weights (an ALBEF state_dict, e.g. from `elip import-weights`).
+        public var initialWeights: String?
+        /// Check every op output for non-finite values and name the first (debug mode).
+        public var anomalyDetection = false
+        /// Print the progress line (rank 0) to stderr.
+        public var progress = true
+        public init(runDirectory: URL) { self.runDirectory = runDirectory }
+    }
+
+    public let config: TrainingConfig
+    public let options: Options
+    public let comm: Communicator
+    public let model: ALBEFModel
+    public let optimizer: AdamW
+    public let source: BatchSource
+    let reducer: GradientReducer
+    let store: CheckpointStore
+    public private(set) var state: TrainerState
+    var metrics: MetricsLog?
+    var nonFiniteInARow = 0
+    let fingerprint: String
+
+    public init(config: TrainingConfig, options: Options, communicator: Communicator, source: BatchSource,
+                codeVersion: String = "elip-1") throws {
+        self.config = config
+        self.options = options
+        comm = communicator
+        self.source = source
+        model = try ALBEFModel(config: config.model)
+        optimizer = AdamW(arena: model.online, hyper: config.optimizer)
+        reducer = try GradientReducer(communicator: comm, bucketBytes: config.bucketMB << 20)
+        store = CheckpointStore(runDirectory: options.runDirectory, keep: config.keepCheckpoints)
+        fingerprint = Trainer.fingerprint(config.text, source.summary, codeVersion, worldSize: communicator.size)
+        state = TrainerState(step: 0, epoch: 0, batchInEpoch: 0, stepGenerator: SeededGenerator(seed: config.seed),
+                             skippedSteps: 0, fingerprint: fingerprint, configText: config.text)
+        // Every rank must run the same configuration on the same data.
+        try comm.agree(on: fingerprint, what: "config + data + code fingerprint")
+        try initialiseState()
+    }
+
+    static func fingerprint(_ parts: String..., worldSize: Int) -> String {
+        let text = parts.joined(separator: "\u{1}") + "\u{1}\(worldSize)"
+        let h = text.utf8CString.withUnsafeBufferPointer { elip_checksum64($0.baseAddress, Int64($0.count), 7) }
+        return String(format: "%016llx", h)
+    }
+
+    /// Fresh or resumed state on rank 0, then broadcast to every rank.
+    func initialiseState() throws {
+        var resumedFrom: String?
+        if comm.isRoot {
+            try model.initialiseRandomly(seed: config.seed)
+            if let w = options.initialWeights {
+                try model.load(from: .init(path: w))
+            }
+            if let r = options.resume {
+                let folder: URL? = r == "auto"
+                    ? store.latestValid { msg in fputs("warning: \(msg)\n", stderr) }
+                    : URL(fileURLWithPath: r)
+                if let folder {
+                    state = try store.load(folder, into: model, optimizer: optimizer)
+                    guard state.fingerprint == fingerprint else {
+                        throw TrainError.checkpoint("\(folder.path) was written by a run with another config, data or world size (fingerprint \(state.fingerprint), this run \(fingerprint))")
+                    }
+                    resumedFrom = folder.path
+                }
+            }
+        }
+        // Rank 0 holds the truth: weights, momentum model, queues, optimizer and trainer state.
+        try comm.broadcast(model.online.values)
+        try comm.broadcast(model.momentum.values)
+        for q in [model.imageQueue, model.textQueue] { try q.withUnsafeMutableBufferPointer { try comm.broadcast($0) } }
+        state = try comm.broadcastValue(comm.isRoot ? state : nil)
+        var pointer = [Int64(model.queuePointer)]
+        try comm.broadcast(&pointer)
+        model.queuePointer = Int(pointer[0])
+        var moments = optimizer.exp_avg + optimizer.exp_avg_sq
+        try comm.broadcast(&moments)
+        try optimizer.restore(step: try comm.broadcastValue(comm.isRoot ? optimizer.step : nil),
+                              expAvg: Array(moments[0..<model.online.used]), expAvgSq: Array(moments[model.online.used...]))
+        if comm.isRoot {
+            try FileManager.default.createDirectory(at: options.runDirectory, withIntermediateDirectories: true)
+            metrics = try MetricsLog(url: options.runDirectory.appendingPathComponent("metrics.jsonl"))
+            if let resumedFrom { log("resumed from \(resumedFrom) at step \(state.step) (epoch \(state.epoch), batch \(state.batchInEpoch))") }
+        }
+    }
+
+    func log(_ message: String) {
+        if comm.isRoot { print(message) }
+    }
+
+    func warn(_ message: String) {
+        fputs(comm.size > 1 ? "[rank \(comm.rank)] warning: \(message)\n" : "warning: \(message)\n", stderr)
+    }
+
+    /// The global step at which training stops.
+    public var stopStep: Int {
+        let configured = options.maxSteps > 0 ? options.maxSteps : config.maxSteps
+        let scheduleEnd = config.schedule.epochs * source.batchesPerEpoch / config.gradAccumulation
+        return configured > 0 ? configured : scheduleEnd
+    }
+
+    /// Trains until `stopStep`, the end of the schedule or a stop signal. Returns the reason.
+    @discardableResult
+    public func run() throws -> String {
+        Trainer.installSignalHandlers()
+        Autograd.detectAnomalies = options.anomalyDetection
+        defer { Autograd.detectAnomalies = false }
+        let start = ProcessStats.now()
+        let startStep = state.step
+        var reason = "reached step \(stopStep)"
+        while state.step < stopStep {
+            if state.epoch >= config.schedule.epochs { reason = "end of the schedule (\(config.schedule.epochs) epochs)"; break }
+            let record = try step()
+            if comm.isRoot, let record {
+                if state.step % config.logEvery == 0 || state.step == stopStep { try metrics?.append(record) }
+                if options.progress { progressLine(record, started: start, fromStep: startStep) }
+            }
+            let epochEnded = state.batchInEpoch == 0
+            let stop = try comm.allReduce(Int32(stopSignalReceived), op: .max) != 0
+            if stop || epochEnded || state.step % config.checkpointEvery == 0 || state.step == stopStep {
+                try checkpoint()
+            }
+            if stop { reason = "stop signal: checkpointed at step \(state.step)"; break }
+        }
+        if options.progress && comm.isRoot { fputs("\n", stderr) }
+        return reason
+    }
+
+    /// Writes a checkpoint (rank 0), then every rank continues.
+    public func checkpoint() throws {
+        if comm.isRoot {
+            try store.save(model: model, optimizer: optimizer, state: state)
+        }
+        try comm.barrier()
+    }
+
+    /// One optimizer step (with `gradAccumulation` micro-batches). Returns the metrics record
+    /// (on every rank; rank 0 logs it).
+    func step() throws -> MetricsRecord? {
+        var times = PhaseTimes()
+        model.online.zeroGradients()
+        let lr = Float(config.schedule.learningRate(epoch: state.epoch, iteration: state.batchInEpoch))
+        var losses = (mlm: 0.0, ita: 0.0, itm: 0.0)
+        var kept: [Int] = []
+        var alphaUsed: Float = 0
+        var localFinite = true
+        var reduction = ReductionTiming()
+        let micro = config.gradAccumulation
+        for m in 0..<micro {
+            var t0 = ProcessStats.now()
+            let batch = try source.batch(epoch: state.epoch, index: state.batchInEpoch)
+            times.data += ProcessStats.now() - t0
+            let alpha = LearningRateSchedule.alpha(config.model.alpha, epoch: state.epoch, iteration: state.batchInEpoch,
+                                                   itersPerEpoch: source.batchesPerEpoch)
+            // Per-step randomness: the same on resume, different on every rank.
+            let seed = state.stepGenerator.next() ^ (UInt64(comm.rank) &* 0xD1B5_4A32_D192_ED03)
+            var randomness = StepRandomness(seed: seed, dropout: config.dropout)
+            alphaUsed = alpha
+            t0 = ProcessStats.now()
+            let out = try model.forward(batch, alpha: alpha, randomness: &randomness, gatherForQueue: gatherForQueue)
+            times.forward += ProcessStats.now() - t0
+            losses.mlm += Double(out.lossMLM.scalar) / Double(micro)
+            losses.ita += Double(out.lossITA.scalar) / Double(micro)
+            losses.itm += Double(out.lossITM.scalar) / Double(micro)
+            kept = out.keptIndices.map { $0.first?.count ?? 0 }
+            localFinite = localFinite && out.loss.scalar.isFinite
+            t0 = ProcessStats.now()
+            let last = m == micro - 1
+            let loss = micro > 1 ? out.loss.scaled(1 / Float(micro)) : out.loss
+            if last { try beginReduction() }
+            try Autograd.backward(from: loss)
+            Autograd.onParameterGradientFinal = nil
+            times.backward += ProcessStats.now() - t0
+            if last {
+                t0 = ProcessStats.now()
+                reduction = try reducer.finish()
+                times.communication += ProcessStats.now() - t0
+            }
+            state.batchInEpoch += 1
+            if state.batchInEpoch >= source.batchesPerEpoch {
+                state.batchInEpoch = 0
+                state.epoch += 1
+            }
+        }
+        var t0 = ProcessStats.now()
+        let gradients = model.online.gradients
+        var sumSquares = 0.0
+        for g in gradients { sumSquares += Double(g) * Double(g) }
+        localFinite = localFinite && sumSquares.isFinite
+        let anyBad = try comm.anyRankNonFinite(localFlag: !localFinite)
+        times.communication += ProcessStats.now() - t0
+        var norm = Float(sumSquares.squareRoot())
+        t0 = ProcessStats.now()
+        if anyBad {
+            state.skippedSteps += 1
+            nonFiniteInARow += 1
+            let origin = Autograd.firstNonFinite.map { " First non-finite value: \($0)." } ?? ""
+            warn("step \(state.step + 1): non-finite loss or gradient on some rank; step skipped on all ranks (\(nonFiniteInARow) in a row).\(origin)")
+            Autograd.clearAnomaly()
+            if nonFiniteInARow >= config.maxNonFiniteInARow {
+                throw TrainError.diverged("\(nonFiniteInARow) steps in a row had a non-finite loss or gradient (last losses: mlm \(losses.mlm), ita \(losses.ita), itm \(losses.itm), lr \(lr)); lower the learning rate or check the data")
+            }
+        } else {
+            nonFiniteInARow = 0
+            if config.gradClip > 0 && norm > config.gradClip {
+                let scale = config.gradClip / norm
+                for i in 0..<gradients.count { gradients[i] *= scale }
+                norm = config.gradClip
+            }
+            optimizer.update(lr: lr)
+        }
+        times.optimizer += ProcessStats.now() - t0
+        state.step += 1
+        return MetricsRecord(step: state.step, epoch: state.epoch, lossMLM: losses.mlm, lossITA: losses.ita, lossITM: losses.itm,
+                             lr: Double(lr), alpha: Double(alphaUsed),
+                             temp: Double(model.temp.scalar), gradNorm: Double(norm),
+                             imagesPerSecond: Double(config.batchSize * micro * comm.size) / max(times.total, 1e-9),
+                             times: times, keptTokens: kept, residentMB: Double(ProcessStats.residentBytes()) / 1_048_576,
+                             skipped: anyBad, allReduceHiddenShare: reduction.hiddenShare)
+    }
+
+    /// Starts the bucketed all-reduce and feeds it as backward finishes parameters: the arena is
+    /// in forward first-use order, so final gradients grow from the end towards the start.
+    func beginReduction() throws {
+        try reducer.begin(buffer: model.online.gradients)
+        let entries = model.online.entries
+        var final = [Bool](repeating: false, count: entries.count)
+        var frontier = entries.count  // entries[frontier...] are final
+        let reducer = self.reducer
+        Autograd.onParameterGradientFinal = { p in
+            guard let i = p.parameterIndex, i < final.count else { return }
+            final[i] = true
+            var moved = false
+            while frontier > 0 && final[frontier - 1] { frontier -= 1; moved = true }
+            if moved { try? reducer.markReady(from: entries[frontier].offset) }
+        }
+    }
+
+    /// All ranks' momentum features in rank order, for the queues.
+    var gatherForQueue: ((Tensor, Tensor) throws -> (Tensor, Tensor))? {
+        guard comm.size > 1 else { return nil }
+        let comm = self.comm
+        return { image, text in
+            let e = image.shape[1]
+            let images = try comm.allGather(image.toArray()).flatMap { $0 }
+            let texts = try comm.allGather(text.toArray()).flatMap { $0 }
+            return (try Tensor(images, shape: [images.count / e, e]), try Tensor(texts, shape: [texts.count / e, e]))
+        }
+    }
+
+    func progressLine(_ r: MetricsRecord, started: Double, fromStep: Int) {
+        let elapsed = ProcessStats.now() - started
+        let done = max(state.step - fromStep, 1)
+        let eta = elapsed / Double(done) * Double(max(stopStep - state.step, 0))
+        let line = String(format: "step %d/%d  epoch %d  loss %.3f (mlm %.3f ita %.3f itm %.3f)  lr %.2e  %.1f img/s  ETA %@",
+                          state.step, stopStep, state.epoch, r.lossMLM + r.lossITA + r.lossITM, r.lossMLM, r.lossITA, r.lossITM,
+                          r.lr, r.imagesPerSecond, Trainer.duration(eta))
+        if isatty(fileno(stderr)) != 0 {
+            fputs("\r\u{1B}[K" + line, stderr)
+        } else if state.step % config.logEvery == 0 || state.step == stopStep {
+            fputs(line + "\n", stderr)
+        }
+    }
+
+    static func duration(_ s: Double) -> String {
+        let t = Int(s.rounded())
+        return t >= 3600 ? String(format: "%dh%02dm", t / 3600, t % 3600 / 60) : String(format: "%dm%02ds", t / 60, t % 60)
+    }
+
+    static func installSignalHandlers() {
+        let handler: @convention(c) (Int32) -> Void = { _ in stopSignalReceived = 1 }
+        signal(SIGTERM, handler)
+        signal(SIGUSR1, handler)
+    }
+}

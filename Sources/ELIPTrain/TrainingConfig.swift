@@ -1,0 +1,100 @@
+import ELIPModel
+import Foundation
+import Yams
+
+/// The training sections of a config file, next to the ALBEF model keys:
+///
+///     batch_size: 64                  # per rank (ALBEF's key)
+///     optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}
+///     schedular: {sched: cosine, lr: 1e-4, epochs: 30, min_lr: 1e-5, warmup_lr: 1e-5, warmup_epochs: 20}
+///     train: {max_steps: 0, checkpoint_every: 1000, keep_checkpoints: 3, log_every: 10, seed: 42,
+///             grad_clip: 0, grad_accumulation: 1, bucket_mb: 25, max_nonfinite_in_a_row: 5}
+///     data: {shards: DIR}             # or synthetic: {images: N, size: PX}
+public struct TrainingConfig {
+    public var model: ALBEFConfig
+    public var batchSize: Int
+    public var optimizer = AdamW.Hyperparameters()
+    public var schedule = LearningRateSchedule()
+    public var maxSteps: Int = 0
+    public var checkpointEvery = 1000
+    public var keepCheckpoints = 3
+    public var logEvery = 10
+    public var seed: UInt64 = 42
+    public var gradClip: Float = 0
+    public var gradAccumulation = 1
+    public var bucketMB = 25
+    public var maxNonFiniteInARow = 5
+    public var dropout = true
+    /// Shard folder (with manifest.json), when training from LMDB shards.
+    public var dataDirectory: String?
+    /// Synthetic corpus size and image size, when no shard folder is given.
+    public var syntheticImages = 512
+    public var syntheticSize = 0
+    /// Vocabulary file (bert-base-uncased).
+    public var vocabulary = "assets/bert-base-uncased-vocab.txt"
+    /// Caption token limit (ALBEF: 25 with its framing).
+    public var maxTextLength = 25
+    /// The file's text, kept in checkpoints.
+    public var text: String = ""
+
+    public init(model: ALBEFConfig) {
+        self.model = model
+        batchSize = model.batchSize
+    }
+
+    public static func load(_ path: String) throws -> TrainingConfig {
+        let model = try ALBEFConfig.load(path)
+        var c = TrainingConfig(model: model)
+        c.text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        let raw = model.raw
+        func section(_ name: String) throws -> [String: Any] {
+            guard let v = raw[name] else { return [:] }
+            guard let d = v as? [String: Any] else { throw TrainError.config("\(path): '\(name)' must be a mapping") }
+            return d
+        }
+        func number(_ d: [String: Any], _ key: String, _ where_: String) throws -> Double? {
+            guard let v = d[key] else { return nil }
+            if let x = v as? Double { return x }
+            if let x = v as? Int { return Double(x) }
+            if let s = v as? String, let x = Double(s) { return x }
+            if let b = v as? Bool { return b ? 1 : 0 }
+            throw TrainError.config("\(path): \(where_).\(key) must be a number, got \(v)")
+        }
+        let opt = try section("optimizer")
+        if let v = try number(opt, "weight_decay", "optimizer") { c.optimizer.weightDecay = Float(v) }
+        if let v = try number(opt, "lr", "optimizer") { c.schedule.lr = v }
+        if let betas = opt["betas"] as? [Any], betas.count == 2 {
+            c.optimizer.beta1 = Float((betas[0] as? Double) ?? 0.9)
+            c.optimizer.beta2 = Float((betas[1] as? Double) ?? 0.999)
+        }
+        if let v = try number(opt, "eps", "optimizer") { c.optimizer.eps = Float(v) }
+        let s = try section("schedular")
+        if let v = try number(s, "lr", "schedular") { c.schedule.lr = v }
+        if let v = try number(s, "min_lr", "schedular") { c.schedule.minLR = v }
+        if let v = try number(s, "warmup_lr", "schedular") { c.schedule.warmupLR = v }
+        if let v = try number(s, "warmup_epochs", "schedular") { c.schedule.warmupEpochs = Int(v) }
+        if let v = try number(s, "epochs", "schedular") { c.schedule.epochs = Int(v) }
+        if let v = try number(s, "warmup_step_size", "schedular") { c.schedule.stepSize = Int(v) }
+        let t = try section("train")
+        if let v = try number(t, "max_steps", "train") { c.maxSteps = Int(v) }
+        if let v = try number(t, "checkpoint_every", "train") { c.checkpointEvery = Int(v) }
+        if let v = try number(t, "keep_checkpoints", "train") { c.keepCheckpoints = Int(v) }
+        if let v = try number(t, "log_every", "train") { c.logEvery = max(1, Int(v)) }
+        if let v = try number(t, "seed", "train") { c.seed = UInt64(v) }
+        if let v = try number(t, "grad_clip", "train") { c.gradClip = Float(v) }
+        if let v = try number(t, "grad_accumulation", "train") { c.gradAccumulation = max(1, Int(v)) }
+        if let v = try number(t, "bucket_mb", "train") { c.bucketMB = max(1, Int(v)) }
+        if let v = try number(t, "max_nonfinite_in_a_row", "train") { c.maxNonFiniteInARow = max(1, Int(v)) }
+        if let v = try number(t, "max_text_length", "train") { c.maxTextLength = Int(v) }
+        if let v = t["dropout"] as? Bool { c.dropout = v }
+        let d = try section("data")
+        if let v = d["shards"] as? String { c.dataDirectory = v }
+        if let v = d["vocab"] as? String { c.vocabulary = v }
+        if let syn = d["synthetic"] as? [String: Any] {
+            if let v = try number(syn, "images", "data.synthetic") { c.syntheticImages = Int(v) }
+            if let v = try number(syn, "size", "data.synthetic") { c.syntheticSize = Int(v) }
+        }
+        guard c.batchSize > 0 else { throw TrainError.config("\(path): batch_size must be positive") }
+        return c
+    }
+}

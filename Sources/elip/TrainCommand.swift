@@ -1,0 +1,86 @@
+import ArgumentParser
+import ELIPData
+import ELIPDistributed
+import ELIPModel
+import ELIPTensor
+import ELIPTrain
+import Foundation
+
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "ELIP-ALBEF pre-training (data-parallel under mpirun/srun, single process otherwise).",
+        discussion: """
+        Examples:
+          elip train --debug                                   # tiny model, synthetic scenes, one process
+          mpirun -np 2 elip train --config configs/debug.yaml --out runs/debug
+          mpirun -np 8 elip train --config configs/pretrain-albef-4m.yaml --data /data/4m-shards --resume auto
+
+        Rank 0 writes RUN_DIR/metrics.jsonl and RUN_DIR/checkpoints/step-N/. SIGTERM or SIGUSR1
+        make every rank finish its step, checkpoint and exit 0; `--resume auto` continues from the
+        newest valid checkpoint. --max-steps counts global steps (a resumed run stops at step N).
+        """
+    )
+
+    @Option(help: "Config file (ALBEF Pretrain.yaml keys plus train:/data: sections).")
+    var config: String?
+    @Option(help: "Folder of LMDB shards (manifest.json); default: the config's data section.")
+    var data: String?
+    @Option(help: "Run folder for checkpoints and metrics.")
+    var out: String = "runs/elip"
+    @Option(help: "'auto' (newest valid checkpoint of --out) or a checkpoint folder.")
+    var resume: String?
+    @Option(help: "Stop at this global step.")
+    var maxSteps: Int?
+    @Option(help: "Seed (overrides train.seed).")
+    var seed: UInt64?
+    @Option(help: "Threads per rank for BLAS and the engine.")
+    var threads: Int?
+    @Option(help: "Initial weights: an ALBEF state_dict (.safetensors), e.g. from import-weights.")
+    var initWeights: String?
+    @Option(help: "WordPiece vocabulary.")
+    var vocab: String?
+    @Flag(help: "Single-process debug mode: configs/debug.yaml, synthetic data, anomaly checks, determinism self-check.")
+    var debug = false
+
+    func run() throws {
+        if let threads { Threads.configure(threads) }
+        guard let path = config ?? (debug ? "configs/debug.yaml" : nil) else {
+            throw ValidationError("--config FILE is required (or --debug for the tiny debug setup)")
+        }
+        var cfg = try TrainingConfig.load(path)
+        if let seed { cfg.seed = seed }
+        if let vocab { cfg.vocabulary = vocab }
+        if let data { cfg.dataDirectory = data }
+        let comm = debug ? Communicator.singleProcess() : try Communicator.world()
+        let tokenizer: BertTokenizer
+        do { tokenizer = try BertTokenizer(vocabularyFile: cfg.vocabulary) } catch {
+            throw ValidationError("\(error)\nRun `make setup` to fetch the vocabulary, or pass --vocab FILE.")
+        }
+        let source: BatchSource
+        if let dir = cfg.dataDirectory {
+            throw ValidationError("training from LMDB shards (\(dir)) needs the shard loader, which is not built yet; use the synthetic corpus (data: {synthetic: ...}) for now")
+        } else {
+            let size = cfg.syntheticSize > 0 ? cfg.syntheticSize : cfg.model.imageRes
+            guard size == cfg.model.imageRes else {
+                throw ValidationError("synthetic image size \(size) differs from image_res \(cfg.model.imageRes)")
+            }
+            source = SyntheticBatchSource(images: cfg.syntheticImages, imageSize: size, batchSize: cfg.batchSize,
+                                          rank: comm.rank, worldSize: comm.size, seed: cfg.seed, tokenizer: tokenizer,
+                                          maxLength: cfg.maxTextLength)
+        }
+        var options = Trainer.Options(runDirectory: URL(fileURLWithPath: out))
+        options.resume = resume
+        options.maxSteps = maxSteps ?? 0
+        options.initialWeights = initWeights
+        options.anomalyDetection = debug
+        let trainer = try Trainer(config: cfg, options: options, communicator: comm, source: source)
+        if comm.isRoot {
+            print("elip train: \(comm.size) rank(s) x \(Threads.count) thread(s), batch \(cfg.batchSize) per rank, \(source.summary)")
+            print("model: \(trainer.model.online.parameterCount) trainable parameters; pruning \(cfg.model.prune.map { "keeps \($0.keepCounts(patchCount: cfg.model.patchCount))" } ?? "off")")
+        }
+        let reason = try trainer.run()
+        if comm.isRoot { print("stopped: \(reason); run folder \(out)") }
+        try comm.finalize()
+    }
+}

@@ -1,0 +1,109 @@
+import ELIPData
+import ELIPDistributed
+import ELIPModel
+import ELIPTensor
+@testable import ELIPTrain
+import Foundation
+import XCTest
+
+/// The WordPiece vocabulary from `make setup` (assets/) or ../shared.
+func vocabularyPath() throws -> String {
+    let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    for p in [repo.appendingPathComponent("assets/bert-base-uncased-vocab.txt").path,
+              repo.deletingLastPathComponent().appendingPathComponent("shared/data/bert-base-uncased-vocab.txt").path]
+    where FileManager.default.fileExists(atPath: p) { return p }
+    throw XCTSkip("needs the bert-base-uncased vocabulary: run `make setup` (fetches it into assets/)")
+}
+
+func trainerConfig(steps: Int) throws -> TrainingConfig {
+    var m = try tinyTrainConfig()
+    m.bert.vocabSize = 30522
+    m.bert.maxPositionEmbeddings = 32
+    m.queueSize = 16
+    var c = TrainingConfig(model: m)
+    c.batchSize = 4
+    c.maxSteps = steps
+    c.checkpointEvery = 1000
+    c.logEvery = 1
+    c.syntheticImages = 32
+    c.schedule.lr = 1e-3
+    c.schedule.warmupLR = 1e-4
+    c.schedule.warmupEpochs = 1
+    c.schedule.stepSize = 2
+    c.schedule.epochs = 10
+    c.text = "tiny trainer test"
+    return c
+}
+
+final class TrainerTests: XCTestCase {
+    var runs: [URL] = []
+    override func tearDown() { for r in runs { try? FileManager.default.removeItem(at: r) } }
+
+    func makeTrainer(_ c: TrainingConfig, run: URL, resume: String? = nil, maxSteps: Int = 0) throws -> Trainer {
+        let tok = try BertTokenizer(vocabularyFile: vocabularyPath())
+        let source = SyntheticBatchSource(images: c.syntheticImages, imageSize: c.model.imageRes, batchSize: c.batchSize,
+                                          rank: 0, worldSize: 1, seed: c.seed, tokenizer: tok, maxLength: 12)
+        var o = Trainer.Options(runDirectory: run)
+        o.resume = resume
+        o.maxSteps = maxSteps
+        o.progress = false
+        return try Trainer(config: c, options: o, communicator: .singleProcess(), source: source)
+    }
+
+    func newRun() -> URL {
+        let u = FileManager.default.temporaryDirectory.appendingPathComponent("elip-train-\(UUID().uuidString)")
+        runs.append(u)
+        return u
+    }
+
+    /// Interrupted at step 3 and resumed to step 7 gives bitwise the weights, momentum model,
+    /// queues and optimizer state of an uninterrupted 7-step run (epochs cross at step 8).
+    func testResumeIsBitwiseIdentical() throws {
+        let c = try trainerConfig(steps: 7)
+        let straight = try makeTrainer(c, run: newRun())
+        try straight.run()
+        let run = newRun()
+        let first = try makeTrainer(c, run: run, maxSteps: 3)
+        try first.run()
+        XCTAssertEqual(first.state.step, 3)
+        let second = try makeTrainer(c, run: run, resume: "auto")
+        XCTAssertEqual(second.state.step, 3, "resumed from the step-3 checkpoint")
+        try second.run()
+        XCTAssertEqual(second.state.step, 7)
+        XCTAssertTrue(Array(straight.model.online.values) == Array(second.model.online.values), "online weights differ")
+        XCTAssertTrue(Array(straight.model.momentum.values) == Array(second.model.momentum.values), "momentum weights differ")
+        XCTAssertTrue(straight.model.imageQueue.toArray() == second.model.imageQueue.toArray(), "queues differ")
+        XCTAssertEqual(straight.model.queuePointer, second.model.queuePointer)
+        XCTAssertTrue(straight.optimizer.exp_avg_sq == second.optimizer.exp_avg_sq, "optimizer state differs")
+        XCTAssertEqual(straight.state, second.state)
+        // metrics.jsonl has a record per step with every field.
+        let records = try MetricsLog.read(run.appendingPathComponent("metrics.jsonl"))
+        XCTAssertEqual(records.map(\.step), Array(1...7))
+        XCTAssertEqual(records.last?.keptTokens, [12, 8])  // 16 patches x 0.75, 0.5
+        XCTAssertTrue(records.allSatisfy { $0.lossITA.isFinite && $0.times.forward > 0 && $0.residentMB > 0 })
+    }
+
+    /// A resumed run with another config is refused with a message naming the checkpoint.
+    func testResumeRefusesAnotherConfig() throws {
+        let run = newRun()
+        try makeTrainer(try trainerConfig(steps: 2), run: run).run()
+        var other = try trainerConfig(steps: 4)
+        other.text = "another config"
+        XCTAssertThrowsError(try makeTrainer(other, run: run, resume: "auto")) { e in
+            XCTAssertTrue("\(e)".contains("another config, data or world size"), "\(e)")
+        }
+    }
+
+    /// Training on the synthetic corpus lowers the contrastive loss (the model learns).
+    func testLossDecreasesOnSyntheticScenes() throws {
+        var c = try trainerConfig(steps: 40)
+        c.syntheticImages = 16
+        c.dropout = false
+        let t = try makeTrainer(c, run: newRun())
+        try t.run()
+        let r = try MetricsLog.read(t.options.runDirectory.appendingPathComponent("metrics.jsonl"))
+        let early = r.prefix(5).map { $0.lossITA + $0.lossITM }.reduce(0, +) / 5
+        let late = r.suffix(5).map { $0.lossITA + $0.lossITM }.reduce(0, +) / 5
+        XCTAssertLessThan(late, early * 0.9, "ITA+ITM should fall: early \(early), late \(late)")
+    }
+}
