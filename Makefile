@@ -16,11 +16,10 @@ build: setup
 debug-build: setup
 	$(SWIFT) build $(BUILD_FLAGS)
 
-# Unit tests (tiny shapes), then the multi-process MPI tests.
+# Unit and end-to-end tests (tiny shapes), then the multi-process MPI tests.
 test: setup
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
-	ELIP_THREADS=$(THREADS) $(SWIFT) test --skip-build $(BUILD_FLAGS)
-	@if [ -x tests-mpi/run.sh ]; then tests-mpi/run.sh; fi
+	ELIP_THREADS=$(THREADS) BUILD_FLAGS="$(BUILD_FLAGS)" scripts/run-tests.sh
 
 bench: build
 	$$($(SWIFT) build -c release --show-bin-path)/elip bench ops --threads $(THREADS)

@@ -24,11 +24,19 @@ public struct StepRandomness {
     public var negativeTextForImage: [Int]?
     /// Dropout on (training) or off (evaluation-mode replay).
     public var dropout: Bool
+    /// Seeds the dropout masks.
     public var generator: SeededGenerator
+    /// Stream for masking and negative sampling: draws are indexed by the sample's row in the
+    /// GLOBAL batch, so with a stream shared by all ranks, W ranks x batch B draw exactly what one
+    /// rank with batch W * B draws.
+    public var samplingSeed: UInt64
+    /// This rank's first row in the global batch (0 on a single process).
+    public var globalRowOffset = 0
 
-    public init(seed: UInt64, dropout: Bool = true) {
+    public init(seed: UInt64, dropout: Bool = true, samplingSeed: UInt64? = nil) {
         self.dropout = dropout
         generator = SeededGenerator(seed: seed)
+        self.samplingSeed = samplingSeed ?? CounterRandom.mix(seed ^ 0x5DEE_CE66_D1CE_4E5B)
     }
 }
 
@@ -148,13 +156,22 @@ public final class ALBEFModel {
 
     /// One pre-training forward (SPEC §3 order): returns the three losses and what a caller may
     /// inspect. Updates the momentum model and the queues, as the official forward does.
-    /// `gatheredFeatures` lets a distributed caller enqueue all ranks' momentum features.
+    ///
+    /// With an `exchange` (several ranks), the momentum features of all ranks are enqueued in rank
+    /// order. With `globalNegatives` as well, ITC contrasts against every rank's batch, ITM draws
+    /// negatives from the global batch (their features gathered with gradient) and the MLM loss is
+    /// normalised by the global number of masked tokens: W ranks x batch B then compute the step
+    /// of one rank with batch W * B (texts must be padded to the same length on every rank).
     public func forward(_ batch: PretrainBatch, alpha: Float, randomness: inout StepRandomness,
-                        gatherForQueue: ((Tensor, Tensor) throws -> (Tensor, Tensor))? = nil) throws -> PretrainOutput {
+                        exchange: FeatureExchange? = nil, globalNegatives: Bool = false) throws -> PretrainOutput {
         let bs = batch.text.batch
         guard batch.images.shape.first == bs else {
             throw TensorError.shapeMismatch(op: "ALBEF batch (images vs texts)", lhs: batch.images.shape, rhs: [bs, batch.text.length])
         }
+        let global = globalNegatives ? exchange : nil
+        let world = global?.worldSize ?? 1
+        let offset = global.map { $0.rank * bs } ?? 0
+        randomness.globalRowOffset = offset
         clampTemperature()
         let bert = config.bert
         let dropout = randomness.dropout
@@ -173,22 +190,27 @@ public final class ALBEFModel {
         let imageFeat = try visionProj(Self.cls(imageEmbeds)).l2Normalized()
 
         // Momentum features (no gradient; the momentum ViT is never pruned).
-        let (imageEmbedsM, imageFeatM, textFeatM, simTargetsI2T, simTargetsT2I, imageFeatAll, textFeatAll) =
+        let (imageEmbedsM, queueImages, queueTexts, simTargetsI2T, simTargetsT2I, imageFeatAll, textFeatAll) =
             try Autograd.noGrad { () throws -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor) in
                 momentumUpdate()
                 let textM = try textEncoderM.encodeText(batch.text, dropout: nil)
                 let textFeatM = try textProjM(Self.cls(textM)).l2Normalized()
-                let textAll = try Tensor.concat([textFeatM.transposed(), textQueue], axis: 1)
                 let imageEmbedsM = try visualEncoderM(batch.images).embeds
                 let imageFeatM = try visionProjM(Self.cls(imageEmbedsM)).l2Normalized()
-                let imageAll = try Tensor.concat([imageFeatM.transposed(), imageQueue], axis: 1)
+                // All ranks' momentum features in rank order (queue; global negatives).
+                let imagesAllRanks = try exchange.map { try imageFeatM.allGatherRows($0) } ?? imageFeatM
+                let textsAllRanks = try exchange.map { try textFeatM.allGatherRows($0) } ?? textFeatM
+                let batchImages = global == nil ? imageFeatM : imagesAllRanks
+                let batchTexts = global == nil ? textFeatM : textsAllRanks
+                let textAll = try Tensor.concat([batchTexts.transposed(), textQueue], axis: 1)
+                let imageAll = try Tensor.concat([batchImages.transposed(), imageQueue], axis: 1)
                 let t = Tensor(scalar: temp.scalar)
                 let simI2TM = try imageFeatM.matmul(textAll) / t
                 let simT2IM = try textFeatM.matmul(imageAll) / t
-                let eye = Self.diagonalTargets(rows: bs, cols: simI2TM.shape[1])
+                let eye = Self.diagonalTargets(rows: bs, cols: simI2TM.shape[1], columnOffset: offset)
                 let targetI2T = try simI2TM.softmax().scaled(alpha) + eye.scaled(1 - alpha)
                 let targetT2I = try simT2IM.softmax().scaled(alpha) + eye.scaled(1 - alpha)
-                return (imageEmbedsM, imageFeatM, textFeatM, targetI2T, targetT2I, imageAll, textAll)
+                return (imageEmbedsM, imagesAllRanks, textsAllRanks, targetI2T, targetT2I, imageAll, textAll)
             }
 
         // ITC with momentum distillation.
@@ -198,27 +220,37 @@ public final class ALBEFModel {
         let lossT2I = try simT2I.softCrossEntropy(targets: simTargetsT2I)
         let lossITA = try (lossI2T + lossT2I).scaled(0.5)
 
-        try Autograd.noGrad {
-            let (imgs, txts) = try gatherForQueue?(imageFeatM, textFeatM) ?? (imageFeatM, textFeatM)
-            enqueue(imageFeatures: imgs, textFeatures: txts)
-        }
+        Autograd.noGrad { enqueue(imageFeatures: queueImages, textFeatures: queueTexts) }
 
-        // ITM: positives, then hard negatives drawn from the in-batch similarity softmax.
+        // ITM: positives, then hard negatives drawn from the similarity softmax over the batch.
         let outputPos = try textEncoder.fuse(textEmbeds, mask: batch.text, image: imageEmbeds, dropout: dropout)
+        let candidates = bs * world
         let negImage: [Int], negText: [Int]
         if let given = randomness.negativeImageForText, let givenText = randomness.negativeTextForImage {
-            guard given.count == bs, givenText.count == bs, (given + givenText).allSatisfy({ $0 >= 0 && $0 < bs }) else {
-                throw TensorError.invalidArgument(op: "ITM negatives", reason: "need \(bs) indices in [0, \(bs)) for each direction")
+            guard given.count == bs, givenText.count == bs, (given + givenText).allSatisfy({ $0 >= 0 && $0 < candidates }) else {
+                throw TensorError.invalidArgument(op: "ITM negatives", reason: "need \(bs) indices in [0, \(candidates)) for each direction")
             }
             (negImage, negText) = (given, givenText)
         } else {
-            negImage = Self.sampleNegatives(simT2I, batch: bs, generator: &randomness.generator)
-            negText = Self.sampleNegatives(simI2T, batch: bs, generator: &randomness.generator)
+            negImage = Self.sampleNegatives(simT2I, candidates: candidates, rowOffset: offset,
+                                            seed: randomness.samplingSeed, stream: 1)
+            negText = Self.sampleNegatives(simI2T, candidates: candidates, rowOffset: offset,
+                                           seed: randomness.samplingSeed, stream: 2)
         }
-        let imageEmbedsNeg = try imageEmbeds.gatherRows(negImage)
-        let textEmbedsNeg = try textEmbeds.gatherRows(negText)
+        // Negatives come from this rank's batch, or from every rank's (gathered with gradient).
+        let imagePool = try global.map { try imageEmbeds.allGatherRows($0) } ?? imageEmbeds
+        let textPool = try global.map { try textEmbeds.allGatherRows($0) } ?? textEmbeds
+        let maskPool: TextBatch
+        if let global {
+            let masks = try global.allGather(batch.text.mask.map(Float.init)).map { Int($0) }
+            maskPool = try TextBatch(ids: [Int](repeating: 0, count: masks.count), mask: masks, batch: candidates, length: batch.text.length)
+        } else {
+            maskPool = batch.text
+        }
+        let imageEmbedsNeg = try imagePool.gatherRows(negImage)
+        let textEmbedsNeg = try textPool.gatherRows(negText)
         let textAll = try Tensor.concat([textEmbeds, textEmbedsNeg], axis: 0)
-        let maskAll = try TextBatch.concat(batch.text, batch.text.rows(negText))
+        let maskAll = try TextBatch.concat(batch.text, maskPool.rows(negText))
         let imageAllEmbeds = try Tensor.concat([imageEmbedsNeg, imageEmbeds], axis: 0)
         let outputNeg = try textEncoder.fuse(textAll, mask: maskAll, image: imageAllEmbeds, dropout: dropout)
         let vl = try Tensor.concat([Self.cls(outputPos), Self.cls(outputNeg)], axis: 0)
@@ -226,9 +258,17 @@ public final class ALBEFModel {
         let lossITM = try itmHead(vl).crossEntropy(labels: itmLabels)
 
         // MLM with distillation from the momentum model; only masked rows reach the vocab head.
-        let (mlmIds, mlmLabels) = try maskedLanguageInputs(batch.text, randomness: &randomness)
+        let (mlmIds, mlmLabels) = try maskedLanguageInputs(batch.text, randomness: randomness)
         let mlmText = try TextBatch(ids: mlmIds, mask: batch.text.mask, batch: bs, length: batch.text.length)
         let maskedRows = mlmLabels.indices.filter { mlmLabels[$0] != -100 }
+        // Globally, the loss is a mean over every rank's masked tokens: scale the local mean.
+        let mlmScale: Float
+        if let global {
+            let total = try global.allReduceSum([Float(maskedRows.count)])[0]
+            mlmScale = total > 0 ? Float(maskedRows.count) * Float(world) / total : 0
+        } else {
+            mlmScale = 1
+        }
         let lossMLM: Tensor
         if maskedRows.isEmpty {
             lossMLM = Tensor(scalar: 0)
@@ -244,7 +284,7 @@ public final class ALBEFModel {
             let logits = try textEncoder.mlmLogits(states.reshaped([bs * batch.text.length, h]).gatherRows(maskedRows))
             let hard = try logits.crossEntropy(labels: maskedRows.map { mlmLabels[$0] })
             let soft = try logits.softCrossEntropy(targets: teacher)
-            lossMLM = try hard.scaled(1 - alpha) + soft.scaled(alpha)
+            lossMLM = try (hard.scaled(1 - alpha) + soft.scaled(alpha)).scaled(mlmScale)
         }
 
         let loss = try lossMLM + lossITA + lossITM
@@ -252,36 +292,42 @@ public final class ALBEFModel {
                               imageEmbeds: imageEmbeds, imageEmbedsMomentum: imageEmbedsM, keptIndices: vision.keptIndices)
     }
 
-    static func diagonalTargets(rows: Int, cols: Int) -> Tensor {
+    /// One-hot targets: row i's positive is column `columnOffset + i`.
+    static func diagonalTargets(rows: Int, cols: Int, columnOffset: Int = 0) -> Tensor {
         let t = Tensor.zeros([rows, cols])
-        t.withUnsafeMutableBufferPointer { p in for i in 0..<min(rows, cols) { p[i * cols + i] = 1 } }
+        t.withUnsafeMutableBufferPointer { p in
+            for i in 0..<rows where columnOffset + i < cols { p[i * cols + columnOffset + i] = 1 }
+        }
         return t
     }
 
-    /// For each row b, one index drawn from softmax(sim[b, :batch]) with the diagonal zeroed
-    /// (torch.multinomial semantics: unnormalised weights).
-    static func sampleNegatives(_ sim: Tensor, batch bs: Int, generator: inout SeededGenerator) -> [Int] {
-        let cols = sim.shape[1]
+    /// For each local row b, one candidate drawn from softmax(sim[b, :candidates]) with the
+    /// row's own positive (global index rowOffset + b) zeroed — torch.multinomial semantics on
+    /// unnormalised weights. The uniform draw is indexed by the global row, so the choice does not
+    /// depend on how the batch is split over ranks.
+    static func sampleNegatives(_ sim: Tensor, candidates: Int, rowOffset: Int, seed: UInt64, stream: Int) -> [Int] {
+        let rows = sim.shape[0], cols = sim.shape[1]
         let values = sim.toArray()
-        return (0..<bs).map { b in
-            let row = values[(b * cols)..<(b * cols + bs)]
+        return (0..<rows).map { b in
+            let row = values[(b * cols)..<(b * cols + candidates)]
             let m = row.max() ?? 0
             var w = row.map { Double(exp($0 - m)) }
-            w[b] = 0
+            let own = rowOffset + b
+            w[own] = 0
             let total = w.reduce(0, +)
-            if total <= 0 || !total.isFinite { return (b + 1) % max(bs, 1) }
-            var u = Double(generator.nextUniform()) * total
+            if total <= 0 || !total.isFinite { return (own + 1) % max(candidates, 1) }
+            var u = Double(CounterRandom.uniform(seed: seed &+ UInt64(stream), index: own)) * total
             for (j, x) in w.enumerated() where x > 0 {
                 u -= x
                 if u < 0 { return j }
             }
-            return w.lastIndex(where: { $0 > 0 }) ?? (b + 1) % bs
+            return w.lastIndex(where: { $0 > 0 }) ?? (own + 1) % candidates
         }
     }
 
     /// ALBEF masking: each token with probability mlm_probability (never PAD or CLS); of the
     /// masked, 80% -> [MASK], half of the rest -> a random id, the rest unchanged.
-    func maskedLanguageInputs(_ text: TextBatch, randomness: inout StepRandomness) throws -> ([Int], [Int]) {
+    func maskedLanguageInputs(_ text: TextBatch, randomness: StepRandomness) throws -> ([Int], [Int]) {
         if let ids = randomness.mlmInputIds, let labels = randomness.mlmLabels {
             guard ids.count == text.ids.count, labels.count == text.ids.count else {
                 throw TensorError.shapeMismatch(op: "given MLM inputs", lhs: [text.batch, text.length], rhs: [ids.count, labels.count])
@@ -289,18 +335,21 @@ public final class ALBEFModel {
             return (ids, labels)
         }
         return Self.mask(text.ids, vocabSize: config.bert.vocabSize, probability: config.mlmProbability,
-                         generator: &randomness.generator)
+                         seed: randomness.samplingSeed, firstToken: randomness.globalRowOffset * text.length)
     }
 
+    /// Draws for token i come from (seed, firstToken + i): a token's fate depends on its position
+    /// in the global batch only.
     public static func mask(_ ids: [Int], vocabSize: Int, probability: Float, padId: Int = 0, clsId: Int = 101,
-                            maskId: Int = 103, generator g: inout SeededGenerator) -> ([Int], [Int]) {
+                            maskId: Int = 103, seed: UInt64, firstToken: Int = 0) -> ([Int], [Int]) {
         var input = ids
         var labels = [Int](repeating: -100, count: ids.count)
         for i in ids.indices {
-            let masked = g.nextUniform() < probability && ids[i] != padId && ids[i] != clsId
-            let replace = g.nextUniform() < 0.8
-            let random = g.nextUniform() < 0.5
-            let word = Int(g.next() % UInt64(vocabSize))
+            let k = 4 * (firstToken + i)
+            let masked = CounterRandom.uniform(seed: seed, index: k) < probability && ids[i] != padId && ids[i] != clsId
+            let replace = CounterRandom.uniform(seed: seed, index: k + 1) < 0.8
+            let random = CounterRandom.uniform(seed: seed, index: k + 2) < 0.5
+            let word = Int(CounterRandom.mix(seed &+ UInt64(k + 3)) % UInt64(vocabSize))
             guard masked else { continue }
             labels[i] = ids[i]
             if replace { input[i] = maskId } else if random { input[i] = word }

@@ -258,7 +258,13 @@ public struct ALBEFConfig {
             throw ConfigError(file: file, message: "vision embed_dim \(vision.embedDim) not divisible by num_heads \(vision.numHeads)")
         }
         guard queueSize > 0, embedDim > 0 else { throw ConfigError(file: file, message: "queue_size and embed_dim must be positive") }
-        if let prune { try prune.validate(depth: vision.depth, patchCount: patchCount) }
+        if let prune {
+            try prune.validate(depth: vision.depth, patchCount: patchCount)
+            // The fused query mixes the text [CLS] state into the image [CLS] token.
+            guard bert.hiddenSize == vision.embedDim else {
+                throw ConfigError(file: file, message: "pruning mixes the text [CLS] (hidden_size \(bert.hiddenSize)) into the image [CLS] (vision embed_dim \(vision.embedDim)): the widths must be equal, or turn pruning off (img_prune: null)")
+            }
+        }
         try bert.validate(file: file)
     }
 }

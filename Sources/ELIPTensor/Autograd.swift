@@ -104,3 +104,22 @@ public enum Autograd {
         return output
     }
 }
+
+extension Autograd {
+    /// Defines a differentiable op outside the engine (e.g. a collective): `output` was computed
+    /// from `inputs`; `backward` receives the output's gradient and returns one gradient per
+    /// input (nil: none), each with that input's shape, which are accumulated.
+    public static func customOp(output: Tensor, inputs: [Tensor], name: StaticString = #function,
+                                backward: @escaping (Tensor) throws -> [Tensor?]) -> Tensor {
+        record(output, inputs: inputs, op: name) { dy in
+            let g = Tensor(shape: output.shape, storage: Storage(count: output.count, zeroed: false))
+            g.data.update(from: dy, count: output.count)
+            guard let grads = try? backward(g) else { return }
+            for (x, gx) in zip(inputs, grads) where x.requiresGrad {
+                guard let gx, gx.count == x.count else { continue }
+                let dx = x.gradPointer()
+                for i in 0..<x.count { dx[i] += gx.data[i] }
+            }
+        }
+    }
+}

@@ -74,12 +74,15 @@ public final class SyntheticBatchSource: BatchSource {
         var pixels: [Float] = []
         pixels.reserveCapacity(batchSize * 3 * imageSize * imageSize)
         var captions: [String] = []
-        var g = SeededGenerator(seed: seed ^ UInt64(epoch * 1_000_003 + index) &* 0x9E37_79B9 ^ UInt64(rank))
+        // The caption choice is keyed by the sample's position in the epoch, not by rank, so
+        // W ranks x batch B see exactly the samples of one rank with batch W * B.
+        let captionSeed = CounterRandom.mix(seed ^ UInt64(epoch) &* 0x2545_F491_4F6C_DD1D)
         for k in 0..<batchSize {
-            let id = order[(start + k) % images]
-            let scene = SyntheticScenes.scene(index: id, seed: seed, size: imageSize)
+            let position = (start + k) % images
+            let scene = SyntheticScenes.scene(index: order[position], seed: seed, size: imageSize)
             ImageNormalization.append(pixels: scene.pixels, width: imageSize, height: imageSize, to: &pixels)
-            captions.append(preCaption(scene.captions[Int(g.next() % UInt64(scene.captions.count))], maxWords: 30))
+            let choice = Int(CounterRandom.uniform(seed: captionSeed, index: position) * Float(scene.captions.count))
+            captions.append(preCaption(scene.captions[min(choice, scene.captions.count - 1)], maxWords: 30))
         }
         let tokens = try tokenizer.encodeBatch(captions, framing: .albef, maxLength: maxLength)
         let text = try TextBatch(ids: tokens.inputIds.map(Int.init), mask: tokens.attentionMask.map(Int.init),

@@ -59,7 +59,7 @@ public struct CheckpointStore {
 
     /// Writes a checkpoint for `state` and returns its folder.
     @discardableResult
-    public func save(model: ALBEFModel, optimizer: AdamW, state: TrainerState) throws -> URL {
+    public func save(model: ALBEFModel, optimizer: AdamW, state: TrainerState, faultInjection: Bool = false) throws -> URL {
         let fm = FileManager.default
         try fm.createDirectory(at: directory, withIntermediateDirectories: true)
         let final = directory.appendingPathComponent(Self.name(step: state.step))
@@ -70,6 +70,10 @@ public struct CheckpointStore {
             var modelWriter = SafetensorsWriter(metadata: ["format": "albef-state-dict", "step": String(state.step)])
             try model.addStateDict(to: &modelWriter)
             try modelWriter.write(to: tmp.appendingPathComponent("model.safetensors").path, atomic: true)
+            if faultInjection {  // tests: die with the checkpoint half-written
+                fputs("fault injection: dying while writing \(final.lastPathComponent)\n", stderr)
+                kill(getpid(), SIGKILL)
+            }
             var optWriter = SafetensorsWriter(metadata: ["step": String(optimizer.step)])
             try optWriter.add("exp_avg", floats: optimizer.exp_avg, shape: [optimizer.exp_avg.count])
             try optWriter.add("exp_avg_sq", floats: optimizer.exp_avg_sq, shape: [optimizer.exp_avg_sq.count])

@@ -8,6 +8,38 @@ import Foundation
 /// checkpoint and exit 0 (Slurm pre-emption).
 nonisolated(unsafe) var stopSignalReceived: sig_atomic_t = 0
 
+/// Failures on purpose, for the multi-process tests (tests-mpi/train.sh): the environment names
+/// a step, and the process dies there the way a real fault would (no cleanup).
+enum FaultInjection {
+    /// ELIP_FAULT_KILL_RANK=r and ELIP_FAULT_AT_STEP=s: rank r SIGKILLs itself before step s.
+    static func killRankIfRequested(rank: Int, step: Int) {
+        let env = ProcessInfo.processInfo.environment
+        guard let r = env["ELIP_FAULT_KILL_RANK"].flatMap(Int.init), let s = env["ELIP_FAULT_AT_STEP"].flatMap(Int.init),
+              r == rank, s == step else { return }
+        fputs("[rank \(rank)] fault injection: killing myself before step \(step)\n", stderr)
+        kill(getpid(), SIGKILL)
+    }
+
+    /// ELIP_FAULT_CRASH_IN_CHECKPOINT=s: the checkpoint of step s dies half-written.
+    static func crashInCheckpoint(step: Int) -> Bool {
+        ProcessInfo.processInfo.environment["ELIP_FAULT_CRASH_IN_CHECKPOINT"].flatMap(Int.init) == step
+    }
+}
+
+/// `FeatureExchange` over the MPI communicator.
+final class CommunicatorExchange: FeatureExchange {
+    let comm: Communicator
+    init(_ comm: Communicator) { self.comm = comm }
+    var rank: Int { comm.rank }
+    var worldSize: Int { comm.size }
+    func allGather(_ local: [Float]) throws -> [Float] { try comm.allGather(local).flatMap { $0 } }
+    func allReduceSum(_ values: [Float]) throws -> [Float] {
+        var v = values
+        try comm.allReduce(&v, op: .sum)
+        return v
+    }
+}
+
 /// Data-parallel ELIP-ALBEF pre-training (SPEC §6).
 ///
 /// Every rank builds the same model; rank 0's parameters, momentum model and queues are
@@ -155,7 +187,7 @@ public final class Trainer {
     /// Writes a checkpoint (rank 0), then every rank continues.
     public func checkpoint() throws {
         if comm.isRoot {
-            try store.save(model: model, optimizer: optimizer, state: state)
+            try store.save(model: model, optimizer: optimizer, state: state, faultInjection: FaultInjection.crashInCheckpoint(step: state.step))
         }
         try comm.barrier()
     }
@@ -163,6 +195,7 @@ public final class Trainer {
     /// One optimizer step (with `gradAccumulation` micro-batches). Returns the metrics record
     /// (on every rank; rank 0 logs it).
     func step() throws -> MetricsRecord? {
+        FaultInjection.killRankIfRequested(rank: comm.rank, step: state.step + 1)
         var times = PhaseTimes()
         model.online.zeroGradients()
         let lr = Float(config.schedule.learningRate(epoch: state.epoch, iteration: state.batchInEpoch))
@@ -174,16 +207,22 @@ public final class Trainer {
         let micro = config.gradAccumulation
         for m in 0..<micro {
             var t0 = ProcessStats.now()
-            let batch = try source.batch(epoch: state.epoch, index: state.batchInEpoch)
+            var batch = try source.batch(epoch: state.epoch, index: state.batchInEpoch)
+            if config.globalNegatives && comm.size > 1 { batch = try padToGlobalLength(batch) }
             times.data += ProcessStats.now() - t0
             let alpha = LearningRateSchedule.alpha(config.model.alpha, epoch: state.epoch, iteration: state.batchInEpoch,
                                                    itersPerEpoch: source.batchesPerEpoch)
-            // Per-step randomness: the same on resume, different on every rank.
-            let seed = state.stepGenerator.next() ^ (UInt64(comm.rank) &* 0xD1B5_4A32_D192_ED03)
-            var randomness = StepRandomness(seed: seed, dropout: config.dropout)
+            // Per-step randomness: the same on resume, different on every rank. With global
+            // negatives, masking and negative sampling draw from one stream shared by all ranks
+            // (indexed by global row), as one process with the whole batch would.
+            let stepSeed = state.stepGenerator.next()
+            let seed = stepSeed ^ (UInt64(comm.rank) &* 0xD1B5_4A32_D192_ED03)
+            var randomness = StepRandomness(seed: seed, dropout: config.dropout,
+                                            samplingSeed: config.globalNegatives ? stepSeed : nil)
             alphaUsed = alpha
             t0 = ProcessStats.now()
-            let out = try model.forward(batch, alpha: alpha, randomness: &randomness, gatherForQueue: gatherForQueue)
+            let out = try model.forward(batch, alpha: alpha, randomness: &randomness, exchange: exchange,
+                                        globalNegatives: config.globalNegatives)
             times.forward += ProcessStats.now() - t0
             losses.mlm += Double(out.lossMLM.scalar) / Double(micro)
             losses.ita += Double(out.lossITA.scalar) / Double(micro)
@@ -262,16 +301,20 @@ public final class Trainer {
         }
     }
 
-    /// All ranks' momentum features in rank order, for the queues.
-    var gatherForQueue: ((Tensor, Tensor) throws -> (Tensor, Tensor))? {
-        guard comm.size > 1 else { return nil }
-        let comm = self.comm
-        return { image, text in
-            let e = image.shape[1]
-            let images = try comm.allGather(image.toArray()).flatMap { $0 }
-            let texts = try comm.allGather(text.toArray()).flatMap { $0 }
-            return (try Tensor(images, shape: [images.count / e, e]), try Tensor(texts, shape: [texts.count / e, e]))
+    /// Gathers and sums across ranks for the model (nil on a single process).
+    lazy var exchange: FeatureExchange? = comm.size > 1 ? CommunicatorExchange(comm) : nil
+
+    /// Pads the captions to the longest on any rank (global negatives gather text states).
+    func padToGlobalLength(_ batch: PretrainBatch) throws -> PretrainBatch {
+        let t = batch.text
+        let length = Int(try comm.allReduce(Int64(t.length), op: .max))
+        guard length > t.length else { return batch }
+        var ids: [Int] = [], mask: [Int] = []
+        for r in 0..<t.batch {
+            ids += t.ids[(r * t.length)..<((r + 1) * t.length)] + [Int](repeating: 0, count: length - t.length)
+            mask += t.mask[(r * t.length)..<((r + 1) * t.length)] + [Int](repeating: 0, count: length - t.length)
         }
+        return PretrainBatch(images: batch.images, text: try TextBatch(ids: ids, mask: mask, batch: t.batch, length: length))
     }
 
     func progressLine(_ r: MetricsRecord, started: Double, fromStep: Int) {

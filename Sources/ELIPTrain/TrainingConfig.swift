@@ -8,7 +8,8 @@ import Yams
 ///     optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}
 ///     schedular: {sched: cosine, lr: 1e-4, epochs: 30, min_lr: 1e-5, warmup_lr: 1e-5, warmup_epochs: 20}
 ///     train: {max_steps: 0, checkpoint_every: 1000, keep_checkpoints: 3, log_every: 10, seed: 42,
-///             grad_clip: 0, grad_accumulation: 1, bucket_mb: 25, max_nonfinite_in_a_row: 5}
+///             grad_clip: 0, grad_accumulation: 1, bucket_mb: 25, max_nonfinite_in_a_row: 5,
+///             global_negatives: false, dropout: true}
 ///     data: {shards: DIR}             # or synthetic: {images: N, size: PX}
 public struct TrainingConfig {
     public var model: ALBEFConfig
@@ -25,6 +26,9 @@ public struct TrainingConfig {
     public var bucketMB = 25
     public var maxNonFiniteInARow = 5
     public var dropout = true
+    /// ITC/ITM negatives from every rank's batch (W ranks x B == 1 rank x W*B); off: ALBEF's
+    /// local batch + global queue.
+    public var globalNegatives = false
     /// Shard folder (with manifest.json), when training from LMDB shards.
     public var dataDirectory: String?
     /// Synthetic corpus size and image size, when no shard folder is given.
@@ -87,6 +91,7 @@ public struct TrainingConfig {
         if let v = try number(t, "max_nonfinite_in_a_row", "train") { c.maxNonFiniteInARow = max(1, Int(v)) }
         if let v = try number(t, "max_text_length", "train") { c.maxTextLength = Int(v) }
         if let v = t["dropout"] as? Bool { c.dropout = v }
+        if let v = t["global_negatives"] as? Bool { c.globalNegatives = v }
         let d = try section("data")
         if let v = d["shards"] as? String { c.dataDirectory = v }
         if let v = d["vocab"] as? String { c.vocabulary = v }

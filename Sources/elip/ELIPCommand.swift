@@ -17,6 +17,7 @@ struct ELIPCommand: ParsableCommand {
             EmbedTextCommand.self,
             ImportWeightsCommand.self,
             TrainCommand.self,
+            DiffWeightsCommand.self,
         ]
     )
 }

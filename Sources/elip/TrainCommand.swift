@@ -34,6 +34,8 @@ struct TrainCommand: ParsableCommand {
     var maxSteps: Int?
     @Option(help: "Seed (overrides train.seed).")
     var seed: UInt64?
+    @Option(help: "Batch size per rank (overrides batch_size).")
+    var batchSize: Int?
     @Option(help: "Threads per rank for BLAS and the engine.")
     var threads: Int?
     @Option(help: "Initial weights: an ALBEF state_dict (.safetensors), e.g. from import-weights.")
@@ -50,6 +52,10 @@ struct TrainCommand: ParsableCommand {
         }
         var cfg = try TrainingConfig.load(path)
         if let seed { cfg.seed = seed }
+        if let batchSize {
+            guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+            cfg.batchSize = batchSize
+        }
         if let vocab { cfg.vocabulary = vocab }
         if let data { cfg.dataDirectory = data }
         let comm = debug ? Communicator.singleProcess() : try Communicator.world()

@@ -101,9 +101,12 @@ final class ALBEFTests: XCTestCase {
 
     /// ALBEF masking statistics: ~15% of maskable tokens, never [PAD]/[CLS], 80/10/10 split.
     func testMaskingStatistics() {
-        var g = SeededGenerator(seed: 5)
         let ids = (0..<200_000).map { $0 % 10 == 0 ? 101 : ($0 % 10 == 9 ? 0 : 2000 + $0 % 7) }
-        let (input, labels) = ALBEFModel.mask(ids, vocabSize: 30522, probability: 0.15, generator: &g)
+        let (input, labels) = ALBEFModel.mask(ids, vocabSize: 30522, probability: 0.15, seed: 5)
+        // Split in two halves with the right token offsets, the draws are the same.
+        let (a, la) = ALBEFModel.mask(Array(ids[..<100_000]), vocabSize: 30522, probability: 0.15, seed: 5)
+        let (b, lb) = ALBEFModel.mask(Array(ids[100_000...]), vocabSize: 30522, probability: 0.15, seed: 5, firstToken: 100_000)
+        XCTAssertTrue(a + b == input && la + lb == labels)
         let masked = labels.indices.filter { labels[$0] != -100 }
         XCTAssertFalse(masked.contains { ids[$0] == 101 || ids[$0] == 0 })
         let share = Double(masked.count) / Double(ids.count * 8 / 10)

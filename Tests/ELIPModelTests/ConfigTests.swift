@@ -13,7 +13,7 @@ final class ConfigTests: XCTestCase {
 
     /// ALBEF's YAML style (flow mappings, 1e-4 style numbers) with the defaults for the rest.
     func testALBEFStyleYAML() throws {
-        let bert = try tempFile("config_bert.json", #"{"hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 4, "intermediate_size": 64, "fusion_layer": 2, "encoder_width": 48}"#)
+        let bert = try tempFile("config_bert.json", #"{"hidden_size": 48, "num_attention_heads": 4, "num_hidden_layers": 4, "intermediate_size": 64, "fusion_layer": 2, "encoder_width": 48}"#)
         let yaml = """
         train_file: ['data/coco.json', 'data/vg.json']
         bert_config: '\(bert)'
@@ -34,7 +34,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.imageRes, 256)
         XCTAssertEqual(c.patchCount, 256)
         XCTAssertEqual(c.prune, .albef)
-        XCTAssertEqual(c.bert.hiddenSize, 32)
+        XCTAssertEqual(c.bert.hiddenSize, 48)
         XCTAssertEqual(c.bert.fusionLayer, 2)
         XCTAssertEqual(c.vision.numHeads, 4)
         XCTAssertEqual(c.queueSize, 65536)
@@ -61,6 +61,8 @@ final class ConfigTests: XCTestCase {
         try expectError("img_prune: {begin_layer: [2], num_act_layers: [2], keep_ratio: [1.5]}", "keep_ratio")
         try expectError("bert_config: 'missing.json'", "not found")
         try expectError("temp: hot", "temp must be a number")
+        // The fused query needs equal text and vision widths.
+        try expectError("vision_width: 64\nvision: {embed_dim: 64, num_heads: 4}", "widths must be equal")
         let noPrune = try ALBEFConfig.load(try tempFile("p.yaml", "img_prune: null"))
         XCTAssertNil(noPrune.prune)
     }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite: XCTest (unit + end-to-end CLI tests, tiny shapes) and the multi-process
+# MPI tests; ends with one summary line "tests: P passed, F failed, S skipped".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+LOG=$(mktemp "${TMPDIR:-/tmp}/elip-tests.XXXXXX")
+status=0
+ELIP_THREADS=${ELIP_THREADS:-2} swift test --skip-build ${BUILD_FLAGS:-} 2>&1 | tee "$LOG"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+# XCTest's closing line: "Executed N tests, with S tests skipped and F failures".
+line=$(grep -E "Suite 'All tests'" -A1 "$LOG" | grep -E "Executed [0-9]+ tests?" | tail -1)
+executed=$(sed -nE 's/.*Executed ([0-9]+) tests?.*/\1/p' <<<"$line")
+skipped=$(sed -nE 's/.* ([0-9]+) tests? skipped.*/\1/p' <<<"$line")
+xfailed=$(sed -nE 's/.*with ([^ ]+ [^ ]+ skipped and )?([0-9]+) failures?.*/\2/p' <<<"$line")
+executed=${executed:-0}; skipped=${skipped:-0}; xfailed=${xfailed:-0}
+[[ $executed -gt 0 ]] || { echo "run-tests: no XCTest summary found" >&2; status=1; xfailed=$((xfailed + 1)); }
+passed=$((executed - skipped - xfailed))
+failed=$xfailed
+for script in tests-mpi/run.sh tests-mpi/train.sh; do
+    out=$("$script" 2>&1 | tee /dev/stderr | tail -1)
+    rc=${PIPESTATUS[0]}
+    p=$(sed -nE 's/.*: ([0-9]+) passed, ([0-9]+) failed.*/\1/p' <<<"$out")
+    f=$(sed -nE 's/.*: ([0-9]+) passed, ([0-9]+) failed.*/\2/p' <<<"$out")
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-1}))
+    [[ $rc -eq 0 ]] || status=1
+done
+rm -f "$LOG"
+echo "tests: $passed passed, $failed failed, $skipped skipped"
+exit $status

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Multi-process tests of `elip train` (SPEC §6): runs the already built debug `elip` under mpirun.
+#  1. 2 ranks x batch 4 with global negatives == 1 rank x batch 8 (weights after 3 steps)
+#  2. resume under mpirun is bitwise identical to the uninterrupted run
+#  3. a rank killed mid-run ends the job non-zero within 60 s
+#  4. a process killed while writing a checkpoint leaves the previous one loadable (resume auto)
+#  5. ranks with different configs are refused (fingerprint check)
+#  6. SIGUSR1 (Slurm pre-emption): every rank finishes its step, rank 0 checkpoints, exit 0
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${ELIP_BIN_PATH:-$(swift build ${BUILD_FLAGS:-} --show-bin-path)}
+ELIP="$BIN/elip"
+[[ -x $ELIP ]] || { echo "tests-mpi/train: no $ELIP; build first" >&2; exit 2; }
+VOCAB=${ELIP_VOCAB:-assets/bert-base-uncased-vocab.txt}
+[[ -f $VOCAB ]] || { echo "tests-mpi/train: no vocabulary at $VOCAB; run make setup" >&2; exit 2; }
+MPIRUN=(mpirun --oversubscribe --bind-to none)
+if [[ $(id -u) -eq 0 ]]; then
+    MPIRUN+=(--allow-run-as-root)
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+read -r -a EXTRA <<<"${ELIP_MPIRUN_ARGS:-}"
+MPIRUN+=("${EXTRA[@]}")
+W=$(mktemp -d "${TMPDIR:-/tmp}/elip-mpi-train.XXXXXX")
+passed=0
+failed=0
+pass() { echo "PASS $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1"; failed=$((failed + 1)); [[ -f ${2:-/dev/null} ]] && tail -15 "$2"; return 0; }
+
+# A tiny model; dropout off so that runs with different rank counts can be compared.
+config() {  # config FILE [extra train keys]
+    cat >"$1" <<YAML
+bert_config: $PWD/configs/config_bert_tiny.json
+image_res: 32
+vision_width: 64
+embed_dim: 16
+batch_size: 4
+queue_size: 32
+img_prune: {begin_layer: [2, 4, 10], num_act_layers: [2, 6, 2], keep_ratio: [0.75, 0.5, 0.25]}
+vision: {patch_size: 8, embed_dim: 64, depth: 12, num_heads: 4, mlp_ratio: 2}
+optimizer: {opt: adamW, lr: 1e-3, weight_decay: 0.02}
+schedular: {sched: cosine, lr: 1e-3, epochs: 50, min_lr: 1e-4, warmup_lr: 1e-4, warmup_epochs: 1, warmup_step_size: 2}
+train: {max_steps: 3, checkpoint_every: 1, keep_checkpoints: 5, log_every: 1, seed: 7, dropout: false, global_negatives: true${2:-}}
+data: {synthetic: {images: 64, size: 32}}
+YAML
+}
+config "$W/t.yaml"
+train() {  # train NP OUT [args...]
+    local np=$1 out=$2
+    shift 2
+    if [[ $np -eq 0 ]]; then
+        timeout -k 5 300 "$ELIP" train --config "$W/t.yaml" --vocab "$VOCAB" --out "$out" --threads 1 "$@"
+    else
+        timeout -k 5 300 "${MPIRUN[@]}" -np "$np" "$ELIP" train --config "$W/t.yaml" --vocab "$VOCAB" --out "$out" --threads 1 "$@"
+    fi
+}
+ck() { echo "$1/checkpoints/step-$(printf %08d "$2")/model.safetensors"; }
+
+# 1. 2 ranks x 4 == 1 rank x 8. Attention key biases (BERT's key.bias, the middle third of the
+# ViT's packed qkv.bias) are left out: their gradient is zero in exact arithmetic (softmax ignores
+# a shift shared by all keys), so AdamW turns float noise into full-size steps there and they
+# carry no information about the equivalence. Every weight matrix is compared.
+if train 0 "$W/one" --batch-size 8 >"$W/one.log" 2>&1 && train 2 "$W/two" --batch-size 4 >"$W/two.log" 2>&1 &&
+    "$ELIP" diff-weights "$(ck "$W/one" 3)" "$(ck "$W/two" 3)" --exclude key.bias --exclude qkv.bias --tolerance 1e-4 >"$W/diff1.log" 2>&1; then
+    pass "global negatives: 2 ranks x batch 4 == 1 rank x batch 8 after 3 steps ($(tail -1 "$W/diff1.log"))"
+else
+    fail "global negatives: 2 ranks x 4 differ from 1 rank x 8" "$W/diff1.log"
+fi
+
+# 2. Resume under mpirun: stop at step 2, resume to 3, bitwise equal to the uninterrupted run.
+if train 2 "$W/res" --batch-size 4 --max-steps 2 >"$W/res1.log" 2>&1 &&
+    train 2 "$W/res" --batch-size 4 --resume auto >"$W/res2.log" 2>&1 &&
+    "$ELIP" diff-weights "$(ck "$W/two" 3)" "$(ck "$W/res" 3)" >"$W/diff2.log" 2>&1; then
+    pass "resume under mpirun is bitwise identical ($(tail -1 "$W/diff2.log"))"
+else
+    fail "resume under mpirun" "$W/diff2.log"
+fi
+
+# 3. A rank killed mid-run ends the job non-zero within 60 s.
+start=$(date +%s)
+rc=0
+ELIP_FAULT_KILL_RANK=1 ELIP_FAULT_AT_STEP=2 timeout -k 5 60 "${MPIRUN[@]}" -x ELIP_FAULT_KILL_RANK -x ELIP_FAULT_AT_STEP \
+    -np 2 "$ELIP" train --config "$W/t.yaml" --vocab "$VOCAB" --out "$W/kill" --threads 1 >"$W/kill.log" 2>&1 || rc=$?
+secs=$(( $(date +%s) - start ))
+if [[ $rc -ne 0 && $rc -ne 124 && $secs -lt 60 ]]; then
+    pass "killed rank ends the job: mpirun exited $rc after ${secs}s"
+else
+    fail "killed rank: mpirun exited $rc after ${secs}s" "$W/kill.log"
+fi
+
+# 4. Killed while writing the step-2 checkpoint: resume auto continues from step 1.
+rc=0
+ELIP_FAULT_CRASH_IN_CHECKPOINT=2 train 0 "$W/torn" --batch-size 8 >"$W/torn1.log" 2>&1 || rc=$?
+if [[ $rc -ne 0 ]] && train 0 "$W/torn" --batch-size 8 --resume auto >"$W/torn2.log" 2>&1 &&
+    grep -q "resumed from .*step-00000001 at step 1" "$W/torn2.log" &&
+    "$ELIP" diff-weights "$(ck "$W/one" 3)" "$(ck "$W/torn" 3)" >"$W/diff4.log" 2>&1; then
+    pass "a torn checkpoint write leaves the previous checkpoint loadable; the resumed run matches"
+else
+    fail "torn checkpoint (first run exit $rc)" "$W/torn2.log"
+fi
+
+# 5. Ranks with different configs are refused (MPMD launch: one config per rank).
+config "$W/u.yaml" ", grad_clip: 1.0"
+rc=0
+timeout -k 5 120 "${MPIRUN[@]}" -np 1 "$ELIP" train --config "$W/t.yaml" --vocab "$VOCAB" --out "$W/mm" --threads 1 : \
+    -np 1 "$ELIP" train --config "$W/u.yaml" --vocab "$VOCAB" --out "$W/mm" --threads 1 >"$W/mm.log" 2>&1 || rc=$?
+if [[ $rc -ne 0 && $rc -ne 124 ]] && grep -qi "fingerprint" "$W/mm.log"; then
+    pass "ranks with different configs are refused (exit $rc)"
+else
+    fail "config mismatch (exit $rc)" "$W/mm.log"
+fi
+
+# 6. SIGUSR1 to mpirun (forwarded to the ranks): checkpoint and exit 0.
+config "$W/long.yaml"
+sed -i "s/max_steps: 3/max_steps: 100000/; s/checkpoint_every: 1/checkpoint_every: 100000/" "$W/long.yaml"
+"${MPIRUN[@]}" -np 2 "$ELIP" train --config "$W/long.yaml" --vocab "$VOCAB" --out "$W/sig" --threads 1 >"$W/sig.log" 2>&1 &
+pid=$!
+( sleep 200; kill -9 "$pid" 2>/dev/null ) &
+watchdog=$!
+for _ in $(seq 1 120); do
+    [[ -s $W/sig/metrics.jsonl ]] && break
+    sleep 1
+done
+kill -USR1 "$pid" 2>/dev/null || true
+rc=0
+wait "$pid" || rc=$?
+kill "$watchdog" 2>/dev/null || true
+if [[ $rc -eq 0 ]] && grep -q "stop signal: checkpointed at step" "$W/sig.log" && ls "$W/sig/checkpoints" | grep -q step-; then
+    pass "SIGUSR1: $(grep -o 'stop signal: checkpointed at step [0-9]*' "$W/sig.log"), exit 0"
+else
+    fail "SIGUSR1 (exit $rc)" "$W/sig.log"
+fi
+
+echo "mpi-train: $passed passed, $failed failed"
+if [[ $failed -eq 0 ]]; then rm -rf "$W"; else echo "tests-mpi/train: logs in $W"; exit 1; fi
