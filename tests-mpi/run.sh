@@ -129,5 +129,14 @@ else
     failed=$((failed + 1))
 fi
 
+# ---- dataset builder block (owner: data / build-dataset; logic in tests-mpi/dataset.sh) ----
+# mpirun -np 2 and 3 `elip build-dataset` must give the same shards as one process, and resume.
+if ELIP_BIN_PATH="$BIN" ELIP_MPI_MCA="${MCA[*]:-}" tests-mpi/dataset.sh; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+fi
+# ---- end of dataset builder block ----
+
 echo "MPI tests: $passed passed, $failed failed"
 if [[ $failed -eq 0 ]]; then rm -rf "$LOGS"; else echo "tests-mpi: logs in $LOGS"; exit 1; fi

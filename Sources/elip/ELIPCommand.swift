@@ -17,6 +17,9 @@ struct ELIPCommand: ParsableCommand {
             EmbedTextCommand.self,
             ImportWeightsCommand.self,
             TrainCommand.self,
+            SynthCommand.self,
+            BuildDatasetCommand.self,
+            InspectDatasetCommand.self,
             DiffWeightsCommand.self,
         ]
     )

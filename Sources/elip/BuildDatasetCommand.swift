@@ -1,0 +1,141 @@
+import ArgumentParser
+import ELIPData
+import ELIPDistributed
+import Foundation
+
+struct BuildDatasetCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "build-dataset",
+        abstract: "Build LMDB shards (manifest.json, rejects.jsonl) from ALBEF annotation JSON and/or WebDataset tar shards.",
+        discussion: """
+        Inputs: ALBEF annotation files (a JSON list of {"image": path, "caption": str or [str]}; relative \
+        paths are resolved against --image-root and must stay inside it) and img2dataset/WebDataset tar \
+        shards (NNNNN.jpg + NNNNN.txt members; a directory means its *.tar files, a glob is expanded).
+        Entries naming the same image are merged into one record with all their distinct captions.
+
+        Output: DIR/shard-XXXXX-of-NNNNN/ (LMDB, keys 0.. big-endian UInt64, values = DatasetRecord: \
+        every caption, a source id and the JPEG re-encoded with the shorter side at most --image-size, \
+        EXIF orientation applied, RGB), DIR/manifest.json and DIR/rejects.jsonl. Item i of the input \
+        order goes to shard i % N.
+
+        Bad inputs (missing/empty/truncated/non-image files, decompression bombs, unsupported formats, \
+        empty or non-UTF-8 captions, paths escaping the image root, duplicates, malformed JSON) are \
+        skipped and listed in rejects.jsonl by reason. The exit status is non-zero only when the rejected \
+        fraction exceeds --max-reject-fraction or nothing was built.
+
+        Re-running the same command resumes: finished shards are verified (record count, checksum, \
+        inputs) and kept; unfinished ones are rebuilt.
+
+        Distributed: `mpirun -np K elip build-dataset ...` - rank r builds the shards s with s % K == r.
+        """
+    )
+
+    @Option(name: .customLong("annotations"), parsing: .upToNextOption,
+            help: ArgumentHelp("ALBEF annotation JSON files.", valueName: "file"))
+    var annotations: [String] = []
+    @Option(name: .customLong("tar-shards"), parsing: .upToNextOption,
+            help: ArgumentHelp("Tar shards: files, directories or glob patterns.", valueName: "glob-or-dir"))
+    var tarShards: [String] = []
+    @Option(help: ArgumentHelp("Folder that relative image paths are resolved against.", valueName: "dir"))
+    var imageRoot: String?
+    @Option(help: ArgumentHelp("Output folder.", valueName: "dir"))
+    var out: String
+    @Option(help: "Number of shards.")
+    var shards: Int
+    @Option(help: ArgumentHelp("Shorter side of the stored images (never upscaled).", valueName: "px"))
+    var imageSize: Int = 384
+    @Option(help: "JPEG quality of the stored images.")
+    var quality: Int = 95
+    @Option(help: "Decode/encode threads per rank (default: cores / ranks on this node).")
+    var workers: Int?
+    @Flag(help: "Accept absolute image paths in annotation files.")
+    var allowAbsolutePaths = false
+    @Option(help: "Fail (exit 1) when rejected / (records + rejected) exceeds this.")
+    var maxRejectFraction: Double = 0.05
+    @Option(help: "Reject images whose header declares more pixels than this (decompression bombs).")
+    var maxPixels: Int = 100_000_000
+    @Flag(name: .customLong("allow-png"), help: "Decode PNG inputs (default: rejected as unsupported; the 4M corpus is JPEG).")
+    var allowPNG = false
+    @Option(help: ArgumentHelp("Records per LMDB write transaction.", visibility: .hidden))
+    var batch: Int = 512
+    @Flag(help: "No progress output.")
+    var quiet = false
+
+    func validate() throws {
+        if annotations.isEmpty && tarShards.isEmpty { throw ValidationError("give --annotations and/or --tar-shards") }
+        if !annotations.isEmpty && imageRoot == nil { throw ValidationError("--annotations needs --image-root") }
+        if shards < 1 { throw ValidationError("--shards must be at least 1") }
+        if imageSize < 1 { throw ValidationError("--image-size must be positive") }
+        if !(1...100).contains(quality) { throw ValidationError("--quality must be 1...100") }
+        if let w = workers, w < 1 { throw ValidationError("--workers must be at least 1") }
+        if !(0...1).contains(maxRejectFraction) { throw ValidationError("--max-reject-fraction must be within 0...1") }
+        if maxPixels < 1 { throw ValidationError("--max-pixels must be positive") }
+    }
+
+    func run() throws {
+        let comm = try Communicator.world()
+        var options = DatasetBuildOptions(outputDirectory: out, shardCount: shards)
+        options.annotationFiles = annotations
+        options.tarInputs = tarShards
+        options.imageRoot = imageRoot
+        options.policy = ImagePolicy(shorterSide: imageSize, quality: quality, maxPixels: maxPixels, acceptPNG: allowPNG)
+        options.workers = workers ?? Self.defaultWorkers()
+        options.allowAbsolutePaths = allowAbsolutePaths
+        options.maxRejectFraction = maxRejectFraction
+        options.batchSize = batch
+        options.showProgress = !quiet
+        let prefix = comm.size > 1 ? "[rank \(comm.rank)] " : ""
+        let builder = DatasetBuilder(options: options, group: CommunicatorBuildGroup(comm)) { line in
+            FileHandle.standardError.write(Data((prefix + line + "\n").utf8))
+        }
+        let report: DatasetBuildReport
+        do { report = try builder.build() } catch let e as DatasetError {
+            throw DatasetCommandError("build-dataset: \(e)")
+        }
+        if comm.isRoot { print(Self.summary(report, out: out)) }
+        let failure = report.failure
+        try comm.finalize()
+        if let failure {
+            if comm.isRoot { FileHandle.standardError.write(Data("build-dataset failed: \(failure)\n".utf8)) }
+            throw ExitCode(1)
+        }
+    }
+
+    static func summary(_ r: DatasetBuildReport, out: String) -> String {
+        let m = r.manifest
+        var lines: [String] = []
+        lines.append(String(format: "built %d records in %d shards (this rank: %d built, %d kept) in %.1f s, %.1f images/s",
+                            m.totalRecords, m.shardCount, r.builtShards.count, r.skippedShards.count, r.seconds, r.imagesPerSecond))
+        let reasons = m.rejects.byReason.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        lines.append(String(format: "rejected %d (%.2f%% of %d inputs)%@", m.rejects.total, 100 * m.rejects.fraction,
+                            m.totalRecords + m.rejects.total, reasons.isEmpty ? "" : ": " + reasons))
+        for s in m.sources where s.error != nil { lines.append("failed source \(s.path): \(s.error ?? "")") }
+        let c = m.captionStats
+        lines.append(String(format: "captions: %d (%.2f per image), %.1f words per caption", c.captions, c.captionsPerImage, c.wordsPerCaption))
+        lines.append("wrote \((out as NSString).appendingPathComponent("manifest.json")) and \((out as NSString).appendingPathComponent("rejects.jsonl"))")
+        return lines.joined(separator: "\n")
+    }
+
+    /// Cores divided by the ranks sharing this node (OpenMPI / MPICH / Slurm variables).
+    static func defaultWorkers() -> Int {
+        let env = ProcessInfo.processInfo.environment
+        let local = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"]
+            .compactMap { env[$0].flatMap { Int($0) } }.first ?? 1
+        return max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, local))
+    }
+}
+
+/// The build's view of the MPI communicator (ELIPData does not depend on ELIPDistributed).
+final class CommunicatorBuildGroup: DatasetBuildGroup {
+    let comm: Communicator
+    init(_ comm: Communicator) { self.comm = comm }
+    var rank: Int { comm.rank }
+    var size: Int { comm.size }
+    func barrier() throws { try comm.barrier() }
+}
+
+/// A user-facing failure message (ArgumentParser prints "Error: <description>").
+struct DatasetCommandError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
