@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Launches `elip train` (or any elip subcommand) over several hosts with OpenMPI.
+#
+#   cluster/launch.sh --hostfile cluster/hosts --ranks-per-node 2 --threads-per-rank 16 \
+#       [--iface eth0] [--bind core|socket|none] [--dry-run] -- train --config configs/pretrain-albef-4m.yaml ...
+#
+# Every rank gets ELIP_THREADS=threads-per-rank (BLAS and the engine's loops) and is bound to
+# that many cores (--map-by ppr:R:node:PE=T). --iface pins both MPI's data (btl_tcp) and its
+# control channel (oob_tcp) to one network, which matters on hosts with several (e.g. a slow
+# management network next to a fast one). `elip` must be at the same path on every host.
+set -euo pipefail
+HOSTFILE="" RPN=1 TPR="" IFACE="" BIND=core DRY=0 ELIP_BIN=${ELIP_BIN:-$(command -v elip || echo "$(cd "$(dirname "$0")/.." && pwd)/.build/release/elip")}
+usage() { sed -n '2,12p' "$0"; exit "${1:-0}"; }
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --hostfile) HOSTFILE=$2; shift 2 ;;
+        --ranks-per-node) RPN=$2; shift 2 ;;
+        --threads-per-rank) TPR=$2; shift 2 ;;
+        --iface) IFACE=$2; shift 2 ;;
+        --bind) BIND=$2; shift 2 ;;
+        --elip) ELIP_BIN=$2; shift 2 ;;
+        --dry-run) DRY=1; shift ;;
+        -h|--help) usage 0 ;;
+        --) shift; break ;;
+        *) echo "launch.sh: unknown option $1" >&2; usage 2 ;;
+    esac
+done
+[[ $# -gt 0 ]] || { echo "launch.sh: give the elip arguments after --" >&2; usage 2; }
+[[ -n $HOSTFILE && -f $HOSTFILE ]] || { echo "launch.sh: --hostfile FILE is required (see cluster/hosts.example)" >&2; exit 2; }
+[[ -x $ELIP_BIN ]] || { echo "launch.sh: elip not found at $ELIP_BIN (make build, or --elip PATH)" >&2; exit 2; }
+NODES=$(grep -cvE '^\s*(#|$)' "$HOSTFILE")
+if [[ -z $TPR ]]; then TPR=$(( $(nproc) / RPN )); [[ $TPR -ge 1 ]] || TPR=1; fi
+NP=$(( NODES * RPN ))
+CMD=(mpirun --hostfile "$HOSTFILE" -np "$NP" -x ELIP_THREADS="$TPR" -x OPENBLAS_NUM_THREADS="$TPR")
+case $BIND in
+    core) CMD+=(--map-by "ppr:$RPN:node:PE=$TPR" --bind-to core) ;;
+    socket) CMD+=(--map-by "ppr:$RPN:node" --bind-to socket) ;;
+    none) CMD+=(--map-by "ppr:$RPN:node" --bind-to none) ;;
+    *) echo "launch.sh: --bind core|socket|none" >&2; exit 2 ;;
+esac
+if [[ -n $IFACE ]]; then CMD+=(--mca btl_tcp_if_include "$IFACE" --mca oob_tcp_if_include "$IFACE"); fi
+[[ $(id -u) -ne 0 ]] || CMD+=(--allow-run-as-root)
+CMD+=("$ELIP_BIN" "$@" --threads "$TPR")
+echo "launch.sh: $NODES node(s) x $RPN rank(s) x $TPR thread(s) = $NP ranks"
+echo "+ ${CMD[*]}"
+[[ $DRY -eq 1 ]] || exec "${CMD[@]}"

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# A real multi-host run on one machine: two network namespaces ("hosts") joined by veth pairs to a
+# bridge, one MPI rank per namespace, OpenMPI's remote launch through `ip netns exec` instead of
+# ssh, and shared memory disabled (btl self,tcp) so every byte between ranks crosses TCP between
+# namespaces. It trains a few steps and checks the weights equal those of the same run with both
+# ranks in one namespace. Skips (exit 0, with a message) where namespaces cannot be created.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${ELIP_BIN_PATH:-$(swift build ${BUILD_FLAGS:-} --show-bin-path)}
+ELIP="$BIN/elip"
+VOCAB=${ELIP_VOCAB:-assets/bert-base-uncased-vocab.txt}
+[[ -x $ELIP && -f $VOCAB ]] || { echo "netns: needs a built $ELIP and $VOCAB" >&2; exit 2; }
+
+PREFIX=elip$$
+NETS=("${PREFIX}a" "${PREFIX}b")
+IPS=(10.231.7.2 10.231.7.3)
+BRIDGE=br$$
+cleanup() {
+    for ns in "${NETS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+    ip link del "$BRIDGE" 2>/dev/null || true
+}
+trap cleanup EXIT
+if ! ip netns add "${NETS[0]}" 2>/dev/null; then
+    echo "netns: SKIPPED: cannot create network namespaces here (needs root and CAP_SYS_ADMIN)"
+    echo "netns: 0 passed, 0 failed, 1 skipped"
+    exit 0
+fi
+ip netns add "${NETS[1]}"
+ip link add "$BRIDGE" type bridge
+ip addr add 10.231.7.1/24 dev "$BRIDGE"
+ip link set "$BRIDGE" up
+for i in 0 1; do
+    ns=${NETS[$i]}
+    ip link add "v$$h$i" type veth peer name "v$$n$i"
+    ip link set "v$$h$i" master "$BRIDGE" up
+    ip link set "v$$n$i" netns "$ns"
+    ip -n "$ns" addr add "${IPS[$i]}/24" dev "v$$n$i"
+    ip -n "$ns" link set "v$$n$i" up
+    ip -n "$ns" link set lo up
+done
+
+W=$(mktemp -d "${TMPDIR:-/tmp}/elip-netns.XXXXXX")
+cat >"$W/hosts" <<HOSTS
+${IPS[0]} slots=1
+${IPS[1]} slots=1
+HOSTS
+cat >"$W/t.yaml" <<YAML
+bert_config: $PWD/configs/config_bert_tiny.json
+image_res: 32
+vision_width: 64
+embed_dim: 16
+batch_size: 4
+queue_size: 32
+img_prune: {begin_layer: [2, 4, 10], num_act_layers: [2, 6, 2], keep_ratio: [0.75, 0.5, 0.25]}
+vision: {patch_size: 8, embed_dim: 64, depth: 12, num_heads: 4, mlp_ratio: 2}
+optimizer: {opt: adamW, lr: 1e-3, weight_decay: 0.02}
+schedular: {sched: cosine, lr: 1e-3, epochs: 50, min_lr: 1e-4, warmup_lr: 1e-4, warmup_epochs: 1, warmup_step_size: 2}
+train: {max_steps: 3, checkpoint_every: 3, log_every: 1, seed: 11, dropout: false}
+data: {synthetic: {images: 64, size: 32}}
+YAML
+ROOT=()
+if [[ $(id -u) -eq 0 ]]; then ROOT=(--allow-run-as-root); export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+export ELIP_NETNS_MAP="${IPS[0]}=${NETS[0]} ${IPS[1]}=${NETS[1]}"
+args=(train --config "$W/t.yaml" --vocab "$PWD/$VOCAB" --threads 1)
+
+# Two hosts: mpirun in the root namespace; both ranks launched through the agent.
+bytes_before=$(cat "/sys/class/net/v$$h1/statistics/rx_bytes")
+rc=0
+timeout -k 5 300 mpirun "${ROOT[@]}" --hostfile "$W/hosts" -np 2 --map-by node \
+    --mca plm_rsh_agent "$PWD/cluster/netns-agent.sh" -x ELIP_NETNS_MAP \
+    --mca btl self,tcp --mca btl_tcp_if_include 10.231.7.0/24 --mca oob_tcp_if_include 10.231.7.0/24 \
+    "$ELIP" "${args[@]}" --out "$W/hosts-run" >"$W/netns.log" 2>&1 || rc=$?
+if [[ $rc -ne 0 ]]; then
+    echo "netns: FAIL: the two-namespace run exited $rc"; tail -25 "$W/netns.log"
+    echo "netns: 0 passed, 1 failed"; exit 1
+fi
+# The second host's link carried the traffic (the model broadcast alone is ~10 MB).
+crossed=$(( $(cat "/sys/class/net/v$$h1/statistics/rx_bytes") - bytes_before ))
+if [[ $crossed -lt 5000000 ]]; then
+    echo "netns: FAIL: only $crossed bytes crossed the second host's link"; echo "netns: 0 passed, 1 failed"; exit 1
+fi
+# Same run, both ranks in one namespace (the default transports).
+timeout -k 5 300 mpirun "${ROOT[@]}" --oversubscribe --bind-to none -np 2 "$ELIP" "${args[@]}" --out "$W/local-run" \
+    >"$W/local.log" 2>&1 || { echo "netns: FAIL: the single-namespace run failed"; tail -20 "$W/local.log"; exit 1; }
+ck=checkpoints/step-00000003/model.safetensors
+if "$ELIP" diff-weights "$W/hosts-run/$ck" "$W/local-run/$ck" >"$W/diff.log" 2>&1; then
+    echo "netns: PASS: 2 ranks in 2 namespaces over TCP ($((crossed / 1000000)) MB crossed the link) == 2 ranks in one namespace ($(tail -1 "$W/diff.log"))"
+    echo "netns: 1 passed, 0 failed"
+    rm -rf "$W"
+else
+    echo "netns: FAIL: weights differ"; tail -5 "$W/diff.log"
+    echo "netns: 0 passed, 1 failed"; exit 1
+fi
