@@ -75,6 +75,7 @@ struct TrainCommand: ParsableCommand {
                                           rank: comm.rank, worldSize: comm.size, seed: cfg.seed, tokenizer: tokenizer,
                                           maxLength: cfg.maxTextLength)
         }
+        if debug { try determinismSelfCheck(cfg, source: source, communicator: comm) }
         var options = Trainer.Options(runDirectory: URL(fileURLWithPath: out))
         options.resume = resume
         options.maxSteps = maxSteps ?? 0
@@ -88,5 +89,25 @@ struct TrainCommand: ParsableCommand {
         let reason = try trainer.run()
         if comm.isRoot { print("stopped: \(reason); run folder \(out)") }
         try comm.finalize()
+    }
+
+    /// Debug mode: two steps, twice, from the same seed must give bitwise identical weights.
+    func determinismSelfCheck(_ cfg: TrainingConfig, source: BatchSource, communicator: Communicator) throws {
+        var results: [[Float]] = []
+        for _ in 0..<2 {
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("elip-selfcheck-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: dir) }
+            var o = Trainer.Options(runDirectory: dir)
+            o.maxSteps = 2
+            o.progress = false
+            let t = try Trainer(config: cfg, options: o, communicator: communicator, source: source)
+            try t.run()
+            results.append(Array(t.model.online.values))
+        }
+        guard results[0] == results[1] else {
+            let differing = zip(results[0], results[1]).filter { $0 != $1 }.count
+            throw ValidationError("determinism self-check failed: two identical 2-step runs differ in \(differing) weights")
+        }
+        print("determinism self-check: two 2-step runs are bitwise identical (\(results[0].count) weights)")
     }
 }
