@@ -10,7 +10,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks (build with -c release for meaningful numbers).",
-        subcommands: [BenchOpsCommand.self, BenchDataCommand.self]
+        subcommands: [BenchOpsCommand.self, BenchDataCommand.self, BenchLoaderCommand.self]
     )
 }
 

@@ -65,7 +65,9 @@ struct TrainCommand: ParsableCommand {
         }
         let source: BatchSource
         if let dir = cfg.dataDirectory {
-            throw ValidationError("training from LMDB shards (\(dir)) needs the shard loader, which is not built yet; use the synthetic corpus (data: {synthetic: ...}) for now")
+            source = try ShardBatchSource(directory: dir, rank: comm.rank, worldSize: comm.size, seed: cfg.seed,
+                                          batchSize: cfg.batchSize, imageSize: cfg.model.imageRes,
+                                          tokenizer: tokenizer, maxTextLength: cfg.maxTextLength)
         } else {
             let size = cfg.syntheticSize > 0 ? cfg.syntheticSize : cfg.model.imageRes
             guard size == cfg.model.imageRes else {

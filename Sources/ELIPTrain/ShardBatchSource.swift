@@ -1,0 +1,43 @@
+import ELIPData
+import ELIPModel
+import ELIPTensor
+import Foundation
+
+/// Training batches from LMDB shards through `ShardLoader` (sharded per rank, shuffled per epoch,
+/// ALBEF augmentation, background prefetch). `batch(epoch:index:)` is a pure function of the seed,
+/// rank, world size, data and position, so the trainer resumes from (epoch, index) alone.
+public final class ShardBatchSource: BatchSource {
+    public let loader: ShardLoader
+
+    /// Loader threads per rank: `ELIP_LOADER_THREADS` if set, else 2.
+    public static func defaultWorkerThreads(environment: [String: String] = ProcessInfo.processInfo.environment) -> Int {
+        if let s = environment["ELIP_LOADER_THREADS"], let n = Int(s), n >= 0 { return n }
+        return 2
+    }
+
+    public init(directory: String, rank: Int, worldSize: Int, seed: UInt64, batchSize: Int, imageSize: Int,
+                tokenizer: BertTokenizer, maxTextLength: Int = 25, workerThreads: Int? = nil,
+                prefetchDepth: Int = 2, strict: Bool = false) throws {
+        var options = ShardLoader.Options.pretrain(imageSize: imageSize)
+        options.maxTextLength = maxTextLength
+        options.workerThreads = workerThreads ?? ShardBatchSource.defaultWorkerThreads()
+        options.prefetchDepth = prefetchDepth
+        options.strict = strict
+        loader = try ShardLoader(directory: directory, rank: rank, worldSize: worldSize, batchSize: batchSize,
+                                 seed: seed, tokenizer: tokenizer, options: options)
+    }
+
+    public init(loader: ShardLoader) {
+        self.loader = loader
+    }
+
+    public var batchesPerEpoch: Int { loader.batchesPerEpoch }
+    public var summary: String { loader.summary }
+
+    public func batch(epoch: Int, index: Int) throws -> PretrainBatch {
+        let b = try loader.batch(epoch: epoch, index: index)
+        let text = try TextBatch(ids: b.ids.map { Int($0) }, mask: b.mask.map { Int($0) }, batch: b.batchSize, length: b.length)
+        let images = try Tensor(b.images, shape: [b.batchSize, 3, b.imageSize, b.imageSize])
+        return PretrainBatch(images: images, text: text)
+    }
+}
