@@ -10,7 +10,8 @@ import Yams
 ///     train: {max_steps: 0, checkpoint_every: 1000, keep_checkpoints: 3, log_every: 10, seed: 42,
 ///             grad_clip: 0, grad_accumulation: 1, bucket_mb: 25, max_nonfinite_in_a_row: 5,
 ///             global_negatives: false, dropout: true}
-///     data: {shards: DIR}             # or synthetic: {images: N, size: PX}
+///     data: {shards: DIR, loader_threads: 2, prefetch_batches: 2, strict: false}
+///                                     # or data: {synthetic: {images: N, size: PX}}
 public struct TrainingConfig {
     public var model: ALBEFConfig
     public var batchSize: Int
@@ -31,6 +32,11 @@ public struct TrainingConfig {
     public var globalNegatives = false
     /// Shard folder (with manifest.json), when training from LMDB shards.
     public var dataDirectory: String?
+    /// Loader: decode/augment threads per rank (nil: ELIP_LOADER_THREADS or 2), batches prefetched
+    /// ahead, and whether a corrupt record stops the run (off: skipped and counted).
+    public var loaderThreads: Int?
+    public var prefetchBatches = 2
+    public var strictData = false
     /// Synthetic corpus size and image size, when no shard folder is given.
     public var syntheticImages = 512
     public var syntheticSize = 0
@@ -95,6 +101,9 @@ public struct TrainingConfig {
         let d = try section("data")
         if let v = d["shards"] as? String { c.dataDirectory = v }
         if let v = d["vocab"] as? String { c.vocabulary = v }
+        if let v = try number(d, "loader_threads", "data") { c.loaderThreads = max(0, Int(v)) }
+        if let v = try number(d, "prefetch_batches", "data") { c.prefetchBatches = max(1, Int(v)) }
+        if let v = d["strict"] as? Bool { c.strictData = v }
         if let syn = d["synthetic"] as? [String: Any] {
             if let v = try number(syn, "images", "data.synthetic") { c.syntheticImages = Int(v) }
             if let v = try number(syn, "size", "data.synthetic") { c.syntheticSize = Int(v) }

@@ -67,7 +67,9 @@ struct TrainCommand: ParsableCommand {
         if let dir = cfg.dataDirectory {
             source = try ShardBatchSource(directory: dir, rank: comm.rank, worldSize: comm.size, seed: cfg.seed,
                                           batchSize: cfg.batchSize, imageSize: cfg.model.imageRes,
-                                          tokenizer: tokenizer, maxTextLength: cfg.maxTextLength)
+                                          tokenizer: tokenizer, maxTextLength: cfg.maxTextLength,
+                                          workerThreads: cfg.loaderThreads, prefetchDepth: cfg.prefetchBatches,
+                                          strict: cfg.strictData)
         } else {
             let size = cfg.syntheticSize > 0 ? cfg.syntheticSize : cfg.model.imageRes
             guard size == cfg.model.imageRes else {
