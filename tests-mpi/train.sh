@@ -6,6 +6,7 @@
 #  4. a process killed while writing a checkpoint leaves the previous one loadable (resume auto)
 #  5. ranks with different configs are refused (fingerprint check)
 #  6. SIGUSR1 (Slurm pre-emption): every rank finishes its step, rank 0 checkpoints, exit 0
+#  7. synth -> build-dataset -> train from LMDB shards -> resume, all under mpirun
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -129,6 +130,22 @@ if [[ $rc -eq 0 ]] && grep -q "stop signal: checkpointed at step" "$W/sig.log" &
     pass "SIGUSR1: $(grep -o 'stop signal: checkpointed at step [0-9]*' "$W/sig.log"), exit 0"
 else
     fail "SIGUSR1 (exit $rc)" "$W/sig.log"
+fi
+
+# 7. The whole data path: synth -> build-dataset (2 ranks) -> train from the LMDB shards (2 ranks),
+#    then resume for one more step.
+if "$ELIP" synth --out "$W/corpus" --images 40 --size 48 --seed 3 >"$W/synth.log" 2>&1 &&
+    timeout -k 5 300 "${MPIRUN[@]}" -np 2 "$ELIP" build-dataset --annotations "$W/corpus/train.json" --image-root "$W/corpus" \
+        --out "$W/shards" --shards 3 --image-size 40 >"$W/build.log" 2>&1 &&
+    config "$W/s.yaml" && sed -i "s#data: .*#data: {shards: $W/shards, loader_threads: 1}#; s/global_negatives: true/global_negatives: false/; s/dropout: false/dropout: true/" "$W/s.yaml" &&
+    timeout -k 5 300 "${MPIRUN[@]}" -np 2 "$ELIP" train --config "$W/s.yaml" --vocab "$VOCAB" --out "$W/shard-run" --threads 1 \
+        --max-steps 2 >"$W/shard-train.log" 2>&1 &&
+    timeout -k 5 300 "${MPIRUN[@]}" -np 2 "$ELIP" train --config "$W/s.yaml" --vocab "$VOCAB" --out "$W/shard-run" --threads 1 \
+        --resume auto >>"$W/shard-train.log" 2>&1 &&
+    [[ -f $(ck "$W/shard-run" 3) ]]; then
+    pass "synth -> build-dataset (2 ranks) -> train from LMDB shards (2 ranks) -> resume"
+else
+    fail "LMDB data path" "$W/shard-train.log"
 fi
 
 echo "mpi-train: $passed passed, $failed failed"
