@@ -181,9 +181,13 @@ final class DatasetBuilderTests: XCTestCase {
         }
         try F.write(F.annotation(entries), "\(dir)/ann.json")
         let out = dir + "/out"
-        let report = try F.build(F.options(out, shards: 4, annotations: ["\(dir)/ann.json"], root: dir))
+        var o = F.options(out, shards: 4, annotations: ["\(dir)/ann.json"], root: dir)
+        o.initialMapSize = 1 << 14       // 4 pages: the map must grow
+        o.batchSize = 2
+        let report = try F.build(o)
         XCTAssertNil(report.failure)
         XCTAssertEqual(report.manifest.shards.map(\.records), [3, 3, 2, 2])
+        XCTAssertGreaterThan(try LMDBEnvironment(path: report.manifest.shardPath(0, in: out), readOnly: true).mapSize, 1 << 14)
         // Item i of the input order is record i / N of shard i % N.
         let contents = try F.shardContents(in: out)
         for s in 0..<4 {

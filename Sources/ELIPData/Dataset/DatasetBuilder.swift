@@ -35,6 +35,9 @@ public struct DatasetBuildOptions: Sendable {
     public var showProgress = true
     /// Plain progress line interval (seconds) when stderr is not a terminal.
     public var progressInterval = 10.0
+    /// LMDB map size a shard starts with (nil: about 192 KiB per planned record, at least 64 MiB);
+    /// the map doubles whenever a batch does not fit.
+    public var initialMapSize: Int?
 
     public init(outputDirectory: String, shardCount: Int) {
         self.outputDirectory = outputDirectory
@@ -276,7 +279,8 @@ public final class DatasetBuilder {
         var rejects: [RejectRecord] = []
         var key: UInt64 = 0
         do {
-            let initialMap = min(1 << 40, max(64 << 20, ((indices.count * (192 << 10) + (1 << 20) - 1) >> 20) << 20))
+            let initialMap = options.initialMapSize
+                ?? min(1 << 40, max(64 << 20, ((indices.count * (192 << 10) + (1 << 20) - 1) >> 20) << 20))
             let env = try LMDBEnvironment(path: tmp, readOnly: false, mapSize: initialMap, noSync: true)
             var pending: [[UInt8]] = []
             pending.reserveCapacity(options.batchSize)
