@@ -21,6 +21,9 @@ struct ELIPCommand: ParsableCommand {
             BuildDatasetCommand.self,
             InspectDatasetCommand.self,
             DiffWeightsCommand.self,
+            EvalRetrievalCommand.self,
+            VisualizeCommand.self,
+            PlotCommand.self,
         ]
     )
 }

@@ -1,0 +1,136 @@
+import ArgumentParser
+import ELIPData
+import ELIPDistributed
+import ELIPTensor
+import ELIPTrain
+import Foundation
+import Safetensors
+
+struct EvalRetrievalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval-retrieval",
+        abstract: "Image-text retrieval evaluation (ALBEF protocol): TR@1/5/10, IR@1/5/10, r_mean.",
+        discussion: """
+        Encodes every caption (text encoder) and image (unpruned ViT, resize to res x res bicubic),
+        ranks by cosine similarity, re-scores each query's top --k-test candidates with the ITM
+        head (positive logit; others -100) and reports recall as ALBEF's itm_eval does. Ties rank
+        by ascending candidate index. Under mpirun the features are computed in blocks per rank and
+        the ITM rows split round-robin; every rank ends with the same scores.
+
+        Examples:
+          elip eval-retrieval --checkpoint runs/elip --data synth/test.json --image-root synth
+          mpirun -np 4 elip eval-retrieval --checkpoint runs/elip/checkpoints/step-00010000 \\
+              --data coco_test.json --image-root /data/coco --k-test 256 --out coco.json
+        """
+    )
+
+    @Option(help: "Checkpoint folder, run folder (newest valid checkpoint) or ALBEF state dict (.safetensors).")
+    var checkpoint: String
+    @Option(help: "Annotation JSON: [{\"image\": path, \"caption\": [..]}].")
+    var data: String
+    @Option(help: "Folder the annotation's image paths are relative to.")
+    var imageRoot: String = "."
+    @Option(help: "Model config (default: the one recorded in the checkpoint's trainer.json).")
+    var config: String?
+    @Option(help: "Candidates re-scored with the ITM head per query (ALBEF: 256 COCO, 128 Flickr30K).")
+    var kTest: Int = 256
+    @Option(help: "Image resolution (default: the config's image_res; position embeddings are resized).")
+    var imageRes: Int?
+    @Option(help: "Images, captions or ITM pairs per forward.")
+    var batch: Int = 32
+    @Option(help: "Write the metrics as JSON to this file.")
+    var out: String?
+    @Option(help: "Write the ITM-rescored top-k of every row (i2t/t2i indices and scores) to this .safetensors file.")
+    var saveScores: String?
+    @Option(help: "WordPiece vocabulary (default: the config's data.vocab, else assets/bert-base-uncased-vocab.txt).")
+    var vocab: String?
+    @Option(help: "Threads per rank for BLAS and the engine.")
+    var threads: Int?
+    @Flag(help: "No progress messages.")
+    var quiet = false
+
+    func validate() throws {
+        guard kTest >= 1 else { throw ValidationError("--k-test must be at least 1, got \(kTest)") }
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
+        if let imageRes, imageRes < 1 { throw ValidationError("--image-res must be positive, got \(imageRes)") }
+    }
+
+    func run() throws {
+        if let threads { Threads.configure(threads) }
+        let comm = try Communicator.world()
+        let say: (String) -> Void = { m in if comm.isRoot && !quiet { fputs(m + "\n", stderr) } }
+        let ckpt = try EvalCheckpoint.locate(checkpoint, configPath: config) { w in if comm.isRoot { fputs("warning: \(w)\n", stderr) } }
+        let tokenizer = try loadTokenizer(vocab ?? ckpt.vocabulary)
+        let dataset = try RetrievalDataset.load(annotation: data, imageRoot: imageRoot)
+        let model = try ckpt.loadModel(imageRes: imageRes)
+        say("eval-retrieval: \(dataset.imagePaths.count) images, \(dataset.texts.count) captions, weights \(ckpt.weightsPath)"
+            + (ckpt.step.map { " (step \($0))" } ?? "") + ", image_res \(model.config.imageRes), \(comm.size) rank(s)")
+        let evaluator = RetrievalEvaluator(model: model, tokenizer: tokenizer, communicator: comm)
+        evaluator.progress = say
+        var options = RetrievalEvaluator.Options()
+        options.kTest = kTest
+        options.batchSize = batch
+        let result = try evaluator.evaluate(dataset, options: options)
+        if comm.isRoot {
+            print(Self.table(result))
+            if let out {
+                var extra: [String: Any] = ["checkpoint": checkpoint, "weights": ckpt.weightsPath, "data": data,
+                                            "image_root": imageRoot, "image_res": model.config.imageRes,
+                                            "world_size": comm.size,
+                                            "tie_rule": "equal scores rank by ascending candidate index"]
+                if let step = ckpt.step { extra["step"] = step }
+                let json = try JSONSerialization.data(withJSONObject: result.jsonObject(extra: extra), options: [.prettyPrinted, .sortedKeys])
+                do { try json.write(to: URL(fileURLWithPath: out)) } catch {
+                    throw EvalCommandError("--out \(out): cannot write (\(error.localizedDescription))")
+                }
+                print("wrote \(out)")
+            }
+            if let saveScores {
+                do { try Self.writeScores(result, to: saveScores) } catch {
+                    throw EvalCommandError("--save-scores \(saveScores): \(error)")
+                }
+                print("wrote \(saveScores)")
+            }
+        }
+        try comm.finalize()
+    }
+
+    /// i2t_indices / t2i_indices [rows, k] (int64) and i2t_scores / t2i_scores [rows, k].
+    static func writeScores(_ r: RetrievalResult, to path: String) throws {
+        var w = SafetensorsWriter(metadata: ["producer": "elip eval-retrieval", "fill": "-100"])
+        for (name, s, k) in [("i2t", r.imageToText, r.kImageToText), ("t2i", r.textToImage, r.kTextToImage)] {
+            try w.add("\(name)_indices", int64s: s.rows.flatMap { $0.indices.map(Int64.init) }, shape: [s.rows.count, k])
+            try w.add("\(name)_scores", floats: s.rows.flatMap(\.scores), shape: [s.rows.count, k])
+        }
+        try w.write(to: path)
+    }
+
+    static func table(_ r: RetrievalResult) -> String {
+        let m = r.metrics
+        func row(_ name: String, _ a: Double, _ b: Double, _ c: Double, _ mean: Double) -> String {
+            name.padding(toLength: 8, withPad: " ", startingAt: 0) + [a, b, c, mean].map { String(format: "%8.2f", $0) }.joined()
+        }
+        return """
+        retrieval: \(r.images) images, \(r.texts) captions, k_test \(r.kTest) (used \(r.kImageToText) i2t / \(r.kTextToImage) t2i), \(String(format: "%.1f", r.seconds)) s
+                    R@1     R@5    R@10    mean
+        \(row("TR", m.txtR1, m.txtR5, m.txtR10, m.txtRMean))
+        \(row("IR", m.imgR1, m.imgR5, m.imgR10, m.imgRMean))
+        r_mean  \(String(format: "%8.2f", m.rMean))
+        """
+    }
+}
+
+/// The WordPiece tokenizer from `path` (or the default vocabulary), with a hint when missing.
+func loadTokenizer(_ path: String?) throws -> BertTokenizer {
+    let file = path ?? "assets/bert-base-uncased-vocab.txt"
+    do { return try BertTokenizer(vocabularyFile: file) } catch {
+        throw EvalCommandError("vocabulary \(file): \(error)\nRun `make setup` to fetch it, or pass --vocab FILE.")
+    }
+}
+
+/// A failure of eval-retrieval, visualize or plot after the arguments parsed (printed without
+/// the usage text).
+struct EvalCommandError: Error, CustomStringConvertible {
+    let description: String
+    init(_ message: String) { description = message }
+}

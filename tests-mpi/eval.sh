@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Multi-process tests of `elip eval-retrieval` (SPEC §4): runs the already built debug `elip`
+# under mpirun. A tiny model is trained for 3 steps on synthetic scenes, then the retrieval
+# evaluation runs on 1, 2 and 3 ranks (feature batches and ITM rows round-robin, results
+# broadcast / all-reduced); the rescored top-k lists must be bitwise those of one process.
+#  1. 2 ranks == 1 process (indices and scores bitwise, same metrics)
+#  2. 3 ranks (uneven share of batches and rows) == 1 process
+#  3. a missing image in a batch of rank 1 ends the job non-zero, naming the file
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${ELIP_BIN_PATH:-$(swift build ${BUILD_FLAGS:-} --show-bin-path)}
+ELIP="$BIN/elip"
+[[ -x $ELIP ]] || { echo "tests-mpi/eval: no $ELIP; build first" >&2; exit 2; }
+VOCAB=${ELIP_VOCAB:-assets/bert-base-uncased-vocab.txt}
+[[ -f $VOCAB ]] || { echo "tests-mpi/eval: no vocabulary at $VOCAB; run make setup (or set ELIP_VOCAB)" >&2; exit 2; }
+MPIRUN=(mpirun --oversubscribe --bind-to none)
+if [[ $(id -u) -eq 0 ]]; then
+    MPIRUN+=(--allow-run-as-root)
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+read -r -a EXTRA <<<"${ELIP_MPIRUN_ARGS:-}"
+MPIRUN+=("${EXTRA[@]}")
+W=$(mktemp -d "${TMPDIR:-/tmp}/elip-mpi-eval.XXXXXX")
+passed=0
+failed=0
+pass() { echo "PASS $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1"; failed=$((failed + 1)); [[ -f ${2:-/dev/null} ]] && tail -15 "$2"; return 0; }
+
+cat >"$W/t.yaml" <<YAML
+bert_config: $PWD/configs/config_bert_tiny.json
+image_res: 32
+vision_width: 64
+embed_dim: 16
+batch_size: 4
+queue_size: 32
+img_prune: {begin_layer: [2, 4, 10], num_act_layers: [2, 6, 2], keep_ratio: [0.75, 0.5, 0.25]}
+vision: {patch_size: 8, embed_dim: 64, depth: 12, num_heads: 4, mlp_ratio: 2}
+optimizer: {opt: adamW, lr: 1e-3, weight_decay: 0.02}
+schedular: {sched: cosine, lr: 1e-3, epochs: 50, min_lr: 1e-4, warmup_lr: 1e-4, warmup_epochs: 1, warmup_step_size: 2}
+train: {max_steps: 3, checkpoint_every: 3, keep_checkpoints: 1, log_every: 1, seed: 7}
+data: {synthetic: {images: 64, size: 32}}
+YAML
+if ! timeout -k 5 300 "$ELIP" train --config "$W/t.yaml" --vocab "$VOCAB" --out "$W/run" --threads 1 >"$W/train.log" 2>&1 ||
+    ! timeout -k 5 120 "$ELIP" synth --out "$W/synth" --images 30 --size 40 --seed 3 --test-fraction 0.5 --quiet >"$W/synth.log" 2>&1; then
+    fail "setup (train 3 steps, synth)" "$W/train.log"
+    echo "MPI eval tests: $passed passed, $failed failed"
+    exit 1
+fi
+
+evaluate() {  # evaluate NP NAME [args...]
+    local np=$1 name=$2
+    shift 2
+    local cmd=("$ELIP" eval-retrieval --checkpoint "$W/run" --data "$W/synth/test.json" --image-root "$W/synth"
+               --vocab "$VOCAB" --k-test 7 --batch 5 --threads 1 --out "$W/$name.json" --save-scores "$W/$name.safetensors" "$@")
+    if [[ $np -eq 0 ]]; then timeout -k 5 300 "${cmd[@]}"; else timeout -k 5 300 "${MPIRUN[@]}" -np "$np" "${cmd[@]}"; fi
+}
+metrics() { grep -E '"(txt|img)_r|"r_mean|"images|"texts' "$1"; }
+
+if evaluate 0 one >"$W/one.log" 2>&1; then pass "1 process ($(grep r_mean "$W/one.log" | tr -s ' '))"; else fail "1 process" "$W/one.log"; fi
+for np in 2 3; do
+    if evaluate "$np" "np$np" >"$W/np$np.log" 2>&1 &&
+        "$ELIP" diff-weights "$W/one.safetensors" "$W/np$np.safetensors" --tolerance 0 >"$W/diff$np.log" 2>&1 &&
+        diff <(metrics "$W/one.json") <(metrics "$W/np$np.json") >"$W/mdiff$np.log" 2>&1; then
+        pass "$np ranks == 1 process ($(tail -1 "$W/diff$np.log"))"
+    else
+        fail "$np ranks differ from 1 process" "$W/diff$np.log"
+        cat "$W/mdiff$np.log" "$W/np$np.log" 2>/dev/null | tail -15
+    fi
+done
+
+# 3. Image 6 is in feature batch 1 (batches of 5), which rank 1 of 2 computes: remove it; rank 0
+# waits in the broadcast of that batch, and the job must still end non-zero.
+last=$(grep -o '"images/[0-9]*\.jpg"' "$W/synth/test.json" | sed -n 6p | tr -d '"')
+mv "$W/synth/$last" "$W/missing.jpg"
+start=$(date +%s)
+if evaluate 2 broken >"$W/broken.log" 2>&1; then
+    fail "a missing image under mpirun was not reported" "$W/broken.log"
+elif (($(date +%s) - start > 120)); then
+    fail "a missing image under mpirun took more than 120 s to end the job" "$W/broken.log"
+elif grep -q "$last" "$W/broken.log"; then
+    pass "a missing image on rank 1 ends the job non-zero, naming $last"
+else
+    fail "the error does not name $last" "$W/broken.log"
+fi
+mv "$W/missing.jpg" "$W/synth/$last"
+
+echo "MPI eval tests: $passed passed, $failed failed"
+[[ $failed -eq 0 ]] && rm -rf "$W"
+[[ $failed -eq 0 ]]
