@@ -62,6 +62,8 @@ public final class Trainer {
         public var anomalyDetection = false
         /// Print the progress line (rank 0) to stderr.
         public var progress = true
+        /// Stop (with a checkpoint) once this many seconds have passed; 0: no limit.
+        public var timeLimit: Double = 0
         public init(runDirectory: URL) { self.runDirectory = runDirectory }
     }
 
@@ -174,11 +176,18 @@ public final class Trainer {
                 if options.progress { progressLine(record, started: start, fromStep: startStep) }
             }
             let epochEnded = state.batchInEpoch == 0
-            let stop = try comm.allReduce(Int32(stopSignalReceived), op: .max) != 0
+            // Signals and the time limit: rank 0's clock decides, every rank stops together.
+            let overTime = options.timeLimit > 0 && comm.isRoot && ProcessStats.now() - start > options.timeLimit
+            let flags = try comm.allReduce(Int32(stopSignalReceived) | (overTime ? 2 : 0), op: .max)
+            let stop = flags != 0
             if stop || epochEnded || state.step % config.checkpointEvery == 0 || state.step == stopStep {
                 try checkpoint()
             }
-            if stop { reason = "stop signal: checkpointed at step \(state.step)"; break }
+            if stop {
+                reason = flags & 1 != 0 ? "stop signal: checkpointed at step \(state.step)"
+                    : "time limit of \(Int(options.timeLimit)) s: checkpointed at step \(state.step)"
+                break
+            }
         }
         if options.progress && comm.isRoot { fputs("\n", stderr) }
         return reason

@@ -36,6 +36,8 @@ struct TrainCommand: ParsableCommand {
     var seed: UInt64?
     @Option(help: "Batch size per rank (overrides batch_size).")
     var batchSize: Int?
+    @Option(help: "Stop with a checkpoint after this many minutes (0: no limit).")
+    var timeLimitMinutes: Double = 0
     @Option(help: "Threads per rank for BLAS and the engine.")
     var threads: Int?
     @Option(help: "Initial weights: an ALBEF state_dict (.safetensors), e.g. from import-weights.")
@@ -85,6 +87,7 @@ struct TrainCommand: ParsableCommand {
         options.maxSteps = maxSteps ?? 0
         options.initialWeights = initWeights
         options.anomalyDetection = debug
+        options.timeLimit = timeLimitMinutes * 60
         let trainer = try Trainer(config: cfg, options: options, communicator: comm, source: source)
         if comm.isRoot {
             print("elip train: \(comm.size) rank(s) x \(Threads.count) thread(s), batch \(cfg.batchSize) per rank, \(source.summary)")
