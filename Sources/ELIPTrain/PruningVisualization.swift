@@ -93,6 +93,8 @@ public enum PruningPicture {
     public static let ink = RGB(30, 30, 30)
     /// Factor applied to the colours of merged (pruned) patches.
     public static let dimFactor = 0.25
+    /// Outline between kept and merged patches (so kept dark objects stay visible).
+    public static let outline = RGB(0, 220, 255)
 
     /// Integer upscale so a panel is at least `minimum` pixels wide.
     public static func panelScale(imageRes: Int, minimum: Int = 256) -> Int {
@@ -120,6 +122,20 @@ public enum PruningPicture {
         let l = 0.299 * Double(c.r) + 0.587 * Double(c.g) + 0.114 * Double(c.b)
         func f(_ v: UInt8) -> UInt8 { UInt8(max(0, min(255, (0.6 * l + 0.4 * Double(v)) * dimFactor))) }
         return RGB(f(c.r), f(c.g), f(c.b))
+    }
+
+    /// Draws the borders between kept and merged patches of a panel shown at (x, y) with
+    /// `panelSize` pixels, on the kept side, `width` pixels wide.
+    public static func outlineKept(_ kept: Set<Int>, grid: Int, in image: inout RGBImage, x: Int, y: Int, panelSize: Int, width: Int = 2) {
+        let cell = panelSize / max(1, grid)
+        for p in kept where p >= 0 && p < grid * grid {
+            let r = p / grid, c = p % grid
+            let px = x + c * cell, py = y + r * cell
+            if r > 0, !kept.contains(p - grid) { image.fill(x: px, y: py, width: cell, height: width, with: outline) }
+            if r < grid - 1, !kept.contains(p + grid) { image.fill(x: px, y: py + cell - width, width: cell, height: width, with: outline) }
+            if c > 0, !kept.contains(p - 1) { image.fill(x: px, y: py, width: width, height: cell, with: outline) }
+            if c < grid - 1, !kept.contains(p + 1) { image.fill(x: px + cell - width, y: py, width: width, height: cell, with: outline) }
+        }
     }
 
     /// Heat map of per-patch scores (min-max normalised) blended over the image's grey levels:
@@ -202,6 +218,9 @@ public enum PruningPicture {
         for (k, panel) in panels.enumerated() {
             let p = l.panels[k]
             out.paste(panel, x: p.x, y: p.y, scale: scale)
+            if k >= 1 && k <= trace.survivingPatches.count {
+                outlineKept(Set(trace.survivingPatches[k - 1]), grid: trace.grid, in: &out, x: p.x, y: p.y, panelSize: l.panelSize)
+            }
             out.strokeRect(x: p.x - 1, y: p.y - 1, width: l.panelSize + 2, height: l.panelSize + 2, color: RGB(160, 160, 160))
             out.drawLines(labels[k], x: p.x, y: p.y + l.panelSize + 8, scale: s, color: ink)
         }
@@ -213,7 +232,7 @@ public enum PruningPicture {
         }
         out.drawText("low", x: hp.x, y: barY + barH + 4, scale: s, color: ink)
         out.drawText("high", x: hp.x + l.panelSize - BitmapFont.width(of: "high", scale: s), y: barY + barH + 4, scale: s, color: ink)
-        let legend = "bright: kept patches, dark: merged (pruned) patches"
+        let legend = "kept patches: original colours, outlined; merged (pruned) patches: dimmed"
         out.drawText(legend, x: l.panels[0].x, y: barY + barH + 4 + lh + 4, scale: s, color: RGB(90, 90, 90))
         return out
     }

@@ -11,11 +11,7 @@ struct EvalRetrievalCommand: ParsableCommand {
         commandName: "eval-retrieval",
         abstract: "Image-text retrieval evaluation (ALBEF protocol): TR@1/5/10, IR@1/5/10, r_mean.",
         discussion: """
-        Encodes every caption (text encoder) and image (unpruned ViT, resize to res x res bicubic),
-        ranks by cosine similarity, re-scores each query's top --k-test candidates with the ITM
-        head (positive logit; others -100) and reports recall as ALBEF's itm_eval does. Ties rank
-        by ascending candidate index. Under mpirun the features are computed in blocks per rank and
-        the ITM rows split round-robin; every rank ends with the same scores.
+        Encodes every caption (text encoder) and image (unpruned ViT, resized to res x res bicubically), ranks by cosine similarity, re-scores each query's top --k-test candidates with the ITM head (positive logit; every other entry -100) and reports recall as ALBEF's itm_eval does. Equal scores rank by ascending candidate index. Under mpirun, feature batches and ITM rows (rank r: rows r, r + W, ...) are split round-robin and the results shared, bitwise equal to one process.
 
         Examples:
           elip eval-retrieval --checkpoint runs/elip --data synth/test.json --image-root synth

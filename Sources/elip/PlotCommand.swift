@@ -8,8 +8,7 @@ struct PlotCommand: ParsableCommand {
         commandName: "plot",
         abstract: "Training curves of a run (loss parts, learning rate, images/s) as a PNG.",
         discussion: """
-        Reads RUN_DIR/metrics.jsonl (or a metrics file given directly). Skipped steps are left out
-        of the loss lines; lines that do not decode are skipped with a warning.
+        Reads RUN_DIR/metrics.jsonl (or a metrics file given directly). Skipped steps are left out of the loss lines; lines that do not decode are skipped with a warning; a step logged twice (a resumed run) keeps its later line.
 
         Example:
           elip plot runs/elip --out runs/elip/curves.png

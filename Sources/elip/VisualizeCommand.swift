@@ -10,10 +10,7 @@ struct VisualizeCommand: ParsableCommand {
         commandName: "visualize",
         abstract: "Picture of the vision tokens ELIP keeps for an image and its caption (PNG).",
         discussion: """
-        Runs the text encoder and the pruned ViT on the image (eval transform: resize to
-        image_res bicubic) and draws one panel per pruning stage, with the original patches that
-        survive up to that stage in colour and the merged (pruned) ones dimmed, plus a heat map of
-        the fused query's attention at the first stage (what its selection ranks).
+        Runs the text encoder and the pruned ViT on the image (eval transform: resize to image_res, bicubic) and draws one panel per pruning stage, with the original patches that survive up to that stage in colour and the merged (pruned) ones dimmed, plus a heat map of the fused query's attention at the first stage (what its selection ranks).
 
         Example:
           elip visualize --checkpoint runs/elip --image synth/images/000001.jpg \\

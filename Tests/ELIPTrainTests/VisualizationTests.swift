@@ -79,6 +79,8 @@ final class VisualizationTests: XCTestCase {
         // Patch 3 (top-right) survived stage 1 but not stage 2.
         XCTAssertEqual(decoded.pixel(x: layout.panels[1].x + 3 * cell + 4, y: p.y + 4), RGB(200, 180, 160))
         XCTAssertLessThan(luminance(decoded.pixel(x: p.x + 3 * cell + 4, y: p.y + 4)), luminance(kept) / 2)
+        // Stage 1 keeps patches 0..<12: the border above the merged bottom row is outlined.
+        XCTAssertEqual(decoded.pixel(x: layout.panels[1].x + cell / 2, y: layout.panels[1].y + 3 * cell - 1), PruningPicture.outline)
         // Heat map: the score grows with the patch index.
         let h = layout.panels[3]
         XCTAssertGreaterThan(luminance(decoded.pixel(x: h.x + 3 * cell + 4, y: h.y + 3 * cell + 4)),
@@ -86,6 +88,18 @@ final class VisualizationTests: XCTestCase {
         // Title text is drawn in ink at the top-left margin.
         let titleInk = (layout.titleY..<(layout.titleY + 16)).flatMap { y in (16..<40).compactMap { decoded.pixel(x: $0, y: y) } }
         XCTAssertTrue(titleInk.contains(PruningPicture.ink))
+    }
+
+    /// Borders between kept and merged patches are drawn on the kept side only.
+    func testOutlineOfKeptPatches() throws {
+        var img = try RGBImage(width: 16, height: 16)
+        PruningPicture.outlineKept([0, 1], grid: 2, in: &img, x: 0, y: 0, panelSize: 16, width: 2)
+        let o = PruningPicture.outline
+        XCTAssertEqual(img.pixel(x: 3, y: 7), o)     // bottom edge of patch 0 (patch 2 merged)
+        XCTAssertEqual(img.pixel(x: 12, y: 6), o)    // bottom edge of patch 1 (patch 3 merged)
+        XCTAssertEqual(img.pixel(x: 7, y: 3), .black)  // patches 0 and 1 are both kept: no border
+        XCTAssertEqual(img.pixel(x: 3, y: 8), .black)  // merged side stays untouched
+        XCTAssertEqual(img.pixel(x: 0, y: 0), .black)  // no border along the panel's edge
     }
 
     func testLabelsAndPanelScale() {
