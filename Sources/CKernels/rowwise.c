@@ -2,11 +2,12 @@
 #include <math.h>
 #include <string.h>
 
-// Each kernel is compiled for AVX-512, AVX2+FMA and baseline x86-64; the loader picks one at run
-// time. Reductions use explicit 16-lane accumulators so they vectorise without -ffast-math and
-// sum in a fixed order (bitwise reproducible).
+// Each kernel is compiled for AVX-512, AVX+FMA and baseline x86-64; the loader picks one at run
+// time by CPU feature (not by CPU model: "arch=haswell" would send AMD CPUs to the baseline).
+// Reductions use explicit 16-lane accumulators so they vectorise without -ffast-math and sum in a
+// fixed order (bitwise reproducible on a given machine).
 #if defined(__x86_64__)
-#define MULTI __attribute__((target_clones("avx512f", "arch=haswell", "default")))
+#define MULTI __attribute__((target_clones("avx512f", "fma", "default")))
 #else
 #define MULTI
 #endif

@@ -91,6 +91,7 @@ extension Tensor {
         guard let outShape = broadcastShape(shape, other.shape) else {
             throw TensorError.shapeMismatch(op: kind.rawValue, lhs: shape, rhs: other.shape)
         }
+        if shape == other.shape && (kind == .add || kind == .sub) { return sameShapeAddSub(other, subtract: kind == .sub) }
         let a = self, b = other
         let ma = broadcastMap(a.shape, to: outShape), mb = broadcastMap(b.shape, to: outShape)
         let y = Tensor.empty(outShape)
@@ -136,6 +137,26 @@ extension Tensor {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Residual connections: a + b or a - b on equal shapes, with plain vector loops.
+    private func sameShapeAddSub(_ other: Tensor, subtract: Bool) -> Tensor {
+        let a = self, b = other, y = Tensor.empty(shape)
+        let sign: Float = subtract ? -1 : 1
+        Kernels.map(count) { s, n in
+            let pa = a.data + s, pb = b.data + s, py = y.data + s
+            for i in 0..<n { py[i] = pa[i] + sign * pb[i] }
+        }
+        return Autograd.record(y, inputs: [a, b]) { dy in
+            if a.requiresGrad {
+                let da = a.gradPointer()
+                Kernels.map(a.count) { s, n in elip_axpy(1, dy + s, da + s, Int64(n)) }
+            }
+            if b.requiresGrad {
+                let db = b.gradPointer()
+                Kernels.map(b.count) { s, n in elip_axpy(sign, dy + s, db + s, Int64(n)) }
             }
         }
     }
