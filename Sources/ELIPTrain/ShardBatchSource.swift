@@ -17,14 +17,25 @@ public final class ShardBatchSource: BatchSource {
 
     public init(directory: String, rank: Int, worldSize: Int, seed: UInt64, batchSize: Int, imageSize: Int,
                 tokenizer: BertTokenizer, maxTextLength: Int = 25, workerThreads: Int? = nil,
-                prefetchDepth: Int = 2, strict: Bool = false) throws {
-        var options = ShardLoader.Options.pretrain(imageSize: imageSize)
+                prefetchDepth: Int = 2, strict: Bool = false, augmentation: Augmentation = Augmentation()) throws {
+        var options = ShardLoader.Options(transform: .pretrain(PretrainTransform(
+            imageSize: imageSize, scale: augmentation.cropScale, flipProbability: augmentation.flipProbability,
+            randAugment: augmentation.randAugment ? RandAugment() : nil)))
         options.maxTextLength = maxTextLength
         options.workerThreads = workerThreads ?? ShardBatchSource.defaultWorkerThreads()
         options.prefetchDepth = prefetchDepth
         options.strict = strict
         loader = try ShardLoader(directory: directory, rank: rank, worldSize: worldSize, batchSize: batchSize,
                                  seed: seed, tokenizer: tokenizer, options: options)
+    }
+
+    /// The pre-training image augmentation; the defaults are ALBEF's (crop scale 0.2-1.0,
+    /// horizontal flip with p 0.5, RandAugment(2, 7)).
+    public struct Augmentation: Sendable, Equatable {
+        public var cropScale: ClosedRange<Double> = 0.2...1.0
+        public var flipProbability: Double = 0.5
+        public var randAugment = true
+        public init() {}
     }
 
     public init(loader: ShardLoader) {

@@ -10,7 +10,8 @@ import Yams
 ///     train: {max_steps: 0, checkpoint_every: 1000, keep_checkpoints: 3, log_every: 10, seed: 42,
 ///             grad_clip: 0, grad_accumulation: 1, bucket_mb: 25, max_nonfinite_in_a_row: 5,
 ///             global_negatives: false, dropout: true}
-///     data: {shards: DIR, loader_threads: 2, prefetch_batches: 2, strict: false}
+///     data: {shards: DIR, loader_threads: 2, prefetch_batches: 2, strict: false,
+///            crop_scale: [0.2, 1.0], flip: 0.5, randaugment: true}
 ///                                     # or data: {synthetic: {images: N, size: PX}}
 public struct TrainingConfig {
     public var model: ALBEFConfig
@@ -37,6 +38,8 @@ public struct TrainingConfig {
     public var loaderThreads: Int?
     public var prefetchBatches = 2
     public var strictData = false
+    /// Image augmentation (data.crop_scale: [min, max], data.flip: p, data.randaugment: bool).
+    public var augmentation = ShardBatchSource.Augmentation()
     /// Synthetic corpus size and image size, when no shard folder is given.
     public var syntheticImages = 512
     public var syntheticSize = 0
@@ -104,6 +107,18 @@ public struct TrainingConfig {
         if let v = try number(d, "loader_threads", "data") { c.loaderThreads = max(0, Int(v)) }
         if let v = try number(d, "prefetch_batches", "data") { c.prefetchBatches = max(1, Int(v)) }
         if let v = d["strict"] as? Bool { c.strictData = v }
+        if let v = d["crop_scale"] {
+            guard let a = v as? [Any], a.count == 2, let lo = (a[0] as? Double) ?? (a[0] as? Int).map(Double.init),
+                  let hi = (a[1] as? Double) ?? (a[1] as? Int).map(Double.init), lo > 0, lo <= hi, hi <= 1 else {
+                throw TrainError.config("\(path): data.crop_scale must be [min, max] with 0 < min <= max <= 1")
+            }
+            c.augmentation.cropScale = lo...hi
+        }
+        if let v = try number(d, "flip", "data") {
+            guard (0...1).contains(v) else { throw TrainError.config("\(path): data.flip must be a probability") }
+            c.augmentation.flipProbability = v
+        }
+        if let v = d["randaugment"] as? Bool { c.augmentation.randAugment = v }
         if let syn = d["synthetic"] as? [String: Any] {
             if let v = try number(syn, "images", "data.synthetic") { c.syntheticImages = Int(v) }
             if let v = try number(syn, "size", "data.synthetic") { c.syntheticSize = Int(v) }

@@ -71,7 +71,7 @@ struct TrainCommand: ParsableCommand {
                                           batchSize: cfg.batchSize, imageSize: cfg.model.imageRes,
                                           tokenizer: tokenizer, maxTextLength: cfg.maxTextLength,
                                           workerThreads: cfg.loaderThreads, prefetchDepth: cfg.prefetchBatches,
-                                          strict: cfg.strictData)
+                                          strict: cfg.strictData, augmentation: cfg.augmentation)
         } else {
             let size = cfg.syntheticSize > 0 ? cfg.syntheticSize : cfg.model.imageRes
             guard size == cfg.model.imageRes else {
