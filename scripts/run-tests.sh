@@ -16,9 +16,11 @@ executed=${executed:-0}; skipped=${skipped:-0}; xfailed=${xfailed:-0}
 [[ $executed -gt 0 ]] || { echo "run-tests: no XCTest summary found" >&2; status=1; xfailed=$((xfailed + 1)); }
 passed=$((executed - skipped - xfailed))
 failed=$xfailed
+PART=$(mktemp "${TMPDIR:-/tmp}/elip-tests-part.XXXXXX")
 for script in tests-mpi/run.sh tests-mpi/train.sh cluster/test-netns.sh; do
-    out=$("$script" 2>&1 | tee /dev/stderr | tail -1)
+    "$script" 2>&1 | tee "$PART"
     rc=${PIPESTATUS[0]}
+    out=$(tail -1 "$PART")
     p=$(sed -nE 's/.*: ([0-9]+) passed, ([0-9]+) failed.*/\1/p' <<<"$out")
     f=$(sed -nE 's/.*: ([0-9]+) passed, ([0-9]+) failed.*/\2/p' <<<"$out")
     s=$(sed -nE 's/.*, ([0-9]+) skipped.*/\1/p' <<<"$out")
@@ -27,6 +29,6 @@ for script in tests-mpi/run.sh tests-mpi/train.sh cluster/test-netns.sh; do
     skipped=$((skipped + ${s:-0}))
     [[ $rc -eq 0 ]] || status=1
 done
-rm -f "$LOG"
+rm -f "$LOG" "$PART"
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 exit $status
