@@ -5,7 +5,7 @@ THREADS      ?= 2
 export OMPI_ALLOW_RUN_AS_ROOT=1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
-.PHONY: setup build debug-build test bench demo clean
+.PHONY: setup build debug-build test bench demo compare clean
 
 setup:
 	@scripts/setup.sh
@@ -28,6 +28,10 @@ bench: build
 # pruning picture and training curves. Re-running reuses what exists (DEMO_OUT, DEMO_MINUTES).
 demo: build
 	scripts/demo.sh
+
+# ELIP vs the unpruned baseline: same config, seed and steps (COMPARE_STEPS, default 600).
+compare: build
+	scripts/compare.sh
 
 clean:
 	rm -rf .build

@@ -24,6 +24,7 @@ struct ELIPCommand: ParsableCommand {
             EvalRetrievalCommand.self,
             VisualizeCommand.self,
             PlotCommand.self,
+            AnalyzePruningCommand.self,
         ]
     )
 }

@@ -1,0 +1,58 @@
+import ArgumentParser
+import ELIPData
+import ELIPTensor
+import ELIPTrain
+import Foundation
+
+struct AnalyzePruningCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "analyze-pruning",
+        abstract: "Does the text guide the pruning? Object share of the kept tokens vs of the image.",
+        discussion: """
+        For every entry of an annotation file with object masks (`elip synth` writes them into
+        test.json as "mask"), runs the pruned ViT with the entry's first caption and reports, per
+        pruning stage, the share of object pixels under the kept patches, next to the share of
+        object pixels in the image (what random pruning would keep). Writes JSON with --out.
+        """
+    )
+    @Option(help: "Checkpoint folder, run folder or state-dict file.") var checkpoint: String
+    @Option(help: "Annotation JSON with \"mask\" entries.") var data: String
+    @Option(help: "Folder the image and mask paths are relative to (default: the JSON's folder).") var imageRoot: String?
+    @Option(help: "Config (default: the one stored with the checkpoint).") var config: String?
+    @Option(help: "WordPiece vocabulary.") var vocab: String?
+    @Option(help: "Analyse at most this many images.") var limit: Int = 1000
+    @Option(help: "Write the result as JSON.") var out: String?
+    @Option(help: "Threads for BLAS and the engine.") var threads: Int?
+
+    func run() throws {
+        if let threads { Threads.configure(threads) }
+        let ckpt = try EvalCheckpoint.locate(checkpoint, configPath: config) { fputs("warning: \($0)\n", stderr) }
+        let model = try ckpt.loadModel()
+        let tokenizer = try loadTokenizer(vocab ?? ckpt.vocabulary)
+        let root = imageRoot ?? (data as NSString).deletingLastPathComponent
+        guard let bytes = FileManager.default.contents(atPath: data),
+              let entries = try JSONSerialization.jsonObject(with: bytes) as? [[String: Any]] else {
+            throw ValidationError("\(data): not a JSON list of annotation entries")
+        }
+        var samples: [(image: RGBImage, caption: String, mask: RGBImage)] = []
+        for (i, e) in entries.prefix(limit).enumerated() {
+            guard let image = e["image"] as? String, let mask = e["mask"] as? String else {
+                throw ValidationError("\(data): entry \(i) has no \"image\" and \"mask\" (masks come from elip synth's test.json)")
+            }
+            let caption = (e["caption"] as? String) ?? (e["caption"] as? [String])?.first ?? ""
+            func path(_ p: String) -> String { p.hasPrefix("/") ? p : (root as NSString).appendingPathComponent(p) }
+            samples.append((try EvalImage.read(path(image)), caption, try EvalImage.read(path(mask))))
+        }
+        let r = try PruningAnalysis.run(model: model, tokenizer: tokenizer, samples: samples)
+        print("images: \(r.images); object pixels in the image: \(String(format: "%.1f%%", 100 * r.imageObjectShare))")
+        for (j, s) in r.keptObjectShare.enumerated() {
+            print(String(format: "stage %d: object pixels under the kept tokens %.1f%% (%.2fx the image's share)",
+                         j + 1, 100 * s, r.imageObjectShare > 0 ? s / r.imageObjectShare : 0))
+        }
+        if let out {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try enc.encode(r).write(to: URL(fileURLWithPath: out))
+        }
+    }
+}
