@@ -6,10 +6,7 @@
 # ranks in one namespace. Skips (exit 0, with a message) where namespaces cannot be created.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${ELIP_BIN_PATH:-$(swift build ${BUILD_FLAGS:-} --show-bin-path)}
-ELIP="$BIN/elip"
-VOCAB=${ELIP_VOCAB:-assets/bert-base-uncased-vocab.txt}
-[[ -x $ELIP && -f $VOCAB ]] || { echo "netns: needs a built $ELIP and $VOCAB" >&2; exit 2; }
+source tests-mpi/common.sh netns
 
 PREFIX=elip$$
 NETS=("${PREFIX}a" "${PREFIX}b")
@@ -39,25 +36,11 @@ for i in 0 1; do
     ip -n "$ns" link set lo up
 done
 
-W=$(mktemp -d "${TMPDIR:-/tmp}/elip-netns.XXXXXX")
 cat >"$W/hosts" <<HOSTS
 ${IPS[0]} slots=1
 ${IPS[1]} slots=1
 HOSTS
-cat >"$W/t.yaml" <<YAML
-bert_config: $PWD/configs/config_bert_tiny.json
-image_res: 32
-vision_width: 64
-embed_dim: 16
-batch_size: 4
-queue_size: 32
-img_prune: {begin_layer: [2, 4, 10], num_act_layers: [2, 6, 2], keep_ratio: [0.75, 0.5, 0.25]}
-vision: {patch_size: 8, embed_dim: 64, depth: 12, num_heads: 4, mlp_ratio: 2}
-optimizer: {opt: adamW, lr: 1e-3, weight_decay: 0.02}
-schedular: {sched: cosine, lr: 1e-3, epochs: 50, min_lr: 1e-4, warmup_lr: 1e-4, warmup_epochs: 1, warmup_step_size: 2}
-train: {max_steps: 3, checkpoint_every: 3, log_every: 1, seed: 11, dropout: false}
-data: {synthetic: {images: 64, size: 32}}
-YAML
+tiny_config "$W/t.yaml" "max_steps: 3, checkpoint_every: 3, log_every: 1, seed: 11, dropout: false"
 ROOT=()
 if [[ $(id -u) -eq 0 ]]; then ROOT=(--allow-run-as-root); export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 export ELIP_NETNS_MAP="${IPS[0]}=${NETS[0]} ${IPS[1]}=${NETS[1]}"

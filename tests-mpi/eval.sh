@@ -9,38 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=${ELIP_BIN_PATH:-$(swift build ${BUILD_FLAGS:-} --show-bin-path)}
-ELIP="$BIN/elip"
-[[ -x $ELIP ]] || { echo "tests-mpi/eval: no $ELIP; build first" >&2; exit 2; }
-VOCAB=${ELIP_VOCAB:-assets/bert-base-uncased-vocab.txt}
-[[ -f $VOCAB ]] || { echo "tests-mpi/eval: no vocabulary at $VOCAB; run make setup (or set ELIP_VOCAB)" >&2; exit 2; }
-MPIRUN=(mpirun --oversubscribe --bind-to none)
-if [[ $(id -u) -eq 0 ]]; then
-    MPIRUN+=(--allow-run-as-root)
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
-read -r -a EXTRA <<<"${ELIP_MPIRUN_ARGS:-}"
-MPIRUN+=("${EXTRA[@]}")
-W=$(mktemp -d "${TMPDIR:-/tmp}/elip-mpi-eval.XXXXXX")
-passed=0
-failed=0
-pass() { echo "PASS $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1"; failed=$((failed + 1)); [[ -f ${2:-/dev/null} ]] && tail -15 "$2"; return 0; }
+source tests-mpi/common.sh mpi-eval
 
-cat >"$W/t.yaml" <<YAML
-bert_config: $PWD/configs/config_bert_tiny.json
-image_res: 32
-vision_width: 64
-embed_dim: 16
-batch_size: 4
-queue_size: 32
-img_prune: {begin_layer: [2, 4, 10], num_act_layers: [2, 6, 2], keep_ratio: [0.75, 0.5, 0.25]}
-vision: {patch_size: 8, embed_dim: 64, depth: 12, num_heads: 4, mlp_ratio: 2}
-optimizer: {opt: adamW, lr: 1e-3, weight_decay: 0.02}
-schedular: {sched: cosine, lr: 1e-3, epochs: 50, min_lr: 1e-4, warmup_lr: 1e-4, warmup_epochs: 1, warmup_step_size: 2}
-train: {max_steps: 3, checkpoint_every: 3, keep_checkpoints: 1, log_every: 1, seed: 7}
-data: {synthetic: {images: 64, size: 32}}
-YAML
+tiny_config "$W/t.yaml" "max_steps: 3, checkpoint_every: 3, keep_checkpoints: 1, log_every: 1, seed: 7"
 if ! timeout -k 5 300 "$ELIP" train --config "$W/t.yaml" --vocab "$VOCAB" --out "$W/run" --threads 1 >"$W/train.log" 2>&1 ||
     ! timeout -k 5 120 "$ELIP" synth --out "$W/synth" --images 30 --size 40 --seed 3 --test-fraction 0.5 --quiet >"$W/synth.log" 2>&1; then
     fail "setup (train 3 steps, synth)" "$W/train.log"

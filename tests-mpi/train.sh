@@ -10,41 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=${ELIP_BIN_PATH:-$(swift build ${BUILD_FLAGS:-} --show-bin-path)}
-ELIP="$BIN/elip"
-[[ -x $ELIP ]] || { echo "tests-mpi/train: no $ELIP; build first" >&2; exit 2; }
-VOCAB=${ELIP_VOCAB:-assets/bert-base-uncased-vocab.txt}
-[[ -f $VOCAB ]] || { echo "tests-mpi/train: no vocabulary at $VOCAB; run make setup" >&2; exit 2; }
-MPIRUN=(mpirun --oversubscribe --bind-to none)
-if [[ $(id -u) -eq 0 ]]; then
-    MPIRUN+=(--allow-run-as-root)
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
-read -r -a EXTRA <<<"${ELIP_MPIRUN_ARGS:-}"
-MPIRUN+=("${EXTRA[@]}")
-W=$(mktemp -d "${TMPDIR:-/tmp}/elip-mpi-train.XXXXXX")
-passed=0
-failed=0
-pass() { echo "PASS $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1"; failed=$((failed + 1)); [[ -f ${2:-/dev/null} ]] && tail -15 "$2"; return 0; }
+source tests-mpi/common.sh mpi-train
 
-# A tiny model; dropout off so that runs with different rank counts can be compared.
-config() {  # config FILE [extra train keys]
-    cat >"$1" <<YAML
-bert_config: $PWD/configs/config_bert_tiny.json
-image_res: 32
-vision_width: 64
-embed_dim: 16
-batch_size: 4
-queue_size: 32
-img_prune: {begin_layer: [2, 4, 10], num_act_layers: [2, 6, 2], keep_ratio: [0.75, 0.5, 0.25]}
-vision: {patch_size: 8, embed_dim: 64, depth: 12, num_heads: 4, mlp_ratio: 2}
-optimizer: {opt: adamW, lr: 1e-3, weight_decay: 0.02}
-schedular: {sched: cosine, lr: 1e-3, epochs: 50, min_lr: 1e-4, warmup_lr: 1e-4, warmup_epochs: 1, warmup_step_size: 2}
-train: {max_steps: 3, checkpoint_every: 1, keep_checkpoints: 5, log_every: 1, seed: 7, dropout: false, global_negatives: true${2:-}}
-data: {synthetic: {images: 64, size: 32}}
-YAML
+config() {  # config FILE [extra train keys]; dropout off so runs with different rank counts compare
+    tiny_config "$1" "max_steps: 3, checkpoint_every: 1, keep_checkpoints: 5, log_every: 1, seed: 7, dropout: false, global_negatives: true${2:-}"
 }
+
 config "$W/t.yaml"
 train() {  # train NP OUT [args...]
     local np=$1 out=$2
