@@ -83,6 +83,20 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue(records.allSatisfy { $0.lossITA.isFinite && $0.times.forward > 0 && $0.residentMB > 0 })
     }
 
+    /// The time limit stops every rank with a checkpoint, well before max_steps.
+    func testTimeLimitStopsWithACheckpoint() throws {
+        let run = newRun()
+        let t = try makeTrainer(try trainerConfig(steps: 10_000), run: run)
+        var o = t.options
+        o.timeLimit = 0.5
+        let limited = try Trainer(config: t.config, options: o, communicator: .singleProcess(), source: t.source)
+        let reason = try limited.run()
+        XCTAssertTrue(reason.contains("time limit"), reason)
+        XCTAssertLessThan(limited.state.step, 10_000)
+        XCTAssertEqual(CheckpointStore(runDirectory: run).list().first?.lastPathComponent,
+                       String(format: "step-%08d", limited.state.step))
+    }
+
     /// A resumed run with another config is refused with a message naming the checkpoint.
     func testResumeRefusesAnotherConfig() throws {
         let run = newRun()
