@@ -7,6 +7,7 @@
 #  5. ranks with different configs are refused (fingerprint check)
 #  6. SIGUSR1 (Slurm pre-emption): every rank finishes its step, rank 0 checkpoints, exit 0
 #  7. synth -> build-dataset -> train from LMDB shards -> resume, all under mpirun
+#  8. cluster/launch.sh's mpirun line (dry run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -117,6 +118,16 @@ if "$ELIP" synth --out "$W/corpus" --images 40 --size 48 --seed 3 >"$W/synth.log
     pass "synth -> build-dataset (2 ranks) -> train from LMDB shards (2 ranks) -> resume"
 else
     fail "LMDB data path" "$W/shard-train.log"
+fi
+
+# 8. cluster/launch.sh builds the mpirun line (dry run: ranks, threads, binding, interface).
+if out=$(cluster/launch.sh --hostfile cluster/hosts.example --ranks-per-node 2 --threads-per-rank 4 --iface eth0 \
+        --elip "$ELIP" --dry-run -- train --config configs/debug.yaml 2>&1) &&
+    grep -q -- "-np 8 -x ELIP_THREADS=4" <<<"$out" && grep -q -- "--map-by ppr:2:node:PE=4 --bind-to core" <<<"$out" &&
+    grep -q -- "btl_tcp_if_include eth0" <<<"$out" && grep -q -- "train --config configs/debug.yaml --threads 4" <<<"$out"; then
+    pass "cluster/launch.sh: 4 hosts x 2 ranks x 4 threads -> mpirun -np 8 with core binding and eth0"
+else
+    echo "$out" >"$W/launch.log"; fail "cluster/launch.sh dry run" "$W/launch.log"
 fi
 
 echo "mpi-train: $passed passed, $failed failed"
