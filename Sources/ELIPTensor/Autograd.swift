@@ -13,6 +13,7 @@ public enum Autograd {
     struct Entry {
         let backward: () -> Void
         let finalizes: [Tensor]
+        let op: StaticString
     }
 
     nonisolated(unsafe) static var tape: [Entry] = []
@@ -73,7 +74,7 @@ public enum Autograd {
         }
         let hook = onParameterGradientFinal
         while let entry = tape.popLast() {
-            entry.backward()
+            StepProfiler.timeBackward(entry.op, entry.backward)
             if let hook { for p in entry.finalizes { hook(p) } }
         }
     }
@@ -91,6 +92,7 @@ public enum Autograd {
     static func record(_ output: Tensor, inputs: [Tensor], op: StaticString = #function,
                        _ backward: @escaping (UnsafeMutablePointer<Float>) -> Void) -> Tensor {
         if detectAnomalies && firstNonFinite == nil { checkFinite(output, op: op) }
+        StepProfiler.forwardOpDone(op)
         guard gradEnabled, inputs.contains(where: { $0.requiresGrad }) else { return output }
         output.requiresGrad = true
         var finalizes: [Tensor] = []
@@ -100,7 +102,7 @@ public enum Autograd {
         tape.append(Entry(backward: {
             // The output may be unreachable from the loss: then no gradient was allocated.
             if let g = output.existingGrad { backward(g) }
-        }, finalizes: finalizes))
+        }, finalizes: finalizes, op: op))
         return output
     }
 }

@@ -10,7 +10,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks (build with -c release for meaningful numbers).",
-        subcommands: [BenchOpsCommand.self, BenchDataCommand.self, BenchLoaderCommand.self]
+        subcommands: [BenchOpsCommand.self, BenchDataCommand.self, BenchLoaderCommand.self, BenchTrainStepCommand.self]
     )
 }
 
@@ -40,7 +40,7 @@ struct BenchOpsCommand: ParsableCommand {
         if let threads { Threads.configure(threads) }
         let n = Threads.count
         var report: [String: Any] = ["threads": n, "isa": String(cString: elip_fma_probe_isa())]
-        let peak = measurePeak(threads: n)
+        let peak = Self.measurePeak(threads: n)
         report["fma_peak_gflops"] = peak
         if !json { print(String(format: "threads %d, FMA peak %.1f GFLOP/s (%@)", n, peak, String(cString: elip_fma_probe_isa()))) }
 
@@ -123,7 +123,7 @@ struct BenchOpsCommand: ParsableCommand {
     }
 
     /// Runs the FMA probe on every thread at once for a fixed number of iterations; best of 5.
-    func measurePeak(threads: Int) -> Double {
+    static func measurePeak(threads: Int) -> Double {
         var best = 0.0
         let iterations: Int64 = 20_000_000
         for _ in 0..<5 {

@@ -1,0 +1,200 @@
+import ArgumentParser
+import CKernels
+import Dispatch
+import ELIPModel
+import ELIPTensor
+import ELIPTrain
+import Foundation
+
+struct BenchTrainStepCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train-step",
+        abstract: "Times full ELIP-ALBEF pre-training steps on synthetic inputs.",
+        discussion: """
+        One step = text encoders, the pruned ViT with its scoring passes, the momentum model,
+        ITC / ITM / MLM, backward and AdamW, exactly as `elip train` runs it on one rank. Inputs are
+        random images and captions of --text-length tokens (a few padded). After --warmup steps,
+        --steps steps are timed; the report gives the median seconds per step, images/s, the FLOP
+        count of the step (2 m n k summed over every sgemm that ran, so pruning is included),
+        effective GFLOP/s against the measured FMA peak and sgemm peak, time per phase and per op
+        kind (non-GEMM time; forward ops are charged the time since the previous op finished), and
+        resident memory. Build with -c release.
+        """
+    )
+    @Option(help: "Training config (model and optimizer sections); default: --preset.")
+    var config: String?
+    @Option(help: "Built-in model when no --config: albef-base (ViT-B/16 at 256 px + BERT-base, SPEC §3).")
+    var preset = "albef-base"
+    @Option(help: "Images per step.")
+    var batch = 4
+    @Option(help: "Caption length in tokens.")
+    var textLength = 25
+    @Option(help: "Timed steps.")
+    var steps = 5
+    @Option(help: "Untimed steps first (allocator and BLAS warm-up).")
+    var warmup = 1
+    @Flag(help: "Turn ELIP pruning off (the ALBEF baseline).")
+    var noPrune = false
+    @Option(help: "Override the pruning scoring: look_ahead (the paper's) or inline (ablation).")
+    var scoring: String?
+    @Flag(help: "Dropout off (evaluation-mode step).")
+    var noDropout = false
+    @Option(help: "Threads for BLAS and the engine (default: ELIP_THREADS or all cores).")
+    var threads: Int?
+    @Flag(help: "Print one JSON line instead of tables.")
+    var json = false
+
+    func run() throws {
+        if let threads { Threads.configure(threads) }
+        var model: ALBEFConfig
+        var hyper = AdamW.Hyperparameters()
+        var source: String
+        if let config {
+            let c = try TrainingConfig.load(config)
+            model = c.model
+            hyper = c.optimizer
+            source = config
+        } else {
+            guard preset == "albef-base" else { throw ValidationError("unknown preset '\(preset)' (known: albef-base)") }
+            model = ALBEFConfig()
+            source = "preset albef-base"
+        }
+        guard batch >= 1, steps >= 1, warmup >= 0, textLength >= 2 else {
+            throw ValidationError("--batch, --steps and --text-length must be positive (--text-length at least 2)")
+        }
+        if noPrune { model.prune = nil }
+        if let scoring {
+            guard let mode = PruneScoring(rawValue: scoring) else {
+                throw ValidationError("--scoring must be \(PruneScoring.allCases.map(\.rawValue).joined(separator: " or "))")
+            }
+            model.prune?.scoring = mode
+        }
+        model.batchSize = batch
+
+        let isa = String(cString: elip_fma_probe_isa())
+        let fmaPeak = BenchOpsCommand.measurePeak(threads: Threads.count)
+        let gemmPeak = try Self.measureGEMMPeak()
+        let albef = try ALBEFModel(config: model)
+        try albef.initialiseRandomly(seed: 1)
+        let optimizer = AdamW(arena: albef.online, hyper: hyper)
+        let input = try Self.syntheticBatch(config: model, batch: batch, length: textLength, seed: 7)
+        let pruneText = model.prune.map { p in
+            "\(p.scoring.rawValue) (keeps \(p.keepCounts(patchCount: model.patchCount).map(String.init).joined(separator: "/")) of \(model.patchCount))"
+        } ?? "off"
+        if !json {
+            print("ELIP-ALBEF step: \(source), batch \(batch), text \(textLength) tokens, pruning \(pruneText), threads \(Threads.count)")
+            print(String(format: "FMA peak %.1f GFLOP/s (%@), sgemm peak %.1f GFLOP/s (M=%d N=2304 K=768)", fmaPeak, isa, gemmPeak, 4 * 257))
+            print(String(format: "parameters: %.1f M trainable, %.1f M momentum", Double(albef.online.used) / 1e6, Double(albef.momentum.used) / 1e6))
+        }
+
+        var times: [Double] = [], flops: [Double] = [], gemmSeconds: [Double] = [], rss: [Double] = []
+        var sections: [[String: Double]] = [], ops: [[String: Double]] = []
+        for i in 0..<(warmup + steps) {
+            StepProfiler.start()
+            let t0 = ProcessStats.now()
+            StepProfiler.begin("zero-grad")
+            albef.online.zeroGradients()
+            StepProfiler.end()
+            var randomness = StepRandomness(seed: UInt64(100 + i), dropout: !noDropout)
+            let out = try albef.forward(input, alpha: model.alpha, randomness: &randomness)
+            StepProfiler.begin("backward")
+            try Autograd.backward(from: out.loss)
+            StepProfiler.end()
+            StepProfiler.begin("optimizer")
+            optimizer.update(lr: 1e-4)
+            StepProfiler.end()
+            let dt = ProcessStats.now() - t0
+            StepProfiler.stop()
+            guard out.loss.scalar.isFinite else { throw ValidationError("step \(i + 1): non-finite loss \(out.loss.scalar)") }
+            let residentMiB = Double(ProcessStats.residentBytes()) / 1_048_576
+            if !json {
+                let tag = i < warmup ? "warm-up" : "step"
+                FileHandle.standardError.write(String(format: "  %@ %d: %.2f s, loss %.3f, RSS %.0f MiB\n", tag, i + 1, dt, out.loss.scalar, residentMiB).data(using: .utf8)!)
+            }
+            guard i >= warmup else { continue }
+            times.append(dt)
+            flops.append(GEMMProfiler.flops)
+            gemmSeconds.append(GEMMProfiler.seconds)
+            rss.append(residentMiB)
+            sections.append(StepProfiler.sectionSeconds)
+            ops.append(StepProfiler.opSeconds)
+        }
+
+        let t = median(times), f = median(flops), gs = median(gemmSeconds)
+        // Per-key medians across the timed steps.
+        func medians(_ rows: [[String: Double]]) -> [String: Double] {
+            let keys = Set(rows.flatMap(\.keys))
+            return Dictionary(uniqueKeysWithValues: keys.map { k in (k, median(rows.map { $0[k] ?? 0 })) })
+        }
+        let phase = medians(sections), op = medians(ops)
+        let topLevel = phase.filter { !$0.key.contains("/") }
+        let covered = topLevel.values.reduce(0, +)
+        var opKinds = op
+        opKinds["sgemm"] = gs
+        let peakMiB = Double(ProcessStats.peakResidentBytes()) / 1_048_576
+        let report: [String: Any] = [
+            "source": source, "batch": batch, "text_length": textLength, "pruning": pruneText, "threads": Threads.count,
+            "isa": isa, "fma_peak_gflops": fmaPeak, "sgemm_peak_gflops": gemmPeak,
+            "steps": steps, "step_seconds_median": t, "step_seconds": times, "images_per_second": Double(batch) / t,
+            "gflop_per_step": f / 1e9, "effective_gflops": f / t / 1e9,
+            "share_of_fma_peak": f / t / 1e9 / fmaPeak, "share_of_sgemm_peak": f / t / 1e9 / gemmPeak,
+            "gemm_seconds": gs, "gemm_gflops": f / gs / 1e9,
+            "phase_seconds": phase.merging(["other": max(0, t - covered)]) { a, _ in a },
+            "op_seconds": opKinds,
+            "rss_mib_per_step": rss, "peak_rss_mib": peakMiB,
+        ]
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        print(String(format: "\nstep %.3f s (median of %d; min %.3f, max %.3f), %.2f images/s", t, steps, times.min()!, times.max()!, Double(batch) / t))
+        print(String(format: "FLOP per step %.1f GFLOP (sgemm), effective %.1f GFLOP/s = %.1f%% of FMA peak, %.1f%% of sgemm peak",
+                     f / 1e9, f / t / 1e9, 100 * f / t / 1e9 / fmaPeak, 100 * f / t / 1e9 / gemmPeak))
+        print(String(format: "sgemm time %.3f s (%.1f%% of the step) at %.1f GFLOP/s", gs, 100 * gs / t, f / gs / 1e9))
+        print("\nphase                         seconds   share")
+        for (k, v) in phase.sorted(by: { $0.key < $1.key }) {
+            let name = k.split(separator: "/").count > 1 ? "  " + k : k
+            print(name.padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: "%9.3f  %5.1f%%", v, 100 * v / t))
+        }
+        print("other".padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: "%9.3f  %5.1f%%", max(0, t - covered), 100 * max(0, t - covered) / t))
+        print("\nop kind (non-GEMM time)       seconds   share")
+        for (k, v) in opKinds.sorted(by: { $0.value > $1.value }) where v >= 0.0005 {
+            print(k.padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: "%9.3f  %5.1f%%", v, 100 * v / t))
+        }
+        print(String(format: "\nresident memory: peak %.0f MiB; after timed steps %.0f -> %.0f MiB", peakMiB, rss.first!, rss.last!))
+    }
+
+    /// sgemm GFLOP/s on the ViT-B qkv shape (best of 5): the GEMM ceiling the step can reach.
+    static func measureGEMMPeak() throws -> Double {
+        let m = 4 * 257, n = 2304, k = 768
+        let a = Tensor.full([m * k], 0.01), b = Tensor.full([k * n], 0.02), c = Tensor.zeros([m * n])
+        try GEMM.run(a, b, into: c, transB: true, m: m, n: n, k: k)
+        var best = 0.0
+        for _ in 0..<5 {
+            let t0 = ProcessStats.now()
+            try GEMM.run(a, b, into: c, transB: true, m: m, n: n, k: k)
+            best = max(best, 2.0 * Double(m * n * k) / (ProcessStats.now() - t0) / 1e9)
+        }
+        return best
+    }
+
+    /// Random normalised images and captions: [CLS] + random word pieces, the last few rows padded.
+    static func syntheticBatch(config: ALBEFConfig, batch: Int, length: Int, seed: UInt64) throws -> PretrainBatch {
+        var g = SeededGenerator(seed: seed)
+        let res = config.imageRes
+        let pixels = (0..<(batch * 3 * res * res)).map { _ in g.nextNormal() }
+        var ids: [Int] = [], mask: [Int] = []
+        let vocab = config.bert.vocabSize
+        for b in 0..<batch {
+            let used = max(2, length - 3 * (b % 3))  // some captions shorter than the batch length
+            for j in 0..<length {
+                let real = j < used
+                ids.append(!real ? 0 : j == 0 ? 101 : j == used - 1 ? 102 : 1000 + Int(g.next() % UInt64(max(1, vocab - 1000))))
+                mask.append(real ? 1 : 0)
+            }
+        }
+        return PretrainBatch(images: try Tensor(pixels, shape: [batch, 3, res, res]),
+                             text: try TextBatch(ids: ids, mask: mask, batch: batch, length: length))
+    }
+}
