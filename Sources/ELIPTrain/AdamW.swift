@@ -1,3 +1,4 @@
+import CKernels
 import ELIPTensor
 import Foundation
 
@@ -22,17 +23,24 @@ public final class AdamW {
     public private(set) var exp_avg_sq: [Float]
     /// Steps taken (bias correction).
     public private(set) var step = 0
-    /// Per-float weight decay factor (0 or weightDecay), arena layout.
-    private var decay: [Float]
+    /// Contiguous arena runs sharing one weight decay (0 or weightDecay), covering the arena.
+    private var decayRuns: [(start: Int, count: Int, decay: Float)] = []
 
     public init(arena: ParameterArena, hyper: Hyperparameters = Hyperparameters()) {
         self.arena = arena
         self.hyper = hyper
         exp_avg = [Float](repeating: 0, count: arena.used)
         exp_avg_sq = [Float](repeating: 0, count: arena.used)
-        decay = [Float](repeating: 0, count: arena.used)
-        for e in arena.entries where AdamW.decays(name: e.name, shape: e.shape) {
-            for i in e.offset..<(e.offset + e.count) { decay[i] = hyper.weightDecay }
+        // Each entry's run reaches to the next entry (alignment padding is zero and stays zero).
+        let entries = arena.entries.sorted { $0.offset < $1.offset }
+        for (i, e) in entries.enumerated() {
+            let end = i + 1 < entries.count ? entries[i + 1].offset : arena.used
+            let wd: Float = AdamW.decays(name: e.name, shape: e.shape) ? hyper.weightDecay : 0
+            if let last = decayRuns.last, last.decay == wd, last.start + last.count == e.offset {
+                decayRuns[decayRuns.count - 1].count += end - e.offset
+            } else {
+                decayRuns.append((e.offset, end - e.offset, wd))
+            }
         }
     }
 
@@ -47,17 +55,14 @@ public final class AdamW {
         let b1 = hyper.beta1, b2 = hyper.beta2, eps = hyper.eps
         let bc1 = 1 - powf(b1, Float(step)), bc2 = 1 - powf(b2, Float(step))
         let stepSize = lr / bc1, bc2Sqrt = bc2.squareRoot()
-        let p = arena.values, g = arena.gradients
+        guard let p = arena.values.baseAddress, let g = arena.gradients.baseAddress else { return }
         exp_avg.withUnsafeMutableBufferPointer { m in
             exp_avg_sq.withUnsafeMutableBufferPointer { v in
-                decay.withUnsafeBufferPointer { wd in
-                    Threads.parallelFor(p.count, grain: 1 << 15) { r in
-                        for i in r {
-                            p[i] *= 1 - lr * wd[i]
-                            m[i] = b1 * m[i] + (1 - b1) * g[i]
-                            v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
-                            p[i] -= stepSize * m[i] / (v[i].squareRoot() / bc2Sqrt + eps)
-                        }
+                guard let m = m.baseAddress, let v = v.baseAddress else { return }
+                for run in decayRuns {
+                    Threads.parallelFor(run.count, grain: 1 << 16) { r in
+                        let o = run.start + r.lowerBound
+                        elip_adamw(p + o, g + o, m + o, v + o, Int64(r.count), lr, run.decay, b1, b2, eps, stepSize, bc2Sqrt)
                     }
                 }
             }

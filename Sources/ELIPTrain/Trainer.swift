@@ -258,8 +258,7 @@ public final class Trainer {
         }
         var t0 = ProcessStats.now()
         let gradients = model.online.gradients
-        var sumSquares = 0.0
-        for g in gradients { sumSquares += Double(g) * Double(g) }
+        let sumSquares = Self.sumOfSquares(gradients)
         localFinite = localFinite && sumSquares.isFinite
         let anyBad = try comm.anyRankNonFinite(localFlag: !localFinite)
         times.communication += ProcessStats.now() - t0
@@ -291,6 +290,19 @@ public final class Trainer {
                              imagesPerSecond: Double(config.batchSize * micro * comm.size) / max(times.total, 1e-9),
                              times: times, keptTokens: kept, residentMB: Double(ProcessStats.residentBytes()) / 1_048_576,
                              skipped: anyBad, allReduceHiddenShare: reduction.hiddenShare)
+    }
+
+    /// sum g^2 over the arena in double, in fixed chunks combined in order (deterministic).
+    static func sumOfSquares(_ x: UnsafeMutableBufferPointer<Float>) -> Double {
+        guard let base = x.baseAddress, x.count > 0 else { return 0 }
+        let chunks = Threads.chunkCount(x.count, grain: 1 << 18)
+        var partial = [Double](repeating: 0, count: chunks)
+        partial.withUnsafeMutableBufferPointer { out in
+            Threads.parallelFor(x.count, grain: 1 << 18) { r in
+                out[Threads.chunkIndex(of: r.lowerBound, chunks: chunks, n: x.count)] = elip_sum_squares(base + r.lowerBound, Int64(r.count))
+            }
+        }
+        return partial.reduce(0, +)
     }
 
     /// Starts the bucketed all-reduce and feeds it as backward finishes parameters: the arena is

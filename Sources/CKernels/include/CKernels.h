@@ -56,3 +56,14 @@ void elip_sum_rows_into(const float *dy, float *db, int64_t rows, int64_t cols);
 /// 64-bit checksum of a byte range (multiply-xor mixing over 8-byte words; several GB/s).
 /// Not cryptographic: it detects torn or corrupted checkpoint files.
 uint64_t elip_checksum64(const void *data, int64_t n, uint64_t seed);
+
+// ---- Optimizer passes over parameter arenas ---------------------------------------------------
+
+/// AdamW (decoupled decay, torch.optim.AdamW): p *= 1 - lr wd; m = b1 m + (1 - b1) g;
+/// v = b2 v + (1 - b2) g^2; p -= step_size m / (sqrt(v) / sqrt(bias_correction2) + eps).
+void elip_adamw(float *p, const float *g, float *m, float *v, int64_t n, float lr, float weight_decay,
+                float beta1, float beta2, float eps, float step_size, float bias_correction2_sqrt);
+/// dst = momentum dst + (1 - momentum) src (EMA of a model's weights).
+void elip_ema(float *dst, const float *src, int64_t n, float momentum);
+/// sum x[i]^2 accumulated in double (gradient norms).
+double elip_sum_squares(const float *x, int64_t n);
