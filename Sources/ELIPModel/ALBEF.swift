@@ -1,3 +1,4 @@
+import CKernels
 import ELIPNN
 import Foundation
 import ELIPTensor
@@ -130,10 +131,10 @@ public final class ALBEFModel {
     /// `p_m = m p_m + (1 - m) p` over all paired parameters.
     public func momentumUpdate() {
         let m = config.momentum
-        let src = online.values, dst = momentum.values
+        guard let src = online.values.baseAddress, let dst = momentum.values.baseAddress else { return }
         for (o, mo, n) in pairedRanges {
             Threads.parallelFor(n, grain: 1 << 16) { r in
-                for i in r { dst[mo + i] = dst[mo + i] * m + src[o + i] * (1 - m) }
+                elip_ema(dst + mo + r.lowerBound, src + o + r.lowerBound, Int64(r.count), m)
             }
         }
     }
@@ -179,20 +180,25 @@ public final class ALBEFModel {
             : nil
 
         // Text encoder, then the ViT pruned under the guidance of the text [CLS].
+        StepProfiler.begin("text")
         let textEmbeds = try textEncoder.encodeText(batch.text, dropout: dropout)
         let textCLS = try Self.cls(textEmbeds)
         let textFeat = try textProj(textCLS).l2Normalized()
+        StepProfiler.end()
+        StepProfiler.begin("vision")
         let pruning = config.prune.map {
             ELIPPruning(schedule: $0, patchCount: config.patchCount, textCLS: textCLS, lambda: config.pruneLambda)
         }
         let vision = try visualEncoder(batch.images, pruning: pruning)
         let imageEmbeds = vision.embeds
         let imageFeat = try visionProj(Self.cls(imageEmbeds)).l2Normalized()
+        StepProfiler.end()
 
         // Momentum features (no gradient; the momentum ViT is never pruned).
+        StepProfiler.begin("momentum")
         let (imageEmbedsM, queueImages, queueTexts, simTargetsI2T, simTargetsT2I, imageFeatAll, textFeatAll) =
             try Autograd.noGrad { () throws -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor) in
-                momentumUpdate()
+                StepProfiler.section("ema") { momentumUpdate() }
                 let textM = try textEncoderM.encodeText(batch.text, dropout: nil)
                 let textFeatM = try textProjM(Self.cls(textM)).l2Normalized()
                 let imageEmbedsM = try visualEncoderM(batch.images).embeds
@@ -213,7 +219,9 @@ public final class ALBEFModel {
                 return (imageEmbedsM, imagesAllRanks, textsAllRanks, targetI2T, targetT2I, imageAll, textAll)
             }
 
+        StepProfiler.end()
         // ITC with momentum distillation.
+        StepProfiler.begin("itc")
         let simI2T = try imageFeat.matmul(textFeatAll) / temp
         let simT2I = try textFeat.matmul(imageFeatAll) / temp
         let lossI2T = try simI2T.softCrossEntropy(targets: simTargetsI2T)
@@ -222,8 +230,9 @@ public final class ALBEFModel {
 
         Autograd.noGrad { enqueue(imageFeatures: queueImages, textFeatures: queueTexts) }
 
+        StepProfiler.end()
         // ITM: positives, then hard negatives drawn from the similarity softmax over the batch.
-        let outputPos = try textEncoder.fuse(textEmbeds, mask: batch.text, image: imageEmbeds, dropout: dropout)
+        StepProfiler.begin("itm")
         let candidates = bs * world
         let negImage: [Int], negText: [Int]
         if let given = randomness.negativeImageForText, let givenText = randomness.negativeTextForImage {
@@ -237,8 +246,19 @@ public final class ALBEFModel {
             negText = Self.sampleNegatives(simI2T, candidates: candidates, rowOffset: offset,
                                            seed: randomness.samplingSeed, stream: 2)
         }
-        // Negatives come from this rank's batch, or from every rank's (gathered with gradient).
-        let imagePool = try global.map { try imageEmbeds.allGatherRows($0) } ?? imageEmbeds
+        // The fusion layers' image keys/values are computed once per image and shared by the
+        // positive, negative and MLM passes. Negatives come from this rank's images, or from
+        // every rank's (gathered with gradient).
+        let contextImages: Tensor, negImageRows: [Int]
+        if let global {
+            let imagePool = try imageEmbeds.allGatherRows(global)
+            contextImages = try Tensor.concat([imageEmbeds, imagePool.gatherRows(negImage)], axis: 0)
+            negImageRows = Array(bs..<(2 * bs))
+        } else {
+            contextImages = imageEmbeds
+            negImageRows = negImage
+        }
+        let imageContext = try textEncoder.imageContext(contextImages)
         let textPool = try global.map { try textEmbeds.allGatherRows($0) } ?? textEmbeds
         let maskPool: TextBatch
         if let global {
@@ -247,15 +267,16 @@ public final class ALBEFModel {
         } else {
             maskPool = batch.text
         }
-        let imageEmbedsNeg = try imagePool.gatherRows(negImage)
         let textEmbedsNeg = try textPool.gatherRows(negText)
-        let textAll = try Tensor.concat([textEmbeds, textEmbedsNeg], axis: 0)
-        let maskAll = try TextBatch.concat(batch.text, maskPool.rows(negText))
-        let imageAllEmbeds = try Tensor.concat([imageEmbedsNeg, imageEmbeds], axis: 0)
-        let outputNeg = try textEncoder.fuse(textAll, mask: maskAll, image: imageAllEmbeds, dropout: dropout)
-        let vl = try Tensor.concat([Self.cls(outputPos), Self.cls(outputNeg)], axis: 0)
+        // One fusion pass in ALBEF's row order: positives (text b, image b), then
+        // (text b, negative image), then (negative text, image b).
+        let itmText = try Tensor.concat([textEmbeds, textEmbeds, textEmbedsNeg], axis: 0)
+        let itmMask = try TextBatch.concat(TextBatch.concat(batch.text, batch.text), maskPool.rows(negText))
+        let itmImageRows = Array(0..<bs) + negImageRows + Array(0..<bs)
+        let fused = try textEncoder.fuse(itmText, mask: itmMask, image: imageContext, imageRows: itmImageRows, dropout: dropout)
         let itmLabels = [Int](repeating: 1, count: bs) + [Int](repeating: 0, count: 2 * bs)
-        let lossITM = try itmHead(vl).crossEntropy(labels: itmLabels)
+        let lossITM = try itmHead(Self.cls(fused)).crossEntropy(labels: itmLabels)
+        StepProfiler.end()
 
         // MLM with distillation from the momentum model; only masked rows reach the vocab head.
         let (mlmIds, mlmLabels) = try maskedLanguageInputs(batch.text, randomness: randomness)
@@ -270,22 +291,26 @@ public final class ALBEFModel {
             mlmScale = 1
         }
         let lossMLM: Tensor
+        StepProfiler.begin("mlm")
         if maskedRows.isEmpty {
             lossMLM = Tensor(scalar: 0)
         } else {
             let h = bert.hiddenSize
             let teacher = try Autograd.noGrad {
                 let states = try textEncoderM.encode(textEncoderM.embed(mlmText, dropout: nil), mask: mlmText,
-                                                     layers: 0..<textEncoderM.layers.count, image: imageEmbedsM, dropout: nil)
+                                                     layers: 0..<textEncoderM.layers.count,
+                                                     image: textEncoderM.imageContext(imageEmbedsM), dropout: nil)
                 return try textEncoderM.mlmLogits(states.reshaped([bs * batch.text.length, h]).gatherRows(maskedRows)).softmax()
             }
             let states = try textEncoder.encode(textEncoder.embed(mlmText, dropout: dropout), mask: mlmText,
-                                                layers: 0..<textEncoder.layers.count, image: imageEmbeds, dropout: dropout)
+                                                layers: 0..<textEncoder.layers.count, image: imageContext,
+                                                imageRows: Array(0..<bs), dropout: dropout)
             let logits = try textEncoder.mlmLogits(states.reshaped([bs * batch.text.length, h]).gatherRows(maskedRows))
             let hard = try logits.crossEntropy(labels: maskedRows.map { mlmLabels[$0] })
             let soft = try logits.softCrossEntropy(targets: teacher)
             lossMLM = try (hard.scaled(1 - alpha) + soft.scaled(alpha)).scaled(mlmScale)
         }
+        StepProfiler.end()
 
         let loss = try lossMLM + lossITA + lossITM
         return PretrainOutput(lossMLM: lossMLM, lossITA: lossITA, lossITM: lossITM, loss: loss,

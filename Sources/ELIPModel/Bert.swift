@@ -33,13 +33,22 @@ public final class BertAttention {
         layerNorm = try LayerNorm(scope["output"]["LayerNorm"], dim: hidden, eps: eps)
     }
 
-    /// `context` nil: self-attention with the additive key mask; otherwise cross-attention to the
-    /// context tokens (no mask: every image token is real).
-    func callAsFunction(_ x: Tensor, keyMask: [Float]?, context: Tensor?, dropout: DropoutStream?) throws -> Tensor {
-        let src = context ?? x
-        let attn = try Tensor.attention(query: query(x), key: key(src), value: value(src), heads: heads,
-                                        keyMask: context == nil ? keyMask : nil,
+    /// Self-attention with the additive key mask.
+    func callAsFunction(_ x: Tensor, keyMask: [Float], dropout: DropoutStream?) throws -> Tensor {
+        let attn = try Tensor.attention(query: query(x), key: key(x), value: value(x), heads: heads, keyMask: keyMask,
                                         dropout: dropout.map { ($0.attention, $0.nextSeed()) }).output
+        return try outputSublayer(attn, residual: x, dropout: dropout)
+    }
+
+    /// Cross-attention of caption b to image `context.rows[b]` (no mask: every image token is real).
+    func callAsFunction(_ x: Tensor, context: ImageContext.Layer, rows: [Int], dropout: DropoutStream?) throws -> Tensor {
+        let attn = try Tensor.attention(query: query(x), key: context.keys, value: context.values, keyRows: rows,
+                                        heads: heads, dropout: dropout.map { ($0.attention, $0.nextSeed()) }).output
+        return try outputSublayer(attn, residual: x, dropout: dropout)
+    }
+
+    /// LayerNorm(x + dropout(dense(attn))).
+    func outputSublayer(_ attn: Tensor, residual x: Tensor, dropout: DropoutStream?) throws -> Tensor {
         var h = try dense(attn)
         if let dropout { h = try h.dropout(dropout.hidden, seed: dropout.nextSeed()) }
         return try layerNorm(h + x)
@@ -62,18 +71,32 @@ public final class BertLayer {
         outputNorm = try LayerNorm(scope["output"]["LayerNorm"], dim: h, eps: eps)
     }
 
-    func callAsFunction(_ x: Tensor, keyMask: [Float], image: Tensor?, dropout: DropoutStream?) throws -> Tensor {
-        var h = try attention(x, keyMask: keyMask, context: nil, dropout: dropout)
+    func callAsFunction(_ x: Tensor, keyMask: [Float], image: (ImageContext.Layer, rows: [Int])?,
+                        dropout: DropoutStream?) throws -> Tensor {
+        var h = try attention(x, keyMask: keyMask, dropout: dropout)
         if let crossAttention {
             guard let image else {
                 throw TensorError.invalidArgument(op: "BertLayer", reason: "a fusion layer needs image tokens")
             }
-            h = try crossAttention(h, keyMask: nil, context: image, dropout: dropout)
+            h = try crossAttention(h, context: image.0, rows: image.rows, dropout: dropout)
         }
         var f = try output(intermediate(h).gelu())
         if let dropout { f = try f.dropout(dropout.hidden, seed: dropout.nextSeed()) }
         return try outputNorm(f + h)
     }
+}
+
+/// The image tokens' cross-attention keys and values for every fusion layer, computed once per
+/// image and shared by every caption that attends to it (ITM positives and negatives, MLM,
+/// retrieval re-ranking): the projections of an image are the same whichever caption asks.
+public struct ImageContext {
+    public struct Layer {
+        /// [images, tokens, hidden] each.
+        public let keys: Tensor, values: Tensor
+    }
+    /// Indexed by layer - fusion_layer.
+    public let layers: [Layer]
+    public let imageCount: Int
 }
 
 /// Token ids and attention mask of a padded batch.
@@ -183,12 +206,36 @@ public final class BertModel {
         return x
     }
 
-    /// Runs layers `range` on hidden states [B, L, H] (image tokens needed for fusion layers).
-    public func encode(_ hidden: Tensor, mask: TextBatch, layers range: Range<Int>, image: Tensor? = nil,
-                       dropout: DropoutStream?) throws -> Tensor {
+    /// Cross-attention keys and values of image tokens [N, T, encoder_width] for every fusion layer.
+    public func imageContext(_ image: Tensor) throws -> ImageContext {
+        guard image.rank == 3 else {
+            throw TensorError.invalidShape(op: "BERT image context", shape: image.shape, reason: "needs [images, tokens, width]")
+        }
+        let fused = try layers[fusionLayer...].map { layer -> ImageContext.Layer in
+            guard let cross = layer.crossAttention else {
+                throw TensorError.invalidArgument(op: "BERT image context", reason: "layer has no cross-attention")
+            }
+            return ImageContext.Layer(keys: try cross.key(image), values: try cross.value(image))
+        }
+        return ImageContext(layers: fused, imageCount: image.shape[0])
+    }
+
+    /// Runs layers `range` on hidden states [B, L, H]. Fusion layers need the image context and
+    /// which image each caption attends to (`imageRows`, default: caption b -> image b).
+    public func encode(_ hidden: Tensor, mask: TextBatch, layers range: Range<Int>, image: ImageContext? = nil,
+                       imageRows: [Int]? = nil, dropout: DropoutStream?) throws -> Tensor {
         let keyMask = mask.additiveMask
+        let rows = imageRows ?? Array(0..<hidden.shape[0])
+        if let image {
+            guard rows.count == hidden.shape[0], rows.allSatisfy({ $0 >= 0 && $0 < image.imageCount }) else {
+                throw TensorError.invalidArgument(op: "BERT fusion", reason: "need \(hidden.shape[0]) image rows in [0, \(image.imageCount))")
+            }
+        }
         var x = hidden
-        for i in range { x = try layers[i](x, keyMask: keyMask, image: image, dropout: dropout) }
+        for i in range {
+            let cross = image.flatMap { i >= fusionLayer ? ($0.layers[i - fusionLayer], rows: rows) : nil }
+            x = try layers[i](x, keyMask: keyMask, image: cross, dropout: dropout)
+        }
         return x
     }
 
@@ -197,9 +244,16 @@ public final class BertModel {
         try encode(embed(text, dropout: dropout), mask: text, layers: 0..<fusionLayer, dropout: dropout)
     }
 
-    /// Fusion encoder (ALBEF mode 'fusion'): text states through the cross-attention layers.
+    /// Fusion encoder (ALBEF mode 'fusion'): text states through the cross-attention layers,
+    /// caption b attending to image tokens b.
     public func fuse(_ textStates: Tensor, mask: TextBatch, image: Tensor, dropout: DropoutStream?) throws -> Tensor {
-        try encode(textStates, mask: mask, layers: fusionLayer..<layers.count, image: image, dropout: dropout)
+        try encode(textStates, mask: mask, layers: fusionLayer..<layers.count, image: imageContext(image), dropout: dropout)
+    }
+
+    /// Fusion encoder with cached image keys/values: caption b attends to image `imageRows[b]`.
+    public func fuse(_ textStates: Tensor, mask: TextBatch, image: ImageContext, imageRows: [Int],
+                     dropout: DropoutStream?) throws -> Tensor {
+        try encode(textStates, mask: mask, layers: fusionLayer..<layers.count, image: image, imageRows: imageRows, dropout: dropout)
     }
 
     /// MLM logits [N, vocab] for hidden rows [N, H].

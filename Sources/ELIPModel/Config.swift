@@ -8,21 +8,48 @@ public struct ConfigError: Error, CustomStringConvertible {
     public var description: String { "\(file): \(message)" }
 }
 
+/// How a pruning stage scores the candidate tokens (SPEC §2).
+public enum PruneScoring: String, Codable, Sendable, CaseIterable {
+    /// The paper's method: the fused query runs through all of the stage's layers (no gradient)
+    /// and the stage's last layer's attention of position 0 scores the tokens.
+    case lookAhead = "look_ahead"
+    /// Ablation (EViT-style, cheaper): the fused query's attention in the stage's FIRST layer,
+    /// on the stage's input tokens; no look-ahead layers run.
+    case inline
+}
+
 /// ELIP pruning schedule (SPEC §2): stage j starts at layer `beginLayer[j]`, spans
 /// `numActLayers[j]` layers, and keeps floor(N0 * keepRatio[j]) tokens.
 public struct PruneConfig: Codable, Equatable, Sendable {
     public var beginLayer: [Int]
     public var numActLayers: [Int]
     public var keepRatio: [Double]
+    /// How tokens are scored (`scoring:` in `img_prune`; default `look_ahead`).
+    public var scoring: PruneScoring = .lookAhead
 
     enum CodingKeys: String, CodingKey {
-        case beginLayer = "begin_layer", numActLayers = "num_act_layers", keepRatio = "keep_ratio"
+        case beginLayer = "begin_layer", numActLayers = "num_act_layers", keepRatio = "keep_ratio", scoring
     }
 
-    public init(beginLayer: [Int], numActLayers: [Int], keepRatio: [Double]) {
+    public init(beginLayer: [Int], numActLayers: [Int], keepRatio: [Double], scoring: PruneScoring = .lookAhead) {
         self.beginLayer = beginLayer
         self.numActLayers = numActLayers
         self.keepRatio = keepRatio
+        self.scoring = scoring
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        beginLayer = try c.decode([Int].self, forKey: .beginLayer)
+        numActLayers = try c.decode([Int].self, forKey: .numActLayers)
+        keepRatio = try c.decode([Double].self, forKey: .keepRatio)
+        if let raw = try c.decodeIfPresent(String.self, forKey: .scoring) {
+            guard let mode = PruneScoring(rawValue: raw) else {
+                let modes = PruneScoring.allCases.map(\.rawValue).joined(separator: " or ")
+                throw ConfigError(file: "img_prune", message: "scoring must be \(modes), not '\(raw)'")
+            }
+            scoring = mode
+        }
     }
 
     /// Paper default for ALBEF (ELIP ALBEF/configs/Pretrain.yaml).
@@ -231,6 +258,8 @@ public struct ALBEFConfig {
                 do {
                     let json = try JSONSerialization.data(withJSONObject: p)
                     prune = try JSONDecoder().decode(PruneConfig.self, from: json)
+                } catch let e as ConfigError {
+                    throw ConfigError(file: file, message: "img_prune: \(e.message)")
                 } catch { throw ConfigError(file: file, message: "img_prune: \(error)") }
             } else {
                 prune = nil  // `img_prune: null` or `img_prune: false` turns pruning off

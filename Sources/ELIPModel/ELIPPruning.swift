@@ -11,6 +11,9 @@ import ELIPTensor
 ///  5. merge the rest into one token, weighted by their scores / (sum + 1e-6) — the weights are
 ///     constants, the features carry gradients;
 ///  6. new sequence: [CLS, kept..., merged] of length K_j + 2.
+///
+/// With `scoring: inline` (an ablation, not the paper's method) step 2 is skipped: the scores are
+/// the fused query's attention in the stage's FIRST layer, on the stage's input tokens.
 public struct ELIPPruning {
     public let schedule: PruneConfig
     public let keepCounts: [Int]
@@ -59,9 +62,10 @@ public struct ELIPPruning {
         guard keepCounts[stage] <= t - 1 else {
             throw TensorError.invalidArgument(op: "ELIP pruning", reason: "stage \(stage) keeps \(keepCounts[stage]) of \(t - 1) tokens")
         }
-        let first = schedule.beginLayer[stage], count = schedule.numActLayers[stage]
+        let first = schedule.beginLayer[stage]
+        let count = schedule.scoring == .inline ? 1 : schedule.numActLayers[stage]
         let stageBlocks = blocks[first..<(first + count)]
-        return try Autograd.noGrad {
+        return try StepProfiler.section(schedule.scoring == .inline ? "inline-scoring" : "look-ahead") { try Autograd.noGrad {
             let query = x.copy()
             query.withUnsafeMutableBufferPointer { q in
                 textCLS.withUnsafeBufferPointer { txt in
@@ -72,20 +76,21 @@ public struct ELIPPruning {
             }
             var h = query
             for block in stageBlocks.dropLast() { h = try block(h) }
-            let probs = try stageBlocks.last!.attentionProbabilities(h)  // [B, H, T, T]
+            // Only query position 0's attention row is needed in the scoring layer.
+            let probs = try stageBlocks.last!.clsAttentionProbabilities(h)  // [B, H, 1, T]
             let heads = probs.shape[1]
             var s = [Float](repeating: 0, count: b * (t - 1))
             probs.withUnsafeBufferPointer { p in
                 for i in 0..<b {
                     for hh in 0..<heads {
-                        let row = ((i * heads + hh) * t) * t  // query position 0
+                        let row = (i * heads + hh) * t
                         for k in 1..<t { s[i * (t - 1) + k - 1] += p[row + k] }
                     }
                     for k in 0..<(t - 1) { s[i * (t - 1) + k] /= Float(heads) }
                 }
             }
             return s
-        }
+        } }
     }
 
     /// Steps 4-5: the `keep` best tokens in original order, and merge weights for the rest.

@@ -29,6 +29,23 @@ public final class VisionBlock {
     public func attentionProbabilities(_ x: Tensor) throws -> Tensor {
         try qkv(norm1(x)).packedSelfAttention(heads: heads, returnProbabilities: true).probabilities!
     }
+
+    /// Attention probabilities [B, heads, 1, T] of query position 0 only ([CLS]) in this block's
+    /// self-attention on x: keys for every token, the query for one — what pruning scores need,
+    /// at about a third of the projection cost and none of the T x T attention.
+    public func clsAttentionProbabilities(_ x: Tensor) throws -> Tensor {
+        let b = x.shape[0], t = x.shape[1], d = x.shape[2]
+        let normed = try norm1(x)
+        // qkv's weight rows and bias are laid out [q | k | v].
+        func part(_ i: Int) throws -> (Tensor, Tensor?) {
+            (try qkv.weight.slice(axis: 0, start: i * d, length: d), try qkv.bias.map { try $0.slice(axis: 0, start: i * d, length: d) })
+        }
+        let (wq, bq) = try part(0), (wk, bk) = try part(1)
+        let q = try normed.slice(axis: 1, start: 0, length: 1).reshaped([b, d]).linear(wq, bq)
+        let k = try normed.linear(wk, bk)
+        let queries = try q.reshaped([b, 1, d]), keys = try k.reshaped([b, t, d])
+        return try Tensor.attention(query: queries, key: keys, value: keys, heads: heads, returnProbabilities: true).probabilities!
+    }
 }
 
 /// Output of the ViT: final-normed tokens and, when pruning ran, the kept token positions of

@@ -52,3 +52,60 @@ public enum GEMM {
               beta: accumulate ? 1 : 0, c: c.data)
     }
 }
+
+/// GEMM time and FLOPs of one worker inside a parallel region (the global profiler is not
+/// thread-safe; a region's workers tally privately and the region reports once).
+struct GEMMTally {
+    var gemmSeconds = 0.0
+    var busySeconds = 0.0
+    var flops = 0.0
+}
+
+/// Runs `body(range, chunk, tally)` over `0..<n` split across the engine's threads, each worker calling
+/// single-threaded BLAS (many small GEMMs in parallel beat one multi-threaded small GEMM at a
+/// time). Chunk boundaries depend only on `n` and the thread count, so results are deterministic.
+/// With profiling on, the region's wall time is split into GEMM and other in the proportion the
+/// workers measured.
+func parallelGEMMRegion(_ n: Int, _ body: (Range<Int>, Int, inout GEMMTally) -> Void) {
+    let chunks = Threads.chunkCount(n, grain: 1)
+    let tallies = UnsafeMutableBufferPointer<GEMMTally>.allocate(capacity: chunks)
+    tallies.initialize(repeating: GEMMTally())
+    defer { tallies.deallocate() }
+    let t0 = GEMMProfiler.enabled ? monotonicSeconds() : 0
+    Threads.withSingleThreadedBLAS(chunks > 1) {
+        Threads.parallelFor(n, grain: 1) { r in
+            let c = Threads.chunkIndex(of: r.lowerBound, chunks: chunks, n: n)
+            let s = GEMMProfiler.enabled ? monotonicSeconds() : 0
+            body(r, c, &tallies[c])
+            if GEMMProfiler.enabled { tallies[c].busySeconds += monotonicSeconds() - s }
+        }
+    }
+    if GEMMProfiler.enabled {
+        let wall = monotonicSeconds() - t0
+        let gemm = tallies.reduce(0.0) { $0 + $1.gemmSeconds }, busy = tallies.reduce(0.0) { $0 + $1.busySeconds }
+        GEMMProfiler.add(busy > 0 ? wall * gemm / busy : 0, tallies.reduce(0.0) { $0 + $1.flops })
+    }
+}
+
+/// sgemm inside a `parallelGEMMRegion` worker: counts into the worker's tally.
+@inline(__always)
+func sgemm(_ tally: inout GEMMTally, transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+           alpha: Float = 1, a: UnsafePointer<Float>, lda: Int? = nil, b: UnsafePointer<Float>, ldb: Int? = nil,
+           beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int? = nil) {
+    if m == 0 || n == 0 { return }
+    if k == 0 {
+        for i in 0..<m { let row = c + i * (ldc ?? n); for j in 0..<n { row[j] *= beta } }
+        return
+    }
+    let t0 = GEMMProfiler.enabled ? monotonicSeconds() : 0
+    cblas_sgemm(CblasRowMajor,
+                transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha,
+                a, Int32(lda ?? (transA ? m : k)),
+                b, Int32(ldb ?? (transB ? k : n)),
+                beta, c, Int32(ldc ?? n))
+    if GEMMProfiler.enabled {
+        tally.gemmSeconds += monotonicSeconds() - t0
+        tally.flops += 2.0 * Double(m) * Double(n) * Double(k)
+    }
+}

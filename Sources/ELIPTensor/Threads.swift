@@ -39,6 +39,24 @@ public enum Threads {
         }
     }
 
+    /// Runs `body` with OpenBLAS limited to one thread (when `enabled`), for regions where the
+    /// engine's threads each run their own small GEMMs.
+    public static func withSingleThreadedBLAS<R>(_ enabled: Bool = true, _ body: () throws -> R) rethrows -> R {
+        let n = count
+        guard enabled, n > 1 else { return try body() }
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(Int32(n)) }
+        return try body()
+    }
+
+    /// Which chunk of `parallelFor` starts at `start`.
+    @inlinable
+    public static func chunkIndex(of start: Int, chunks: Int, n: Int) -> Int {
+        let base = n / chunks, extra = n % chunks
+        // Chunks 0..<extra have base + 1 items.
+        return start < extra * (base + 1) ? start / (base + 1) : extra + (start - extra * (base + 1)) / max(base, 1)
+    }
+
     /// The number of chunks `parallelFor` uses for `n` items.
     @inlinable
     public static func chunkCount(_ n: Int, grain: Int) -> Int {

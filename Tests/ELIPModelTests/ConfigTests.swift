@@ -63,7 +63,14 @@ final class ConfigTests: XCTestCase {
         try expectError("temp: hot", "temp must be a number")
         // The fused query needs equal text and vision widths.
         try expectError("vision_width: 64\nvision: {embed_dim: 64, num_heads: 4}", "widths must be equal")
+        try expectError("img_prune: {begin_layer: [2], num_act_layers: [2], keep_ratio: [0.5], scoring: lookahead}",
+                        "scoring must be look_ahead or inline, not 'lookahead'")
         let noPrune = try ALBEFConfig.load(try tempFile("p.yaml", "img_prune: null"))
         XCTAssertNil(noPrune.prune)
+        // The look-ahead is the default; inline scoring is an explicit ablation.
+        let paper = try ALBEFConfig.load(try tempFile("l.yaml", "img_prune: {begin_layer: [2], num_act_layers: [2], keep_ratio: [0.5]}"))
+        XCTAssertEqual(paper.prune?.scoring, .lookAhead)
+        let inline = try ALBEFConfig.load(try tempFile("i.yaml", "img_prune: {begin_layer: [2], num_act_layers: [2], keep_ratio: [0.5], scoring: inline}"))
+        XCTAssertEqual(inline.prune?.scoring, .inline)
     }
 }

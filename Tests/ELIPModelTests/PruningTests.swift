@@ -104,6 +104,57 @@ final class PruningTests: XCTestCase {
     }
 
     /// Text guidance changes the choice: a different text [CLS] keeps different tokens.
+    /// The scoring layer computes only query position 0: it must equal row 0 of the full
+    /// attention probabilities.
+    func testCLSAttentionEqualsRowZeroOfFullAttention() throws {
+        let arena = ParameterArena(capacity: 1 << 20)
+        let block = try VisionBlock(Scope(arena: arena), dim: 16, heads: 4, mlpRatio: 2)
+        try randomize(arena, seed: 11)
+        var g = SeededGenerator(seed: 12)
+        let x = try Tensor((0..<(2 * 9 * 16)).map { _ in g.nextNormal() }, shape: [2, 9, 16])
+        let full = try Autograd.noGrad { try block.attentionProbabilities(x) }.toArray()  // [2, 4, 9, 9]
+        let row0 = try Autograd.noGrad { try block.clsAttentionProbabilities(x) }
+        XCTAssertEqual(row0.shape, [2, 4, 1, 9])
+        let r = row0.toArray()
+        var worst: Float = 0
+        for bh in 0..<8 { for k in 0..<9 { worst = max(worst, abs(r[bh * 9 + k] - full[bh * 81 + k])) } }
+        XCTAssertLessThan(worst, 1e-6)
+    }
+
+    /// `scoring: inline` scores with the fused query's attention in the stage's first layer (no
+    /// look-ahead); the look-ahead scores with the stage's last layer after running the others.
+    func testInlineScoringUsesTheStagesFirstLayer() throws {
+        var vision = VisionConfig()
+        vision.embedDim = 16; vision.numHeads = 2; vision.mlpRatio = 1; vision.depth = 4
+        let arena = ParameterArena(capacity: 1 << 20)
+        let vit = try VisionTransformer(Scope(arena: arena), config: vision, imageRes: 64)
+        try randomize(arena, seed: 21)
+        var g = SeededGenerator(seed: 22)
+        let x = try Tensor((0..<(2 * 17 * 16)).map { _ in g.nextNormal() }, shape: [2, 17, 16])
+        let text = try Tensor((0..<32).map { _ in g.nextNormal() }, shape: [2, 16])
+        var schedule = PruneConfig(beginLayer: [1], numActLayers: [3], keepRatio: [0.5])
+        let lookAhead = try ELIPPruning(schedule: schedule, patchCount: 16, textCLS: text).scores(0, tokens: x, blocks: vit.blocks)
+        schedule.scoring = .inline
+        let inline = ELIPPruning(schedule: schedule, patchCount: 16, textCLS: text)
+        let scores = try inline.scores(0, tokens: x, blocks: vit.blocks)
+        // Expected: head-averaged row 0 of block 1's attention on the fused query.
+        let fused = x.copy()
+        let t = text.toArray()
+        fused.withUnsafeMutableBufferPointer { q in
+            for i in 0..<2 { for k in 0..<16 { q[i * 17 * 16 + k] = 0.2 * t[i * 16 + k] + 0.8 * q[i * 17 * 16 + k] } }
+        }
+        let probs = try Autograd.noGrad { try vit.blocks[1].attentionProbabilities(fused) }.toArray()  // [2, 2, 17, 17]
+        for i in 0..<2 {
+            for k in 1..<17 {
+                let expected = (probs[((i * 2 + 0) * 17) * 17 + k] + probs[((i * 2 + 1) * 17) * 17 + k]) / 2
+                XCTAssertEqual(scores[i * 16 + k - 1], expected, accuracy: 1e-6)
+            }
+        }
+        XCTAssertNotEqual(scores, lookAhead, "inline and look-ahead scoring should differ on a 3-layer stage")
+        let pruned = try inline.pruneStage(0, tokens: x, blocks: vit.blocks)
+        XCTAssertEqual(pruned.tokens.shape, [2, 8 + 2, 16])
+    }
+
     func testTextChangesTheKeptTokens() throws {
         var vision = VisionConfig()
         vision.embedDim = 16; vision.numHeads = 2; vision.mlpRatio = 2; vision.depth = 4

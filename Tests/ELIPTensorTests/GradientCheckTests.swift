@@ -86,6 +86,36 @@ final class GradientCheckTests: XCTestCase {
         assertGradients([qkv]) { try qkv.packedSelfAttention(heads: 2).output }
     }
 
+    func testAttentionToSharedKeysAndValues() {
+        // Four query batches over two cached key/value batches, one used three times (ITM style):
+        // gradients from every query that shares a key batch add up.
+        let q = randomTensor([4, 3, 8], seed: 44), k = randomTensor([2, 5, 8], seed: 45), v = randomTensor([2, 5, 8], seed: 46)
+        let rows = [1, 0, 1, 1]
+        assertGradients([q, k, v]) { try Tensor.attention(query: q, key: k, value: v, keyRows: rows, heads: 2).output }
+        assertGradients([q, k, v]) {
+            try Tensor.attention(query: q, key: k, value: v, keyRows: rows, heads: 4, dropout: (0.2, 9)).output
+        }
+    }
+
+    func testSharedKeysEqualGatheredKeys() throws {
+        // Same values and gradients as materialising the gathered keys and values.
+        let rows = [1, 0, 1]
+        let q1 = randomTensor([3, 4, 8], seed: 60), k1 = randomTensor([2, 6, 8], seed: 61), v1 = randomTensor([2, 6, 8], seed: 62)
+        let q2 = randomTensor([3, 4, 8], seed: 60), k2 = randomTensor([2, 6, 8], seed: 61), v2 = randomTensor([2, 6, 8], seed: 62)
+        let w = randomTensor([3, 4, 8], seed: 63, grad: false)
+        // One graph at a time: the tape is global.
+        let shared = try Tensor.attention(query: q1, key: k1, value: v1, keyRows: rows, heads: 2).output
+        try Autograd.backward(from: (shared * w).sum())
+        let gathered = try Tensor.attention(query: q2, key: k2.gatherRows(rows), value: v2.gatherRows(rows), heads: 2).output
+        try Autograd.backward(from: (gathered * w).sum())
+        for (a, b, name) in [(shared, gathered, "output"), (q1.grad!, q2.grad!, "dq"), (k1.grad!, k2.grad!, "dk"), (v1.grad!, v2.grad!, "dv")] {
+            let x = a.toArray(), y = b.toArray()
+            let worst = zip(x, y).map { abs($0 - $1) }.max() ?? 0
+            XCTAssertLessThan(worst, 1e-5, "\(name): shared vs gathered keys differ by \(worst)")
+        }
+        XCTAssertThrowsError(try Tensor.attention(query: q1, key: k1, value: v1, keyRows: [0, 2, 1], heads: 2))
+    }
+
     func testEmbeddingGatherConcatSliceMerge() {
         let table = randomTensor([7, 5], seed: 50)
         assertGradients([table]) { try table.embeddingLookup([3, 0, 3, 6, 3]) }

@@ -7,6 +7,11 @@ struct AttentionOperand {
     let tensor: Tensor
     let offset: Int
     let rowStride: Int
+    /// Which batch entry of `tensor` query batch b reads (nil: b itself). Lets several queries
+    /// attend to the same cached keys/values.
+    var batchIndex: [Int]? = nil
+
+    @inline(__always) func batch(_ b: Int) -> Int { batchIndex?[b] ?? b }
 }
 
 /// Output of multi-head attention; `probabilities` [B, H, Tq, Tk] (before dropout) when asked for.
@@ -33,6 +38,25 @@ extension Tensor {
                                  v: AttentionOperand(tensor: value, offset: 0, rowStride: d),
                                  batch: query.shape[0], tq: query.shape[1], tk: key.shape[1], dim: d,
                                  heads: heads, keyMask: keyMask, dropout: dropout, returnProbabilities: returnProbabilities)
+    }
+
+    /// Attention of query batch b [B, Tq, D] to keys/values batch `keyRows[b]` of [N, Tk, D]
+    /// (e.g. cross-attention to cached image keys/values shared by several captions). No mask.
+    public static func attention(query: Tensor, key: Tensor, value: Tensor, keyRows: [Int], heads: Int,
+                                 dropout: (p: Float, seed: UInt64)? = nil) throws -> AttentionResult {
+        guard query.rank == 3, key.rank == 3, value.rank == 3, key.shape == value.shape,
+              query.shape[2] == key.shape[2], keyRows.count == query.shape[0] else {
+            throw TensorError.shapeMismatch(op: "attention (query vs shared key/value)", lhs: query.shape, rhs: key.shape)
+        }
+        guard keyRows.allSatisfy({ $0 >= 0 && $0 < key.shape[0] }) else {
+            throw TensorError.invalidArgument(op: "attention", reason: "key rows must lie in [0, \(key.shape[0]))")
+        }
+        let d = query.shape[2]
+        return try attentionCore(q: AttentionOperand(tensor: query, offset: 0, rowStride: d),
+                                 k: AttentionOperand(tensor: key, offset: 0, rowStride: d, batchIndex: keyRows),
+                                 v: AttentionOperand(tensor: value, offset: 0, rowStride: d, batchIndex: keyRows),
+                                 batch: query.shape[0], tq: query.shape[1], tk: key.shape[1], dim: d,
+                                 heads: heads, keyMask: nil, dropout: dropout, returnProbabilities: false)
     }
 
     /// Self-attention on a packed projection [B, T, 3D] laid out as [q | k | v] (timm's qkv).
@@ -70,85 +94,75 @@ extension Tensor {
         let keep = 1 / (1 - p)
 
         @inline(__always) func ptr(_ o: AttentionOperand, _ b: Int, _ h: Int, _ t: Int) -> UnsafeMutablePointer<Float> {
-            o.tensor.data + (b * t) * o.rowStride + o.offset + h * hd
+            o.tensor.data + (o.batch(b) * t) * o.rowStride + o.offset + h * hd
         }
-        for b in 0..<batch {
-            for h in 0..<heads {
-                let s = probs.data + (b * heads + h) * block
-                sgemm(transB: true, m: tq, n: tk, k: hd, alpha: scale, a: ptr(q, b, h, tq), lda: q.rowStride,
-                      b: ptr(k, b, h, tk), ldb: k.rowStride, c: s, ldc: tk)
-            }
-        }
-        // Mask, softmax and dropout over all rows of all heads at once.
-        let maskPtr = keyMask
-        Kernels.mapRows(batch * heads * tq, cols: tk) { r0, n in
-            let base = probs.data + r0 * tk
-            if let maskPtr {
-                for row in r0..<(r0 + n) {
-                    let b = row / (heads * tq), rp = probs.data + row * tk
-                    for j in 0..<tk { rp[j] += maskPtr[b * tk + j] }
+        // Heads run in parallel (each worker: single-threaded BLAS), batch entries in order within
+        // a head: every element of probs, out, dQ, dK and dV is written by one worker, even when
+        // several query batches share keys/values (batchIndex).
+        let maskBuffer = try keyMask.map { try Tensor($0, shape: [$0.count]) }
+        parallelGEMMRegion(heads) { hr, _, tally in
+            for h in hr {
+                for b in 0..<batch {
+                    let base = (b * heads + h) * block
+                    let s = probs.data + base
+                    sgemm(&tally, transB: true, m: tq, n: tk, k: hd, alpha: scale, a: ptr(q, b, h, tq), lda: q.rowStride,
+                          b: ptr(k, b, h, tk), ldb: k.rowStride, c: s, ldc: tk)
+                    if let maskBuffer {
+                        let mb = maskBuffer.data + b * tk
+                        for r in 0..<tq { let rp = s + r * tk; for j in 0..<tk { rp[j] += mb[j] } }
+                    }
+                    elip_softmax_rows(s, s, Int64(tq), Int64(tk))
+                    if let dropped {
+                        let d = dropped.data + base
+                        for i in 0..<block { d[i] = CounterRandom.uniform(seed: seed, index: base + i) < p ? 0 : s[i] * keep }
+                    }
+                    let used = dropped?.data ?? probs.data
+                    sgemm(&tally, m: tq, n: hd, k: tk, a: used + base, b: ptr(v, b, h, tk), ldb: v.rowStride,
+                          c: out.data + b * tq * dim + h * hd, ldc: dim)
                 }
-            }
-            elip_softmax_rows(base, base, Int64(n), Int64(tk))
-            if let dropped {
-                for i in (r0 * tk)..<((r0 + n) * tk) {
-                    dropped.data[i] = CounterRandom.uniform(seed: seed, index: i) < p ? 0 : probs.data[i] * keep
-                }
-            }
-        }
-        let used = dropped ?? probs
-        for b in 0..<batch {
-            for h in 0..<heads {
-                sgemm(m: tq, n: hd, k: tk, a: used.data + (b * heads + h) * block, b: ptr(v, b, h, tk), ldb: v.rowStride,
-                      c: out.data + b * tq * dim + h * hd, ldc: dim)
             }
         }
         let inputs = [q.tensor, k.tensor, v.tensor]
         let result = Autograd.record(out, inputs: inputs) { dOut in
-            let dScores = Tensor.empty([batch * heads * tq, tk])
             let dq = q.tensor.requiresGrad ? q.tensor.gradPointer() : nil
             let dk = k.tensor.requiresGrad ? k.tensor.gradPointer() : nil
             let dv = v.tensor.requiresGrad ? v.tensor.gradPointer() : nil
             @inline(__always) func gptr(_ g: UnsafeMutablePointer<Float>, _ o: AttentionOperand, _ b: Int, _ h: Int, _ t: Int) -> UnsafeMutablePointer<Float> {
-                g + (b * t) * o.rowStride + o.offset + h * hd
+                g + (o.batch(b) * t) * o.rowStride + o.offset + h * hd
             }
-            for b in 0..<batch {
-                for h in 0..<heads {
-                    let pu = used.data + (b * heads + h) * block
-                    let dO = dOut + b * tq * dim + h * hd
-                    let dP = dScores.data + (b * heads + h) * block
-                    // dP = dO V^T
-                    sgemm(transB: true, m: tq, n: tk, k: hd, a: dO, lda: dim, b: ptr(v, b, h, tk), ldb: v.rowStride, c: dP, ldc: tk)
-                    // dV += P_used^T dO
-                    if let dv {
-                        sgemm(transA: true, m: tk, n: hd, k: tq, a: pu, lda: tk, b: dO, ldb: dim, beta: 1,
-                              c: gptr(dv, v, b, h, tk), ldc: v.rowStride)
-                    }
-                }
-            }
-            // Through dropout and softmax: dS = P * (dP' - sum(dP' * P)) * scale.
-            Kernels.mapRows(batch * heads * tq, cols: tk) { r0, n in
-                let range = (r0 * tk)..<((r0 + n) * tk)
-                if dropped != nil {
-                    for i in range where CounterRandom.uniform(seed: seed, index: i) < p { dScores.data[i] = 0 }
-                    for i in range { dScores.data[i] *= keep }
-                }
-                for row in r0..<(r0 + n) {
-                    let pr = probs.data + row * tk, dr = dScores.data + row * tk
-                    let dot = elip_dot(pr, dr, Int64(tk))
-                    for j in 0..<tk { dr[j] = pr[j] * (dr[j] - dot) * scale }
-                }
-            }
-            for b in 0..<batch {
-                for h in 0..<heads {
-                    let dS = dScores.data + (b * heads + h) * block
-                    if let dq {  // dQ += dS K
-                        sgemm(m: tq, n: hd, k: tk, a: dS, lda: tk, b: ptr(k, b, h, tk), ldb: k.rowStride, beta: 1,
-                              c: gptr(dq, q, b, h, tq), ldc: q.rowStride)
-                    }
-                    if let dk {  // dK += dS^T Q
-                        sgemm(transA: true, m: tk, n: hd, k: tq, a: dS, lda: tk, b: ptr(q, b, h, tq), ldb: q.rowStride, beta: 1,
-                              c: gptr(dk, k, b, h, tk), ldc: k.rowStride)
+            let workers = Threads.chunkCount(heads, grain: 1)
+            let scratch = Tensor.empty([workers, block])  // dP, then dS, of one (b, h)
+            parallelGEMMRegion(heads) { hr, worker, tally in
+                let dS = scratch.data + worker * block
+                for h in hr {
+                    for b in 0..<batch {
+                        let base = (b * heads + h) * block
+                        let pu = (dropped ?? probs).data + base
+                        let dO = dOut + b * tq * dim + h * hd
+                        // dP = dO V^T
+                        sgemm(&tally, transB: true, m: tq, n: tk, k: hd, a: dO, lda: dim, b: ptr(v, b, h, tk), ldb: v.rowStride, c: dS, ldc: tk)
+                        // dV += P_used^T dO
+                        if let dv {
+                            sgemm(&tally, transA: true, m: tk, n: hd, k: tq, a: pu, lda: tk, b: dO, ldb: dim, beta: 1,
+                                  c: gptr(dv, v, b, h, tk), ldc: v.rowStride)
+                        }
+                        // Through dropout and softmax: dS = P * (dP' - sum(dP' * P)) * scale.
+                        if dropped != nil {
+                            for i in 0..<block { dS[i] = CounterRandom.uniform(seed: seed, index: base + i) < p ? 0 : dS[i] * keep }
+                        }
+                        for r in 0..<tq {
+                            let pr = probs.data + base + r * tk, dr = dS + r * tk
+                            let dot = elip_dot(pr, dr, Int64(tk))
+                            for j in 0..<tk { dr[j] = pr[j] * (dr[j] - dot) * scale }
+                        }
+                        if let dq {  // dQ += dS K
+                            sgemm(&tally, m: tq, n: hd, k: tk, a: dS, lda: tk, b: ptr(k, b, h, tk), ldb: k.rowStride, beta: 1,
+                                  c: gptr(dq, q, b, h, tq), ldc: q.rowStride)
+                        }
+                        if let dk {  // dK += dS^T Q
+                            sgemm(&tally, transA: true, m: tk, n: hd, k: tq, a: dS, lda: tk, b: ptr(q, b, h, tq), ldb: q.rowStride, beta: 1,
+                                  c: gptr(dk, k, b, h, tk), ldc: k.rowStride)
+                        }
                     }
                 }
             }
