@@ -179,9 +179,19 @@ public final class ALBEFModel {
             ? DropoutStream(hidden: bert.hiddenDropoutProb, attention: bert.attentionProbsDropoutProb, seed: randomness.generator.next())
             : nil
 
+        // MLM inputs are drawn first: the masked captions share the text-encoder passes.
+        let (mlmIds, mlmLabels) = try maskedLanguageInputs(batch.text, randomness: randomness)
+        let mlmText = try TextBatch(ids: mlmIds, mask: batch.text.mask, batch: bs, length: batch.text.length)
+        let maskedRows = mlmLabels.indices.filter { mlmLabels[$0] != -100 }
+        let withMLM = !maskedRows.isEmpty
+        // Captions are independent rows, so ALBEF's separate passes over the same encoder are run
+        // as one pass over stacked rows (bigger GEMMs, same values): [captions; masked captions].
+        let textRows = withMLM ? try TextBatch.concat(batch.text, mlmText) : batch.text
+
         // Text encoder, then the ViT pruned under the guidance of the text [CLS].
         StepProfiler.begin("text")
-        let textEmbeds = try textEncoder.encodeText(batch.text, dropout: dropout)
+        let textStates = try textEncoder.encodeText(textRows, dropout: dropout)
+        let textEmbeds = withMLM ? try textStates.slice(axis: 0, start: 0, length: bs) : textStates
         let textCLS = try Self.cls(textEmbeds)
         let textFeat = try textProj(textCLS).l2Normalized()
         StepProfiler.end()
@@ -196,10 +206,12 @@ public final class ALBEFModel {
 
         // Momentum features (no gradient; the momentum ViT is never pruned).
         StepProfiler.begin("momentum")
-        let (imageEmbedsM, queueImages, queueTexts, simTargetsI2T, simTargetsT2I, imageFeatAll, textFeatAll) =
-            try Autograd.noGrad { () throws -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor) in
+        let (imageEmbedsM, mlmStatesM, queueImages, queueTexts, simTargetsI2T, simTargetsT2I, imageFeatAll, textFeatAll) =
+            try Autograd.noGrad { () throws -> (Tensor, Tensor?, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor) in
                 StepProfiler.section("ema") { momentumUpdate() }
-                let textM = try textEncoderM.encodeText(batch.text, dropout: nil)
+                let statesM = try textEncoderM.encodeText(textRows, dropout: nil)
+                let textM = withMLM ? try statesM.slice(axis: 0, start: 0, length: bs) : statesM
+                let mlmStatesM = withMLM ? try statesM.slice(axis: 0, start: bs, length: bs) : nil
                 let textFeatM = try textProjM(Self.cls(textM)).l2Normalized()
                 let imageEmbedsM = try visualEncoderM(batch.images).embeds
                 let imageFeatM = try visionProjM(Self.cls(imageEmbedsM)).l2Normalized()
@@ -216,10 +228,10 @@ public final class ALBEFModel {
                 let eye = Self.diagonalTargets(rows: bs, cols: simI2TM.shape[1], columnOffset: offset)
                 let targetI2T = try simI2TM.softmax().scaled(alpha) + eye.scaled(1 - alpha)
                 let targetT2I = try simT2IM.softmax().scaled(alpha) + eye.scaled(1 - alpha)
-                return (imageEmbedsM, imagesAllRanks, textsAllRanks, targetI2T, targetT2I, imageAll, textAll)
+                return (imageEmbedsM, mlmStatesM, imagesAllRanks, textsAllRanks, targetI2T, targetT2I, imageAll, textAll)
             }
-
         StepProfiler.end()
+
         // ITC with momentum distillation.
         StepProfiler.begin("itc")
         let simI2T = try imageFeat.matmul(textFeatAll) / temp
@@ -227,12 +239,12 @@ public final class ALBEFModel {
         let lossI2T = try simI2T.softCrossEntropy(targets: simTargetsI2T)
         let lossT2I = try simT2I.softCrossEntropy(targets: simTargetsT2I)
         let lossITA = try (lossI2T + lossT2I).scaled(0.5)
-
         Autograd.noGrad { enqueue(imageFeatures: queueImages, textFeatures: queueTexts) }
-
         StepProfiler.end()
-        // ITM: positives, then hard negatives drawn from the similarity softmax over the batch.
-        StepProfiler.begin("itm")
+
+        // ITM: positives, then hard negatives drawn from the similarity softmax over the batch;
+        // the MLM student's fusion layers run in the same pass.
+        StepProfiler.begin("fusion")
         let candidates = bs * world
         let negImage: [Int], negText: [Int]
         if let given = randomness.negativeImageForText, let givenText = randomness.negativeTextForImage {
@@ -247,8 +259,8 @@ public final class ALBEFModel {
                                            seed: randomness.samplingSeed, stream: 2)
         }
         // The fusion layers' image keys/values are computed once per image and shared by the
-        // positive, negative and MLM passes. Negatives come from this rank's images, or from
-        // every rank's (gathered with gradient).
+        // positive, negative and MLM rows. Negatives come from this rank's images, or from every
+        // rank's (gathered with gradient).
         let contextImages: Tensor, negImageRows: [Int]
         if let global {
             let imagePool = try imageEmbeds.allGatherRows(global)
@@ -268,20 +280,23 @@ public final class ALBEFModel {
             maskPool = batch.text
         }
         let textEmbedsNeg = try textPool.gatherRows(negText)
-        // One fusion pass in ALBEF's row order: positives (text b, image b), then
-        // (text b, negative image), then (negative text, image b).
-        let itmText = try Tensor.concat([textEmbeds, textEmbeds, textEmbedsNeg], axis: 0)
-        let itmMask = try TextBatch.concat(TextBatch.concat(batch.text, batch.text), maskPool.rows(negText))
-        let itmImageRows = Array(0..<bs) + negImageRows + Array(0..<bs)
-        let fused = try textEncoder.fuse(itmText, mask: itmMask, image: imageContext, imageRows: itmImageRows, dropout: dropout)
+        // Rows in ALBEF's ITM order: positives (text b, image b), (text b, negative image),
+        // (negative text, image b); then the masked captions with image b.
+        var fusionText = [textEmbeds, textEmbeds, textEmbedsNeg]
+        var fusionMask = try TextBatch.concat(TextBatch.concat(batch.text, batch.text), maskPool.rows(negText))
+        var fusionImageRows = Array(0..<bs) + negImageRows + Array(0..<bs)
+        if withMLM {
+            fusionText.append(try textStates.slice(axis: 0, start: bs, length: bs))
+            fusionMask = try TextBatch.concat(fusionMask, mlmText)
+            fusionImageRows += Array(0..<bs)
+        }
+        let fused = try textEncoder.fuse(Tensor.concat(fusionText, axis: 0), mask: fusionMask, image: imageContext,
+                                         imageRows: fusionImageRows, dropout: dropout)
+        let itmCLS = try Self.cls(fused.slice(axis: 0, start: 0, length: 3 * bs))
         let itmLabels = [Int](repeating: 1, count: bs) + [Int](repeating: 0, count: 2 * bs)
-        let lossITM = try itmHead(Self.cls(fused)).crossEntropy(labels: itmLabels)
-        StepProfiler.end()
+        let lossITM = try itmHead(itmCLS).crossEntropy(labels: itmLabels)
 
         // MLM with distillation from the momentum model; only masked rows reach the vocab head.
-        let (mlmIds, mlmLabels) = try maskedLanguageInputs(batch.text, randomness: randomness)
-        let mlmText = try TextBatch(ids: mlmIds, mask: batch.text.mask, batch: bs, length: batch.text.length)
-        let maskedRows = mlmLabels.indices.filter { mlmLabels[$0] != -100 }
         // Globally, the loss is a mean over every rank's masked tokens: scale the local mean.
         let mlmScale: Float
         if let global {
@@ -291,24 +306,22 @@ public final class ALBEFModel {
             mlmScale = 1
         }
         let lossMLM: Tensor
-        StepProfiler.begin("mlm")
-        if maskedRows.isEmpty {
-            lossMLM = Tensor(scalar: 0)
-        } else {
+        if let mlmStatesM {
             let h = bert.hiddenSize
-            let teacher = try Autograd.noGrad {
-                let states = try textEncoderM.encode(textEncoderM.embed(mlmText, dropout: nil), mask: mlmText,
-                                                     layers: 0..<textEncoderM.layers.count,
-                                                     image: textEncoderM.imageContext(imageEmbedsM), dropout: nil)
-                return try textEncoderM.mlmLogits(states.reshaped([bs * batch.text.length, h]).gatherRows(maskedRows)).softmax()
+            let teacher = try StepProfiler.section("teacher") {
+                try Autograd.noGrad {
+                    let states = try textEncoderM.fuse(mlmStatesM, mask: mlmText, image: textEncoderM.imageContext(imageEmbedsM),
+                                                       imageRows: Array(0..<bs), dropout: nil)
+                    return try textEncoderM.mlmLogits(states.reshaped([bs * batch.text.length, h]).gatherRows(maskedRows)).softmax()
+                }
             }
-            let states = try textEncoder.encode(textEncoder.embed(mlmText, dropout: dropout), mask: mlmText,
-                                                layers: 0..<textEncoder.layers.count, image: imageContext,
-                                                imageRows: Array(0..<bs), dropout: dropout)
+            let states = try fused.slice(axis: 0, start: 3 * bs, length: bs)
             let logits = try textEncoder.mlmLogits(states.reshaped([bs * batch.text.length, h]).gatherRows(maskedRows))
             let hard = try logits.crossEntropy(labels: maskedRows.map { mlmLabels[$0] })
             let soft = try logits.softCrossEntropy(targets: teacher)
             lossMLM = try (hard.scaled(1 - alpha) + soft.scaled(alpha)).scaled(mlmScale)
+        } else {
+            lossMLM = Tensor(scalar: 0)
         }
         StepProfiler.end()
 

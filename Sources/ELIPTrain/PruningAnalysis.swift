@@ -31,13 +31,18 @@ public enum PruningAnalysis {
         public var keptObjectShare: [Double] = []
         /// Mean over images of: object pixels / all pixels.
         public var imageObjectShare = 0.0
+        /// With a second scoring mode: per stage, the mean share of the patches surviving under
+        /// the model's scoring that also survive under the other mode (1 = same selection).
+        public var otherScoring: String?
+        public var survivingOverlapWithOtherScoring: [Double]?
     }
 
     /// Runs the pruned ViT on each (image, caption, mask) and accumulates the shares.
     public static func run(model: ALBEFModel, tokenizer: BertTokenizer,
-                           samples: [(image: RGBImage, caption: String, mask: RGBImage)]) throws -> Result {
+                           samples: [(image: RGBImage, caption: String, mask: RGBImage)],
+                           compareScoring: PruneScoring? = nil) throws -> Result {
         let res = model.config.imageRes, grid = res / model.config.vision.patchSize
-        var sums: [Double] = []
+        var sums: [Double] = [], overlapSums: [Double] = []
         var result = Result()
         for s in samples {
             let image = try EvalImage.transform(s.image, res: res)
@@ -46,7 +51,15 @@ public enum PruningAnalysis {
             let ids = try tokenizer.encode(preCaption(s.caption, maxWords: 30), framing: .albef,
                                            maxLength: min(30, model.config.bert.maxPositionEmbeddings))
             let text = try TextBatch(ids: ids.map(Int.init), mask: [Int](repeating: 1, count: ids.count), batch: 1, length: ids.count)
-            let trace = try PruningTrace.trace(model: model, image: try Tensor(pixels, shape: [1, 3, res, res]), text: text)
+            let input = try Tensor(pixels, shape: [1, 3, res, res])
+            let trace = try PruningTrace.trace(model: model, image: input, text: text)
+            if let other = compareScoring {
+                let alt = try PruningTrace.trace(model: model, image: input, text: text, scoring: other)
+                if overlapSums.isEmpty { overlapSums = [Double](repeating: 0, count: trace.survivingPatches.count) }
+                for (j, (a, b)) in zip(trace.survivingPatches, alt.survivingPatches).enumerated() where !a.isEmpty {
+                    overlapSums[j] += Double(Set(a).intersection(b).count) / Double(a.count)
+                }
+            }
             // Patch fractions at the mask's own resolution (the patch grid is the same).
             let fractions = objectFractions(mask: s.mask, grid: grid)
             if sums.isEmpty { sums = [Double](repeating: 0, count: trace.survivingPatches.count) }
@@ -59,6 +72,10 @@ public enum PruningAnalysis {
         guard result.images > 0 else { return result }
         result.keptObjectShare = sums.map { $0 / Double(result.images) }
         result.imageObjectShare /= Double(result.images)
+        if let compareScoring {
+            result.otherScoring = compareScoring.rawValue
+            result.survivingOverlapWithOtherScoring = overlapSums.map { $0 / Double(result.images) }
+        }
         return result
     }
 }

@@ -58,14 +58,16 @@ public struct PruningTrace: Equatable {
 
     /// Runs the text encoder and the pruned ViT on one image ([1, 3, res, res], normalised) and
     /// its caption, and records what each stage keeps. Throws when the model prunes nothing.
-    public static func trace(model: ALBEFModel, image: Tensor, text: TextBatch) throws -> PruningTrace {
+    /// `scoring` overrides the config's scoring mode (to compare look-ahead with inline).
+    public static func trace(model: ALBEFModel, image: Tensor, text: TextBatch, scoring: PruneScoring? = nil) throws -> PruningTrace {
         let config = model.config
-        guard let schedule = config.prune else {
+        guard var schedule = config.prune else {
             throw TrainError.config("the model's config has no pruning schedule (img_prune): nothing to visualize")
         }
         guard image.shape.first == 1, text.batch == 1 else {
             throw RetrievalError("trace takes one image and one caption (got \(image.shape.first ?? 0) and \(text.batch))")
         }
+        if let scoring { schedule.scoring = scoring }
         return try Autograd.noGrad {
             let states = try model.textEncoder.encodeText(text, dropout: nil)
             let textCLS = try states.slice(axis: 1, start: 0, length: 1).reshaped([1, states.shape[2]])

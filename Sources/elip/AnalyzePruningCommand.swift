@@ -1,5 +1,6 @@
 import ArgumentParser
 import ELIPData
+import ELIPModel
 import ELIPTensor
 import ELIPTrain
 import Foundation
@@ -23,6 +24,8 @@ struct AnalyzePruningCommand: ParsableCommand {
     @Option(help: "Analyse at most this many images.") var limit: Int = 1000
     @Option(help: "Write the result as JSON.") var out: String?
     @Option(help: "Threads for BLAS and the engine.") var threads: Int?
+    @Option(help: "Also select with this scoring mode (look_ahead or inline) and report, per stage, the share of surviving patches both modes keep.")
+    var compareScoring: String?
 
     func run() throws {
         if let threads { Threads.configure(threads) }
@@ -43,11 +46,23 @@ struct AnalyzePruningCommand: ParsableCommand {
             func path(_ p: String) -> String { p.hasPrefix("/") ? p : (root as NSString).appendingPathComponent(p) }
             samples.append((try EvalImage.read(path(image)), caption, try EvalImage.read(path(mask))))
         }
-        let r = try PruningAnalysis.run(model: model, tokenizer: tokenizer, samples: samples)
+        let other = try compareScoring.map { name -> PruneScoring in
+            guard let mode = PruneScoring(rawValue: name) else {
+                throw ValidationError("--compare-scoring must be \(PruneScoring.allCases.map(\.rawValue).joined(separator: " or "))")
+            }
+            return mode
+        }
+        let r = try PruningAnalysis.run(model: model, tokenizer: tokenizer, samples: samples, compareScoring: other)
+        print("scoring: \(model.config.prune?.scoring.rawValue ?? "none")")
         print("images: \(r.images); object pixels in the image: \(String(format: "%.1f%%", 100 * r.imageObjectShare))")
         for (j, s) in r.keptObjectShare.enumerated() {
             print(String(format: "stage %d: object pixels under the kept tokens %.1f%% (%.2fx the image's share)",
                          j + 1, 100 * s, r.imageObjectShare > 0 ? s / r.imageObjectShare : 0))
+        }
+        if let other = r.otherScoring, let overlap = r.survivingOverlapWithOtherScoring {
+            for (j, o) in overlap.enumerated() {
+                print(String(format: "stage %d: %.1f%% of the surviving patches also survive with %@ scoring", j + 1, 100 * o, other))
+            }
         }
         if let out {
             let enc = JSONEncoder()

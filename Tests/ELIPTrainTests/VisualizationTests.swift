@@ -48,6 +48,31 @@ final class VisualizationTests: XCTestCase {
         XCTAssertLessThan(trace.firstStageScores.reduce(0, +), 1)
     }
 
+    /// The scoring override of the trace and the overlap the analysis reports: comparing a mode
+    /// with itself gives full overlap; inline scoring selects the top-K of its own scores.
+    func testScoringOverrideAndOverlap() throws {
+        let dir = try EvalFixture.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (_, model) = try EvalFixture.makeRun(in: dir, seed: 9)
+        XCTAssertEqual(model.config.prune?.scoring, .lookAhead)
+        let scene = SyntheticScenes.scene(index: 3, seed: 2, size: 32)
+        var px: [Float] = []
+        ImageNormalization.append(pixels: scene.pixels, width: 32, height: 32, to: &px)
+        let text = try TextBatch(ids: [101, 1037, 2417, 4418], mask: [1, 1, 1, 1], batch: 1, length: 4)
+        let image = try Tensor(px, shape: [1, 3, 32, 32])
+        let inline = try PruningTrace.trace(model: model, image: image, text: text, scoring: .inline)
+        XCTAssertEqual(inline.survivingPatches[0], RetrievalRecall.topK(inline.firstStageScores, k: 12).sorted())
+        let sample = (image: try RGBImage(width: 32, height: 32, pixels: scene.pixels), caption: "a red circle",
+                      mask: try RGBImage(width: 32, height: 32, fill: .black))
+        let tokenizer = try BertTokenizer(vocabulary: Vocabulary(tokens: ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "circle"]))
+        let same = try PruningAnalysis.run(model: model, tokenizer: tokenizer, samples: [sample], compareScoring: .lookAhead)
+        XCTAssertEqual(same.survivingOverlapWithOtherScoring, [1, 1])
+        let other = try PruningAnalysis.run(model: model, tokenizer: tokenizer, samples: [sample], compareScoring: .inline)
+        XCTAssertEqual(other.otherScoring, "inline")
+        XCTAssertEqual(other.survivingOverlapWithOtherScoring?.count, 2)
+        XCTAssertTrue(other.survivingOverlapWithOtherScoring!.allSatisfy { $0 >= 0 && $0 <= 1 })
+    }
+
     func handMadeTrace() -> PruningTrace {
         PruningTrace(grid: 4, survivingPatches: [Array(0..<12), [0, 1, 2, 5, 6, 9, 10]], mergedTokenKept: [false, true],
                      keptCounts: [12, 8], firstStageScores: (0..<16).map { Float($0) }, beginLayers: [1, 2])
