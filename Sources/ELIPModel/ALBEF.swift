@@ -61,6 +61,9 @@ public struct PretrainOutput {
 /// precomputed pairs of contiguous ranges.
 public final class ALBEFModel {
     public let config: ALBEFConfig
+    /// The pruning schedule `forward` uses; starts as `config.prune`. Changing it between steps
+    /// is allowed (nothing else depends on it), e.g. to benchmark scoring modes on one model.
+    public var prune: PruneConfig?
     public let online: ParameterArena
     public let momentum: ParameterArena
     public let visualEncoder: VisionTransformer, visualEncoderM: VisionTransformer
@@ -77,6 +80,7 @@ public final class ALBEFModel {
 
     public init(config: ALBEFConfig) throws {
         self.config = config
+        prune = config.prune
         online = ParameterArena()
         momentum = ParameterArena(withGradients: false)
         let on = Scope(arena: online), mo = Scope(arena: momentum)
@@ -196,7 +200,7 @@ public final class ALBEFModel {
         let textFeat = try textProj(textCLS).l2Normalized()
         StepProfiler.end()
         StepProfiler.begin("vision")
-        let pruning = config.prune.map {
+        let pruning = prune.map {
             ELIPPruning(schedule: $0, patchCount: config.patchCount, textCLS: textCLS, lambda: config.pruneLambda)
         }
         let vision = try visualEncoder(batch.images, pruning: pruning)

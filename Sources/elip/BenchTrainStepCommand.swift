@@ -37,12 +37,51 @@ struct BenchTrainStepCommand: ParsableCommand {
     var noPrune = false
     @Option(help: "Override the pruning scoring: look_ahead (the paper's) or inline (ablation).")
     var scoring: String?
+    @Option(help: """
+        Compare pruning variants side by side in this one process (same model and inputs), steps \
+        taken round-robin so machine noise hits all alike: a comma list of look_ahead, inline and \
+        none (no pruning), e.g. look_ahead,none,inline. Reports each variant and its speed \
+        relative to the first.
+        """)
+    var variants: String?
     @Flag(help: "Dropout off (evaluation-mode step).")
     var noDropout = false
     @Option(help: "Threads for BLAS and the engine (default: ELIP_THREADS or all cores).")
     var threads: Int?
     @Flag(help: "Print one JSON line instead of tables.")
     var json = false
+
+    /// One thing to time: a pruning setting.
+    struct Variant {
+        let name: String
+        let prune: PruneConfig?
+    }
+
+    func parseVariants(base: PruneConfig?) throws -> [Variant] {
+        guard let variants else {
+            return [Variant(name: base.map { $0.scoring.rawValue } ?? "none", prune: base)]
+        }
+        let schedule = base ?? PruneConfig.albef
+        return try variants.split(separator: ",").map { token in
+            let mode = String(token)
+            var prune: PruneConfig?
+            switch mode {
+            case "none": prune = nil
+            default:
+                guard let scoring = PruneScoring(rawValue: mode) else {
+                    throw ValidationError("--variants: '\(mode)' is not look_ahead, inline or none")
+                }
+                prune = schedule
+                prune?.scoring = scoring
+            }
+            return Variant(name: mode, prune: prune)
+        }
+    }
+
+    struct Measured {
+        var times: [Double] = [], flops: [Double] = [], gemmSeconds: [Double] = [], rss: [Double] = []
+        var sections: [[String: Double]] = [], ops: [[String: Double]] = []
+    }
 
     func run() throws {
         if let threads { Threads.configure(threads) }
@@ -70,6 +109,10 @@ struct BenchTrainStepCommand: ParsableCommand {
             model.prune?.scoring = mode
         }
         model.batchSize = batch
+        let variantList = try parseVariants(base: model.prune)
+        if variantList.contains(where: { $0.prune != nil }) {
+            try (variantList.first { $0.prune != nil }?.prune)?.validate(depth: model.vision.depth, patchCount: model.patchCount)
+        }
 
         let isa = String(cString: elip_fma_probe_isa())
         let fmaPeak = BenchOpsCommand.measurePeak(threads: Threads.count)
@@ -78,91 +121,114 @@ struct BenchTrainStepCommand: ParsableCommand {
         try albef.initialiseRandomly(seed: 1)
         let optimizer = AdamW(arena: albef.online, hyper: hyper)
         let input = try Self.syntheticBatch(config: model, batch: batch, length: textLength, seed: 7)
-        let pruneText = model.prune.map { p in
-            "\(p.scoring.rawValue) (keeps \(p.keepCounts(patchCount: model.patchCount).map(String.init).joined(separator: "/")) of \(model.patchCount))"
-        } ?? "off"
+        func describe(_ p: PruneConfig?) -> String {
+            p.map { "\($0.scoring.rawValue) (keeps \($0.keepCounts(patchCount: model.patchCount).map(String.init).joined(separator: "/")) of \(model.patchCount))" } ?? "off"
+        }
         if !json {
-            print("ELIP-ALBEF step: \(source), batch \(batch), text \(textLength) tokens, pruning \(pruneText), threads \(Threads.count)")
+            print("ELIP-ALBEF step: \(source), batch \(batch), text \(textLength) tokens, threads \(Threads.count)")
+            for v in variantList { print("  variant \(v.name): pruning \(describe(v.prune))") }
             print(String(format: "FMA peak %.1f GFLOP/s (%@), sgemm peak %.1f GFLOP/s (M=%d N=2304 K=768)", fmaPeak, isa, gemmPeak, 4 * 257))
             print(String(format: "parameters: %.1f M trainable, %.1f M momentum", Double(albef.online.used) / 1e6, Double(albef.momentum.used) / 1e6))
         }
 
-        var times: [Double] = [], flops: [Double] = [], gemmSeconds: [Double] = [], rss: [Double] = []
-        var sections: [[String: Double]] = [], ops: [[String: Double]] = []
-        for i in 0..<(warmup + steps) {
-            StepProfiler.start()
-            let t0 = ProcessStats.now()
-            StepProfiler.begin("zero-grad")
-            albef.online.zeroGradients()
-            StepProfiler.end()
-            var randomness = StepRandomness(seed: UInt64(100 + i), dropout: !noDropout)
-            let out = try albef.forward(input, alpha: model.alpha, randomness: &randomness)
-            StepProfiler.begin("backward")
-            try Autograd.backward(from: out.loss)
-            StepProfiler.end()
-            StepProfiler.begin("optimizer")
-            optimizer.update(lr: 1e-4)
-            StepProfiler.end()
-            let dt = ProcessStats.now() - t0
-            StepProfiler.stop()
-            guard out.loss.scalar.isFinite else { throw ValidationError("step \(i + 1): non-finite loss \(out.loss.scalar)") }
-            let residentMiB = Double(ProcessStats.residentBytes()) / 1_048_576
-            if !json {
-                let tag = i < warmup ? "warm-up" : "step"
-                FileHandle.standardError.write(String(format: "  %@ %d: %.2f s, loss %.3f, RSS %.0f MiB\n", tag, i + 1, dt, out.loss.scalar, residentMiB).data(using: .utf8)!)
+        // Parameters, gradients, optimizer moments, momentum model and queues are resident from here
+        // on; what the steps add on top is activation and workspace memory.
+        albef.online.zeroGradients()
+        let residentBeforeSteps = Double(ProcessStats.residentBytes()) / 1_048_576
+        var measured = [Measured](repeating: Measured(), count: variantList.count)
+        var step = 0
+        for round in 0..<(warmup + steps) {
+            for (vi, variant) in variantList.enumerated() {
+                albef.prune = variant.prune
+                StepProfiler.start()
+                let t0 = ProcessStats.now()
+                StepProfiler.begin("zero-grad")
+                albef.online.zeroGradients()
+                StepProfiler.end()
+                var randomness = StepRandomness(seed: UInt64(100 + round), dropout: !noDropout)
+                let out = try albef.forward(input, alpha: model.alpha, randomness: &randomness)
+                StepProfiler.begin("backward")
+                try Autograd.backward(from: out.loss)
+                StepProfiler.end()
+                StepProfiler.begin("optimizer")
+                optimizer.update(lr: 1e-4)
+                StepProfiler.end()
+                let dt = ProcessStats.now() - t0
+                StepProfiler.stop()
+                step += 1
+                guard out.loss.scalar.isFinite else { throw ValidationError("step \(step): non-finite loss \(out.loss.scalar)") }
+                let residentMiB = Double(ProcessStats.residentBytes()) / 1_048_576
+                if !json {
+                    let tag = round < warmup ? "warm-up" : "step"
+                    FileHandle.standardError.write(String(format: "  %@ %d (%@): %.2f s, loss %.3f, RSS %.0f MiB\n", tag, step, variant.name, dt, out.loss.scalar, residentMiB).data(using: .utf8)!)
+                }
+                guard round >= warmup else { continue }
+                measured[vi].times.append(dt)
+                measured[vi].flops.append(GEMMProfiler.flops)
+                measured[vi].gemmSeconds.append(GEMMProfiler.seconds)
+                measured[vi].rss.append(residentMiB)
+                measured[vi].sections.append(StepProfiler.sectionSeconds)
+                measured[vi].ops.append(StepProfiler.opSeconds)
             }
-            guard i >= warmup else { continue }
-            times.append(dt)
-            flops.append(GEMMProfiler.flops)
-            gemmSeconds.append(GEMMProfiler.seconds)
-            rss.append(residentMiB)
-            sections.append(StepProfiler.sectionSeconds)
-            ops.append(StepProfiler.opSeconds)
         }
 
-        let t = median(times), f = median(flops), gs = median(gemmSeconds)
         // Per-key medians across the timed steps.
         func medians(_ rows: [[String: Double]]) -> [String: Double] {
             let keys = Set(rows.flatMap(\.keys))
             return Dictionary(uniqueKeysWithValues: keys.map { k in (k, median(rows.map { $0[k] ?? 0 })) })
         }
-        let phase = medians(sections), op = medians(ops)
-        let topLevel = phase.filter { !$0.key.contains("/") }
-        let covered = topLevel.values.reduce(0, +)
-        var opKinds = op
-        opKinds["sgemm"] = gs
         let peakMiB = Double(ProcessStats.peakResidentBytes()) / 1_048_576
-        let report: [String: Any] = [
-            "source": source, "batch": batch, "text_length": textLength, "pruning": pruneText, "threads": Threads.count,
-            "isa": isa, "fma_peak_gflops": fmaPeak, "sgemm_peak_gflops": gemmPeak,
-            "steps": steps, "step_seconds_median": t, "step_seconds": times, "images_per_second": Double(batch) / t,
-            "gflop_per_step": f / 1e9, "effective_gflops": f / t / 1e9,
-            "share_of_fma_peak": f / t / 1e9 / fmaPeak, "share_of_sgemm_peak": f / t / 1e9 / gemmPeak,
-            "gemm_seconds": gs, "gemm_gflops": f / gs / 1e9,
-            "phase_seconds": phase.merging(["other": max(0, t - covered)]) { a, _ in a },
-            "op_seconds": opKinds,
-            "rss_mib_per_step": rss, "peak_rss_mib": peakMiB,
-        ]
+        let baseTime = median(measured[0].times)
+        var reports: [[String: Any]] = []
+        for (v, m) in zip(variantList, measured) {
+            let t = median(m.times), f = median(m.flops), gs = median(m.gemmSeconds)
+            let phase = medians(m.sections)
+            let covered = phase.filter { !$0.key.contains("/") }.values.reduce(0, +)
+            var opKinds = medians(m.ops)
+            opKinds["sgemm"] = gs
+            let report: [String: Any] = [
+                "variant": v.name, "pruning": describe(v.prune),
+                "step_seconds_median": t, "step_seconds": m.times, "images_per_second": Double(batch) / t,
+                "speedup_vs_first": baseTime / t,
+                "gflop_per_step": f / 1e9, "effective_gflops": f / t / 1e9,
+                "share_of_fma_peak": f / t / 1e9 / fmaPeak, "share_of_sgemm_peak": f / t / 1e9 / gemmPeak,
+                "gemm_seconds": gs, "gemm_gflops": f / gs / 1e9,
+                "phase_seconds": phase.merging(["other": max(0, t - covered)]) { a, _ in a },
+                "op_seconds": opKinds, "rss_mib_per_step": m.rss,
+            ]
+            reports.append(report)
+            if json { continue }
+            print("\n== \(v.name): pruning \(describe(v.prune))")
+            print(String(format: "step %.3f s (median of %d; min %.3f, max %.3f), %.2f images/s, %.2fx the first variant",
+                         t, m.times.count, m.times.min()!, m.times.max()!, Double(batch) / t, baseTime / t))
+            print(String(format: "FLOP per step %.1f GFLOP (sgemm), effective %.1f GFLOP/s = %.1f%% of FMA peak, %.1f%% of sgemm peak",
+                         f / 1e9, f / t / 1e9, 100 * f / t / 1e9 / fmaPeak, 100 * f / t / 1e9 / gemmPeak))
+            print(String(format: "sgemm time %.3f s (%.1f%% of the step) at %.1f GFLOP/s", gs, 100 * gs / t, f / gs / 1e9))
+            print("\nphase                         seconds   share")
+            for (k, val) in phase.sorted(by: { $0.key < $1.key }) {
+                let name = k.contains("/") ? "  " + k : k
+                print(name.padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: "%9.3f  %5.1f%%", val, 100 * val / t))
+            }
+            print("other".padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: "%9.3f  %5.1f%%", max(0, t - covered), 100 * max(0, t - covered) / t))
+            print("\nop kind (non-GEMM time)       seconds   share")
+            for (k, val) in opKinds.sorted(by: { $0.value > $1.value }) where val >= 0.0005 {
+                print(k.padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: "%9.3f  %5.1f%%", val, 100 * val / t))
+            }
+            print(String(format: "resident memory after the timed steps: %.0f -> %.0f MiB", m.rss.first!, m.rss.last!))
+        }
         if json {
-            let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
+            let all: [String: Any] = [
+                "source": source, "batch": batch, "text_length": textLength, "threads": Threads.count, "isa": isa,
+                "fma_peak_gflops": fmaPeak, "sgemm_peak_gflops": gemmPeak, "steps": steps, "peak_rss_mib": peakMiB,
+                "rss_before_steps_mib": residentBeforeSteps, "peak_step_memory_mib": peakMiB - residentBeforeSteps,
+                "variants": reports,
+            ]
+            let data = try JSONSerialization.data(withJSONObject: all, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
-            return
+        } else {
+            print(String(format: "\npeak resident memory of the process: %.0f MiB (%.0f MiB before the first step: weights, gradients, optimizer state, momentum model, queues; the steps add up to %.0f MiB)",
+                         peakMiB, residentBeforeSteps, peakMiB - residentBeforeSteps))
         }
-        print(String(format: "\nstep %.3f s (median of %d; min %.3f, max %.3f), %.2f images/s", t, steps, times.min()!, times.max()!, Double(batch) / t))
-        print(String(format: "FLOP per step %.1f GFLOP (sgemm), effective %.1f GFLOP/s = %.1f%% of FMA peak, %.1f%% of sgemm peak",
-                     f / 1e9, f / t / 1e9, 100 * f / t / 1e9 / fmaPeak, 100 * f / t / 1e9 / gemmPeak))
-        print(String(format: "sgemm time %.3f s (%.1f%% of the step) at %.1f GFLOP/s", gs, 100 * gs / t, f / gs / 1e9))
-        print("\nphase                         seconds   share")
-        for (k, v) in phase.sorted(by: { $0.key < $1.key }) {
-            let name = k.split(separator: "/").count > 1 ? "  " + k : k
-            print(name.padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: "%9.3f  %5.1f%%", v, 100 * v / t))
-        }
-        print("other".padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: "%9.3f  %5.1f%%", max(0, t - covered), 100 * max(0, t - covered) / t))
-        print("\nop kind (non-GEMM time)       seconds   share")
-        for (k, v) in opKinds.sorted(by: { $0.value > $1.value }) where v >= 0.0005 {
-            print(k.padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: "%9.3f  %5.1f%%", v, 100 * v / t))
-        }
-        print(String(format: "\nresident memory: peak %.0f MiB; after timed steps %.0f -> %.0f MiB", peakMiB, rss.first!, rss.last!))
     }
 
     /// sgemm GFLOP/s on the ViT-B qkv shape (best of 5): the GEMM ceiling the step can reach.
