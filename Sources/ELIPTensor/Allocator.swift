@@ -50,6 +50,19 @@ public final class CachingAllocator: @unchecked Sendable {
             lock.unlock()
             return (p, cls)
         }
+        // No buffer of this class: reuse the smallest cached one up to twice the size rather than
+        // map new memory. Pruned models request many sizes (each stage's token count), and exact
+        // classes alone would keep a separate set of buffers per size.
+        if let bigger = freeLists.keys.filter({ $0 > cls && $0 <= 2 * cls && !(freeLists[$0]?.isEmpty ?? true) }).min(),
+           var list = freeLists[bigger], let p = list.popLast() {
+            freeLists[bigger] = list
+            stats.cacheHits += 1
+            stats.bytesCached -= bigger * 4
+            stats.bytesInUse += bigger * 4
+            stats.peakBytesInUse = max(stats.peakBytesInUse, stats.bytesInUse)
+            lock.unlock()
+            return (p, bigger)
+        }
         stats.systemAllocations += 1
         stats.bytesInUse += cls * 4
         stats.peakBytesInUse = max(stats.peakBytesInUse, stats.bytesInUse)
@@ -66,6 +79,13 @@ public final class CachingAllocator: @unchecked Sendable {
         freeLists[capacity, default: []].append(pointer)
         stats.bytesInUse -= capacity * 4
         stats.bytesCached += capacity * 4
+        lock.unlock()
+    }
+
+    /// Starts a new peak measurement from the current bytes in use.
+    public func resetPeak() {
+        lock.lock()
+        stats.peakBytesInUse = stats.bytesInUse
         lock.unlock()
     }
 

@@ -79,7 +79,7 @@ struct BenchTrainStepCommand: ParsableCommand {
     }
 
     struct Measured {
-        var times: [Double] = [], flops: [Double] = [], gemmSeconds: [Double] = [], rss: [Double] = []
+        var times: [Double] = [], flops: [Double] = [], gemmSeconds: [Double] = [], rss: [Double] = [], liveMiB: [Double] = []
         var sections: [[String: Double]] = [], ops: [[String: Double]] = []
     }
 
@@ -141,6 +141,8 @@ struct BenchTrainStepCommand: ParsableCommand {
             for (vi, variant) in variantList.enumerated() {
                 albef.prune = variant.prune
                 StepProfiler.start()
+                CachingAllocator.shared.resetPeak()
+                let liveBefore = CachingAllocator.shared.statistics.bytesInUse
                 let t0 = ProcessStats.now()
                 StepProfiler.begin("zero-grad")
                 albef.online.zeroGradients()
@@ -167,6 +169,7 @@ struct BenchTrainStepCommand: ParsableCommand {
                 measured[vi].flops.append(GEMMProfiler.flops)
                 measured[vi].gemmSeconds.append(GEMMProfiler.seconds)
                 measured[vi].rss.append(residentMiB)
+                measured[vi].liveMiB.append(Double(CachingAllocator.shared.statistics.peakBytesInUse - liveBefore) / 1_048_576)
                 measured[vi].sections.append(StepProfiler.sectionSeconds)
                 measured[vi].ops.append(StepProfiler.opSeconds)
             }
@@ -195,6 +198,7 @@ struct BenchTrainStepCommand: ParsableCommand {
                 "gemm_seconds": gs, "gemm_gflops": f / gs / 1e9,
                 "phase_seconds": phase.merging(["other": max(0, t - covered)]) { a, _ in a },
                 "op_seconds": opKinds, "rss_mib_per_step": m.rss,
+                "peak_live_tensor_mib": m.liveMiB.max() ?? 0,
             ]
             reports.append(report)
             if json { continue }
@@ -214,7 +218,8 @@ struct BenchTrainStepCommand: ParsableCommand {
             for (k, val) in opKinds.sorted(by: { $0.value > $1.value }) where val >= 0.0005 {
                 print(k.padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: "%9.3f  %5.1f%%", val, 100 * val / t))
             }
-            print(String(format: "resident memory after the timed steps: %.0f -> %.0f MiB", m.rss.first!, m.rss.last!))
+            print(String(format: "resident memory after the timed steps: %.0f -> %.0f MiB; peak of live step tensors (activations, gradients of non-parameters, workspaces) %.0f MiB",
+                         m.rss.first!, m.rss.last!, m.liveMiB.max() ?? 0))
         }
         if json {
             let all: [String: Any] = [

@@ -136,6 +136,25 @@ final class DeterminismAndAllocatorTests: XCTestCase {
         XCTAssertEqual(after.bytesInUse, before.bytesInUse, "every step returns what it took")
     }
 
+    /// A request whose size class is empty takes a cached buffer of up to twice the size (the
+    /// shapes of a pruned model vary by stage) and gives it back to that buffer's own class.
+    func testAllocatorReusesASomewhatLargerCachedBuffer() {
+        let allocator = CachingAllocator()
+        let (big, bigClass) = allocator.allocate(10_000)
+        allocator.release(big, capacity: bigClass)
+        let (p, cls) = allocator.allocate(6_000)
+        XCTAssertEqual(p, big)
+        XCTAssertEqual(cls, bigClass, "the buffer keeps its real capacity")
+        XCTAssertEqual(allocator.statistics.systemAllocations, 1)
+        allocator.release(p, capacity: cls)
+        // More than twice the size is not reused: that would waste too much.
+        let (q, qClass) = allocator.allocate(4_000)
+        XCTAssertNotEqual(q, big)
+        XCTAssertEqual(allocator.statistics.systemAllocations, 2)
+        allocator.release(q, capacity: qClass)
+        allocator.trim()
+    }
+
     func testSizeClassesWasteAtMostAQuarter() {
         for n in [1, 63, 64, 65, 100, 1000, 4097, 123_457, 1_000_000] {
             let c = CachingAllocator.sizeClass(n)
