@@ -21,8 +21,12 @@ test: setup
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	ELIP_THREADS=$(THREADS) BUILD_FLAGS="$(BUILD_FLAGS)" scripts/run-tests.sh
 
+# Kernel numbers, then full ELIP-ALBEF base steps at batch 4 (about 5 minutes): the paper's
+# look-ahead pruning, no pruning and inline scoring, side by side in one process.
 bench: build
 	$$($(SWIFT) build -c release --show-bin-path)/elip bench ops --threads $(THREADS)
+	$$($(SWIFT) build -c release --show-bin-path)/elip bench train-step --preset albef-base --batch 4 --steps 3 \
+		--variants look_ahead,none,inline --threads $(THREADS)
 
 # Synthetic corpus -> LMDB shards -> 2-rank pre-training (<= 10 min) -> zero-shot retrieval,
 # pruning picture and training curves. Re-running reuses what exists (DEMO_OUT, DEMO_MINUTES).

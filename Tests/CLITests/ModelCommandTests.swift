@@ -11,6 +11,40 @@ final class ModelCommandTests: XCTestCase {
         }
     }
 
+    /// `bench train-step` on the tiny debug model: one JSON line with every variant, FLOPs counted,
+    /// phases that add up, and the pruned variants doing fewer FLOPs in the real ViT layers.
+    func testBenchTrainStepReportsVariants() throws {
+        let config = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("configs/debug.yaml").path
+        let r = try CLI.run(["bench", "train-step", "--config", config, "--steps", "1", "--warmup", "0",
+                             "--variants", "look_ahead,none,inline", "--json", "--threads", "1"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+        let variants = try XCTUnwrap(json["variants"] as? [[String: Any]])
+        XCTAssertEqual(variants.map { $0["variant"] as? String }, ["look_ahead", "none", "inline"])
+        XCTAssertEqual(variants[1]["pruning"] as? String, "off")
+        for v in variants {
+            let seconds = try XCTUnwrap(v["step_seconds_median"] as? Double)
+            XCTAssertGreaterThan(seconds, 0)
+            XCTAssertGreaterThan(try XCTUnwrap(v["gflop_per_step"] as? Double), 0)
+            let phases = try XCTUnwrap(v["phase_seconds"] as? [String: Double])
+            for p in ["text", "vision", "momentum", "itc", "fusion", "backward", "optimizer"] {
+                XCTAssertNotNil(phases[p], "phase \(p) missing in \(phases.keys.sorted())")
+            }
+            let topLevel = phases.filter { !$0.key.contains("/") }.values.reduce(0, +)
+            XCTAssertEqual(topLevel, seconds, accuracy: 0.05 * seconds + 0.01, "phases should cover the step")
+            XCTAssertGreaterThan(try XCTUnwrap(v["peak_live_tensor_mib"] as? Double), 0)
+        }
+        let flops = variants.map { $0["gflop_per_step"] as! Double }
+        // Inline scoring runs no look-ahead layers: fewer FLOPs than the paper's scoring.
+        XCTAssertLessThan(flops[2], flops[0])
+        XCTAssertNotNil((variants[0]["phase_seconds"] as? [String: Double])?["vision/look-ahead"])
+        XCTAssertNotNil((variants[2]["phase_seconds"] as? [String: Double])?["vision/inline-scoring"])
+        let bad = try CLI.run(["bench", "train-step", "--config", config, "--variants", "lookahead"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("'lookahead' is not look_ahead, inline or none"), bad.stderr)
+    }
+
     func testCheckStepPassesOnTheReferenceCase() throws {
         let dir = try CLI.shared("reference/albef-tiny")
         let tmp = try CLI.temporaryDirectory()
