@@ -288,8 +288,13 @@ public final class RetrievalEvaluator {
     func itmScores(_ f: Features, images: [Int], texts: [Int]) throws -> [Float] {
         let states = try f.textStates.gatherRows(texts)
         let mask = try f.text.rows(texts)
-        let image = try f.imageEmbeds.gatherRows(images)
-        let out = try model.textEncoder.fuse(states, mask: mask, image: image, dropout: nil)
+        // Each distinct image's cross-attention keys/values once (image-to-text re-ranking asks
+        // for one image with k captions).
+        let distinct = Array(Set(images)).sorted()
+        let position = Dictionary(uniqueKeysWithValues: distinct.enumerated().map { ($1, $0) })
+        let context = try model.textEncoder.imageContext(f.imageEmbeds.gatherRows(distinct))
+        let out = try model.textEncoder.fuse(states, mask: mask, image: context, imageRows: images.compactMap { position[$0] },
+                                             dropout: nil)
         let logits = try model.itmHead(Self.cls(out)).toArray()
         return (0..<texts.count).map { logits[2 * $0 + 1] }
     }
