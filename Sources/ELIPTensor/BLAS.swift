@@ -17,27 +17,37 @@ public enum GEMMProfiler {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
-/// Thin wrapper over cblas_sgemm for row-major operands: C = alpha * op(A) * op(B) + beta * C,
-/// op(A) is m x k, op(B) is k x n, C is m x n. Leading dimensions default to contiguous rows.
+/// cblas_sgemm for row-major operands: C = alpha * op(A) * op(B) + beta * C, op(A) m x k,
+/// op(B) k x n, C m x n; leading dimensions default to contiguous rows. Returns the FLOPs done.
 @inline(__always)
-func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
-           alpha: Float = 1, a: UnsafePointer<Float>, lda: Int? = nil,
-           b: UnsafePointer<Float>, ldb: Int? = nil,
-           beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int? = nil) {
-    if m == 0 || n == 0 { return }
+private func rowMajorSgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                           a: UnsafePointer<Float>, lda: Int?, b: UnsafePointer<Float>, ldb: Int?,
+                           beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int?) -> Double {
+    if m == 0 || n == 0 { return 0 }
     if k == 0 {
         // BLAS leaves C untouched when k == 0 only if beta == 1; make the semantics explicit.
         for i in 0..<m { let row = c + i * (ldc ?? n); for j in 0..<n { row[j] *= beta } }
-        return
+        return 0
     }
-    let t0 = GEMMProfiler.enabled ? monotonicSeconds() : 0
-    defer { if GEMMProfiler.enabled { GEMMProfiler.add(monotonicSeconds() - t0, 2.0 * Double(m) * Double(n) * Double(k)) } }
     cblas_sgemm(CblasRowMajor,
                 transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                 Int32(m), Int32(n), Int32(k), alpha,
                 a, Int32(lda ?? (transA ? m : k)),
                 b, Int32(ldb ?? (transB ? k : n)),
                 beta, c, Int32(ldc ?? n))
+    return 2.0 * Double(m) * Double(n) * Double(k)
+}
+
+/// sgemm on the calling thread, counted by `GEMMProfiler` when it is on.
+@inline(__always)
+func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+           alpha: Float = 1, a: UnsafePointer<Float>, lda: Int? = nil,
+           b: UnsafePointer<Float>, ldb: Int? = nil,
+           beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int? = nil) {
+    let t0 = GEMMProfiler.enabled ? monotonicSeconds() : 0
+    let flops = rowMajorSgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                              b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+    if GEMMProfiler.enabled { GEMMProfiler.add(monotonicSeconds() - t0, flops) }
 }
 
 /// Public GEMM entry for benchmarks: C[m,n] = A[m,k] * op(B) on arrays the caller owns.
@@ -92,20 +102,11 @@ func parallelGEMMRegion(_ n: Int, _ body: (Range<Int>, Int, inout GEMMTally) -> 
 func sgemm(_ tally: inout GEMMTally, transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
            alpha: Float = 1, a: UnsafePointer<Float>, lda: Int? = nil, b: UnsafePointer<Float>, ldb: Int? = nil,
            beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int? = nil) {
-    if m == 0 || n == 0 { return }
-    if k == 0 {
-        for i in 0..<m { let row = c + i * (ldc ?? n); for j in 0..<n { row[j] *= beta } }
-        return
-    }
     let t0 = GEMMProfiler.enabled ? monotonicSeconds() : 0
-    cblas_sgemm(CblasRowMajor,
-                transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                Int32(m), Int32(n), Int32(k), alpha,
-                a, Int32(lda ?? (transA ? m : k)),
-                b, Int32(ldb ?? (transB ? k : n)),
-                beta, c, Int32(ldc ?? n))
+    let flops = rowMajorSgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                              b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     if GEMMProfiler.enabled {
         tally.gemmSeconds += monotonicSeconds() - t0
-        tally.flops += 2.0 * Double(m) * Double(n) * Double(k)
+        tally.flops += flops
     }
 }
