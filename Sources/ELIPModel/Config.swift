@@ -16,6 +16,20 @@ public enum PruneScoring: String, Codable, Sendable, CaseIterable {
     /// Ablation (EViT-style, cheaper): the fused query's attention in the stage's FIRST layer,
     /// on the stage's input tokens; no look-ahead layers run.
     case inline
+
+    /// "look_ahead or inline", for messages.
+    public static var choices: String { allCases.map(\.rawValue).joined(separator: " or ") }
+
+    /// The mode called `name`; otherwise an error naming `setting` and the valid modes.
+    public init(parsing name: String, setting: String) throws {
+        guard let mode = PruneScoring(rawValue: name) else { throw UnknownPruneScoring(setting: setting, name: name) }
+        self = mode
+    }
+}
+
+public struct UnknownPruneScoring: Error, CustomStringConvertible {
+    public let setting: String, name: String
+    public var description: String { "\(setting) must be \(PruneScoring.choices), not '\(name)'" }
 }
 
 /// ELIP pruning schedule (SPEC §2): stage j starts at layer `beginLayer[j]`, spans
@@ -44,11 +58,7 @@ public struct PruneConfig: Codable, Equatable, Sendable {
         numActLayers = try c.decode([Int].self, forKey: .numActLayers)
         keepRatio = try c.decode([Double].self, forKey: .keepRatio)
         if let raw = try c.decodeIfPresent(String.self, forKey: .scoring) {
-            guard let mode = PruneScoring(rawValue: raw) else {
-                let modes = PruneScoring.allCases.map(\.rawValue).joined(separator: " or ")
-                throw ConfigError(file: "img_prune", message: "scoring must be \(modes), not '\(raw)'")
-            }
-            scoring = mode
+            scoring = try PruneScoring(parsing: raw, setting: "scoring")
         }
     }
 
@@ -258,8 +268,6 @@ public struct ALBEFConfig {
                 do {
                     let json = try JSONSerialization.data(withJSONObject: p)
                     prune = try JSONDecoder().decode(PruneConfig.self, from: json)
-                } catch let e as ConfigError {
-                    throw ConfigError(file: file, message: "img_prune: \(e.message)")
                 } catch { throw ConfigError(file: file, message: "img_prune: \(error)") }
             } else {
                 prune = nil  // `img_prune: null` or `img_prune: false` turns pruning off

@@ -46,12 +46,7 @@ struct AnalyzePruningCommand: ParsableCommand {
             func path(_ p: String) -> String { p.hasPrefix("/") ? p : (root as NSString).appendingPathComponent(p) }
             samples.append((try EvalImage.read(path(image)), caption, try EvalImage.read(path(mask))))
         }
-        let other = try compareScoring.map { name -> PruneScoring in
-            guard let mode = PruneScoring(rawValue: name) else {
-                throw ValidationError("--compare-scoring must be \(PruneScoring.allCases.map(\.rawValue).joined(separator: " or "))")
-            }
-            return mode
-        }
+        let other = try compareScoring.map { try PruneScoring(parsing: $0, setting: "--compare-scoring") }
         let r = try PruningAnalysis.run(model: model, tokenizer: tokenizer, samples: samples, compareScoring: other)
         print("scoring: \(model.config.prune?.scoring.rawValue ?? "none")")
         print("images: \(r.images); object pixels in the image: \(String(format: "%.1f%%", 100 * r.imageObjectShare))")

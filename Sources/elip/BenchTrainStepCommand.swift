@@ -102,17 +102,11 @@ struct BenchTrainStepCommand: ParsableCommand {
             throw ValidationError("--batch, --steps and --text-length must be positive (--text-length at least 2)")
         }
         if noPrune { model.prune = nil }
-        if let scoring {
-            guard let mode = PruneScoring(rawValue: scoring) else {
-                throw ValidationError("--scoring must be \(PruneScoring.allCases.map(\.rawValue).joined(separator: " or "))")
-            }
-            model.prune?.scoring = mode
-        }
+        if let scoring { model.prune?.scoring = try PruneScoring(parsing: scoring, setting: "--scoring") }
         model.batchSize = batch
         let variantList = try parseVariants(base: model.prune)
-        if variantList.contains(where: { $0.prune != nil }) {
-            try (variantList.first { $0.prune != nil }?.prune)?.validate(depth: model.vision.depth, patchCount: model.patchCount)
-        }
+        // Variants share one schedule (only the scoring differs): check it against the ViT once.
+        try variantList.lazy.compactMap(\.prune).first?.validate(depth: model.vision.depth, patchCount: model.patchCount)
 
         let isa = String(cString: elip_fma_probe_isa())
         let fmaPeak = BenchOpsCommand.measurePeak(threads: Threads.count)
