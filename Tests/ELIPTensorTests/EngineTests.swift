@@ -138,6 +138,19 @@ final class DeterminismAndAllocatorTests: XCTestCase {
 
     /// A request whose size class is empty takes a cached buffer of up to twice the size (the
     /// shapes of a pruned model vary by stage) and gives it back to that buffer's own class.
+    /// `chunkIndex` inverts `chunkRange` for every chunk start (parallel regions use it to find
+    /// their per-chunk slot).
+    func testChunkIndexInvertsChunkRange() {
+        for n in [1, 2, 3, 7, 12, 100, 1001] {
+            for chunks in 1...min(n, 5) {
+                for c in 0..<chunks {
+                    let start = Threads.chunkRange(c, of: chunks, n: n).lowerBound
+                    XCTAssertEqual(Threads.chunkIndex(of: start, chunks: chunks, n: n), c, "n \(n), \(chunks) chunks")
+                }
+            }
+        }
+    }
+
     func testAllocatorReusesASomewhatLargerCachedBuffer() {
         let allocator = CachingAllocator()
         let (big, bigClass) = allocator.allocate(10_000)

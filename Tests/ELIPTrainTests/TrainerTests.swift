@@ -36,6 +36,19 @@ func trainerConfig(steps: Int) throws -> TrainingConfig {
 }
 
 final class TrainerTests: XCTestCase {
+    /// The gradient norm's sum of squares (parallel chunks, vector kernel) equals a plain double
+    /// sum, and is the same on every call.
+    func testSumOfSquaresMatchesAPlainSum() {
+        var g = SeededGenerator(seed: 5)
+        var values = (0..<1_000_003).map { _ in g.nextNormal() }
+        let expected = values.reduce(0.0) { $0 + Double($1) * Double($1) }
+        values.withUnsafeMutableBufferPointer { buffer in
+            let got = Trainer.sumOfSquares(buffer)
+            XCTAssertEqual(got, expected, accuracy: 1e-9 * expected)
+            XCTAssertEqual(Trainer.sumOfSquares(buffer), got)
+        }
+    }
+
     var runs: [URL] = []
     override func tearDown() { for r in runs { try? FileManager.default.removeItem(at: r) } }
 
