@@ -42,6 +42,8 @@ for v in ["elip", "baseline", "inline"]:
     step = statistics.median(sum(x["seconds"].values()) for x in rows)
     ips = statistics.median(x["images_per_s"] for x in rows)
     print(f"{v:10s} {r['txt_r1']:6.2f} {r['img_r1']:6.2f} {(r['txt_r1'] + r['img_r1']) / 2:9.2f} {r['r_mean']:7.2f} {1000 * step:10.0f} {ips:9.1f}")
+print("(step time and images/s come from each run's own metrics.jsonl: a run resumed at its last step keeps the")
+print(" timings of the code that trained it; `elip bench train-step --variants look_ahead,none,inline` compares speed side by side)")
 for name, f in [("ELIP (look-ahead)", "pruning-analysis.json"), ("inline scoring", "pruning-analysis-inline.json")]:
     a = json.load(open(f"{d}/{f}"))
     shares = ", ".join(f"stage {j + 1} {100 * s:.1f}%" for j, s in enumerate(a["keptObjectShare"]))
