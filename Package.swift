@@ -10,7 +10,10 @@ let package = Package(
         .executable(name: "elip", targets: ["elip"]),
         .library(name: "ELIPTensor", targets: ["ELIPTensor"]),
         .library(name: "ELIPModel", targets: ["ELIPModel"]),
-        .library(name: "ELIPData", targets: ["ELIPData"]),
+        .library(name: "ELIPText", targets: ["ELIPText"]),
+        .library(name: "ELIPImage", targets: ["ELIPImage"]),
+        .library(name: "ELIPShards", targets: ["ELIPShards"]),
+        .library(name: "ELIPEval", targets: ["ELIPEval"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -40,12 +43,18 @@ let package = Package(
         .target(name: "ELIPNN", dependencies: ["ELIPTensor"], swiftSettings: swiftSettings),
         .target(name: "ELIPModel", dependencies: ["ELIPNN", "ELIPTensor", "Safetensors", "Yams"], swiftSettings: swiftSettings),
         .target(name: "ELIPDistributed", dependencies: ["CMPI", "CMPIShim", "ELIPTensor"], swiftSettings: swiftSettings),
-        .target(name: "ELIPTrain", dependencies: ["ELIPModel", "ELIPTensor", "ELIPData", "ELIPDistributed", "Safetensors", "CKernels"],
+        .target(name: "ELIPTrain", dependencies: ["ELIPModel", "ELIPTensor", "ELIPText", "ELIPImage", "ELIPShards", "ELIPEval",
+                                                  "ELIPDistributed", "Safetensors", "CKernels"],
                 swiftSettings: swiftSettings),
-        .target(name: "ELIPData", dependencies: ["CLMDB", "CTurboJPEG", "CPNG"],
-                swiftSettings: swiftSettings),
+        // Data: text (tokenizers, pre_caption), images (codecs, resize, augmentation), LMDB shards
+        // (dataset build/inspection, the training loader, the synthetic corpus).
+        .target(name: "ELIPText", swiftSettings: swiftSettings),
+        .target(name: "ELIPImage", dependencies: ["CTurboJPEG", "CPNG"], swiftSettings: swiftSettings),
+        .target(name: "ELIPShards", dependencies: ["CLMDB", "ELIPText", "ELIPImage"], swiftSettings: swiftSettings),
+        // Evaluation and visualisation output (for now the bitmap font and line charts).
+        .target(name: "ELIPEval", dependencies: ["ELIPImage"], swiftSettings: swiftSettings),
         .executableTarget(name: "elip", dependencies: [
-            "ELIPTensor", "ELIPNN", "ELIPModel", "ELIPData", "ELIPDistributed", "ELIPTrain", "Safetensors",
+            "ELIPTensor", "ELIPNN", "ELIPModel", "ELIPText", "ELIPImage", "ELIPShards", "ELIPDistributed", "ELIPTrain", "Safetensors",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
 
@@ -53,11 +62,15 @@ let package = Package(
         .testTarget(name: "ELIPTensorTests", dependencies: ["ELIPTensor"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPModelTests", dependencies: ["ELIPModel"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPDistributedTests", dependencies: ["ELIPDistributed"], swiftSettings: swiftSettings),
-        .testTarget(name: "ELIPTrainTests", dependencies: ["ELIPTrain"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPTrainTests", dependencies: ["ELIPTrain", "ELIPText", "ELIPImage", "ELIPShards", "ELIPEval"],
+                    swiftSettings: swiftSettings),
         // End-to-end tests of the `elip` command (runs the built executable).
         .testTarget(name: "CLITests", dependencies: ["elip", "Safetensors"], swiftSettings: swiftSettings),
         .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"], swiftSettings: swiftSettings),
-        .testTarget(name: "ELIPDataTests", dependencies: ["ELIPData"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPTextTests", dependencies: ["ELIPText"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPImageTests", dependencies: ["ELIPImage"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPShardsTests", dependencies: ["ELIPShards", "ELIPText", "ELIPImage"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPEvalTests", dependencies: ["ELIPEval", "ELIPImage"], swiftSettings: swiftSettings),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,6 +1,7 @@
-import ELIPData
 import ELIPModel
+import ELIPShards
 import ELIPTensor
+import ELIPText
 import Foundation
 
 /// Where a rank's training batches come from. Random access by (epoch, index) makes resuming

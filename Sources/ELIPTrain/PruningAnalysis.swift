@@ -1,6 +1,7 @@
-import ELIPData
+import ELIPImage
 import ELIPModel
 import ELIPTensor
+import ELIPText
 import Foundation
 
 /// Does the caption guide the pruning? For images with object masks (the synthetic corpus),

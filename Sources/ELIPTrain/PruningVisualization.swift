@@ -1,4 +1,5 @@
-import ELIPData
+import ELIPEval
+import ELIPImage
 import ELIPModel
 import ELIPTensor
 import Foundation

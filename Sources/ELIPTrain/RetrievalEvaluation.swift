@@ -1,7 +1,8 @@
-import ELIPData
 import ELIPDistributed
+import ELIPImage
 import ELIPModel
 import ELIPTensor
+import ELIPText
 import Foundation
 
 /// A retrieval test set in ALBEF's annotation format (`[{"image": path, "caption": [..]}]`, as

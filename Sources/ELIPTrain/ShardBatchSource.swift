@@ -1,6 +1,8 @@
-import ELIPData
+import ELIPImage
 import ELIPModel
+import ELIPShards
 import ELIPTensor
+import ELIPText
 import Foundation
 
 /// Training batches from LMDB shards through `ShardLoader` (sharded per rank, shuffled per epoch,

@@ -1,4 +1,5 @@
-import ELIPData
+import ELIPEval
+import ELIPImage
 import Foundation
 
 /// The picture `elip plot` writes from a run's metrics.jsonl: loss parts and total, learning

@@ -1,5 +1,5 @@
 import ArgumentParser
-import ELIPData
+import ELIPImage
 import ELIPModel
 import ELIPTensor
 import ELIPTrain

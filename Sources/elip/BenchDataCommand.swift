@@ -1,5 +1,5 @@
 import ArgumentParser
-import ELIPData
+import ELIPShards
 import Foundation
 
 struct BenchDataCommand: ParsableCommand {

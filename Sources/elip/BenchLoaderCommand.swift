@@ -1,5 +1,7 @@
 import ArgumentParser
-import ELIPData
+import ELIPImage
+import ELIPShards
+import ELIPText
 import Foundation
 
 struct BenchLoaderCommand: ParsableCommand {

@@ -1,6 +1,6 @@
 import ArgumentParser
-import ELIPData
 import ELIPDistributed
+import ELIPShards
 import Foundation
 
 struct BuildDatasetCommand: ParsableCommand {
@@ -125,7 +125,7 @@ struct BuildDatasetCommand: ParsableCommand {
     }
 }
 
-/// The build's view of the MPI communicator (ELIPData does not depend on ELIPDistributed).
+/// The build's view of the MPI communicator (ELIPShards does not depend on ELIPDistributed).
 final class CommunicatorBuildGroup: DatasetBuildGroup {
     let comm: Communicator
     init(_ comm: Communicator) { self.comm = comm }

@@ -1,7 +1,7 @@
 import ArgumentParser
-import ELIPData
 import ELIPModel
 import ELIPTensor
+import ELIPText
 import Foundation
 import Safetensors
 

@@ -1,7 +1,7 @@
 import ArgumentParser
-import ELIPData
 import ELIPDistributed
 import ELIPTensor
+import ELIPText
 import ELIPTrain
 import Foundation
 import Safetensors

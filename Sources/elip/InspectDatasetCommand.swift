@@ -1,5 +1,6 @@
 import ArgumentParser
-import ELIPData
+import ELIPImage
+import ELIPShards
 import Foundation
 
 struct InspectDatasetCommand: ParsableCommand {

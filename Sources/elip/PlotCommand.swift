@@ -1,5 +1,5 @@
 import ArgumentParser
-import ELIPData
+import ELIPImage
 import ELIPTrain
 import Foundation
 

@@ -1,5 +1,5 @@
 import ArgumentParser
-import ELIPData
+import ELIPText
 import Foundation
 
 struct TokenizeCommand: ParsableCommand {

@@ -1,8 +1,8 @@
 import ArgumentParser
-import ELIPData
 import ELIPDistributed
 import ELIPModel
 import ELIPTensor
+import ELIPText
 import ELIPTrain
 import Foundation
 

@@ -1,7 +1,8 @@
 import ArgumentParser
-import ELIPData
+import ELIPImage
 import ELIPModel
 import ELIPTensor
+import ELIPText
 import ELIPTrain
 import Foundation
 

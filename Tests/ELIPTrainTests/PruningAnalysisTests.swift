@@ -1,4 +1,4 @@
-import ELIPData
+import ELIPImage
 @testable import ELIPTrain
 import XCTest
 

@@ -1,7 +1,9 @@
-import ELIPData
 import ELIPDistributed
+import ELIPImage
 import ELIPModel
+import ELIPShards
 import ELIPTensor
+import ELIPText
 @testable import ELIPTrain
 import Foundation
 import XCTest

@@ -1,6 +1,8 @@
-import ELIPData
+import ELIPImage
 import ELIPModel
+import ELIPShards
 import ELIPTensor
+import ELIPText
 @testable import ELIPTrain
 import Foundation
 import XCTest

@@ -1,7 +1,7 @@
-import ELIPData
 import ELIPDistributed
 import ELIPModel
 import ELIPTensor
+import ELIPText
 @testable import ELIPTrain
 import Foundation
 import XCTest

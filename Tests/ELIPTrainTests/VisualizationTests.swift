@@ -1,6 +1,9 @@
-import ELIPData
+import ELIPEval
+import ELIPImage
 import ELIPModel
+import ELIPShards
 import ELIPTensor
+import ELIPText
 @testable import ELIPTrain
 import Foundation
 import XCTest

@@ -1,0 +1,522 @@
+import Foundation
+
+/// The process group a build runs in. ELIPShards does not depend on ELIPDistributed: the CLI wraps
+/// its MPI communicator in this protocol; `SingleProcessBuildGroup` is the one-process case.
+public protocol DatasetBuildGroup: AnyObject {
+    var rank: Int { get }
+    var size: Int { get }
+    /// Blocks until every rank has called it.
+    func barrier() throws
+}
+
+public final class SingleProcessBuildGroup: DatasetBuildGroup {
+    public init() {}
+    public var rank: Int { 0 }
+    public var size: Int { 1 }
+    public func barrier() throws {}
+}
+
+public struct DatasetBuildOptions: Sendable {
+    public var annotationFiles: [String] = []
+    /// Tar archives: files, directories (their *.tar) or glob patterns.
+    public var tarInputs: [String] = []
+    public var imageRoot: String?
+    public var outputDirectory: String
+    public var shardCount: Int
+    public var policy = ImagePolicy()
+    /// Decode/resize/encode threads per rank.
+    public var workers = 1
+    public var allowAbsolutePaths = false
+    /// The build fails (non-zero exit) when rejected / (records + rejected) exceeds this.
+    public var maxRejectFraction = 0.05
+    /// Records per LMDB write transaction.
+    public var batchSize = 512
+    /// Progress output on stderr.
+    public var showProgress = true
+    /// Plain progress line interval (seconds) when stderr is not a terminal.
+    public var progressInterval = 10.0
+    /// LMDB map size a shard starts with (nil: about 192 KiB per planned record, at least 64 MiB);
+    /// the map doubles whenever a batch does not fit.
+    public var initialMapSize: Int?
+
+    public init(outputDirectory: String, shardCount: Int) {
+        self.outputDirectory = outputDirectory
+        self.shardCount = shardCount
+    }
+}
+
+/// What a build did (every rank gets the same totals; `built`/`skipped` are this rank's shards).
+public struct DatasetBuildReport: Sendable {
+    public var manifest: DatasetManifest
+    public var builtShards: [Int]
+    public var skippedShards: [Int]
+    /// Finished shards that were discarded and rebuilt, with the reason.
+    public var discardedShards: [Int: String]
+    public var seconds: Double
+    /// Records / s over the shards this rank built.
+    public var imagesPerSecond: Double
+    public var maxRejectFraction: Double
+
+    public var totalRecords: Int { manifest.totalRecords }
+    public var rejectFraction: Double { manifest.rejects.fraction }
+    /// Nil when the build counts as successful; otherwise why not.
+    public var failure: String? {
+        if manifest.totalRecords == 0 { return "nothing was built (0 records)" }
+        if manifest.rejects.fraction > maxRejectFraction {
+            return String(format: "%.2f%% of the inputs were rejected, more than --max-reject-fraction %.2f%%",
+                          100 * manifest.rejects.fraction, 100 * maxRejectFraction)
+        }
+        return nil
+    }
+}
+
+/// Builds LMDB shards from annotation files and tar shards (see DatasetPlan for the input rules
+/// and Manifest.swift for the output layout).
+///
+/// Rank r of K builds shards s with s % K == r: it scans all inputs (cheap) and reads/decodes only
+/// its shards' items, with `workers` threads; records are written in plan order, keys 0, 1, ...
+/// with MDB_APPEND in transactions of `batchSize` records, the map grown on demand. Each shard is
+/// built as `<name>.tmp-<pid>`, synced, given its summary, and renamed into place; a resumed build
+/// keeps a finished shard only when its summary's fingerprint (parameters + planned items),
+/// record count and data.mdb checksum all match. After a barrier every rank reads all summaries;
+/// rank 0 writes rejects.jsonl and manifest.json (atomically, last).
+public final class DatasetBuilder {
+    public static let builderVersion = "1.0"
+    public static let rejectsFileName = "rejects.jsonl"
+
+    public let options: DatasetBuildOptions
+    let group: DatasetBuildGroup
+    let log: (String) -> Void
+
+    public init(options: DatasetBuildOptions, group: DatasetBuildGroup = SingleProcessBuildGroup(),
+                log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) {
+        self.options = options
+        self.group = group
+        self.log = log
+    }
+
+    var out: String { options.outputDirectory }
+
+    public func build() throws -> DatasetBuildReport {
+        let start = Date()
+        let n = options.shardCount
+        guard n >= 1 else { throw DatasetError.invalidArgument("--shards must be at least 1 (got \(n))") }
+        guard n <= 99_999 else { throw DatasetError.invalidArgument("--shards must be at most 99999 (got \(n))") }
+        guard options.policy.shorterSide >= 1 else { throw DatasetError.invalidArgument("--image-size must be positive") }
+        guard (1...100).contains(options.policy.quality) else { throw DatasetError.invalidArgument("--quality must be 1...100") }
+        guard options.policy.maxPixels >= 1 else { throw DatasetError.invalidArgument("--max-pixels must be positive") }
+        guard options.batchSize >= 1 else { throw DatasetError.invalidArgument("batch size must be positive") }
+        guard !options.annotationFiles.isEmpty || !options.tarInputs.isEmpty else {
+            throw DatasetError.invalidArgument("no inputs: give --annotations and/or --tar-shards")
+        }
+        let rank = group.rank, size = group.size
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+
+        // The manifest describes a finished build only: remove it before any shard changes.
+        if rank == 0 {
+            let m = (out as NSString).appendingPathComponent(DatasetManifest.fileName)
+            if FileManager.default.fileExists(atPath: m) { try FileManager.default.removeItem(atPath: m) }
+        }
+        try group.barrier()
+
+        var annotationFiles: [String] = []
+        for f in options.annotationFiles where !annotationFiles.contains(where: { Self.sameFile($0, f) }) {
+            annotationFiles.append(f)
+        }
+        let scanStart = Date()
+        let plan = try DatasetPlan.scan(annotationFiles: annotationFiles, tarInputs: options.tarInputs,
+                                        imageRoot: options.imageRoot, allowAbsolutePaths: options.allowAbsolutePaths)
+        if rank == 0 {
+            for s in plan.sources where s.error != nil { log("warning: \(s.error ?? "")") }
+            log("build-dataset: \(plan.items.count) items planned from \(plan.sources.count) sources, "
+                + "\(plan.rejects.count) rejected while scanning"
+                + String(format: " (%.1f s)", Date().timeIntervalSince(scanStart))
+                + "; \(n) shards, \(size) rank(s) x \(options.workers) worker(s)")
+        }
+
+        // Shard s holds plan items s, s + n, s + 2n, ...
+        let myShards = (0..<n).filter { $0 % size == rank }
+        removeStaleTemporaries(myShards)
+        var toBuild: [Int] = []
+        var skipped: [Int] = []
+        var discarded: [Int: String] = [:]
+        for s in myShards {
+            let final = shardDirectory(s)
+            guard FileManager.default.fileExists(atPath: final) else { toBuild.append(s); continue }
+            let fp = fingerprint(shard: s, plan: plan)
+            if let why = Self.checkFinishedShard(final, expectedFingerprint: fp, shardCount: n) {
+                discarded[s] = why
+                log("shard \(s): discarding the existing \(ShardNaming.name(s, of: n)) (\(why)); rebuilding")
+                try discard(final)
+                toBuild.append(s)
+            } else {
+                skipped.append(s)
+            }
+        }
+        if !skipped.isEmpty {
+            log("rank \(rank): \(skipped.count) finished shard(s) verified and kept: \(Self.rangeList(skipped))")
+        }
+
+        let planned = toBuild.reduce(0) { $0 + itemIndices(shard: $1, plan: plan).count }
+        let meter = ProgressMeter(label: size > 1 ? "build rank \(rank)" : "build", total: planned,
+                                  enabled: options.showProgress, plainInterval: options.progressInterval)
+        var done = 0
+        let buildStart = Date()
+        for s in toBuild {
+            _ = try buildShard(s, plan: plan, meter: meter, done: &done)
+        }
+        meter.finish(done)
+        let buildSeconds = Date().timeIntervalSince(buildStart)
+
+        try group.barrier()
+        let manifest = try assembleManifest(plan: plan)
+        if rank == 0 {
+            try writeRejects(plan: plan, manifest: manifest)
+            try FileOps.writeAtomically(try manifest.encodedJSON(),
+                                        to: (out as NSString).appendingPathComponent(DatasetManifest.fileName))
+        }
+        return DatasetBuildReport(manifest: manifest, builtShards: toBuild, skippedShards: skipped,
+                                  discardedShards: discarded, seconds: Date().timeIntervalSince(start),
+                                  imagesPerSecond: buildSeconds > 0 ? Double(done) / buildSeconds : 0,
+                                  maxRejectFraction: options.maxRejectFraction)
+    }
+
+    // MARK: shards
+
+    func shardDirectory(_ s: Int) -> String {
+        (out as NSString).appendingPathComponent(ShardNaming.name(s, of: options.shardCount))
+    }
+
+    func itemIndices(shard s: Int, plan: DatasetPlan) -> [Int] {
+        Array(stride(from: s, to: plan.items.count, by: options.shardCount))
+    }
+
+    /// Removes `<name>.tmp-*` leftovers of this rank's shards (interrupted builds).
+    func removeStaleTemporaries(_ shards: [Int]) {
+        let mine = Set(shards)
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: out) else { return }
+        for name in names {
+            guard let p = ShardNaming.parse(name), p.temporary, p.count == options.shardCount, mine.contains(p.shard) else { continue }
+            let path = (out as NSString).appendingPathComponent(name)
+            log("shard \(p.shard): removing the unfinished \(name)")
+            try? FileManager.default.removeItem(atPath: path)
+        }
+    }
+
+    /// Moves a shard out of its final name (so it never looks complete) and deletes it.
+    func discard(_ final: String) throws {
+        let aside = final + ".tmp-stale-\(getpid())"
+        guard rename(final, aside) == 0 else {
+            throw DatasetError.io(final, "cannot move the old shard aside: \(FileOps.errnoString())")
+        }
+        try FileManager.default.removeItem(atPath: aside)
+    }
+
+    /// Nil if the finished shard at `dir` is valid for this build; else the reason it is not.
+    static func checkFinishedShard(_ dir: String, expectedFingerprint: String, shardCount: Int) -> String? {
+        let summary: ShardSummary
+        do { summary = try ShardSummary.load(fromShardDirectory: dir) } catch { return "no readable summary" }
+        guard summary.shardCount == shardCount, summary.fingerprint == expectedFingerprint else {
+            return "built from different inputs or parameters"
+        }
+        return verifyShardFiles(dir, records: summary.records, bytes: summary.bytes, checksum: summary.checksum)
+    }
+
+    /// Checks data.mdb's size and checksum and the entry count; nil when all match.
+    static func verifyShardFiles(_ dir: String, records: Int, bytes: Int, checksum: String) -> String? {
+        let data = (dir as NSString).appendingPathComponent("data.mdb")
+        guard let (sum, size) = try? Checksum64.file(atPath: data) else { return "data.mdb is unreadable" }
+        guard size == bytes else { return "data.mdb is \(size) bytes, expected \(bytes)" }
+        guard Checksum64.hex(sum) == checksum else { return "data.mdb checksum \(Checksum64.hex(sum)) != \(checksum)" }
+        do {
+            let env = try LMDBEnvironment(path: dir, readOnly: true)
+            let c = try env.count()
+            guard c == records else { return "\(c) records, expected \(records)" }
+        } catch {
+            return "cannot open: \(error)"
+        }
+        return nil
+    }
+
+    /// A hash of the build parameters that affect the shard's bytes and of its planned items.
+    func fingerprint(shard s: Int, plan: DatasetPlan) -> String {
+        var h = Checksum64(seed: 0x5EED)
+        func add(_ str: String) { h.update(Array(str.utf8) + [0]) }
+        add("elip-build \(Self.builderVersion) record ELR1 batch \(options.batchSize)")
+        add("shard \(s) of \(options.shardCount)")
+        let p = options.policy
+        add("policy \(p.shorterSide) \(p.quality) \(p.maxPixels) \(p.acceptPNG) \(p.maxFileBytes)")
+        for i in itemIndices(shard: s, plan: plan) {
+            let item = plan.items[i]
+            add(item.sourceID)
+            for c in item.captions { add(c) }
+            switch item.location {
+            case let .file(path, confined): add("file \(confined) \(path)")
+            case let .tarMember(a, off, size): add("tar \(plan.archives[a]) \(off) \(size)")
+            }
+        }
+        return Checksum64.hex(h.finalize())
+    }
+
+    enum Outcome {
+        case record(bytes: [UInt8], width: Int, height: Int, jpegBytes: Int, resized: Bool)
+        case reject(RejectRecord)
+    }
+
+    /// Builds shard `s` into a temporary directory and renames it into place.
+    @discardableResult
+    func buildShard(_ s: Int, plan: DatasetPlan, meter: ProgressMeter, done: inout Int) throws -> ShardSummary {
+        let t0 = Date()
+        let name = ShardNaming.name(s, of: options.shardCount)
+        let final = shardDirectory(s)
+        let tmp = final + ".tmp-\(getpid())"
+        if FileManager.default.fileExists(atPath: tmp) { try FileManager.default.removeItem(atPath: tmp) }
+        let indices = itemIndices(shard: s, plan: plan)
+
+        var captionStats = CaptionStats()
+        var imageStats = ImageStats()
+        var sourceRecords: [String: Int] = [:]
+        var rejects: [RejectRecord] = []
+        var key: UInt64 = 0
+        do {
+            let initialMap = options.initialMapSize
+                ?? min(1 << 40, max(64 << 20, ((indices.count * (192 << 10) + (1 << 20) - 1) >> 20) << 20))
+            let env = try LMDBEnvironment(path: tmp, readOnly: false, mapSize: initialMap, noSync: true)
+            var pending: [[UInt8]] = []
+            pending.reserveCapacity(options.batchSize)
+            func flush() throws {
+                guard !pending.isEmpty else { return }
+                let first = key
+                try env.writeWithGrowth { txn in
+                    var k = first
+                    for v in pending {
+                        try txn.put(k, v, flags: .append)
+                        k += 1
+                    }
+                }
+                key += UInt64(pending.count)
+                pending.removeAll(keepingCapacity: true)
+            }
+            let policy = options.policy
+            let pipeline = OrderedPipeline<Outcome>(count: indices.count, window: max(64, 2 * options.batchSize))
+            try pipeline.run(workers: options.workers, makeWorker: { _ in
+                let ingestor: ImageIngestor?
+                let ingestorError: String?
+                do { ingestor = try ImageIngestor(policy: policy); ingestorError = nil } catch {
+                    ingestor = nil
+                    ingestorError = "\(error)"
+                }
+                return { j in
+                    let item = plan.items[indices[j]]
+                    guard let ingestor else {
+                        return .reject(RejectRecord(source: plan.sources[item.source].path, item: item.item,
+                                                    reason: .encodeFailed, detail: "codec setup failed: \(ingestorError ?? "")"))
+                    }
+                    return Self.process(item, plan: plan, policy: policy, ingestor: ingestor)
+                }
+            }, consume: { j, outcome in
+                let item = plan.items[indices[j]]
+                switch outcome {
+                case let .record(bytes, w, h, jpegBytes, resized):
+                    pending.append(bytes)
+                    captionStats.add(captions: item.captions)
+                    imageStats.add(width: w, height: h, bytes: jpegBytes, resized: resized)
+                    sourceRecords[plan.sources[item.source].path, default: 0] += 1
+                    if pending.count >= options.batchSize { try flush() }
+                case let .reject(r):
+                    rejects.append(r)
+                }
+                done += 1
+                meter.update(done)
+            })
+            try flush()
+            try env.sync(force: true)
+        }
+        // The environment is closed here (last reference gone): checksum the finished file.
+        let data = (tmp as NSString).appendingPathComponent("data.mdb")
+        try FileOps.fsync(path: data)
+        let (sum, bytes) = try Checksum64.file(atPath: data)
+        let summary = ShardSummary(shard: s, shardCount: options.shardCount, name: name, records: Int(key),
+                                   planned: indices.count, bytes: bytes, checksum: Checksum64.hex(sum),
+                                   checksumAlgorithm: Checksum64.algorithm, fingerprint: fingerprint(shard: s, plan: plan),
+                                   builderVersion: Self.builderVersion, captionStats: captionStats, imageStats: imageStats,
+                                   sourceRecords: sourceRecords, rejects: rejects,
+                                   buildSeconds: Date().timeIntervalSince(t0))
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try FileOps.writeSynced(Array(try enc.encode(summary)),
+                                to: (tmp as NSString).appendingPathComponent(ShardSummary.fileName))
+        try FileOps.fsync(path: tmp, isDirectory: true)
+        guard rename(tmp, final) == 0 else {
+            throw DatasetError.io(final, "cannot rename \(tmp) into place: \(FileOps.errnoString())")
+        }
+        try FileOps.fsync(path: out, isDirectory: true)
+        return summary
+    }
+
+    /// Reads, checks and converts one item (runs on a worker thread).
+    static func process(_ item: DatasetPlan.Item, plan: DatasetPlan, policy: ImagePolicy,
+                        ingestor: ImageIngestor) -> Outcome {
+        let source = plan.sources[item.source].path
+        func reject(_ f: IngestFailure) -> Outcome {
+            .reject(RejectRecord(source: source, item: item.item, reason: f.reason, detail: f.detail))
+        }
+        let bytes: [UInt8]
+        switch readImageBytes(item.location, plan: plan, maxBytes: policy.maxFileBytes) {
+        case let .success(b): bytes = b
+        case let .failure(f): return reject(f)
+        }
+        switch ingestor.ingest(bytes) {
+        case let .success(img):
+            let record = DatasetRecord(captions: item.captions, sourceID: item.sourceID, jpeg: img.jpeg)
+            return .record(bytes: record.encoded(), width: img.width, height: img.height, jpegBytes: img.jpeg.count,
+                           resized: img.resized)
+        case let .failure(f):
+            return reject(f)
+        }
+    }
+
+    static func readImageBytes(_ location: DatasetPlan.Location, plan: DatasetPlan,
+                               maxBytes: Int) -> Result<[UInt8], IngestFailure> {
+        switch location {
+        case let .tarMember(a, offset, size):
+            guard size <= maxBytes else { return .failure(IngestFailure(.fileTooLarge, "\(size) bytes, limit \(maxBytes)")) }
+            guard size > 0 else { return .failure(IngestFailure(.emptyFile, "zero-byte member")) }
+            do {
+                let reader = try TarReader(path: plan.archives[a])
+                return .success(try reader.read(offset: offset, count: size))
+            } catch {
+                return .failure(IngestFailure(.unreadable, "\(error)"))
+            }
+        case let .file(path, confined):
+            guard let real = DatasetPlan.realPath(path) else {
+                let e = errno
+                if e == ENOENT || e == ENOTDIR { return .failure(IngestFailure(.missingFile, "\(path) does not exist")) }
+                return .failure(IngestFailure(.unreadable, "\(path): \(String(cString: strerror(e)))"))
+            }
+            if confined, let root = plan.imageRootResolved {
+                let inside = root == "/" || real == root || real.hasPrefix(root + "/")
+                guard inside else {
+                    return .failure(IngestFailure(.pathEscapesRoot, "resolves to \(real), outside the image root \(root)"))
+                }
+            }
+            let fd = open(real, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { return .failure(IngestFailure(.unreadable, "\(path): \(FileOps.errnoString())")) }
+            defer { close(fd) }
+            var st = stat()
+            guard fstat(fd, &st) == 0 else { return .failure(IngestFailure(.unreadable, "\(path): \(FileOps.errnoString())")) }
+            guard (st.st_mode & S_IFMT) == S_IFREG else { return .failure(IngestFailure(.unreadable, "\(path) is not a regular file")) }
+            let size = Int(st.st_size)
+            guard size > 0 else { return .failure(IngestFailure(.emptyFile, "\(path) is empty")) }
+            guard size <= maxBytes else { return .failure(IngestFailure(.fileTooLarge, "\(path) is \(size) bytes, limit \(maxBytes)")) }
+            var buf = [UInt8](repeating: 0, count: size)
+            var got = 0
+            var failure: String? = nil
+            buf.withUnsafeMutableBytes { raw in
+                guard let base = raw.baseAddress else { return }
+                while got < size {
+                    let n = read(fd, base + got, size - got)
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        failure = FileOps.errnoString()
+                        return
+                    }
+                    if n == 0 { break }
+                    got += n
+                }
+            }
+            if let failure { return .failure(IngestFailure(.unreadable, "\(path): \(failure)")) }
+            if got < size { buf.removeLast(size - got) }
+            return .success(buf)
+        }
+    }
+
+    // MARK: manifest
+
+    func assembleManifest(plan: DatasetPlan) throws -> DatasetManifest {
+        let n = options.shardCount
+        var summaries: [ShardSummary] = []
+        for s in 0..<n {
+            let dir = shardDirectory(s)
+            guard FileManager.default.fileExists(atPath: dir) else {
+                throw DatasetError.incomplete("shard \(ShardNaming.name(s, of: n)) is missing after all ranks finished")
+            }
+            let summary = try ShardSummary.load(fromShardDirectory: dir)
+            guard summary.shard == s, summary.shardCount == n else {
+                throw DatasetError.manifest(dir, "summary describes shard \(summary.shard) of \(summary.shardCount)")
+            }
+            summaries.append(summary)
+        }
+        var caption = CaptionStats(), image = ImageStats()
+        var recordsBySource: [String: Int] = [:], decodeRejectsBySource: [String: Int] = [:]
+        var byReason: [String: Int] = [:]
+        var rejectedItems = 0
+        for r in plan.rejects {
+            byReason[r.reason.rawValue, default: 0] += 1
+            rejectedItems += 1
+        }
+        for s in summaries {
+            caption.merge(s.captionStats)
+            image.merge(s.imageStats)
+            for (k, v) in s.sourceRecords { recordsBySource[k, default: 0] += v }
+            for r in s.rejects {
+                byReason[r.reason.rawValue, default: 0] += 1
+                decodeRejectsBySource[r.source, default: 0] += 1
+                rejectedItems += 1
+            }
+        }
+        let total = summaries.reduce(0) { $0 + $1.records }
+        let sources = plan.sources.map { s in
+            DatasetManifest.Source(path: s.path, kind: s.kind, entries: s.entries,
+                                   records: recordsBySource[s.path] ?? 0,
+                                   rejected: s.rejected + (decodeRejectsBySource[s.path] ?? 0),
+                                   mergedEntries: s.mergedEntries, error: s.error)
+        }
+        let denominator = total + rejectedItems
+        let fmt = ISO8601DateFormatter()
+        return DatasetManifest(
+            format: DatasetManifest.formatName, formatVersion: DatasetManifest.currentFormatVersion,
+            builder: "elip build-dataset", builderVersion: Self.builderVersion, created: fmt.string(from: Date()),
+            recordFormat: "ELR1 DatasetRecord (captions, source id, JPEG, CRC-32)",
+            keyFormat: "uint64 big-endian, 0..<records per shard",
+            shardCount: n, totalRecords: total,
+            shards: summaries.map { DatasetManifest.Shard(name: $0.name, records: $0.records, bytes: $0.bytes,
+                                                          checksum: $0.checksum, checksumAlgorithm: $0.checksumAlgorithm) },
+            sources: sources, imagePolicy: options.policy, captionStats: caption, imageStats: image,
+            rejects: DatasetManifest.Rejects(total: rejectedItems, byReason: byReason,
+                                             fraction: denominator == 0 ? 0 : Double(rejectedItems) / Double(denominator)),
+            droppedCaptions: plan.droppedCaptions)
+    }
+
+    func writeRejects(plan: DatasetPlan, manifest: DatasetManifest) throws {
+        var text = ""
+        for r in plan.rejects { text += r.jsonLine + "\n" }
+        for s in 0..<options.shardCount {
+            let summary = try ShardSummary.load(fromShardDirectory: shardDirectory(s))
+            for r in summary.rejects { text += r.jsonLine + "\n" }
+        }
+        try FileOps.writeAtomically(Array(text.utf8), to: (out as NSString).appendingPathComponent(Self.rejectsFileName))
+    }
+
+    // MARK: helpers
+
+    static func sameFile(_ a: String, _ b: String) -> Bool {
+        if a == b { return true }
+        guard let ra = DatasetPlan.realPath(DatasetPlan.absolute(a)), let rb = DatasetPlan.realPath(DatasetPlan.absolute(b)) else { return false }
+        return ra == rb
+    }
+
+    /// "0-3, 5, 7-9".
+    static func rangeList(_ v: [Int]) -> String {
+        var parts: [String] = []
+        var i = 0
+        let s = v.sorted()
+        while i < s.count {
+            var j = i
+            while j + 1 < s.count && s[j + 1] == s[j] + 1 { j += 1 }
+            parts.append(i == j ? "\(s[i])" : "\(s[i])-\(s[j])")
+            i = j + 1
+        }
+        return parts.joined(separator: ", ")
+    }
+}

@@ -1,0 +1,346 @@
+import ELIPText
+import Foundation
+
+/// The deterministic list of items a build will store, produced by scanning every input without
+/// decoding any image. Every rank of a distributed build computes the same plan (same inputs in
+/// the same order), so item i goes to shard i % N everywhere.
+///
+/// Order: annotation files in the order given, entries in file order; then tar archives (each
+/// argument expanded: a directory's `*.tar` sorted by name, a glob's matches sorted), members in
+/// archive order.
+///
+/// Checks made here (cheap, no image I/O): entry schema, captions (empty, whitespace-only, or
+/// empty after ALBEF's pre_caption; non-UTF-8), absolute paths without permission, `..` escaping
+/// the image root, duplicates, tar structure (truncated archives, groups without image or text).
+/// Checks that need the image file (missing, unreadable, symlink escapes, decoding) happen in the
+/// builder, on the rank that owns the item's shard.
+///
+/// Duplicates: an annotation entry for an image path already seen adds its new captions to the
+/// first record (ALBEF's COCO and VG files list one entry per caption); an entry that adds no new
+/// caption is rejected as `duplicate`. In tar shards a repeated key is a duplicate (first kept).
+public struct DatasetPlan: Sendable {
+    public enum Location: Sendable, Equatable {
+        /// A file path (absolute, normalised). `confined`: must resolve (symlinks included) inside
+        /// the image root.
+        case file(path: String, confined: Bool)
+        /// A tar member's data.
+        case tarMember(archive: Int, offset: Int, size: Int)
+    }
+
+    public struct Item: Sendable, Equatable {
+        public var source: Int
+        /// The image path as written in the annotation, or the tar key.
+        public var item: String
+        public var sourceID: String
+        public var captions: [String]
+        public var location: Location
+    }
+
+    public struct Source: Sendable, Equatable {
+        public var path: String
+        public var kind: String
+        public var entries = 0
+        public var rejected = 0
+        public var mergedEntries = 0
+        public var error: String?
+    }
+
+    public var items: [Item] = []
+    public var sources: [Source] = []
+    /// Rejects found while scanning (the same on every rank).
+    public var rejects: [RejectRecord] = []
+    public var droppedCaptions = 0
+    /// Tar archive paths, indexed by `Location.tarMember.archive`.
+    public var archives: [String] = []
+    /// The image root with symlinks resolved (confinement checks compare against it).
+    public var imageRootResolved: String?
+
+    /// Scans the inputs. Throws only for unusable arguments (e.g. a missing image root); bad
+    /// inputs become rejects and source errors.
+    public static func scan(annotationFiles: [String], tarInputs: [String], imageRoot: String?,
+                            allowAbsolutePaths: Bool) throws -> DatasetPlan {
+        var plan = DatasetPlan()
+        var rootAbs: String? = nil
+        if let root = imageRoot {
+            let abs = absolute(root)
+            guard FileOps.isDirectory(abs) else { throw DatasetError.invalidArgument("image root \(root) is not a directory") }
+            guard let real = realPath(abs) else { throw DatasetError.invalidArgument("cannot resolve the image root \(root)") }
+            rootAbs = normalizeAbsolute(abs)
+            plan.imageRootResolved = real
+        } else if !annotationFiles.isEmpty {
+            throw DatasetError.invalidArgument("--image-root is required with --annotations")
+        }
+        var seenPaths: [String: Int] = [:]
+        for file in annotationFiles {
+            plan.scanAnnotations(file, root: rootAbs, allowAbsolute: allowAbsolutePaths, seen: &seenPaths)
+        }
+        var seenArchives = Set<String>()
+        for input in tarInputs {
+            let (paths, error) = expandTarInput(input)
+            if let error {
+                plan.sources.append(Source(path: input, kind: "tar", error: error))
+                plan.rejects.append(RejectRecord(source: input, item: "", reason: .unreadableSource, detail: error))
+                continue
+            }
+            for p in paths {
+                let key = realPath(absolute(p)) ?? absolute(p)
+                if seenArchives.contains(key) { continue }    // the same archive listed twice
+                seenArchives.insert(key)
+                plan.scanTar(p)
+            }
+        }
+        return plan
+    }
+
+    // MARK: annotations
+
+    private mutating func reject(_ source: Int, _ item: String, _ reason: RejectReason, _ detail: String) {
+        rejects.append(RejectRecord(source: sources[source].path, item: item, reason: reason, detail: detail))
+        sources[source].rejected += 1
+    }
+
+    private mutating func scanAnnotations(_ file: String, root: String?, allowAbsolute: Bool, seen: inout [String: Int]) {
+        let s = sources.count
+        sources.append(Source(path: file, kind: "annotations"))
+        let bytes: [UInt8]
+        do { bytes = try FileOps.readFile(file) } catch {
+            sources[s].error = "\(error)"
+            rejects.append(RejectRecord(source: file, item: "", reason: .unreadableSource, detail: "\(error)"))
+            return
+        }
+        // Pass 1: syntax only, so that a malformed file contributes nothing (it counts as failed).
+        do {
+            try JSONReader.forEachElement(ofTopLevelArrayIn: bytes) { _, _ in }
+        } catch let e as JSONSyntaxError {
+            let err = DatasetError.malformedJSON(file: file, offset: e.offset, line: e.line, column: e.column, message: e.message)
+            sources[s].error = err.description
+            rejects.append(RejectRecord(source: file, item: "", reason: .malformedJSON, detail: e.description))
+            return
+        } catch {
+            sources[s].error = "\(error)"
+            rejects.append(RejectRecord(source: file, item: "", reason: .malformedJSON, detail: "\(error)"))
+            return
+        }
+        let base = (file as NSString).lastPathComponent
+        try? JSONReader.forEachElement(ofTopLevelArrayIn: bytes) { index, entry in
+            self.addAnnotationEntry(entry, index: index, source: s, base: base, root: root,
+                                    allowAbsolute: allowAbsolute, seen: &seen)
+        }
+    }
+
+    private mutating func addAnnotationEntry(_ entry: JSONValue, index: Int, source s: Int, base: String, root: String?,
+                                             allowAbsolute: Bool, seen: inout [String: Int]) {
+        sources[s].entries += 1
+        let label: String
+        if case let .string(img)? = entry["image"] { label = img } else { label = "#\(index)" }
+        guard case .object = entry else {
+            return reject(s, label, .badAnnotation, "entry \(index) is not an object")
+        }
+        guard case let .string(image)? = entry["image"] else {
+            return reject(s, label, .badAnnotation, "entry \(index) has no string \"image\" field")
+        }
+        guard !image.isEmpty, !image.utf8.contains(0) else {
+            return reject(s, label, .badAnnotation, "entry \(index) has an empty or NUL-containing image path")
+        }
+        let rawCaptions: [JSONValue]
+        switch entry["caption"] {
+        case let .array(a)?: rawCaptions = a
+        case let c? where c != .null: rawCaptions = [c]
+        default: return reject(s, label, .badAnnotation, "entry \(index) has no \"caption\" field")
+        }
+        var captions: [String] = []
+        var notUTF8 = 0, empty = 0, wrongType = 0
+        for c in rawCaptions {
+            switch c {
+            case let .string(t):
+                let trimmed = t.trimmingCharacters(in: .whitespacesAndNewlines)
+                if preCaption(trimmed).isEmpty { empty += 1 } else if !captions.contains(trimmed) { captions.append(trimmed) }
+            case .invalidUTF8String: notUTF8 += 1
+            default: wrongType += 1
+            }
+        }
+        if captions.isEmpty {
+            if notUTF8 > 0 { return reject(s, label, .captionNotUTF8, "entry \(index): caption is not valid UTF-8") }
+            if wrongType > 0 && empty == 0 { return reject(s, label, .badAnnotation, "entry \(index): caption is not a string or list of strings") }
+            return reject(s, label, .emptyCaption, "entry \(index): no caption with words left after cleaning")
+        }
+        // Resolve the path lexically (symlinks are checked when the file is read).
+        let key: String
+        let confined: Bool
+        if image.hasPrefix("/") {
+            guard allowAbsolute else {
+                return reject(s, label, .absolutePath, "absolute paths need --allow-absolute-paths")
+            }
+            key = Self.normalizeAbsolute(image)
+            confined = false
+        } else {
+            guard let root else { return reject(s, label, .badAnnotation, "relative path without an image root") }
+            guard let rel = Self.normalizeRelative(image) else {
+                return reject(s, label, .pathEscapesRoot, "'..' leaves the image root")
+            }
+            key = root == "/" ? "/" + rel : root + "/" + rel
+            confined = true
+        }
+        if let first = seen[key] {
+            let new = captions.filter { !items[first].captions.contains($0) }
+            if new.isEmpty {
+                return reject(s, label, .duplicate, "same image and captions as \(items[first].sourceID)")
+            }
+            items[first].captions += new
+            sources[s].mergedEntries += 1
+            droppedCaptions += empty + notUTF8 + wrongType
+            return
+        }
+        droppedCaptions += empty + notUTF8 + wrongType
+        seen[key] = items.count
+        items.append(Item(source: s, item: image, sourceID: "\(base):\(index)", captions: captions,
+                          location: .file(path: key, confined: confined)))
+    }
+
+    // MARK: tar shards
+
+    static let imageExtensions: Set<String> = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
+
+    private struct Group {
+        var key: String
+        var image: TarMember?
+        var text: TarMember?
+    }
+
+    private mutating func scanTar(_ path: String) {
+        let s = sources.count
+        sources.append(Source(path: path, kind: "tar"))
+        let reader: TarReader
+        do { reader = try TarReader(path: path) } catch {
+            sources[s].error = "\(error)"
+            rejects.append(RejectRecord(source: path, item: "", reason: .unreadableSource, detail: "\(error)"))
+            return
+        }
+        let archive = archives.count
+        archives.append(path)
+        let base = (path as NSString).lastPathComponent
+        var seenKeys = Set<String>()
+        var group: Group? = nil
+        func finish(_ g: Group) {
+            sources[s].entries += 1
+            if seenKeys.contains(g.key) { return reject(s, g.key, .duplicate, "key appears earlier in the archive") }
+            seenKeys.insert(g.key)
+            guard let image = g.image else { return reject(s, g.key, .missingImage, "no image member for this key") }
+            guard let text = g.text else { return reject(s, g.key, .missingCaption, "no .txt member for this key") }
+            guard text.size <= 1 << 20 else { return reject(s, g.key, .badAnnotation, "caption file of \(text.size) bytes") }
+            let bytes: [UInt8]
+            do { bytes = try reader.read(text) } catch { return reject(s, g.key, .unreadable, "\(error)") }
+            guard let caption = String(validating: bytes, as: UTF8.self) else {
+                return reject(s, g.key, .captionNotUTF8, "\(text.name) is not valid UTF-8")
+            }
+            let trimmed = caption.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !preCaption(trimmed).isEmpty else {
+                return reject(s, g.key, .emptyCaption, "\(text.name) has no words after cleaning")
+            }
+            items.append(Item(source: s, item: g.key, sourceID: "\(base):\(g.key)", captions: [trimmed],
+                              location: .tarMember(archive: archive, offset: image.dataOffset, size: image.size)))
+        }
+        while true {
+            let member: TarMember?
+            do { member = try reader.next() } catch {
+                let reason: RejectReason
+                if case .truncated = error as? TarError { reason = .truncatedTar } else { reason = .badTar }
+                // Members listed before the damage were read in full: a complete group is kept.
+                if let g = group {
+                    if g.image != nil && g.text != nil {
+                        finish(g)
+                    } else {
+                        sources[s].entries += 1
+                        reject(s, g.key, reason, "archive is unreadable from this member on")
+                    }
+                }
+                sources[s].error = "\(error)"
+                rejects.append(RejectRecord(source: path, item: "", reason: reason, detail: "\(error)"))
+                return
+            }
+            guard let m = member else { break }
+            guard m.kind == .file else { continue }
+            let (key, ext) = Self.splitKey(m.name)
+            if group?.key != key {
+                if let g = group { finish(g) }
+                group = Group(key: key)
+            }
+            if Self.imageExtensions.contains(ext) {
+                if group?.image == nil { group?.image = m }
+            } else if ext == "txt" {
+                if group?.text == nil { group?.text = m }
+            }
+        }
+        if let g = group { finish(g) }
+    }
+
+    /// WebDataset's key/extension split: the key is the path up to the first '.' of the file name.
+    static func splitKey(_ name: String) -> (key: String, ext: String) {
+        let slash = name.lastIndex(of: "/").map { name.index(after: $0) } ?? name.startIndex
+        guard let dot = name[slash...].firstIndex(of: ".") else { return (name, "") }
+        return (String(name[..<dot]), String(name[name.index(after: dot)...]).lowercased())
+    }
+
+    static func expandTarInput(_ input: String) -> ([String], String?) {
+        if FileOps.isDirectory(input) {
+            guard let names = try? FileManager.default.contentsOfDirectory(atPath: input) else {
+                return ([], "cannot list directory \(input)")
+            }
+            let tars = names.filter { $0.hasSuffix(".tar") }.sorted()
+            if tars.isEmpty { return ([], "no *.tar files in \(input)") }
+            return (tars.map { (input as NSString).appendingPathComponent($0) }, nil)
+        }
+        if input.contains(where: { "*?[".contains($0) }) {
+            var g = glob_t()
+            defer { globfree(&g) }
+            let rc = glob(input, 0, nil, &g)
+            guard rc == 0 else { return ([], "no file matches \(input)") }
+            var out: [String] = []
+            for i in 0..<Int(g.gl_pathc) {
+                if let p = g.gl_pathv[i] { out.append(String(cString: p)) }
+            }
+            return (out.sorted(), nil)
+        }
+        guard FileManager.default.fileExists(atPath: input) else { return ([], "\(input) does not exist") }
+        return ([input], nil)
+    }
+
+    // MARK: paths
+
+    static func absolute(_ p: String) -> String {
+        p.hasPrefix("/") ? p : (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(p)
+    }
+
+    /// Lexically normalised relative path ("." and empty components dropped, ".." applied), or
+    /// nil if ".." climbs above the start.
+    static func normalizeRelative(_ p: String) -> String? {
+        var parts: [Substring] = []
+        for c in p.split(separator: "/", omittingEmptySubsequences: true) {
+            if c == "." { continue }
+            if c == ".." {
+                if parts.isEmpty { return nil }
+                parts.removeLast()
+            } else {
+                parts.append(c)
+            }
+        }
+        return parts.joined(separator: "/")
+    }
+
+    /// Lexically normalised absolute path ("/.." stays at "/").
+    static func normalizeAbsolute(_ p: String) -> String {
+        var parts: [Substring] = []
+        for c in p.split(separator: "/", omittingEmptySubsequences: true) {
+            if c == "." { continue }
+            if c == ".." { if !parts.isEmpty { parts.removeLast() } } else { parts.append(c) }
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+
+    /// realpath(3), or nil (errno set) when the path cannot be resolved.
+    static func realPath(_ p: String) -> String? {
+        guard let r = realpath(p, nil) else { return nil }
+        defer { free(r) }
+        return String(cString: r)
+    }
+}

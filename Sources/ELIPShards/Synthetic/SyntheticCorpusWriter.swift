@@ -1,0 +1,129 @@
+import ELIPImage
+import Foundation
+
+/// Writes the synthetic shapes corpus (SyntheticScenes) to disk in ALBEF's annotation format, so
+/// the real data path (build-dataset -> LMDB -> loader) can be exercised end to end:
+///
+///     DIR/images/000001.jpg     RGB JPEG, quality 95 (number = scene index + 1)
+///     DIR/masks/000001.png      8-bit grey: 0 = background, k = object k
+///     DIR/train.json            [{"image": "images/000001.jpg", "caption": [all paraphrases]}, ...]
+///     DIR/test.json             same, plus "mask" and "objects" (id, shape, colour, size word,
+///                               centre and radius in pixels) per image
+///
+/// Deterministic for (images, size, seed, test fraction): scene i is SyntheticScenes.scene(index: i,
+/// seed:, size:), the test images are a seeded random subset of round(images * fraction) indices,
+/// and the JSON is written with a fixed layout.
+public enum SyntheticCorpusWriter {
+    public struct Options: Sendable {
+        public var outputDirectory: String
+        public var images: Int
+        public var size = 256
+        public var seed: UInt64 = 0
+        public var testFraction = 0.1
+        public var quality = 95
+        public var workers = 1
+        public var showProgress = true
+        public var progressInterval = 10.0
+
+        public init(outputDirectory: String, images: Int) {
+            self.outputDirectory = outputDirectory
+            self.images = images
+        }
+    }
+
+    public struct Summary: Sendable, Equatable {
+        public var train: Int
+        public var test: Int
+    }
+
+    /// The 0-based scene indices of the test split, ascending.
+    public static func testIndices(images: Int, testFraction: Double, seed: UInt64) -> [Int] {
+        guard images > 0 else { return [] }
+        let k = min(images, max(0, Int((Double(images) * testFraction).rounded())))
+        var order = Array(0..<images)
+        var g = SplitMix(seed: seed ^ 0x7E57_5EED_0000_0001)
+        // Partial Fisher-Yates: the first k positions are a uniform random subset.
+        for i in 0..<k {
+            let j = i + Int(g.next() % UInt64(images - i))
+            order.swapAt(i, j)
+        }
+        return order.prefix(k).sorted()
+    }
+
+    public static func fileStem(_ index: Int) -> String {
+        let s = String(index + 1)
+        return s.count >= 6 ? s : String(repeating: "0", count: 6 - s.count) + s
+    }
+
+    @discardableResult
+    public static func write(_ options: Options) throws -> Summary {
+        guard options.images >= 1 else { throw DatasetError.invalidArgument("--images must be at least 1") }
+        guard options.size >= 16, options.size <= 4096 else { throw DatasetError.invalidArgument("--size must be 16...4096") }
+        guard options.testFraction >= 0, options.testFraction <= 1 else {
+            throw DatasetError.invalidArgument("--test-fraction must be within 0...1")
+        }
+        guard (1...100).contains(options.quality) else { throw DatasetError.invalidArgument("quality must be 1...100") }
+        let dir = options.outputDirectory
+        let fm = FileManager.default
+        let imagesDir = (dir as NSString).appendingPathComponent("images")
+        let masksDir = (dir as NSString).appendingPathComponent("masks")
+        try fm.createDirectory(atPath: imagesDir, withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: masksDir, withIntermediateDirectories: true)
+        let test = Set(testIndices(images: options.images, testFraction: options.testFraction, seed: options.seed))
+
+        var trainLines: [String] = [], testLines: [String] = []
+        let meter = ProgressMeter(label: "synth", total: options.images, enabled: options.showProgress,
+                                  plainInterval: options.progressInterval)
+        let pipeline = OrderedPipeline<Result<String, DatasetError>>(count: options.images, window: 256)
+        try pipeline.run(workers: options.workers, makeWorker: { _ in
+            let encoder = try? JPEGEncoder()
+            return { i in
+                guard let encoder else { return .failure(.io(imagesDir, "cannot create a JPEG encoder")) }
+                return Self.writeScene(i, options: options, isTest: test.contains(i), encoder: encoder,
+                                       imagesDir: imagesDir, masksDir: masksDir)
+            }
+        }, consume: { i, result in
+            switch result {
+            case let .success(line): if test.contains(i) { testLines.append(line) } else { trainLines.append(line) }
+            case let .failure(e): throw e
+            }
+            meter.update(i + 1)
+        })
+        meter.finish(options.images)
+        func document(_ lines: [String]) -> [UInt8] {
+            Array((lines.isEmpty ? "[]\n" : "[\n" + lines.joined(separator: ",\n") + "\n]\n").utf8)
+        }
+        try FileOps.writeAtomically(document(trainLines), to: (dir as NSString).appendingPathComponent("train.json"))
+        try FileOps.writeAtomically(document(testLines), to: (dir as NSString).appendingPathComponent("test.json"))
+        return Summary(train: trainLines.count, test: testLines.count)
+    }
+
+    static func writeScene(_ i: Int, options: Options, isTest: Bool, encoder: JPEGEncoder,
+                           imagesDir: String, masksDir: String) -> Result<String, DatasetError> {
+        let scene = SyntheticScenes.scene(index: i, seed: options.seed, size: options.size)
+        let stem = fileStem(i)
+        let imageRel = "images/\(stem).jpg", maskRel = "masks/\(stem).png"
+        do {
+            let jpeg = try encoder.encode(bytes: scene.pixels, width: scene.size, height: scene.size, format: .rgb,
+                                          quality: options.quality)
+            try FileOps.writeSynced(jpeg, to: (imagesDir as NSString).appendingPathComponent("\(stem).jpg"), sync: false)
+            let png = try PNG.encode(bytes: scene.mask, width: scene.size, height: scene.size, format: .gray)
+            try FileOps.writeSynced(png, to: (masksDir as NSString).appendingPathComponent("\(stem).png"), sync: false)
+        } catch let e as DatasetError {
+            return .failure(e)
+        } catch {
+            return .failure(.io(imageRel, "\(error)"))
+        }
+        let captions = "[" + scene.captions.map(JSONText.quote).joined(separator: ", ") + "]"
+        var line = "{\"image\": \(JSONText.quote(imageRel)), \"caption\": \(captions)"
+        if isTest {
+            let objects = scene.objects.enumerated().map { k, o in
+                String(format: "{\"id\": %d, \"shape\": %@, \"colour\": %@, \"size\": %@, \"center\": [%.1f, %.1f], \"radius\": %.1f}",
+                       k + 1, JSONText.quote(o.shape.rawValue), JSONText.quote(o.colour.name),
+                       JSONText.quote(o.isLarge ? "large" : "small"), o.centerX, o.centerY, o.radius)
+            }
+            line += ", \"mask\": \(JSONText.quote(maskRel)), \"objects\": [" + objects.joined(separator: ", ") + "]"
+        }
+        return .success(line + "}")
+    }
+}

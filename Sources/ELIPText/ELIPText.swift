@@ -1,0 +1,2 @@
+// ELIPText: WordPiece/BERT tokenizers, vocabulary, caption cleaning (pre_caption), Unicode helpers.
+

@@ -1,0 +1,44 @@
+@testable import ELIPShards
+import XCTest
+
+final class DatasetRecordTests: XCTestCase {
+    func testCRC32KnownValue() {
+        XCTAssertEqual(CRC32.checksum(Array("123456789".utf8)), 0xCBF4_3926)
+    }
+
+    func testRoundTripAndCorruptionIsDetected() throws {
+        let r = DatasetRecord(captions: ["a red circle", "ünïcödé 😀", ""], sourceID: "coco.json:17", jpeg: [0xFF, 0xD8, 1, 2, 3, 0xFF, 0xD9])
+        let bytes = r.encoded()
+        XCTAssertEqual(try DatasetRecord.decode(bytes), r)
+        // Every single-byte flip and every truncation is an error, never a crash.
+        for i in 0..<bytes.count {
+            var b = bytes
+            b[i] ^= 0x5A
+            XCTAssertThrowsError(try DatasetRecord.decode(b), "flip at \(i)")
+        }
+        for n in 0..<bytes.count { XCTAssertThrowsError(try DatasetRecord.decode(Array(bytes.prefix(n))), "prefix \(n)") }
+    }
+}
+
+final class SyntheticScenesTests: XCTestCase {
+    func testScenesAreDeterministicAndCaptionsNameTheObjects() {
+        for i in 0..<50 {
+            let s = SyntheticScenes.scene(index: i, seed: 9, size: 64)
+            let again = SyntheticScenes.scene(index: i, seed: 9, size: 64)
+            XCTAssertEqual(s.pixels, again.pixels)
+            XCTAssertTrue((1...3).contains(s.objects.count))
+            XCTAssertEqual(s.pixels.count, 64 * 64 * 3)
+            XCTAssertGreaterThanOrEqual(s.captions.count, 4)
+            for o in s.objects {
+                XCTAssertTrue(s.captions[0].contains(o.colour.name) && s.captions[0].contains(o.shape.rawValue), s.captions[0])
+            }
+            // Every object is visible in the mask, and the mask labels match object pixels.
+            for k in 1...s.objects.count { XCTAssertTrue(s.mask.contains(UInt8(k)), "object \(k) of scene \(i) hidden") }
+            for (p, m) in s.mask.enumerated() where m > 0 {
+                let c = s.objects[Int(m) - 1].colour.rgb
+                XCTAssertEqual([s.pixels[3 * p], s.pixels[3 * p + 1], s.pixels[3 * p + 2]], [c.0, c.1, c.2])
+            }
+        }
+        XCTAssertNotEqual(SyntheticScenes.scene(index: 1, seed: 9, size: 64).pixels, SyntheticScenes.scene(index: 2, seed: 9, size: 64).pixels)
+    }
+}
