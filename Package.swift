@@ -36,33 +36,54 @@ let package = Package(
         // Small C kernels: FMA peak probe and hot loops that need guaranteed vectorisation.
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
 
-        // MARK: Swift modules
+        // MARK: Swift modules, bottom to top (docs/ARCHITECTURE.md draws the graph)
         .target(name: "Safetensors", swiftSettings: swiftSettings),
-        .target(name: "ELIPTensor", dependencies: ["CBLAS", "CKernels", "Safetensors"],
-                swiftSettings: swiftSettings),
+        // Tensor engine: tensors, autograd, parameter arena, ops with their backward, kernels.
+        .target(name: "ELIPTensor", dependencies: ["CBLAS", "CKernels"], swiftSettings: swiftSettings),
+        // Typed configuration reading (unknown keys, ranges) shared by every config file.
+        .target(name: "ELIPConfig", dependencies: ["Yams"], swiftSettings: swiftSettings),
+        // Layers: Linear, LayerNorm, Embedding, attention, MLP, pre-/post-LN transformer blocks.
         .target(name: "ELIPNN", dependencies: ["ELIPTensor"], swiftSettings: swiftSettings),
-        .target(name: "ELIPModel", dependencies: ["ELIPNN", "ELIPTensor", "Safetensors", "Yams"], swiftSettings: swiftSettings),
+        // ELIP's text-guided token pruning over any vision encoder that gives one query row of attention.
+        .target(name: "ELIPPruning", dependencies: ["ELIPConfig", "ELIPTensor"], swiftSettings: swiftSettings),
+        // Encoders: vision (timm ViT), text and fusion (BERT stacks, cross-attention, MLM head).
+        .target(name: "ELIPEncoders", dependencies: ["ELIPConfig", "ELIPNN", "ELIPPruning", "ELIPTensor"], swiftSettings: swiftSettings),
+        // Objectives: momentum twin, contrastive queue, hard negatives, masked and causal LM.
+        .target(name: "ELIPObjectives", dependencies: ["CKernels", "ELIPNN", "ELIPTensor"], swiftSettings: swiftSettings),
+        // Models (one file per backbone), the model protocol, registry, state dicts, reference replay.
+        .target(name: "ELIPModel", dependencies: ["ELIPConfig", "ELIPEncoders", "ELIPNN", "ELIPObjectives", "ELIPPruning",
+                                                  "ELIPTensor", "Safetensors"], swiftSettings: swiftSettings),
         .target(name: "ELIPDistributed", dependencies: ["CMPI", "CMPIShim", "ELIPTensor"], swiftSettings: swiftSettings),
-        .target(name: "ELIPTrain", dependencies: ["ELIPModel", "ELIPTensor", "ELIPText", "ELIPImage", "ELIPShards", "ELIPEval",
-                                                  "ELIPDistributed", "Safetensors", "CKernels"],
-                swiftSettings: swiftSettings),
         // Data: text (tokenizers, pre_caption), images (codecs, resize, augmentation), LMDB shards
         // (dataset build/inspection, the training loader, the synthetic corpus).
         .target(name: "ELIPText", swiftSettings: swiftSettings),
         .target(name: "ELIPImage", dependencies: ["CTurboJPEG", "CPNG"], swiftSettings: swiftSettings),
         .target(name: "ELIPShards", dependencies: ["CLMDB", "ELIPText", "ELIPImage"], swiftSettings: swiftSettings),
-        // Evaluation and visualisation output (for now the bitmap font and line charts).
-        .target(name: "ELIPEval", dependencies: ["ELIPImage"], swiftSettings: swiftSettings),
+        // Training generic over the model: config file, trainer, checkpoints, optimizer, metrics.
+        .target(name: "ELIPTrain", dependencies: ["CKernels", "ELIPConfig", "ELIPDistributed", "ELIPImage", "ELIPModel", "ELIPNN",
+                                                  "ELIPObjectives", "ELIPPruning", "ELIPShards", "ELIPTensor", "ELIPText", "Safetensors"],
+                swiftSettings: swiftSettings),
+        // Evaluation and pictures: retrieval, pruning pictures and analysis, training plots, charts.
+        .target(name: "ELIPEval", dependencies: ["ELIPDistributed", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPPruning",
+                                                 "ELIPTensor", "ELIPText", "ELIPTrain"], swiftSettings: swiftSettings),
         .executableTarget(name: "elip", dependencies: [
-            "ELIPTensor", "ELIPNN", "ELIPModel", "ELIPText", "ELIPImage", "ELIPShards", "ELIPDistributed", "ELIPTrain", "Safetensors",
+            "CKernels", "ELIPConfig", "ELIPDistributed", "ELIPEncoders", "ELIPEval", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPObjectives",
+            "ELIPPruning", "ELIPShards",
+            "ELIPTensor", "ELIPText", "ELIPTrain", "Safetensors",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
 
         // MARK: tests
         .testTarget(name: "ELIPTensorTests", dependencies: ["ELIPTensor"], swiftSettings: swiftSettings),
-        .testTarget(name: "ELIPModelTests", dependencies: ["ELIPModel"], swiftSettings: swiftSettings),
-        .testTarget(name: "ELIPDistributedTests", dependencies: ["ELIPDistributed"], swiftSettings: swiftSettings),
-        .testTarget(name: "ELIPTrainTests", dependencies: ["ELIPTrain", "ELIPText", "ELIPImage", "ELIPShards", "ELIPEval"],
+        .testTarget(name: "ELIPConfigTests", dependencies: ["ELIPConfig"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPNNTests", dependencies: ["ELIPNN", "ELIPTensor"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPPruningTests", dependencies: ["ELIPEncoders", "ELIPNN", "ELIPPruning", "ELIPTensor"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPObjectivesTests", dependencies: ["ELIPNN", "ELIPObjectives", "ELIPTensor"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPModelTests", dependencies: ["ELIPEncoders", "ELIPModel", "ELIPNN", "ELIPObjectives", "ELIPPruning",
+                                                           "ELIPTensor", "Safetensors"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPDistributedTests", dependencies: ["ELIPDistributed", "ELIPTensor"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPTrainTests", dependencies: ["ELIPConfig", "ELIPDistributed", "ELIPEncoders", "ELIPModel", "ELIPPruning",
+                                                           "ELIPShards", "ELIPTensor", "ELIPText", "ELIPTrain", "Safetensors"],
                     swiftSettings: swiftSettings),
         // End-to-end tests of the `elip` command (runs the built executable).
         .testTarget(name: "CLITests", dependencies: ["elip", "Safetensors"], swiftSettings: swiftSettings),
@@ -70,7 +91,8 @@ let package = Package(
         .testTarget(name: "ELIPTextTests", dependencies: ["ELIPText"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPImageTests", dependencies: ["ELIPImage"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPShardsTests", dependencies: ["ELIPShards", "ELIPText", "ELIPImage"], swiftSettings: swiftSettings),
-        .testTarget(name: "ELIPEvalTests", dependencies: ["ELIPEval", "ELIPImage"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPEvalTests", dependencies: ["ELIPDistributed", "ELIPEval", "ELIPImage", "ELIPModel", "ELIPShards",
+                                                          "ELIPTensor", "ELIPText", "ELIPTrain"], swiftSettings: swiftSettings),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,31 +1,45 @@
 import Foundation
 
-/// Fixed-order buckets over a contiguous buffer of `count` elements, issued from the END of the
-/// buffer towards the start (backward produces final gradients in that order). Every rank derives
-/// the same plan from the same (count, bucketElements), which is DDP's rule: the k-th collective
-/// on each rank covers the same elements.
+/// Fixed-order buckets over a contiguous buffer of `count` elements. Boundaries are cut from the
+/// END of the buffer (bucket k covers [count - (k+1)B, count - kB), clipped at 0); the order in
+/// which buckets are issued is the default k = 0, 1, ... (the end first) or a permutation learned
+/// from the order backward finishes gradients. Every rank derives the same plan from the same
+/// (count, bucketElements, order), which is DDP's rule: the k-th collective on each rank covers the
+/// same elements. The boundaries never depend on the order, so the reduced values do not either.
 public struct BucketPlan: Equatable, Sendable {
     public let count: Int
     public let bucketElements: Int
     /// Element ranges in issue order; together they cover 0..<count exactly once. All are
-    /// `bucketElements` long except possibly the last (the front of the buffer).
+    /// `bucketElements` long except possibly the front of the buffer.
     public let buckets: [Range<Int>]
+    /// `order[i]`: the boundary index k of the i-th bucket issued.
+    public let order: [Int]
 
-    public init(count: Int, bucketElements: Int) throws {
+    public init(count: Int, bucketElements: Int, order: [Int]? = nil) throws {
         guard count >= 0, bucketElements > 0 else {
             throw DistributedError.invalidArgument("bucket plan for \(count) elements in buckets of \(bucketElements)")
         }
         self.count = count
         self.bucketElements = bucketElements
-        var b: [Range<Int>] = []
-        b.reserveCapacity((count + bucketElements - 1) / bucketElements)
-        var end = count
-        while end > 0 {
-            let start = max(0, end - bucketElements)
-            b.append(start..<end)
-            end = start
+        let n = (count + bucketElements - 1) / bucketElements
+        let order = order ?? Array(0..<n)
+        guard order.count == n, Set(order) == Set(0..<n) else {
+            throw DistributedError.invalidArgument("bucket order \(order.prefix(8))... is not a permutation of the \(n) buckets")
         }
-        buckets = b
+        self.order = order
+        buckets = order.map { k in max(0, count - (k + 1) * bucketElements)..<(count - k * bucketElements) }
+    }
+
+    /// Boundary index k of the bucket holding element `i`.
+    @inline(__always) func boundaryIndex(of i: Int) -> Int { (count - 1 - i) / bucketElements }
+
+    /// An issue order from when each element became final: buckets sorted by the time their last
+    /// element did (ties by position, the end first). `finalTime(range)` gives the latest time of
+    /// the elements in a range (nil: never final in the observed step, issued last).
+    public static func orderByCompletion(count: Int, bucketElements: Int, finalTime: (Range<Int>) -> Int?) throws -> [Int] {
+        let plan = try BucketPlan(count: count, bucketElements: bucketElements)
+        let times = plan.buckets.map { finalTime($0) ?? Int.max }
+        return plan.order.sorted { times[$0] != times[$1] ? times[$0] < times[$1] : $0 < $1 }
     }
 }
 
@@ -113,6 +127,14 @@ public final class GradientReducer {
         return p
     }
 
+    /// Issues buckets in `order` from now on (a permutation of the boundary indices of a buffer
+    /// of `count` floats; see `BucketPlan.orderByCompletion`). Every rank must set the same order.
+    public func setIssueOrder(_ order: [Int], count: Int) throws {
+        guard !state.isActive else { throw DistributedError.invalidArgument("setIssueOrder while a reduction is in flight") }
+        plan = try BucketPlan(count: count, bucketElements: bucketElements, order: order)
+        verifiedCount = nil  // the order is part of the checked layout
+    }
+
     /// Starts a reduction of `buffer` (nothing is final yet). The buffer must stay valid and its
     /// final elements untouched until finish() returns.
     public func begin(buffer: UnsafeMutableBufferPointer<Float>) throws {
@@ -127,6 +149,12 @@ public final class GradientReducer {
     /// lying entirely in that range may now be reduced.
     public func markReady(from offset: Int) throws {
         try state.markReady(from: offset)
+    }
+
+    /// Declares the elements of `range` final (each element at most once per reduction); a bucket
+    /// is reduced, in plan order, once all its elements are.
+    public func markReady(_ range: Range<Int>) throws {
+        try state.markReady(range)
     }
 
     /// Marks everything final, waits until every bucket is reduced and divided by the world size,
@@ -167,7 +195,9 @@ private final class ReducerState: @unchecked Sendable {
     var buffer = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
     var plan: BucketPlan?
     var verifyLayout = false
-    var readyFrom = 0          // elements readyFrom..<count are final
+    var readyFrom = 0          // elements readyFrom..<count were declared final by markReady(from:)
+    var remaining: [Int] = []  // per bucket in issue order: elements not yet final
+    var position: [Int] = []   // boundary index k -> position in issue order
     var done = 0               // buckets reduced
     var error: Error?
     var timing = ReductionTiming()
@@ -185,6 +215,9 @@ private final class ReducerState: @unchecked Sendable {
         self.plan = plan
         self.verifyLayout = verifyLayout
         readyFrom = buffer.count
+        remaining = plan.buckets.map(\.count)
+        position = [Int](repeating: 0, count: plan.order.count)
+        for (i, k) in plan.order.enumerated() { position[k] = i }
         done = 0
         error = nil
         timing = ReductionTiming()
@@ -201,8 +234,31 @@ private final class ReducerState: @unchecked Sendable {
             throw DistributedError.invalidArgument("markReady(from: \(offset)) outside 0...\(buffer.count)")
         }
         if offset < readyFrom {
+            addReady(offset..<readyFrom)
             readyFrom = offset
             cond.broadcast()
+        }
+    }
+
+    func markReady(_ range: Range<Int>) throws {
+        cond.lock(); defer { cond.unlock() }
+        guard active else { throw DistributedError.invalidArgument("GradientReducer.markReady without begin") }
+        guard range.lowerBound >= 0, range.upperBound <= buffer.count else {
+            throw DistributedError.invalidArgument("markReady(\(range)) outside 0..<\(buffer.count)")
+        }
+        addReady(range)
+        cond.broadcast()
+    }
+
+    /// Counts the elements of `range` as final in their buckets (lock held).
+    private func addReady(_ range: Range<Int>) {
+        guard let plan, !range.isEmpty else { return }
+        var hi = range.upperBound
+        while hi > range.lowerBound {
+            let k = plan.boundaryIndex(of: hi - 1)
+            let lo = max(range.lowerBound, max(0, plan.count - (k + 1) * plan.bucketElements))
+            remaining[position[k]] -= hi - lo
+            hi = lo
         }
     }
 
@@ -210,6 +266,7 @@ private final class ReducerState: @unchecked Sendable {
         cond.lock()
         guard active else { cond.unlock(); throw DistributedError.invalidArgument("GradientReducer.finish without begin") }
         readyFrom = 0
+        for i in remaining.indices { remaining[i] = 0 }
         guard let comm, let plan else {
             active = false; cond.unlock()
             return timing  // single process: the mean of one buffer is itself
@@ -257,7 +314,7 @@ private final class ReducerState: @unchecked Sendable {
     func run() {
         cond.lock()
         while true {
-            while !shutdown && !(active && error == nil && (verifyLayout || next.map({ readyFrom <= $0.lowerBound }) == true)) {
+            while !shutdown && !(active && error == nil && (verifyLayout || (next != nil && remaining[done] <= 0))) {
                 cond.wait()
             }
             if shutdown { break }
@@ -299,11 +356,17 @@ private final class ReducerState: @unchecked Sendable {
     /// One tiny all-reduce proving every rank uses the same count and bucket size; a mismatch
     /// would pair different buckets and corrupt or hang. All ranks see the same result and throw.
     private func checkLayout(_ comm: CommHandle, _ plan: BucketPlan) throws {
-        var v: [Int64] = [Int64(plan.count), -Int64(plan.count), Int64(plan.bucketElements), -Int64(plan.bucketElements)]
+        var h: Int64 = 17
+        for k in plan.order { h = h &* 1_000_003 &+ Int64(k) }
+        h &= 0x3FFF_FFFF_FFFF_FFFF  // keep -h representable
+        var v: [Int64] = [Int64(plan.count), -Int64(plan.count), Int64(plan.bucketElements), -Int64(plan.bucketElements), h, -h]
         try v.withUnsafeMutableBufferPointer { try MPI.allReduce($0, .max, comm) }
         guard v[0] == -v[1], v[2] == -v[3] else {
             throw DistributedError.inconsistentArguments(
                 "gradient buffers of \(-v[1])...\(v[0]) floats in buckets of \(-v[3])...\(v[2]) floats")
+        }
+        guard v[4] == -v[5] else {
+            throw DistributedError.inconsistentArguments("the ranks issue gradient buckets in different orders")
         }
     }
 }

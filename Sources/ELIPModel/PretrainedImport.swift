@@ -1,12 +1,11 @@
+import ELIPEncoders
 import ELIPNN
 import ELIPTensor
 import Foundation
 import Safetensors
 
-/// Building an initial ALBEF checkpoint from pretrained parts, as ALBEF does: the ViT from a
-/// timm/DeiT checkpoint (position grid resized bicubically when the resolution differs) and the
-/// text encoder from a HuggingFace BERT checkpoint. Everything else (cross-attention, heads,
-/// projections) is initialised randomly.
+/// Loading pretrained parts into a model's arena: a timm/DeiT ViT (position grid resized
+/// bicubically when the resolution differs) and HuggingFace BERT weights.
 public enum PretrainedImport {
     /// Candidate names of a HuggingFace BERT parameter: with and without the `bert.` prefix, and
     /// the legacy `LayerNorm.gamma/beta` spellings.
@@ -116,39 +115,20 @@ public enum PretrainedImport {
     }
 }
 
-extension ALBEFModel {
-    /// An initial checkpoint: DeiT ViT + HuggingFace BERT, the rest random (seeded). Returns a
-    /// summary of what came from where.
-    public func importPretrained(vit: SafetensorsFile, bert: SafetensorsFile, seed: UInt64) throws -> [String] {
-        try initialiseRandomly(seed: seed)
-        let vitMissing = try PretrainedImport.loadViT(vit, into: online, prefix: "visual_encoder.")
-        let bertMissing = try PretrainedImport.loadBert(bert, into: online, bertPrefix: "text_encoder.bert.", headPrefix: "text_encoder.cls.")
-        if !vitMissing.isEmpty {
-            throw CheckpointError(file: vit.path, message: "ViT parameters missing: \(vitMissing.prefix(5).joined(separator: ", "))")
-        }
-        // Cross-attention layers and, for a BertModel checkpoint, the MLM head start random.
-        let unexpected = bertMissing.filter { !$0.contains("crossattention") && !$0.contains(".cls.") }
-        if !unexpected.isEmpty {
-            throw CheckpointError(file: bert.path, message: "BERT parameters missing: \(unexpected.prefix(5).joined(separator: ", "))")
-        }
-        copyParametersToMomentum()
-        return ["ViT: \(online.entries.filter { $0.name.hasPrefix("visual_encoder.") }.count) tensors from \(vit.path)",
-                "BERT: \(online.entries.filter { $0.name.hasPrefix("text_encoder.") }.count - bertMissing.count) tensors from \(bert.path)",
-                "random init: \(bertMissing.count) BERT tensors (cross-attention / MLM head), projections, itm_head"]
-    }
-}
-
-/// A plain BERT encoder (no fusion layers) loaded from a HuggingFace checkpoint, for sentence
+/// A plain BERT encoder (no cross-attention) loaded from a HuggingFace checkpoint, for sentence
 /// embeddings and for checking the text encoder against a real pretrained model.
 public final class BertEncoder {
     public let arena: ParameterArena
-    public let model: BertModel
+    public let embeddings: BertEmbeddings
+    public let layers: BertLayerStack
 
     public init(config: BertConfig, weights: SafetensorsFile) throws {
         var c = config
         c.fusionLayer = nil
         arena = ParameterArena(capacity: 1 << 29, withGradients: false)
-        model = try BertModel(bert: Scope(arena: arena), head: nil, config: c)
+        let scope = Scope(arena: arena)
+        embeddings = try BertEmbeddings(scope["embeddings"], config: c)
+        layers = try BertLayerStack(scope["encoder"], config: c, layers: 0..<c.numHiddenLayers, crossAttention: { _ in false })
         let missing = try PretrainedImport.loadBert(weights, into: arena, bertPrefix: "")
         guard missing.isEmpty else {
             throw CheckpointError(file: weights.path, message: "\(missing.count) BERT parameters missing, e.g. \(missing.prefix(5).joined(separator: ", "))")
@@ -157,6 +137,6 @@ public final class BertEncoder {
 
     /// last_hidden_state [B, L, H].
     public func encode(_ text: TextBatch) throws -> Tensor {
-        try Autograd.noGrad { try model.encode(model.embed(text, dropout: nil), mask: text, layers: 0..<model.layers.count, dropout: nil) }
+        try Autograd.noGrad { try layers(embeddings(text, dropout: nil), mask: text, dropout: nil) }
     }
 }

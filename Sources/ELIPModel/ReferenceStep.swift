@@ -1,15 +1,55 @@
+import ELIPNN
 import ELIPTensor
 import Foundation
 import Safetensors
 
-/// Replays one pre-training step on a case directory laid out like
-/// shared/reference/albef-tiny (Pretrain.yaml, config_bert.json, weights.safetensors,
-/// batch.safetensors, optional expected.safetensors) and compares with the expectation.
+/// One step recorded by the official code, ready to replay: the model with the case's weights,
+/// the batch and a context carrying the recorded draws (dropout off).
+public struct ReferenceCase {
+    public let model: any PretrainingModel
+    public let batch: ImageTextBatch
+    public let context: StepContext
+    /// Floor of the norm in the relative error |a - b| / max(|b|, floor).
+    public let normFloor: Double
+
+    public init(model: any PretrainingModel, batch: ImageTextBatch, context: StepContext, normFloor: Double) {
+        self.model = model
+        self.batch = batch
+        self.context = context
+        self.normFloor = normFloor
+    }
+
+    /// `image` [B, 3, H, W], `input_ids` and `attention_mask` [B, L] of a batch file.
+    public static func imageTextBatch(_ file: SafetensorsFile) throws -> ImageTextBatch {
+        let image = try file.entry("image")
+        let images = try Tensor(file.floats("image"), shape: image.shape)
+        let ids = try file.entry("input_ids")
+        guard ids.shape.count == 2 else {
+            throw CheckpointError(file: file.path, message: "input_ids must be [B, L], got \(ids.shape)")
+        }
+        let text = try TextBatch(ids: file.int64s("input_ids").map { Int($0) }, mask: file.int64s("attention_mask").map { Int($0) },
+                                 batch: ids.shape[0], length: ids.shape[1])
+        return ImageTextBatch(images: images, text: text)
+    }
+}
+
+/// Replays a reference case and compares with its expected.safetensors, for any model: losses
+/// (`loss_NAME`), the step's named tensors, kept indices (`kept_index.stageJ`), state buffers and
+/// counters after the step (queues, pointers), momentum weights after the EMA (`after.NAME`) and
+/// the gradient of every trainable parameter (`grad.NAME`).
 public enum ReferenceStep {
-    /// A named output: float values or int64 values, with a shape.
+    /// A named output: float values or int64 values, with a shape, and the group it is reported in.
     public struct Output {
         public var floats: [String: (shape: [Int], values: [Float])] = [:]
         public var ints: [String: (shape: [Int], values: [Int64])] = [:]
+        public var groups: [String: String] = [:]
+        public var normFloor = 1e-6
+        public var lossNames: [String] = []
+
+        mutating func add(_ name: String, _ t: Tensor, group: String) {
+            floats[name] = (t.shape, t.toArray())
+            groups[name] = group
+        }
     }
 
     /// Worst error of one group of outputs against the expectation.
@@ -22,54 +62,45 @@ public enum ReferenceStep {
         public var passed: Bool { worstError <= tolerance }
     }
 
-    /// Runs the step (dropout off; the batch's MLM masks and ITM negatives).
-    public static func run(caseDirectory dir: String) throws -> Output {
-        func path(_ f: String) -> String { (dir as NSString).appendingPathComponent(f) }
-        let config = try ALBEFConfig.load(path("Pretrain.yaml"))
-        let model = try ALBEFModel(config: config)
-        let weights = try SafetensorsFile(path: path("weights.safetensors"))
-        try model.load(from: weights)
-        let batchFile = try SafetensorsFile(path: path("batch.safetensors"))
+    /// Loads the case in `dir` (its model found from its files, or `model`) and runs it.
+    public static func run(caseDirectory dir: String, model: String? = nil) throws -> Output {
+        try run(ModelRegistry.referenceKind(dir, name: model).referenceCase(dir))
+    }
 
-        let image = try batchFile.entry("image")
-        let images = try Tensor(batchFile.floats("image"), shape: image.shape)
-        let idsEntry = try batchFile.entry("input_ids")
-        guard idsEntry.shape.count == 2 else {
-            throw CheckpointError(file: batchFile.path, message: "input_ids must be [B, L], got \(idsEntry.shape)")
-        }
-        let (b, l) = (idsEntry.shape[0], idsEntry.shape[1])
-        let ints = { (name: String) throws -> [Int] in try batchFile.int64s(name).map { Int($0) } }
-        let text = try TextBatch(ids: ints("input_ids"), mask: ints("attention_mask"), batch: b, length: l)
-        var randomness = StepRandomness(seed: 0, dropout: false)
-        randomness.mlmInputIds = try ints("mlm_input_ids")
-        randomness.mlmLabels = try ints("mlm_labels")
-        randomness.negativeImageForText = try ints("itm_neg_image_index")
-        randomness.negativeTextForImage = try ints("itm_neg_text_index")
-        let alpha = try batchFile.floats("alpha").first ?? config.alpha
+    /// Runs the step, then backward from its total loss.
+    public static func run(_ c: ReferenceCase) throws -> Output {
+        let model = c.model
+        var context = c.context
+        model.parameters.zeroGradients()
+        let out = try model.step(c.batch, context: &context)
+        try Autograd.backward(from: out.total)
 
-        model.online.zeroGradients()
-        let out = try model.forward(PretrainBatch(images: images, text: text), alpha: alpha, randomness: &randomness)
-        try Autograd.backward(from: out.loss)
-
-        var result = Output()
-        result.floats["loss_mlm"] = ([], [out.lossMLM.scalar])
-        result.floats["loss_ita"] = ([], [out.lossITA.scalar])
-        result.floats["loss_itm"] = ([], [out.lossITM.scalar])
-        result.floats["image_embeds"] = (out.imageEmbeds.shape, out.imageEmbeds.toArray())
-        result.floats["image_embeds_m"] = (out.imageEmbedsMomentum.shape, out.imageEmbedsMomentum.toArray())
+        var r = Output()
+        r.normFloor = c.normFloor
+        r.lossNames = out.losses.keys.sorted()
+        for (name, loss) in out.losses { r.add("loss_\(name)", loss, group: "losses") }
+        for (name, t) in out.tensors { r.add(name, t, group: "activations") }
         for (j, kept) in out.keptIndices.enumerated() {
-            result.ints["kept_index.stage\(j)"] = ([kept.count, kept.first?.count ?? 0], kept.flatMap { $0.map(Int64.init) })
+            r.ints["kept_index.stage\(j)"] = ([kept.count, kept.first?.count ?? 0], kept.flatMap { $0.map(Int64.init) })
+            r.groups["kept_index.stage\(j)"] = "kept_index"
         }
-        result.floats["image_queue"] = (model.imageQueue.shape, model.imageQueue.toArray())
-        result.floats["text_queue"] = (model.textQueue.shape, model.textQueue.toArray())
-        result.ints["queue_ptr"] = ([1], [Int64(model.queuePointer)])
-        for (entry, t) in zip(model.momentum.entries, model.momentum.tensors) {
-            result.floats["after.\(entry.name)"] = (entry.shape, t.toArray())
+        let layout = model.stateLayout
+        for (name, t) in layout.buffers { r.add(name, t, group: "state") }
+        for counter in layout.counters {
+            r.ints[counter.name] = ([1], [Int64(counter.get())])
+            r.groups[counter.name] = "state"
         }
-        for (entry, t) in zip(model.online.entries, model.online.tensors) {
-            result.floats["grad.\(entry.name)"] = (entry.shape, t.grad?.toArray() ?? [Float](repeating: 0, count: entry.count))
+        for a in layout.arenas {
+            for (entry, t) in zip(a.arena.entries, a.arena.tensors) {
+                switch a.role {
+                case .momentum: r.add("after.\(entry.name)", t, group: "momentum (after EMA)")
+                case .trainable:
+                    r.floats["grad.\(entry.name)"] = (entry.shape, t.grad?.toArray() ?? [Float](repeating: 0, count: entry.count))
+                    r.groups["grad.\(entry.name)"] = "gradients"
+                }
+            }
         }
-        return result
+        return r
     }
 
     /// Writes the outputs; with `onlyNames`, just those (e.g. the names of an expected file).
@@ -80,22 +111,13 @@ public enum ReferenceStep {
         try w.write(to: path)
     }
 
-    /// Group of an output name, as reported.
-    static func group(_ name: String) -> String {
-        if name.hasPrefix("loss_") { return "losses" }
-        if name.hasPrefix("kept_index") { return "kept_index" }
-        if name.hasPrefix("grad.") { return "gradients" }
-        if name.hasPrefix("after.") { return "momentum (after EMA)" }
-        if name.hasSuffix("_queue") || name == "queue_ptr" { return "queues" }
-        return "image_embeds"
-    }
-
     /// Compares with an expected file using the reference README's tolerances: losses 1e-4
-    /// relative; tensors 1e-3 in Frobenius norm, |a - b| / max(|b|, 1e-6); indices exact.
+    /// relative; tensors 1e-3 in Frobenius norm, |a - b| / max(|b|, floor); indices exact. Every
+    /// expected tensor must have an output of the same name.
     public static func compare(_ output: Output, expected: SafetensorsFile) throws -> [GroupResult] {
         var worst: [String: (String, Double, Int)] = [:]
         func note(_ name: String, _ err: Double) {
-            let g = group(name)
+            let g = output.groups[name] ?? "activations"
             let cur = worst[g] ?? ("", -1, 0)
             worst[g] = err > cur.1 ? (name, err, cur.2 + 1) : (cur.0, cur.1, cur.2 + 1)
         }
@@ -116,7 +138,7 @@ public enum ReferenceStep {
                     diff += Double(a - b) * Double(a - b)
                     norm += Double(b) * Double(b)
                 }
-                let err = diff.squareRoot() / max(norm.squareRoot(), 1e-6)
+                let err = diff.squareRoot() / max(norm.squareRoot(), output.normFloor)
                 note(e.name, err.isNaN ? .infinity : err)
             }
         }

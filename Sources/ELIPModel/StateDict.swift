@@ -2,23 +2,63 @@ import ELIPTensor
 import Foundation
 import Safetensors
 
-/// Loading and saving parameters by their PyTorch state_dict names.
-public enum StateDict {
-    /// Names in ALBEF checkpoints that carry no parameter of ours: buffers and the tied decoder.
-    static func isIgnorable(_ name: String) -> Bool {
-        name.hasSuffix("embeddings.position_ids") || name.hasSuffix("cls.predictions.decoder.weight")
-            || name.hasSuffix("cls.predictions.decoder.bias")
+/// What a model's state dict holds, in the official names: parameter arenas (each entry and each
+/// tied alias), float buffers (queues), integer counters (queue pointers) and constant int64
+/// buffers (position ids). Checkpoints, broadcasting and reference replay work from this alone.
+public struct StateDictLayout {
+    public enum Role { case trainable, momentum }
+
+    public struct Arena {
+        public let arena: ParameterArena
+        public let role: Role
+        /// Called when a loaded file has none of this arena's tensors (e.g. a fresh initial
+        /// checkpoint without momentum weights); nil: that is an error.
+        public let whenAbsent: (() -> Void)?
+        public init(_ arena: ParameterArena, role: Role, whenAbsent: (() -> Void)? = nil) {
+            self.arena = arena
+            self.role = role
+            self.whenAbsent = whenAbsent
+        }
     }
 
-    /// Copies every parameter of `arena` from `file` (names given by `rename`, default identity),
-    /// checking shapes. Returns the names of the arena that the file lacks (an error unless
-    /// `allowMissing`).
+    /// An integer state value in [0, limit), stored as int64 [1].
+    public struct Counter {
+        public let name: String
+        public let limit: Int
+        public let get: () -> Int
+        public let set: (Int) -> Void
+        public init(name: String, limit: Int, get: @escaping () -> Int, set: @escaping (Int) -> Void) {
+            self.name = name
+            self.limit = limit
+            self.get = get
+            self.set = set
+        }
+    }
+
+    public var arenas: [Arena] = []
+    /// Float state tensors; a file without one leaves it as it is.
+    public var buffers: [(name: String, tensor: Tensor)] = []
+    public var counters: [Counter] = []
+    /// Written for PyTorch's sake, ignored when loading.
+    public var constants: [(name: String, values: [Int64], shape: [Int])] = []
+
+    public init() {}
+
+    /// The trainable arena's entries and every arena, for broadcasts.
+    public var allArenas: [ParameterArena] { arenas.map(\.arena) }
+}
+
+/// Loading and saving by PyTorch state_dict names.
+public enum StateDict {
+    /// Copies every parameter of `arena` that `file` holds (under its name or an alias; names
+    /// given by `rename`, default identity), checking shapes. Returns the names the file lacks.
     @discardableResult
-    public static func load(_ arena: ParameterArena, from file: SafetensorsFile, allowMissing: Bool = false,
+    public static func load(_ arena: ParameterArena, from file: SafetensorsFile,
                             rename: (String) -> [String] = { [$0] }) throws -> [String] {
         var missing: [String] = []
         for (entry, tensor) in zip(arena.entries, arena.tensors) {
-            guard let source = rename(entry.name).first(where: { file.contains($0) }), let e = file[source] else {
+            let candidates = arena.names(of: entry.name).flatMap(rename)
+            guard let source = candidates.first(where: { file.contains($0) }), let e = file[source] else {
                 missing.append(entry.name)
                 continue
             }
@@ -29,21 +69,60 @@ public enum StateDict {
                 try file.copyFloats(source, into: buf.baseAddress!, count: entry.count)
             }
         }
-        if !missing.isEmpty && !allowMissing {
-            let shown = missing.prefix(8).joined(separator: ", ")
-            throw CheckpointError(file: file.path, message: "\(missing.count) parameters missing, e.g. \(shown)")
-        }
         return missing
     }
 
-    /// Adds every parameter of `arena` to `writer` under its name.
+    /// Loads a whole state dict: every arena (an arena missing entirely calls its `whenAbsent`,
+    /// partly missing is an error), buffers and counters present in the file.
+    public static func load(_ layout: StateDictLayout, from file: SafetensorsFile) throws {
+        for a in layout.arenas {
+            let missing = try load(a.arena, from: file)
+            if missing.isEmpty { continue }
+            if missing.count == a.arena.entries.count, let fill = a.whenAbsent {
+                fill()
+                continue
+            }
+            let what = a.role == .momentum ? "momentum weights incomplete" : "\(missing.count) parameters missing"
+            throw CheckpointError(file: file.path, message: "\(what), e.g. \(missing.prefix(6).joined(separator: ", "))")
+        }
+        for (name, tensor) in layout.buffers where file.contains(name) {
+            let e = try file.entry(name)
+            guard e.shape == tensor.shape else {
+                throw CheckpointError(file: file.path, message: "\(name): shape \(e.shape), expected \(tensor.shape)")
+            }
+            try tensor.withUnsafeMutableBufferPointer { try file.copyFloats(name, into: $0.baseAddress!, count: tensor.count) }
+        }
+        for c in layout.counters where file.contains(c.name) {
+            guard let v = try file.int64s(c.name).first, v >= 0, v < Int64(c.limit) else {
+                throw CheckpointError(file: file.path, message: "\(c.name) outside [0, \(c.limit))")
+            }
+            c.set(Int(v))
+        }
+    }
+
+    /// Adds every tensor of the layout to `writer`: each arena's parameters, then their tied
+    /// names, buffers, counters and constants.
+    public static func add(_ layout: StateDictLayout, to writer: inout SafetensorsWriter) throws {
+        for a in layout.arenas { try add(a.arena, to: &writer) }
+        for (name, tensor) in layout.buffers {
+            try tensor.withUnsafeBufferPointer { try writer.add(name, floats: Array($0), shape: tensor.shape) }
+        }
+        for c in layout.counters { try writer.add(c.name, int64s: [Int64(c.get())], shape: [1]) }
+        for k in layout.constants { try writer.add(k.name, int64s: k.values, shape: k.shape) }
+    }
+
+    /// Adds every parameter of `arena` under its name, then under each alias.
     public static func add(_ arena: ParameterArena, to writer: inout SafetensorsWriter) throws {
         for (entry, tensor) in zip(arena.entries, arena.tensors) {
             try tensor.withUnsafeBufferPointer { try writer.add(entry.name, floats: Array($0), shape: entry.shape) }
         }
+        for alias in arena.aliases {
+            guard let t = arena.tensor(alias.target) else { continue }
+            try t.withUnsafeBufferPointer { try writer.add(alias.name, floats: Array($0), shape: t.shape) }
+        }
     }
 
-    /// Adds every gradient of `arena` to `writer` as `prefix + name`.
+    /// Adds every gradient of `arena` to `writer` as `prefix + name` (stored names only).
     public static func addGradients(_ arena: ParameterArena, to writer: inout SafetensorsWriter, prefix: String = "grad.") throws {
         for (entry, tensor) in zip(arena.entries, arena.tensors) {
             let g = tensor.grad?.toArray() ?? [Float](repeating: 0, count: entry.count)
@@ -61,67 +140,4 @@ public struct CheckpointError: Error, CustomStringConvertible {
         self.message = message
     }
     public var description: String { "\(file): \(message)" }
-}
-
-extension ALBEFModel {
-    /// Loads an ALBEF state_dict: online and momentum weights, queues, pointer and temperature.
-    /// Without momentum weights in the file (a fresh initial checkpoint), the momentum model is
-    /// a copy of the online one; without queues, they stay as they are.
-    public func load(from file: SafetensorsFile) throws {
-        try StateDict.load(online, from: file)
-        let missingMomentum = try StateDict.load(momentum, from: file, allowMissing: true)
-        if missingMomentum.count == momentum.entries.count {
-            copyParametersToMomentum()
-        } else if !missingMomentum.isEmpty {
-            throw CheckpointError(file: file.path, message: "momentum weights incomplete: \(missingMomentum.prefix(5).joined(separator: ", ")) missing")
-        }
-        for (name, queue) in [("image_queue", imageQueue), ("text_queue", textQueue)] where file.contains(name) {
-            let e = try file.entry(name)
-            guard e.shape == queue.shape else {
-                throw CheckpointError(file: file.path, message: "\(name): shape \(e.shape), expected \(queue.shape)")
-            }
-            try queue.withUnsafeMutableBufferPointer { try file.copyFloats(name, into: $0.baseAddress!, count: queue.count) }
-        }
-        if file.contains("queue_ptr") {
-            guard let p = try file.int64s("queue_ptr").first, p >= 0, Int(p) < config.queueSize else {
-                throw CheckpointError(file: file.path, message: "queue_ptr outside [0, \(config.queueSize))")
-            }
-            queuePointer = Int(p)
-        }
-    }
-
-    /// Fills the queues with random normal columns normalised along the feature dimension
-    /// (ALBEF's initialisation).
-    public func initialiseQueues(seed: UInt64) {
-        var g = SeededGenerator(seed: seed)
-        let e = config.embedDim, q = config.queueSize
-        for queue in [imageQueue, textQueue] {
-            queue.withUnsafeMutableBufferPointer { p in
-                for i in 0..<(e * q) { p[i] = g.nextNormal() }
-                for c in 0..<q {
-                    var s: Float = 0
-                    for d in 0..<e { s += p[d * q + c] * p[d * q + c] }
-                    let n = max(s.squareRoot(), 1e-12)
-                    for d in 0..<e { p[d * q + c] /= n }
-                }
-            }
-        }
-        queuePointer = 0
-    }
-
-    /// Adds the full ALBEF state_dict (PyTorch-loadable names, tied decoder written out).
-    public func addStateDict(to writer: inout SafetensorsWriter) throws {
-        try StateDict.add(online, to: &writer)
-        try StateDict.add(momentum, to: &writer)
-        try writer.add("image_queue", floats: imageQueue.toArray(), shape: imageQueue.shape)
-        try writer.add("text_queue", floats: textQueue.toArray(), shape: textQueue.shape)
-        try writer.add("queue_ptr", int64s: [Int64(queuePointer)], shape: [1])
-        for (prefix, bert) in [("text_encoder", textEncoder), ("text_encoder_m", textEncoderM)] {
-            try writer.add("\(prefix).cls.predictions.decoder.weight", floats: bert.wordEmbeddings.weight.toArray(),
-                           shape: bert.wordEmbeddings.weight.shape)
-            if let b = bert.mlmBias { try writer.add("\(prefix).cls.predictions.decoder.bias", floats: b.toArray(), shape: b.shape) }
-            let l = bert.config.maxPositionEmbeddings
-            try writer.add("\(prefix).bert.embeddings.position_ids", int64s: (0..<l).map(Int64.init), shape: [1, l])
-        }
-    }
 }

@@ -5,7 +5,7 @@ public final class Embedding {
     public let weight: Tensor
 
     public init(_ scope: Scope, count: Int, dim: Int) throws {
-        weight = try scope.parameter("weight", [count, dim])
+        weight = try scope.parameter("weight", [count, dim], init: defaultWeightInit)
     }
 
     /// Rows for `ids`, shaped [ids.count, dim].

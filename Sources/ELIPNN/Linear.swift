@@ -6,12 +6,21 @@ public final class Linear {
     public let bias: Tensor?
     public let inFeatures: Int, outFeatures: Int
 
-    public init(_ scope: Scope, in inFeatures: Int, out outFeatures: Int, bias: Bool = true) throws {
+    /// `weightName`/`biasName` are the leaf names in `scope` (CLIP's packed projection is
+    /// `attn.in_proj_weight` / `attn.in_proj_bias`).
+    public init(_ scope: Scope, in inFeatures: Int, out outFeatures: Int, bias: Bool = true,
+                weightName: String = "weight", biasName: String = "bias") throws {
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
-        weight = try scope.parameter("weight", [outFeatures, inFeatures])
-        self.bias = bias ? try scope.parameter("bias", [outFeatures]) : nil
+        weight = try scope.parameter(weightName, [outFeatures, inFeatures], init: defaultWeightInit)
+        self.bias = bias ? try scope.parameter(biasName, [outFeatures], init: .zeros) : nil
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor { try x.linear(weight, bias) }
+
+    /// Rows `start ..< start + count` of the output: the same map restricted to those outputs
+    /// (one of q, k, v of a packed projection).
+    public func outputRows(_ start: Int, _ count: Int) throws -> (weight: Tensor, bias: Tensor?) {
+        (try weight.slice(axis: 0, start: start, length: count), try bias.map { try $0.slice(axis: 0, start: start, length: count) })
+    }
 }

@@ -21,8 +21,18 @@ public struct Scope {
     /// Full name of a parameter in this scope.
     public func name(_ leaf: String) -> String { prefix.isEmpty ? leaf : "\(prefix).\(leaf)" }
 
-    /// Adds a (zero-initialised) parameter called `leaf` to the arena.
-    public func parameter(_ leaf: String, _ shape: [Int]) throws -> Tensor {
-        try arena.add(name(leaf), shape: shape)
+    /// Adds a parameter called `leaf` to the arena, initialised by `initializer` when the model is
+    /// initialised randomly.
+    public func parameter(_ leaf: String, _ shape: [Int], init initializer: ParameterInit) throws -> Tensor {
+        try arena.add(name(leaf), shape: shape, init: initializer)
+    }
+
+    /// Declares `leaf` in this scope as another name of `parameter` (weight tying).
+    public func tie(_ leaf: String, to parameter: Tensor) throws {
+        try arena.tie(name(leaf), to: parameter)
     }
 }
+
+/// The initialisation the official code gives weights it does not load: N(0, 0.02) truncated at
+/// two standard deviations (timm's trunc_normal_; BERT's N(0, 0.02) is within float noise of it).
+public let defaultWeightInit = ParameterInit.truncatedNormal(std: 0.02)

@@ -11,7 +11,7 @@ public enum Autograd {
     /// One recorded op: its backward, and the parameters whose gradient is complete once it ran
     /// (those it is the first recorded user of — backward runs in reverse, so it is their last).
     struct Entry {
-        let backward: () -> Void
+        let backward: () throws -> Void
         let finalizes: [Tensor]
         let op: StaticString
     }
@@ -54,7 +54,9 @@ public enum Autograd {
     }
 
     /// Back-propagates from a scalar `loss` (seed 1), or from any tensor with an explicit `seed`
-    /// gradient of the same shape, accumulating into every reachable tensor's `grad`.
+    /// gradient of the same shape, accumulating into every reachable tensor's `grad`. An error
+    /// thrown by an op's backward (a collective that failed, say) stops backward, drops the rest of
+    /// the graph and is rethrown: the gradients are then incomplete and must not be used.
     public static func backward(from loss: Tensor, seed: Tensor? = nil) throws {
         defer { reset() }
         guard loss.requiresGrad else {
@@ -74,7 +76,7 @@ public enum Autograd {
         }
         let hook = onParameterGradientFinal
         while let entry = tape.popLast() {
-            StepProfiler.timeBackward(entry.op, entry.backward)
+            try StepProfiler.timeBackward(entry.op, entry.backward)
             if let hook { for p in entry.finalizes { hook(p) } }
         }
     }
@@ -90,7 +92,7 @@ public enum Autograd {
     /// Records `backward` for `output` when any input requires gradients. Returns the output.
     @inline(__always)
     static func record(_ output: Tensor, inputs: [Tensor], op: StaticString = #function,
-                       _ backward: @escaping (UnsafeMutablePointer<Float>) -> Void) -> Tensor {
+                       _ backward: @escaping (UnsafeMutablePointer<Float>) throws -> Void) -> Tensor {
         if detectAnomalies && firstNonFinite == nil { checkFinite(output, op: op) }
         StepProfiler.forwardOpDone(op)
         guard gradEnabled, inputs.contains(where: { $0.requiresGrad }) else { return output }
@@ -101,7 +103,7 @@ public enum Autograd {
         }
         tape.append(Entry(backward: {
             // The output may be unreachable from the loss: then no gradient was allocated.
-            if let g = output.existingGrad { backward(g) }
+            if let g = output.existingGrad { try backward(g) }
         }, finalizes: finalizes, op: op))
         return output
     }
@@ -110,15 +112,22 @@ public enum Autograd {
 extension Autograd {
     /// Defines a differentiable op outside the engine (e.g. a collective): `output` was computed
     /// from `inputs`; `backward` receives the output's gradient and returns one gradient per
-    /// input (nil: none), each with that input's shape, which are accumulated.
+    /// input (nil: none), each with that input's shape, which are accumulated. An error thrown by
+    /// `backward`, or a returned gradient of the wrong size, makes `Autograd.backward` throw.
     public static func customOp(output: Tensor, inputs: [Tensor], name: StaticString = #function,
                                 backward: @escaping (Tensor) throws -> [Tensor?]) -> Tensor {
         record(output, inputs: inputs, op: name) { dy in
             let g = Tensor(shape: output.shape, storage: Storage(count: output.count, zeroed: false))
             g.data.update(from: dy, count: output.count)
-            guard let grads = try? backward(g) else { return }
+            let grads = try backward(g)
+            guard grads.count == inputs.count else {
+                throw TensorError.invalidArgument(op: "\(name) backward", reason: "\(grads.count) gradients for \(inputs.count) inputs")
+            }
             for (x, gx) in zip(inputs, grads) where x.requiresGrad {
-                guard let gx, gx.count == x.count else { continue }
+                guard let gx else { continue }
+                guard gx.count == x.count else {
+                    throw TensorError.shapeMismatch(op: "\(name) backward", lhs: x.shape, rhs: gx.shape)
+                }
                 let dx = x.gradPointer()
                 for i in 0..<x.count { dx[i] += gx.data[i] }
             }

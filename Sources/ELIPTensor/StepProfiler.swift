@@ -80,10 +80,10 @@ public enum StepProfiler {
     }
 
     /// Times one backward closure, GEMM time excluded.
-    @inline(__always) static func timeBackward(_ op: StaticString, _ body: () -> Void) {
-        guard enabled else { return body() }
+    @inline(__always) static func timeBackward(_ op: StaticString, _ body: () throws -> Void) rethrows {
+        guard enabled else { return try body() }
         let t0 = monotonicSeconds(), g0 = GEMMProfiler.seconds
-        body()
+        try body()
         opSeconds[kind(op), default: 0] += (monotonicSeconds() - t0) - (GEMMProfiler.seconds - g0)
     }
 

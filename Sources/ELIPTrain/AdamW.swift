@@ -4,9 +4,10 @@ import Foundation
 
 /// AdamW (torch.optim.AdamW semantics) over a whole parameter arena.
 ///
-/// Parameter groups follow ALBEF's create_optimizer (timm): no weight decay on 1-D tensors and
-/// on names ending in ".bias"; everything else (including the 0-D temperature, as in the
-/// official code) decays. The moment buffers have the arena's layout, so a step is one loop.
+/// Which parameters take weight decay is the model's rule (`PretrainingModel.decays`; ALBEF's
+/// create_optimizer: not 1-D tensors and not names ending in ".bias", the 0-D temperature
+/// included). The moment buffers have the arena's layout, so a step is one loop; checkpoints
+/// store them per parameter name.
 public final class AdamW {
     public struct Hyperparameters: Codable, Equatable, Sendable {
         public var beta1: Float = 0.9
@@ -26,7 +27,8 @@ public final class AdamW {
     /// Contiguous arena runs sharing one weight decay (0 or weightDecay), covering the arena.
     private var decayRuns: [(start: Int, count: Int, decay: Float)] = []
 
-    public init(arena: ParameterArena, hyper: Hyperparameters = Hyperparameters()) {
+    public init(arena: ParameterArena, hyper: Hyperparameters = Hyperparameters(),
+                decays: (String, [Int]) -> Bool = AdamW.decays) {
         self.arena = arena
         self.hyper = hyper
         exp_avg = [Float](repeating: 0, count: arena.used)
@@ -35,7 +37,7 @@ public final class AdamW {
         let entries = arena.entries.sorted { $0.offset < $1.offset }
         for (i, e) in entries.enumerated() {
             let end = i + 1 < entries.count ? entries[i + 1].offset : arena.used
-            let wd: Float = AdamW.decays(name: e.name, shape: e.shape) ? hyper.weightDecay : 0
+            let wd: Float = decays(e.name, e.shape) ? hyper.weightDecay : 0
             if let last = decayRuns.last, last.decay == wd, last.start + last.count == e.offset {
                 decayRuns[decayRuns.count - 1].count += end - e.offset
             } else {
@@ -44,8 +46,8 @@ public final class AdamW {
         }
     }
 
-    /// True when the parameter takes weight decay (timm's rule: not 1-D, not a bias).
-    public static func decays(name: String, shape: [Int]) -> Bool {
+    /// timm's rule (ALBEF): decay unless 1-D or a bias.
+    public static func decays(_ name: String, _ shape: [Int]) -> Bool {
         !(shape.count == 1 || name.hasSuffix(".bias"))
     }
 
@@ -68,6 +70,20 @@ public final class AdamW {
             }
         }
     }
+
+    /// The moments of parameter `entry` (arena layout).
+    func moments(of entry: ParameterArena.Entry) -> (Array<Float>.SubSequence, Array<Float>.SubSequence) {
+        (exp_avg[entry.offset..<(entry.offset + entry.count)], exp_avg_sq[entry.offset..<(entry.offset + entry.count)])
+    }
+
+    /// Overwrites the moments of parameter `entry`.
+    func setMoments(of entry: ParameterArena.Entry, expAvg: [Float], expAvgSq: [Float]) {
+        exp_avg.replaceSubrange(entry.offset..<(entry.offset + entry.count), with: expAvg)
+        exp_avg_sq.replaceSubrange(entry.offset..<(entry.offset + entry.count), with: expAvgSq)
+    }
+
+    /// Sets the step count (bias correction) of restored moments.
+    func restoreStep(_ step: Int) { self.step = step }
 
     /// Restores the state saved in a checkpoint.
     public func restore(step: Int, expAvg: [Float], expAvgSq: [Float]) throws {

@@ -1,4 +1,6 @@
+import ELIPImage
 import ELIPModel
+import ELIPNN
 import ELIPShards
 import ELIPTensor
 import ELIPText
@@ -10,27 +12,9 @@ public protocol BatchSource: AnyObject {
     /// Batches per epoch for this rank (the same on every rank).
     var batchesPerEpoch: Int { get }
     /// Batch `index` of `epoch` for this rank.
-    func batch(epoch: Int, index: Int) throws -> PretrainBatch
+    func batch(epoch: Int, index: Int) throws -> ImageTextBatch
     /// A short description (for logs and the fingerprint).
     var summary: String { get }
-}
-
-/// CLIP normalisation of ALBEF's image transforms.
-public enum ImageNormalization {
-    public static let mean: [Float] = [0.48145466, 0.4578275, 0.40821073]
-    public static let std: [Float] = [0.26862954, 0.26130258, 0.27577711]
-
-    /// HWC bytes -> normalised CHW floats, appended to `out`.
-    public static func append(pixels: [UInt8], width: Int, height: Int, to out: inout [Float]) {
-        let plane = width * height
-        let start = out.count
-        out.append(contentsOf: repeatElement(0, count: 3 * plane))
-        for i in 0..<plane {
-            for c in 0..<3 {
-                out[start + c * plane + i] = (Float(pixels[3 * i + c]) / 255 - mean[c]) / std[c]
-            }
-        }
-    }
 }
 
 /// Synthetic scenes rendered on the fly (debug mode, tests): a permutation of the corpus per
@@ -69,7 +53,7 @@ public final class SyntheticBatchSource: BatchSource {
         return p
     }
 
-    public func batch(epoch: Int, index: Int) throws -> PretrainBatch {
+    public func batch(epoch: Int, index: Int) throws -> ImageTextBatch {
         let order = permutation(epoch: epoch)
         let start = ((index % batchesPerEpoch) * worldSize + rank) * batchSize
         var pixels: [Float] = []
@@ -88,6 +72,6 @@ public final class SyntheticBatchSource: BatchSource {
         let tokens = try tokenizer.encodeBatch(captions, framing: .albef, maxLength: maxLength)
         let text = try TextBatch(ids: tokens.inputIds.map(Int.init), mask: tokens.attentionMask.map(Int.init),
                                  batch: tokens.batchSize, length: tokens.length)
-        return PretrainBatch(images: try Tensor(pixels, shape: [batchSize, 3, imageSize, imageSize]), text: text)
+        return ImageTextBatch(images: try Tensor(pixels, shape: [batchSize, 3, imageSize, imageSize]), text: text)
     }
 }

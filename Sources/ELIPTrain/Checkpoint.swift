@@ -59,7 +59,7 @@ public struct CheckpointStore {
 
     /// Writes a checkpoint for `state` and returns its folder.
     @discardableResult
-    public func save(model: ALBEFModel, optimizer: AdamW, state: TrainerState, faultInjection: Bool = false) throws -> URL {
+    public func save(model: any PretrainingModel, optimizer: AdamW, state: TrainerState, faultInjection: Bool = false) throws -> URL {
         let fm = FileManager.default
         try fm.createDirectory(at: directory, withIntermediateDirectories: true)
         let final = directory.appendingPathComponent(Self.name(step: state.step))
@@ -67,16 +67,15 @@ public struct CheckpointStore {
         try? fm.removeItem(at: tmp)
         try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
         do {
-            var modelWriter = SafetensorsWriter(metadata: ["format": "albef-state-dict", "step": String(state.step)])
-            try model.addStateDict(to: &modelWriter)
+            var modelWriter = SafetensorsWriter(metadata: ["format": "\(model.modelConfig.kind)-state-dict", "step": String(state.step)])
+            try StateDict.add(model.stateLayout, to: &modelWriter)
             try modelWriter.write(to: tmp.appendingPathComponent("model.safetensors").path, atomic: true)
             if faultInjection {  // tests: die with the checkpoint half-written
                 fputs("fault injection: dying while writing \(final.lastPathComponent)\n", stderr)
                 kill(getpid(), SIGKILL)
             }
-            var optWriter = SafetensorsWriter(metadata: ["step": String(optimizer.step)])
-            try optWriter.add("exp_avg", floats: optimizer.exp_avg, shape: [optimizer.exp_avg.count])
-            try optWriter.add("exp_avg_sq", floats: optimizer.exp_avg_sq, shape: [optimizer.exp_avg_sq.count])
+            var optWriter = SafetensorsWriter(metadata: ["step": String(optimizer.step), "format": "adamw-moments-by-name"])
+            try Self.addMoments(optimizer, to: &optWriter)
             try optWriter.write(to: tmp.appendingPathComponent("optimizer.safetensors").path, atomic: true)
             var sums: [String: String] = [:]
             for f in ["model.safetensors", "optimizer.safetensors"] {
@@ -123,6 +122,9 @@ public struct CheckpointStore {
         return manifest
     }
 
+    /// The trainer state of a checkpoint folder, after verifying its files.
+    public func verifiedState(_ folder: URL) throws -> TrainerState { try verify(folder).state }
+
     /// The newest checkpoint that verifies; damaged ones are reported through `warn` and skipped.
     public func latestValid(warn: (String) -> Void) -> URL? {
         for folder in list() {
@@ -137,12 +139,42 @@ public struct CheckpointStore {
     }
 
     /// Loads model, optimizer and trainer state from a checkpoint folder (verified first).
-    public func load(_ folder: URL, into model: ALBEFModel, optimizer: AdamW) throws -> TrainerState {
+    public func load(_ folder: URL, into model: any PretrainingModel, optimizer: AdamW) throws -> TrainerState {
         let manifest = try verify(folder)
-        try model.load(from: SafetensorsFile(path: folder.appendingPathComponent("model.safetensors").path))
+        try StateDict.load(model.stateLayout, from: SafetensorsFile(path: folder.appendingPathComponent("model.safetensors").path))
         let opt = try SafetensorsFile(path: folder.appendingPathComponent("optimizer.safetensors").path)
-        try optimizer.restore(step: manifest.optimizerStep, expAvg: opt.floats("exp_avg"), expAvgSq: opt.floats("exp_avg_sq"))
+        try Self.loadMoments(opt, into: optimizer, step: manifest.optimizerStep)
         return manifest.state
+    }
+
+    /// AdamW's moments as `exp_avg.NAME` and `exp_avg_sq.NAME` per parameter, so a checkpoint
+    /// stays valid whatever order a later version lays the parameters out in.
+    static func addMoments(_ optimizer: AdamW, to writer: inout SafetensorsWriter) throws {
+        for entry in optimizer.arena.entries {
+            let (m, v) = optimizer.moments(of: entry)
+            try writer.add("exp_avg.\(entry.name)", floats: Array(m), shape: entry.shape)
+            try writer.add("exp_avg_sq.\(entry.name)", floats: Array(v), shape: entry.shape)
+        }
+    }
+
+    /// Restores moments written by `addMoments`, or the earlier single-buffer format (`exp_avg`,
+    /// `exp_avg_sq` in arena layout), which is only accepted when its size matches the arena.
+    static func loadMoments(_ file: SafetensorsFile, into optimizer: AdamW, step: Int) throws {
+        if file.contains("exp_avg") && !file.contains("exp_avg.\(optimizer.arena.entries.first?.name ?? "")") {
+            try optimizer.restore(step: step, expAvg: file.floats("exp_avg"), expAvgSq: file.floats("exp_avg_sq"))
+            return
+        }
+        for entry in optimizer.arena.entries {
+            let names = ["exp_avg.\(entry.name)", "exp_avg_sq.\(entry.name)"]
+            guard let m = file[names[0]], let v = file[names[1]] else {
+                throw TrainError.checkpoint("\(file.path): no optimizer moments for \(entry.name)")
+            }
+            guard m.elementCount == entry.count, v.elementCount == entry.count else {
+                throw TrainError.checkpoint("\(file.path): optimizer moments of \(entry.name) have shape \(m.shape), the model's parameter \(entry.shape)")
+            }
+            optimizer.setMoments(of: entry, expAvg: try file.floats(names[0]), expAvgSq: try file.floats(names[1]))
+        }
+        optimizer.restoreStep(step)
     }
 
     /// Deletes all but the newest `keep` checkpoints, and stale temporary folders.

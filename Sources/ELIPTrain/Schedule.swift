@@ -43,9 +43,4 @@ public struct LearningRateSchedule: Codable, Equatable, Sendable {
     public func learningRate(epoch: Int, iteration: Int) -> Double {
         value(at: schedulerTime(epoch: epoch, iteration: iteration))
     }
-
-    /// ALBEF's alpha ramp: `alpha * min(1, i / itersPerEpoch)` in epoch 0, `alpha` after.
-    public static func alpha(_ alpha: Float, epoch: Int, iteration: Int, itersPerEpoch: Int) -> Float {
-        epoch > 0 ? alpha : alpha * min(1, Float(iteration) / Float(max(itersPerEpoch, 1)))
-    }
 }

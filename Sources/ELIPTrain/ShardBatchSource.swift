@@ -1,5 +1,6 @@
 import ELIPImage
 import ELIPModel
+import ELIPNN
 import ELIPShards
 import ELIPTensor
 import ELIPText
@@ -47,10 +48,10 @@ public final class ShardBatchSource: BatchSource {
     public var batchesPerEpoch: Int { loader.batchesPerEpoch }
     public var summary: String { loader.summary }
 
-    public func batch(epoch: Int, index: Int) throws -> PretrainBatch {
+    public func batch(epoch: Int, index: Int) throws -> ImageTextBatch {
         let b = try loader.batch(epoch: epoch, index: index)
         let text = try TextBatch(ids: b.ids.map { Int($0) }, mask: b.mask.map { Int($0) }, batch: b.batchSize, length: b.length)
         let images = try Tensor(b.images, shape: [b.batchSize, 3, b.imageSize, b.imageSize])
-        return PretrainBatch(images: images, text: text)
+        return ImageTextBatch(images: images, text: text)
     }
 }

@@ -1,6 +1,8 @@
 import CKernels
 import ELIPDistributed
 import ELIPModel
+import ELIPNN
+import ELIPObjectives
 import ELIPTensor
 import Foundation
 
@@ -40,14 +42,14 @@ final class CommunicatorExchange: FeatureExchange {
     }
 }
 
-/// Data-parallel ELIP-ALBEF pre-training (SPEC §6).
+/// Data-parallel pre-training of any registered model (SPEC §6).
 ///
-/// Every rank builds the same model; rank 0's parameters, momentum model and queues are
-/// broadcast before the first step. A step: forward on the rank's batch (momentum features of
-/// all ranks are gathered in rank order for the queues), backward with gradient buckets
-/// all-reduced as soon as they are final, a global non-finite check (a bad loss or gradient on
-/// any rank skips the step everywhere), optional clipping, AdamW. Rank 0 writes checkpoints and
-/// metrics; other ranks only print warnings and errors.
+/// Every rank builds the same model; rank 0's parameters and state (momentum weights, queues,
+/// pointers: whatever the model's state dict holds) are broadcast before the first step. A step:
+/// forward on the rank's batch, backward with gradient buckets all-reduced as soon as they are
+/// final (in the order the first backward finished them), a global non-finite check (a bad loss
+/// or gradient on any rank skips the step everywhere), optional clipping, AdamW. Rank 0 writes
+/// checkpoints and metrics; other ranks only print warnings and errors.
 public final class Trainer {
     public struct Options {
         public var runDirectory: URL
@@ -56,7 +58,7 @@ public final class Trainer {
         public var resume: String?
         /// Global step to stop at (0: the config's max_steps, or the end of the schedule).
         public var maxSteps: Int = 0
-        /// Initial weights (an ALBEF state_dict, e.g. from `elip import-weights`).
+        /// Initial weights (the model's state dict, e.g. from `elip import-weights`).
         public var initialWeights: String?
         /// Check every op output for non-finite values and name the first (debug mode).
         public var anomalyDetection = false
@@ -70,7 +72,7 @@ public final class Trainer {
     public let config: TrainingConfig
     public let options: Options
     public let comm: Communicator
-    public let model: ALBEFModel
+    public let model: any PretrainingModel
     public let optimizer: AdamW
     public let source: BatchSource
     let reducer: GradientReducer
@@ -79,6 +81,8 @@ public final class Trainer {
     var metrics: MetricsLog?
     var nonFiniteInARow = 0
     let fingerprint: String
+    /// Bucket issue order learned from the first backward of this process (nil: not yet).
+    var learnedBucketOrder: [Int]?
 
     public init(config: TrainingConfig, options: Options, communicator: Communicator, source: BatchSource,
                 codeVersion: String = "elip-1") throws {
@@ -86,8 +90,9 @@ public final class Trainer {
         self.options = options
         comm = communicator
         self.source = source
-        model = try ALBEFModel(config: config.model)
-        optimizer = AdamW(arena: model.online, hyper: config.optimizer)
+        model = try config.model.makeModel()
+        let m = model
+        optimizer = AdamW(arena: model.parameters, hyper: config.optimizer, decays: { m.decays(parameter: $0, shape: $1) })
         reducer = try GradientReducer(communicator: comm, bucketBytes: config.bucketMB << 20)
         store = CheckpointStore(runDirectory: options.runDirectory, keep: config.keepCheckpoints)
         fingerprint = Trainer.fingerprint(config.text, source.summary, codeVersion, worldSize: communicator.size)
@@ -110,7 +115,7 @@ public final class Trainer {
         if comm.isRoot {
             try model.initialiseRandomly(seed: config.seed)
             if let w = options.initialWeights {
-                try model.load(from: .init(path: w))
+                try StateDict.load(model.stateLayout, from: .init(path: w))
             }
             if let r = options.resume {
                 let folder: URL? = r == "auto"
@@ -125,22 +130,24 @@ public final class Trainer {
                 }
             }
         }
-        // Rank 0 holds the truth: weights, momentum model, queues, optimizer and trainer state.
-        try comm.broadcast(model.online.values)
-        try comm.broadcast(model.momentum.values)
-        for q in [model.imageQueue, model.textQueue] { try q.withUnsafeMutableBufferPointer { try comm.broadcast($0) } }
+        // Rank 0 holds the truth: weights, model state, optimizer and trainer state.
+        let layout = model.stateLayout
+        for arena in layout.allArenas { try comm.broadcast(arena.values) }
+        for (_, t) in layout.buffers { try t.withUnsafeMutableBufferPointer { try comm.broadcast($0) } }
+        var counters = layout.counters.map { Int64($0.get()) }
+        try comm.broadcast(&counters)
+        for (c, v) in zip(layout.counters, counters) { c.set(Int(v)) }
         state = try comm.broadcastValue(comm.isRoot ? state : nil)
-        var pointer = [Int64(model.queuePointer)]
-        try comm.broadcast(&pointer)
-        model.queuePointer = Int(pointer[0])
         var moments = optimizer.exp_avg + optimizer.exp_avg_sq
         try comm.broadcast(&moments)
+        let used = model.parameters.used
         try optimizer.restore(step: try comm.broadcastValue(comm.isRoot ? optimizer.step : nil),
-                              expAvg: Array(moments[0..<model.online.used]), expAvgSq: Array(moments[model.online.used...]))
+                              expAvg: Array(moments[0..<used]), expAvgSq: Array(moments[used...]))
         if comm.isRoot {
             try FileManager.default.createDirectory(at: options.runDirectory, withIntermediateDirectories: true)
             metrics = try MetricsLog(url: options.runDirectory.appendingPathComponent("metrics.jsonl"))
             if let resumedFrom { log("resumed from \(resumedFrom) at step \(state.step) (epoch \(state.epoch), batch \(state.batchInEpoch))") }
+            if !config.ignoredKeys.isEmpty { log("config: accepted and ignored (no effect here, see docs/CONFIG.md): \(config.ignoredKeys.joined(separator: ", "))") }
         }
     }
 
@@ -206,11 +213,10 @@ public final class Trainer {
     func step() throws -> MetricsRecord? {
         FaultInjection.killRankIfRequested(rank: comm.rank, step: state.step + 1)
         var times = PhaseTimes()
-        model.online.zeroGradients()
+        model.parameters.zeroGradients()
         let lr = Float(config.schedule.learningRate(epoch: state.epoch, iteration: state.batchInEpoch))
-        var losses = (mlm: 0.0, ita: 0.0, itm: 0.0)
+        var losses: [String: Double] = [:], values: [String: Double] = [:]
         var kept: [Int] = []
-        var alphaUsed: Float = 0
         var localFinite = true
         var reduction = ReductionTiming()
         let micro = config.gradAccumulation
@@ -219,35 +225,33 @@ public final class Trainer {
             var batch = try source.batch(epoch: state.epoch, index: state.batchInEpoch)
             if config.globalNegatives && comm.size > 1 { batch = try padToGlobalLength(batch) }
             times.data += ProcessStats.now() - t0
-            let alpha = LearningRateSchedule.alpha(config.model.alpha, epoch: state.epoch, iteration: state.batchInEpoch,
-                                                   itersPerEpoch: source.batchesPerEpoch)
             // Per-step randomness: the same on resume, different on every rank. With global
             // negatives, masking and negative sampling draw from one stream shared by all ranks
             // (indexed by global row), as one process with the whole batch would.
             let stepSeed = state.stepGenerator.next()
             let seed = stepSeed ^ (UInt64(comm.rank) &* 0xD1B5_4A32_D192_ED03)
-            var randomness = StepRandomness(seed: seed, dropout: config.dropout,
-                                            samplingSeed: config.globalNegatives ? stepSeed : nil)
-            alphaUsed = alpha
+            var context = StepContext(seed: seed, dropout: config.dropout, samplingSeed: config.globalNegatives ? stepSeed : nil)
+            context.progress = TrainingProgress(epoch: state.epoch, iteration: state.batchInEpoch, iterationsPerEpoch: source.batchesPerEpoch)
+            context.exchange = exchange
+            context.globalNegatives = config.globalNegatives
             t0 = ProcessStats.now()
-            let out = try model.forward(batch, alpha: alpha, randomness: &randomness, exchange: exchange,
-                                        globalNegatives: config.globalNegatives)
+            let out = try model.step(batch, context: &context)
             times.forward += ProcessStats.now() - t0
-            losses.mlm += Double(out.lossMLM.scalar) / Double(micro)
-            losses.ita += Double(out.lossITA.scalar) / Double(micro)
-            losses.itm += Double(out.lossITM.scalar) / Double(micro)
+            for (name, loss) in out.losses { losses[name, default: 0] += Double(loss.scalar) / Double(micro) }
+            values = out.scalars
             kept = out.keptIndices.map { $0.first?.count ?? 0 }
-            localFinite = localFinite && out.loss.scalar.isFinite
+            localFinite = localFinite && out.total.scalar.isFinite
             t0 = ProcessStats.now()
             let last = m == micro - 1
-            let loss = micro > 1 ? out.loss.scaled(1 / Float(micro)) : out.loss
+            let loss = micro > 1 ? out.total.scaled(1 / Float(micro)) : out.total
             if last { try beginReduction() }
+            defer { Autograd.onParameterGradientFinal = nil }
             try Autograd.backward(from: loss)
-            Autograd.onParameterGradientFinal = nil
             times.backward += ProcessStats.now() - t0
             if last {
                 t0 = ProcessStats.now()
                 reduction = try reducer.finish()
+                if learnedBucketOrder == nil { try learnBucketOrder() }
                 times.communication += ProcessStats.now() - t0
             }
             state.batchInEpoch += 1
@@ -257,7 +261,7 @@ public final class Trainer {
             }
         }
         var t0 = ProcessStats.now()
-        let gradients = model.online.gradients
+        let gradients = model.parameters.gradients
         let sumSquares = Self.sumOfSquares(gradients)
         localFinite = localFinite && sumSquares.isFinite
         let anyBad = try comm.anyRankNonFinite(localFlag: !localFinite)
@@ -271,7 +275,8 @@ public final class Trainer {
             warn("step \(state.step + 1): non-finite loss or gradient on some rank; step skipped on all ranks (\(nonFiniteInARow) in a row).\(origin)")
             Autograd.clearAnomaly()
             if nonFiniteInARow >= config.maxNonFiniteInARow {
-                throw TrainError.diverged("\(nonFiniteInARow) steps in a row had a non-finite loss or gradient (last losses: mlm \(losses.mlm), ita \(losses.ita), itm \(losses.itm), lr \(lr)); lower the learning rate or check the data")
+                let parts = losses.keys.sorted().map { "\($0) \(losses[$0]!)" }.joined(separator: ", ")
+                throw TrainError.diverged("\(nonFiniteInARow) steps in a row had a non-finite loss or gradient (last losses: \(parts), lr \(lr)); lower the learning rate or check the data")
             }
         } else {
             nonFiniteInARow = 0
@@ -284,9 +289,8 @@ public final class Trainer {
         }
         times.optimizer += ProcessStats.now() - t0
         state.step += 1
-        return MetricsRecord(step: state.step, epoch: state.epoch, lossMLM: losses.mlm, lossITA: losses.ita, lossITM: losses.itm,
-                             lr: Double(lr), alpha: Double(alphaUsed),
-                             temp: Double(model.temp.scalar), gradNorm: Double(norm),
+        return MetricsRecord(step: state.step, epoch: state.epoch, losses: losses, values: values, lr: Double(lr),
+                             gradNorm: Double(norm),
                              imagesPerSecond: Double(config.batchSize * micro * comm.size) / max(times.total, 1e-9),
                              times: times, keptTokens: kept, residentMB: Double(ProcessStats.residentBytes()) / 1_048_576,
                              skipped: anyBad, allReduceHiddenShare: reduction.hiddenShare)
@@ -305,28 +309,62 @@ public final class Trainer {
         return partial.reduce(0, +)
     }
 
-    /// Starts the bucketed all-reduce and feeds it as backward finishes parameters: the arena is
-    /// in forward first-use order, so final gradients grow from the end towards the start.
+    /// Starts the bucketed all-reduce and feeds it as backward finishes parameters: each
+    /// parameter's range of the arena (padding included) is marked final when backward is done
+    /// with it, and a bucket goes out once all of it is final, in the plan's order. The order in
+    /// which parameters finish is recorded for `learnBucketOrder`.
     func beginReduction() throws {
-        try reducer.begin(buffer: model.online.gradients)
-        let entries = model.online.entries
-        var final = [Bool](repeating: false, count: entries.count)
-        var frontier = entries.count  // entries[frontier...] are final
+        try reducer.begin(buffer: model.parameters.gradients)
+        let entries = model.parameters.entries
         let reducer = self.reducer
+        let observed = FinishOrder()
         Autograd.onParameterGradientFinal = { p in
-            guard let i = p.parameterIndex, i < final.count else { return }
-            final[i] = true
-            var moved = false
-            while frontier > 0 && final[frontier - 1] { frontier -= 1; moved = true }
-            if moved { try? reducer.markReady(from: entries[frontier].offset) }
+            guard let i = p.parameterIndex, i < entries.count else { return }
+            observed.indices.append(i)
+            try? reducer.markReady(entries[i].offset..<(entries[i].offset + entries[i].paddedCount))
         }
+        self.observedFinishOrder = observed
+    }
+
+    final class FinishOrder { var indices: [Int] = [] }
+    var observedFinishOrder: FinishOrder?
+
+    /// After the first backward of the process: buckets are issued from then on in the order
+    /// their last parameter was finished (parameters the step did not use go last). Rank 0's
+    /// observation is broadcast, so every rank issues the same sequence whatever the model's
+    /// parameter creation order.
+    func learnBucketOrder() throws {
+        let entries = model.parameters.entries
+        var finished = [Int?](repeating: nil, count: entries.count)
+        for (t, i) in (observedFinishOrder?.indices ?? []).enumerated() where finished[i] == nil { finished[i] = t }
+        // Element -> parameter: entries are in offset order.
+        let starts = entries.map(\.offset)
+        let count = model.parameters.used
+        let order = try BucketPlan.orderByCompletion(count: count, bucketElements: reducer.bucketElements) { range in
+            var first = 0, lo = 0, hi = starts.count
+            while lo < hi { let mid = (lo + hi) / 2; if starts[mid] <= range.lowerBound { first = mid; lo = mid + 1 } else { hi = mid } }
+            var latest: Int? = -1
+            var i = first
+            while i < entries.count && starts[i] < range.upperBound {
+                guard let t = finished[i] else { return nil }
+                latest = max(latest ?? -1, t)
+                i += 1
+            }
+            return latest
+        }
+        var agreed = order.map(Int64.init)
+        try comm.broadcast(&agreed)
+        let final = agreed.map { Int($0) }
+        try reducer.setIssueOrder(final, count: count)
+        learnedBucketOrder = final
+        observedFinishOrder = nil
     }
 
     /// Gathers and sums across ranks for the model (nil on a single process).
     lazy var exchange: FeatureExchange? = comm.size > 1 ? CommunicatorExchange(comm) : nil
 
     /// Pads the captions to the longest on any rank (global negatives gather text states).
-    func padToGlobalLength(_ batch: PretrainBatch) throws -> PretrainBatch {
+    func padToGlobalLength(_ batch: ImageTextBatch) throws -> ImageTextBatch {
         let t = batch.text
         let length = Int(try comm.allReduce(Int64(t.length), op: .max))
         guard length > t.length else { return batch }
@@ -335,16 +373,16 @@ public final class Trainer {
             ids += t.ids[(r * t.length)..<((r + 1) * t.length)] + [Int](repeating: 0, count: length - t.length)
             mask += t.mask[(r * t.length)..<((r + 1) * t.length)] + [Int](repeating: 0, count: length - t.length)
         }
-        return PretrainBatch(images: batch.images, text: try TextBatch(ids: ids, mask: mask, batch: t.batch, length: length))
+        return ImageTextBatch(images: batch.images, text: try TextBatch(ids: ids, mask: mask, batch: t.batch, length: length))
     }
 
     func progressLine(_ r: MetricsRecord, started: Double, fromStep: Int) {
         let elapsed = ProcessStats.now() - started
         let done = max(state.step - fromStep, 1)
         let eta = elapsed / Double(done) * Double(max(stopStep - state.step, 0))
-        let line = String(format: "step %d/%d  epoch %d  loss %.3f (mlm %.3f ita %.3f itm %.3f)  lr %.2e  %.1f img/s  ETA %@",
-                          state.step, stopStep, state.epoch, r.lossMLM + r.lossITA + r.lossITM, r.lossMLM, r.lossITA, r.lossITM,
-                          r.lr, r.imagesPerSecond, Trainer.duration(eta))
+        let parts = r.losses.keys.sorted().map { String(format: "%@ %.3f", $0, r.losses[$0]!) }.joined(separator: " ")
+        let line = String(format: "step %d/%d  epoch %d  loss %.3f (%@)  lr %.2e  %.1f img/s  ETA %@",
+                          state.step, stopStep, state.epoch, r.totalLoss, parts, r.lr, r.imagesPerSecond, Trainer.duration(eta))
         if isatty(fileno(stderr)) != 0 {
             fputs("\r\u{1B}[K" + line, stderr)
         } else if state.step % config.logEvery == 0 || state.step == stopStep {

@@ -1,21 +1,29 @@
+import ELIPConfig
 import ELIPModel
+import ELIPObjectives
+import ELIPText
 import Foundation
-import Yams
 
-/// The training sections of a config file, next to the ALBEF model keys:
+/// A training config file, decoded in one place: the model's keys (ALBEF's Pretrain.yaml keys for
+/// `model: albef`, the default) next to the training sections:
 ///
+///     model: albef                    # which backbone (elip train --help lists them)
 ///     batch_size: 64                  # per rank (ALBEF's key)
 ///     optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}
 ///     schedular: {sched: cosine, lr: 1e-4, epochs: 30, min_lr: 1e-5, warmup_lr: 1e-5, warmup_epochs: 20}
 ///     train: {max_steps: 0, checkpoint_every: 1000, keep_checkpoints: 3, log_every: 10, seed: 42,
 ///             grad_clip: 0, grad_accumulation: 1, bucket_mb: 25, max_nonfinite_in_a_row: 5,
-///             global_negatives: false, dropout: true}
-///     data: {shards: DIR, loader_threads: 2, prefetch_batches: 2, strict: false,
+///             max_text_length: 25, global_negatives: false, dropout: true}
+///     data: {shards: DIR, vocab: FILE, loader_threads: 2, prefetch_batches: 2, strict: false,
 ///            crop_scale: [0.2, 1.0], flip: 0.5, randaugment: true}
 ///                                     # or data: {synthetic: {images: N, size: PX}}
+///
+/// Every key is read with its range; an unknown key anywhere is an error naming the file, the
+/// key and the nearest valid one. Keys ALBEF's files carry that have no effect here are listed in
+/// `IgnoredKeys.trainingFile`.
 public struct TrainingConfig {
-    public var model: ALBEFConfig
-    public var batchSize: Int
+    public var model: any ModelConfig
+    public var batchSize = 64
     public var optimizer = AdamW.Hyperparameters()
     public var schedule = LearningRateSchedule()
     public var maxSteps: Int = 0
@@ -40,7 +48,7 @@ public struct TrainingConfig {
     public var strictData = false
     /// Image augmentation (data.crop_scale: [min, max], data.flip: p, data.randaugment: bool).
     public var augmentation = ShardBatchSource.Augmentation()
-    /// Synthetic corpus size and image size, when no shard folder is given.
+    /// Synthetic corpus size and image size, when no shard folder is given (size 0: image_res).
     public var syntheticImages = 512
     public var syntheticSize = 0
     /// Vocabulary file (bert-base-uncased).
@@ -49,81 +57,106 @@ public struct TrainingConfig {
     public var maxTextLength = 25
     /// The file's text, kept in checkpoints.
     public var text: String = ""
+    /// Keys present that are accepted and ignored on purpose (`IgnoredKeys.trainingFile`).
+    public var ignoredKeys: [String] = []
 
-    public init(model: ALBEFConfig) {
+    public init(model: any ModelConfig) {
         self.model = model
-        batchSize = model.batchSize
     }
 
+    /// Reads a config file; a relative `bert_config` is looked up next to it.
     public static func load(_ path: String) throws -> TrainingConfig {
-        let model = try ALBEFConfig.load(path)
-        var c = TrainingConfig(model: model)
-        c.text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-        let raw = model.raw
-        func section(_ name: String) throws -> [String: Any] {
-            guard let v = raw[name] else { return [:] }
-            guard let d = v as? [String: Any] else { throw TrainError.config("\(path): '\(name)' must be a mapping") }
-            return d
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(file: path, message: "cannot read the file")
         }
-        func number(_ d: [String: Any], _ key: String, _ where_: String) throws -> Double? {
-            guard let v = d[key] else { return nil }
-            if let x = v as? Double { return x }
-            if let x = v as? Int { return Double(x) }
-            if let s = v as? String, let x = Double(s) { return x }
-            if let b = v as? Bool { return b ? 1 : 0 }
-            throw TrainError.config("\(path): \(where_).\(key) must be a number, got \(v)")
-        }
-        let opt = try section("optimizer")
-        if let v = try number(opt, "weight_decay", "optimizer") { c.optimizer.weightDecay = Float(v) }
-        if let v = try number(opt, "lr", "optimizer") { c.schedule.lr = v }
-        if let betas = opt["betas"] as? [Any], betas.count == 2 {
-            c.optimizer.beta1 = Float((betas[0] as? Double) ?? 0.9)
-            c.optimizer.beta2 = Float((betas[1] as? Double) ?? 0.999)
-        }
-        if let v = try number(opt, "eps", "optimizer") { c.optimizer.eps = Float(v) }
-        let s = try section("schedular")
-        if let v = try number(s, "lr", "schedular") { c.schedule.lr = v }
-        if let v = try number(s, "min_lr", "schedular") { c.schedule.minLR = v }
-        if let v = try number(s, "warmup_lr", "schedular") { c.schedule.warmupLR = v }
-        if let v = try number(s, "warmup_epochs", "schedular") { c.schedule.warmupEpochs = Int(v) }
-        if let v = try number(s, "epochs", "schedular") { c.schedule.epochs = Int(v) }
-        if let v = try number(s, "warmup_step_size", "schedular") { c.schedule.stepSize = Int(v) }
-        let t = try section("train")
-        if let v = try number(t, "max_steps", "train") { c.maxSteps = Int(v) }
-        if let v = try number(t, "checkpoint_every", "train") { c.checkpointEvery = Int(v) }
-        if let v = try number(t, "keep_checkpoints", "train") { c.keepCheckpoints = Int(v) }
-        if let v = try number(t, "log_every", "train") { c.logEvery = max(1, Int(v)) }
-        if let v = try number(t, "seed", "train") { c.seed = UInt64(v) }
-        if let v = try number(t, "grad_clip", "train") { c.gradClip = Float(v) }
-        if let v = try number(t, "grad_accumulation", "train") { c.gradAccumulation = max(1, Int(v)) }
-        if let v = try number(t, "bucket_mb", "train") { c.bucketMB = max(1, Int(v)) }
-        if let v = try number(t, "max_nonfinite_in_a_row", "train") { c.maxNonFiniteInARow = max(1, Int(v)) }
-        if let v = try number(t, "max_text_length", "train") { c.maxTextLength = Int(v) }
-        if let v = t["dropout"] as? Bool { c.dropout = v }
-        if let v = t["global_negatives"] as? Bool { c.globalNegatives = v }
-        let d = try section("data")
-        if let v = d["shards"] as? String { c.dataDirectory = v }
-        if let v = d["vocab"] as? String { c.vocabulary = v }
-        if let v = try number(d, "loader_threads", "data") { c.loaderThreads = max(0, Int(v)) }
-        if let v = try number(d, "prefetch_batches", "data") { c.prefetchBatches = max(1, Int(v)) }
-        if let v = d["strict"] as? Bool { c.strictData = v }
-        if let v = d["crop_scale"] {
-            guard let a = v as? [Any], a.count == 2, let lo = (a[0] as? Double) ?? (a[0] as? Int).map(Double.init),
-                  let hi = (a[1] as? Double) ?? (a[1] as? Int).map(Double.init), lo > 0, lo <= hi, hi <= 1 else {
-                throw TrainError.config("\(path): data.crop_scale must be [min, max] with 0 < min <= max <= 1")
-            }
-            c.augmentation.cropScale = lo...hi
-        }
-        if let v = try number(d, "flip", "data") {
-            guard (0...1).contains(v) else { throw TrainError.config("\(path): data.flip must be a probability") }
-            c.augmentation.flipProbability = v
-        }
-        if let v = d["randaugment"] as? Bool { c.augmentation.randAugment = v }
-        if let syn = d["synthetic"] as? [String: Any] {
-            if let v = try number(syn, "images", "data.synthetic") { c.syntheticImages = Int(v) }
-            if let v = try number(syn, "size", "data.synthetic") { c.syntheticSize = Int(v) }
-        }
-        guard c.batchSize > 0 else { throw TrainError.config("\(path): batch_size must be positive") }
+        guard let text = String(data: data, encoding: .utf8) else { throw ConfigError(file: path, message: "not UTF-8 text") }
+        return try parse(text, source: path, searchFolders: [(path as NSString).deletingLastPathComponent])
+    }
+
+    /// Decodes config text (a file's, or one recorded in a checkpoint); relative paths in it are
+    /// tried in `searchFolders`.
+    public static func parse(_ text: String, source: String, searchFolders: [String]) throws -> TrainingConfig {
+        let root = try ConfigSection.parse(text, source: source, ignoring: .trainingFile)
+        var c = TrainingConfig(model: try ModelRegistry.readConfig(root, location: ConfigLocation(searchFolders: searchFolders)))
+        c.text = text
+        c.batchSize = try root.int("batch_size", default: c.batchSize, in: 1...(1 << 20))
+        if let s = try root.section("optimizer") { try c.readOptimizer(s) }
+        if let s = try root.section("schedular") { try c.readSchedule(s) }
+        if let s = try root.section("train") { try c.readTrain(s) }
+        if let s = try root.section("data") { try c.readData(s) }
+        try root.finish()
+        try c.model.validate(file: source)
+        c.ignoredKeys = root.ignoredKeysPresent
         return c
+    }
+
+    mutating func readOptimizer(_ s: ConfigSection) throws {
+        _ = try s.choice("opt", ["adamW", "adamw", "AdamW"])
+        if let lr = try s.double("lr", in: 1e-12...10) { schedule.lr = lr }
+        optimizer.weightDecay = try s.float("weight_decay", default: optimizer.weightDecay, in: 0...10)
+        if let betas = try s.doubles("betas", in: 0...0.999999) {
+            guard betas.count == 2 else { throw s.error("betas", "must be [beta1, beta2], got \(betas.count) numbers") }
+            optimizer.beta1 = Float(betas[0])
+            optimizer.beta2 = Float(betas[1])
+        }
+        optimizer.eps = try s.float("eps", default: optimizer.eps, in: 1e-30...1)
+    }
+
+    mutating func readSchedule(_ s: ConfigSection) throws {
+        _ = try s.choice("sched", ["cosine"])
+        schedule.lr = try s.double("lr", default: schedule.lr, in: 1e-12...10)
+        schedule.minLR = try s.double("min_lr", default: schedule.minLR, in: 0...10)
+        schedule.warmupLR = try s.double("warmup_lr", default: schedule.warmupLR, in: 0...10)
+        schedule.warmupEpochs = try s.int("warmup_epochs", default: schedule.warmupEpochs, in: 0...1_000_000)
+        schedule.epochs = try s.int("epochs", default: schedule.epochs, in: 1...1_000_000)
+        schedule.stepSize = try s.int("warmup_step_size", default: schedule.stepSize, in: 1...1_000_000_000)
+    }
+
+    mutating func readTrain(_ s: ConfigSection) throws {
+        maxSteps = try s.int("max_steps", default: maxSteps, in: 0...1_000_000_000_000)
+        checkpointEvery = try s.int("checkpoint_every", default: checkpointEvery, in: 1...1_000_000_000_000)
+        keepCheckpoints = try s.int("keep_checkpoints", default: keepCheckpoints, in: 1...1_000_000)
+        logEvery = try s.int("log_every", default: logEvery, in: 1...1_000_000_000)
+        seed = UInt64(try s.int("seed", default: Int(seed), in: 0...Int.max))
+        gradClip = try s.float("grad_clip", default: gradClip, in: 0...1e30)
+        gradAccumulation = try s.int("grad_accumulation", default: gradAccumulation, in: 1...1_000_000)
+        bucketMB = try s.int("bucket_mb", default: bucketMB, in: 1...4096)
+        maxNonFiniteInARow = try s.int("max_nonfinite_in_a_row", default: maxNonFiniteInARow, in: 1...1_000_000)
+        maxTextLength = try s.int("max_text_length", default: maxTextLength, in: 2...max(2, model.maxTextPositions))
+        dropout = try s.bool("dropout", default: dropout)
+        globalNegatives = try s.bool("global_negatives", default: globalNegatives)
+    }
+
+    mutating func readData(_ s: ConfigSection) throws {
+        dataDirectory = try s.string("shards") ?? dataDirectory
+        vocabulary = try s.string("vocab") ?? vocabulary
+        loaderThreads = try s.int("loader_threads", in: 0...1024)
+        prefetchBatches = try s.int("prefetch_batches", default: prefetchBatches, in: 1...1024)
+        strictData = try s.bool("strict", default: strictData)
+        if let scale = try s.doubles("crop_scale", in: 0...1) {
+            guard scale.count == 2, scale[0] > 0, scale[0] <= scale[1] else {
+                throw s.error("crop_scale", "must be [min, max] with 0 < min <= max <= 1, got \(scale)")
+            }
+            augmentation.cropScale = scale[0]...scale[1]
+        }
+        augmentation.flipProbability = try s.double("flip", default: augmentation.flipProbability, in: 0...1)
+        augmentation.randAugment = try s.bool("randaugment", default: augmentation.randAugment)
+        if let syn = try s.section("synthetic") {
+            syntheticImages = try syn.int("images", default: syntheticImages, in: 1...100_000_000)
+            syntheticSize = try syn.int("size", default: syntheticSize, in: 0...16384)
+        }
+    }
+}
+
+extension TrainingConfig {
+    /// Takes the special-token ids from the tokenizer the run uses (masking never hard-codes
+    /// them), and checks that its vocabulary fits the model's word embeddings.
+    public mutating func useVocabulary(of tokenizer: BertTokenizer) throws {
+        let n = tokenizer.vocabulary.tokens.count
+        guard n <= model.vocabularySize else {
+            throw ConfigError(file: vocabulary, message: "\(n) tokens, but the model's word embeddings have \(model.vocabularySize) rows (vocab_size)")
+        }
+        let ids = tokenizer.specialIds
+        model.specialTokens = SpecialTokens(pad: Int(ids.pad), unknown: Int(ids.unknown), cls: Int(ids.cls), sep: Int(ids.sep), mask: Int(ids.mask))
     }
 }

@@ -1,6 +1,8 @@
 import ArgumentParser
+import ELIPEval
 import ELIPImage
 import ELIPModel
+import ELIPPruning
 import ELIPTensor
 import ELIPTrain
 import Foundation
@@ -30,7 +32,7 @@ struct AnalyzePruningCommand: ParsableCommand {
     func run() throws {
         if let threads { Threads.configure(threads) }
         let ckpt = try EvalCheckpoint.locate(checkpoint, configPath: config) { fputs("warning: \($0)\n", stderr) }
-        let model = try ckpt.loadModel()
+        let model = try ckpt.loadModel((any TextGuidedPruningModel).self, for: "pruning analysis")
         let tokenizer = try loadTokenizer(vocab ?? ckpt.vocabulary)
         let root = imageRoot ?? (data as NSString).deletingLastPathComponent
         guard let bytes = FileManager.default.contents(atPath: data),
@@ -48,7 +50,7 @@ struct AnalyzePruningCommand: ParsableCommand {
         }
         let other = try compareScoring.map { try PruneScoring(parsing: $0, setting: "--compare-scoring") }
         let r = try PruningAnalysis.run(model: model, tokenizer: tokenizer, samples: samples, compareScoring: other)
-        print("scoring: \(model.config.prune?.scoring.rawValue ?? "none")")
+        print("scoring: \(model.pruning?.scoring.rawValue ?? "none")")
         print("images: \(r.images); object pixels in the image: \(String(format: "%.1f%%", 100 * r.imageObjectShare))")
         for (j, s) in r.keptObjectShare.enumerated() {
             print(String(format: "stage %d: object pixels under the kept tokens %.1f%% (%.2fx the image's share)",

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CKernels
 import Dispatch
+import ELIPEncoders
 import ELIPModel
 import ELIPNN
 import ELIPTensor
@@ -76,7 +77,7 @@ struct BenchOpsCommand: ParsableCommand {
 
         // One ViT-B/16 block forward + backward.
         let arena = ParameterArena(capacity: 1 << 24)
-        let block = try VisionBlock(Scope(arena: arena), dim: 768, heads: 12, mlpRatio: 4)
+        let block = try VisionTransformer.block(Scope(arena: arena), config: VisionConfig())
         var g = SeededGenerator(seed: 1)
         for t in arena.tensors { try t.assign((0..<t.count).map { _ in g.nextNormal() * 0.02 }) }
         for t in [block.norm1.weight, block.norm2.weight] { try t.assign([Float](repeating: 1, count: 768)) }

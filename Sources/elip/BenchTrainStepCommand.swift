@@ -2,6 +2,9 @@ import ArgumentParser
 import CKernels
 import Dispatch
 import ELIPModel
+import ELIPNN
+import ELIPObjectives
+import ELIPPruning
 import ELIPTensor
 import ELIPTrain
 import Foundation
@@ -9,10 +12,11 @@ import Foundation
 struct BenchTrainStepCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train-step",
-        abstract: "Times full ELIP-ALBEF pre-training steps on synthetic inputs.",
+        abstract: "Times full ELIP pre-training steps on synthetic inputs.",
         discussion: """
-        One step = text encoders, the pruned ViT with its scoring passes, the momentum model,
-        ITC / ITM / MLM, backward and AdamW, exactly as `elip train` runs it on one rank. Inputs are
+        One step = the model's whole pre-training step (for ALBEF: text encoders, the pruned ViT
+        with its scoring passes, the momentum model, ITC / ITM / MLM), backward and AdamW, exactly as
+        `elip train` runs it on one rank. Inputs are
         random images and captions of --text-length tokens (a few padded). After --warmup steps,
         --steps steps are timed; the report gives the median seconds per step, images/s, the FLOP
         count of the step (2 m n k summed over every sgemm that ran, so pruning is included),
@@ -85,7 +89,7 @@ struct BenchTrainStepCommand: ParsableCommand {
 
     func run() throws {
         if let threads { Threads.configure(threads) }
-        var model: ALBEFConfig
+        var model: any ModelConfig
         var hyper = AdamW.Hyperparameters()
         var source: String
         if let config {
@@ -94,57 +98,61 @@ struct BenchTrainStepCommand: ParsableCommand {
             hyper = c.optimizer
             source = config
         } else {
-            guard preset == "albef-base" else { throw ValidationError("unknown preset '\(preset)' (known: albef-base)") }
-            model = ALBEFConfig()
-            source = "preset albef-base"
+            do { model = try ModelRegistry.preset(named: preset) } catch { throw ValidationError("\(error)") }
+            source = "preset \(preset)"
         }
         guard batch >= 1, steps >= 1, warmup >= 0, textLength >= 2 else {
             throw ValidationError("--batch, --steps and --text-length must be positive (--text-length at least 2)")
         }
         if noPrune { model.prune = nil }
         if let scoring { model.prune?.scoring = try PruneScoring(parsing: scoring, setting: "--scoring") }
-        model.batchSize = batch
         let variantList = try parseVariants(base: model.prune)
-        // Variants share one schedule (only the scoring differs): check it against the ViT once.
-        try variantList.lazy.compactMap(\.prune).first?.validate(depth: model.vision.depth, patchCount: model.patchCount)
+        // Variants share one schedule (only the scoring differs): check it against the model once.
+        if let schedule = variantList.lazy.compactMap(\.prune).first {
+            var c = model
+            c.prune = schedule
+            try c.validate(file: source)
+        }
 
         let isa = String(cString: elip_fma_probe_isa())
         let fmaPeak = BenchOpsCommand.measurePeak(threads: Threads.count)
         let gemmPeak = try Self.measureGEMMPeak()
-        let albef = try ALBEFModel(config: model)
-        try albef.initialiseRandomly(seed: 1)
-        let optimizer = AdamW(arena: albef.online, hyper: hyper)
+        let net = try model.makeModel()
+        try net.initialiseRandomly(seed: 1)
+        let optimizer = AdamW(arena: net.parameters, hyper: hyper, decays: { net.decays(parameter: $0, shape: $1) })
         let input = try Self.syntheticBatch(config: model, batch: batch, length: textLength, seed: 7)
         func describe(_ p: PruneConfig?) -> String {
             p.map { "\($0.scoring.rawValue) (keeps \($0.keepCounts(patchCount: model.patchCount).map(String.init).joined(separator: "/")) of \(model.patchCount))" } ?? "off"
         }
         if !json {
-            print("ELIP-ALBEF step: \(source), batch \(batch), text \(textLength) tokens, threads \(Threads.count)")
+            print("ELIP pre-training step (\(model.kind)): \(source), batch \(batch), text \(textLength) tokens, threads \(Threads.count)")
             for v in variantList { print("  variant \(v.name): pruning \(describe(v.prune))") }
             print(String(format: "FMA peak %.1f GFLOP/s (%@), sgemm peak %.1f GFLOP/s (M=%d N=2304 K=768)", fmaPeak, isa, gemmPeak, 4 * 257))
-            print(String(format: "parameters: %.1f M trainable, %.1f M momentum", Double(albef.online.used) / 1e6, Double(albef.momentum.used) / 1e6))
+            let frozen = net.stateLayout.arenas.filter { $0.role != .trainable }.reduce(0) { $0 + $1.arena.used }
+            print(String(format: "parameters: %.1f M trainable, %.1f M momentum", Double(net.parameters.used) / 1e6, Double(frozen) / 1e6))
         }
 
         // Parameters, gradients, optimizer moments, momentum model and queues are resident from here
         // on; what the steps add on top is activation and workspace memory.
-        albef.online.zeroGradients()
+        net.parameters.zeroGradients()
         let residentBeforeSteps = Double(ProcessStats.residentBytes()) / 1_048_576
         var measured = [Measured](repeating: Measured(), count: variantList.count)
         var step = 0
         for round in 0..<(warmup + steps) {
             for (vi, variant) in variantList.enumerated() {
-                albef.prune = variant.prune
+                net.pruning = variant.prune
                 StepProfiler.start()
                 CachingAllocator.shared.resetPeak()
                 let liveBefore = CachingAllocator.shared.statistics.bytesInUse
                 let t0 = ProcessStats.now()
                 StepProfiler.begin("zero-grad")
-                albef.online.zeroGradients()
+                net.parameters.zeroGradients()
                 StepProfiler.end()
-                var randomness = StepRandomness(seed: UInt64(100 + round), dropout: !noDropout)
-                let out = try albef.forward(input, alpha: model.alpha, randomness: &randomness)
+                var context = StepContext(seed: UInt64(100 + round), dropout: !noDropout)
+                context.progress = .steadyState
+                let out = try net.step(input, context: &context)
                 StepProfiler.begin("backward")
-                try Autograd.backward(from: out.loss)
+                try Autograd.backward(from: out.total)
                 StepProfiler.end()
                 StepProfiler.begin("optimizer")
                 optimizer.update(lr: 1e-4)
@@ -152,11 +160,11 @@ struct BenchTrainStepCommand: ParsableCommand {
                 let dt = ProcessStats.now() - t0
                 StepProfiler.stop()
                 step += 1
-                guard out.loss.scalar.isFinite else { throw ValidationError("step \(step): non-finite loss \(out.loss.scalar)") }
+                guard out.total.scalar.isFinite else { throw ValidationError("step \(step): non-finite loss \(out.total.scalar)") }
                 let residentMiB = Double(ProcessStats.residentBytes()) / 1_048_576
                 if !json {
                     let tag = round < warmup ? "warm-up" : "step"
-                    FileHandle.standardError.write(String(format: "  %@ %d (%@): %.2f s, loss %.3f, RSS %.0f MiB\n", tag, step, variant.name, dt, out.loss.scalar, residentMiB).data(using: .utf8)!)
+                    FileHandle.standardError.write(String(format: "  %@ %d (%@): %.2f s, loss %.3f, RSS %.0f MiB\n", tag, step, variant.name, dt, out.total.scalar, residentMiB).data(using: .utf8)!)
                 }
                 guard round >= warmup else { continue }
                 measured[vi].times.append(dt)
@@ -245,21 +253,21 @@ struct BenchTrainStepCommand: ParsableCommand {
     }
 
     /// Random normalised images and captions: [CLS] + random word pieces, the last few rows padded.
-    static func syntheticBatch(config: ALBEFConfig, batch: Int, length: Int, seed: UInt64) throws -> PretrainBatch {
+    static func syntheticBatch(config: any ModelConfig, batch: Int, length: Int, seed: UInt64) throws -> ImageTextBatch {
         var g = SeededGenerator(seed: seed)
-        let res = config.imageRes
+        let res = config.imageRes, special = config.specialTokens
         let pixels = (0..<(batch * 3 * res * res)).map { _ in g.nextNormal() }
         var ids: [Int] = [], mask: [Int] = []
-        let vocab = config.bert.vocabSize
+        let vocab = config.vocabularySize
         for b in 0..<batch {
             let used = max(2, length - 3 * (b % 3))  // some captions shorter than the batch length
             for j in 0..<length {
                 let real = j < used
-                ids.append(!real ? 0 : j == 0 ? 101 : j == used - 1 ? 102 : 1000 + Int(g.next() % UInt64(max(1, vocab - 1000))))
+                ids.append(!real ? special.pad : j == 0 ? special.cls : j == used - 1 ? special.sep : 1000 + Int(g.next() % UInt64(max(1, vocab - 1000))))
                 mask.append(real ? 1 : 0)
             }
         }
-        return PretrainBatch(images: try Tensor(pixels, shape: [batch, 3, res, res]),
+        return ImageTextBatch(images: try Tensor(pixels, shape: [batch, 3, res, res]),
                              text: try TextBatch(ids: ids, mask: mask, batch: batch, length: length))
     }
 }

@@ -1,5 +1,7 @@
 import ArgumentParser
+import ELIPEncoders
 import ELIPModel
+import ELIPNN
 import ELIPTensor
 import ELIPText
 import Foundation

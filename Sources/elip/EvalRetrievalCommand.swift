@@ -1,5 +1,7 @@
 import ArgumentParser
 import ELIPDistributed
+import ELIPEval
+import ELIPModel
 import ELIPTensor
 import ELIPText
 import ELIPTrain
@@ -58,9 +60,9 @@ struct EvalRetrievalCommand: ParsableCommand {
         let ckpt = try EvalCheckpoint.locate(checkpoint, configPath: config) { w in if comm.isRoot { fputs("warning: \(w)\n", stderr) } }
         let tokenizer = try loadTokenizer(vocab ?? ckpt.vocabulary)
         let dataset = try RetrievalDataset.load(annotation: data, imageRoot: imageRoot)
-        let model = try ckpt.loadModel(imageRes: imageRes)
+        let model = try ckpt.loadModel((any ImageTextRetrievalModel).self, for: "retrieval evaluation", imageRes: imageRes)
         say("eval-retrieval: \(dataset.imagePaths.count) images, \(dataset.texts.count) captions, weights \(ckpt.weightsPath)"
-            + (ckpt.step.map { " (step \($0))" } ?? "") + ", image_res \(model.config.imageRes), \(comm.size) rank(s)")
+            + (ckpt.step.map { " (step \($0))" } ?? "") + ", image_res \(model.modelConfig.imageRes), \(comm.size) rank(s)")
         let evaluator = RetrievalEvaluator(model: model, tokenizer: tokenizer, communicator: comm)
         evaluator.progress = say
         var options = RetrievalEvaluator.Options()
@@ -71,7 +73,7 @@ struct EvalRetrievalCommand: ParsableCommand {
             print(Self.table(result))
             if let out {
                 var extra: [String: Any] = ["checkpoint": checkpoint, "weights": ckpt.weightsPath, "data": data,
-                                            "image_root": imageRoot, "image_res": model.config.imageRes,
+                                            "image_root": imageRoot, "image_res": model.modelConfig.imageRes,
                                             "world_size": comm.size,
                                             "tie_rule": "equal scores rank by ascending candidate index"]
                 if let step = ckpt.step { extra["step"] = step }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ELIPModel
+import ELIPTrain
 import ELIPTensor
 import Foundation
 import Safetensors
@@ -30,13 +31,17 @@ struct ImportWeightsCommand: ParsableCommand {
     var seed: UInt64 = 0
 
     func run() throws {
-        let cfg = try ALBEFConfig.load(config)
-        let model = try ALBEFModel(config: cfg)
-        let summary = try model.importPretrained(vit: SafetensorsFile(path: vit), bert: SafetensorsFile(path: bert), seed: seed)
-        var writer = SafetensorsWriter(metadata: ["format": "albef-state-dict", "producer": "elip import-weights"])
-        try model.addStateDict(to: &writer)
+        let cfg = try TrainingConfig.load(config).model
+        let model = try cfg.makeModel()
+        let given = ["vit": vit, "bert": bert]
+        guard Set(model.pretrainedSources) == Set(given.keys) else {
+            throw ValidationError("\(cfg.kind) models start from \(model.pretrainedSources.joined(separator: " and ")) files")
+        }
+        let summary = try model.importPretrained(given.mapValues { try SafetensorsFile(path: $0) }, seed: seed)
+        var writer = SafetensorsWriter(metadata: ["format": "\(cfg.kind)-state-dict", "producer": "elip import-weights"])
+        try StateDict.add(model.stateLayout, to: &writer)
         try writer.write(to: out)
         summary.forEach { print($0) }
-        print("wrote \(out) (\(model.online.parameterCount) trainable parameters)")
+        print("wrote \(out) (\(model.parameters.parameterCount) trainable parameters)")
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ELIPEval
 import ELIPImage
 import ELIPTrain
 import Foundation

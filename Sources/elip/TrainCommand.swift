@@ -9,7 +9,7 @@ import Foundation
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "ELIP-ALBEF pre-training (data-parallel under mpirun/srun, single process otherwise).",
+        abstract: "ELIP pre-training (data-parallel under mpirun/srun, single process otherwise).",
         discussion: """
         Examples:
           elip train --debug                                   # tiny model, synthetic scenes, one process
@@ -22,7 +22,7 @@ struct TrainCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Config file (ALBEF Pretrain.yaml keys plus train:/data: sections).")
+    @Option(help: "Config file: `model:` (albef) and its keys (ALBEF's Pretrain.yaml), plus optimizer:/schedular:/train:/data: sections; unknown keys are errors.")
     var config: String?
     @Option(help: "Folder of LMDB shards (manifest.json); default: the config's data section.")
     var data: String?
@@ -40,7 +40,7 @@ struct TrainCommand: ParsableCommand {
     var timeLimitMinutes: Double = 0
     @Option(help: "Threads per rank for BLAS and the engine.")
     var threads: Int?
-    @Option(help: "Initial weights: an ALBEF state_dict (.safetensors), e.g. from import-weights.")
+    @Option(help: "Initial weights: the model's state_dict (.safetensors), e.g. from import-weights.")
     var initWeights: String?
     @Option(help: "WordPiece vocabulary.")
     var vocab: String?
@@ -65,6 +65,7 @@ struct TrainCommand: ParsableCommand {
         do { tokenizer = try BertTokenizer(vocabularyFile: cfg.vocabulary) } catch {
             throw ValidationError("\(error)\nRun `make setup` to fetch the vocabulary, or pass --vocab FILE.")
         }
+        try cfg.useVocabulary(of: tokenizer)
         let source: BatchSource
         if let dir = cfg.dataDirectory {
             source = try ShardBatchSource(directory: dir, rank: comm.rank, worldSize: comm.size, seed: cfg.seed,
@@ -91,7 +92,7 @@ struct TrainCommand: ParsableCommand {
         let trainer = try Trainer(config: cfg, options: options, communicator: comm, source: source)
         if comm.isRoot {
             print("elip train: \(comm.size) rank(s) x \(Threads.count) thread(s), batch \(cfg.batchSize) per rank, \(source.summary)")
-            print("model: \(trainer.model.online.parameterCount) trainable parameters; pruning \(cfg.model.prune.map { "keeps \($0.keepCounts(patchCount: cfg.model.patchCount))" } ?? "off")")
+            print("model: \(cfg.model.summary); \(trainer.model.parameters.parameterCount) trainable parameters")
         }
         let reason = try trainer.run()
         if comm.isRoot { print("stopped: \(reason); run folder \(out)") }
@@ -109,7 +110,7 @@ struct TrainCommand: ParsableCommand {
             o.progress = false
             let t = try Trainer(config: cfg, options: o, communicator: communicator, source: source)
             try t.run()
-            results.append(Array(t.model.online.values))
+            results.append(Array(t.model.parameters.values))
         }
         guard results[0] == results[1] else {
             let differing = zip(results[0], results[1]).filter { $0 != $1 }.count

@@ -1,6 +1,8 @@
 import ArgumentParser
+import ELIPEval
 import ELIPImage
 import ELIPModel
+import ELIPNN
 import ELIPTensor
 import ELIPText
 import ELIPTrain
@@ -37,22 +39,22 @@ struct VisualizeCommand: ParsableCommand {
     func run() throws {
         if let threads { Threads.configure(threads) }
         let ckpt = try EvalCheckpoint.locate(checkpoint, configPath: config) { fputs("warning: \($0)\n", stderr) }
-        let model = try ckpt.loadModel()
-        guard let schedule = model.config.prune else {
+        let model = try ckpt.loadModel((any TextGuidedPruningModel).self, for: "pruning pictures")
+        guard let schedule = model.pruning else {
             throw EvalCommandError("\(ckpt.configSource): the model has no pruning schedule (img_prune); nothing to visualize")
         }
         let tokenizer = try loadTokenizer(vocab ?? ckpt.vocabulary)
-        let res = model.config.imageRes
+        let res = model.modelConfig.imageRes
         let picture = try EvalImage.transform(EvalImage.read(image), res: res)
         var pixels: [Float] = []
         ImageNormalization.append(pixels: picture.pixels, width: res, height: res, to: &pixels)
         let cleaned = preCaption(caption, maxWords: 30)
         guard !cleaned.isEmpty else { throw EvalCommandError("--caption is empty after cleaning") }
-        let ids = try tokenizer.encode(cleaned, framing: .albef, maxLength: min(30, model.config.bert.maxPositionEmbeddings))
+        let ids = try tokenizer.encode(cleaned, framing: .albef, maxLength: min(30, model.modelConfig.maxTextPositions))
         let text = try TextBatch(ids: ids.map(Int.init), mask: [Int](repeating: 1, count: ids.count), batch: 1, length: ids.count)
         let trace = try PruningTrace.trace(model: model, image: try Tensor(pixels, shape: [1, 3, res, res]), text: text)
         let step = ckpt.step.map { ", step \($0)" } ?? ""
-        let title = "ELIP token pruning for \"\(cleaned)\" (\(URL(fileURLWithPath: image).lastPathComponent)\(step), keeps \(schedule.keepCounts(patchCount: model.config.patchCount).map(String.init).joined(separator: "/")) of \(model.config.patchCount))"
+        let title = "ELIP token pruning for \"\(cleaned)\" (\(URL(fileURLWithPath: image).lastPathComponent)\(step), keeps \(schedule.keepCounts(patchCount: model.modelConfig.patchCount).map(String.init).joined(separator: "/")) of \(model.modelConfig.patchCount))"
         let rendered = try PruningPicture.render(image: picture, trace: trace, title: title)
         do { try PNG.write(rendered, toFile: out) } catch { throw EvalCommandError("--out \(out): \(error)") }
         for (j, patches) in trace.survivingPatches.enumerated() {

@@ -1,5 +1,7 @@
+import ELIPEncoders
 import ELIPModel
 import ELIPNN
+import ELIPPruning
 import ELIPTensor
 import Foundation
 import Safetensors
@@ -37,7 +39,7 @@ final class PretrainedTests: XCTestCase {
         config.hiddenSize = 8; config.numAttentionHeads = 2; config.numHiddenLayers = 1; config.intermediateSize = 16
         config.vocabSize = 20; config.maxPositionEmbeddings = 10
         let arena = ParameterArena(capacity: 1 << 16)
-        _ = try BertModel(bert: Scope(arena: arena), head: nil, config: config)
+        try makePlainBert(Scope(arena: arena), config: config)
         var writer = SafetensorsWriter()
         var g = SeededGenerator(seed: 1)
         var values: [String: [Float]] = [:]
@@ -94,23 +96,31 @@ final class PretrainedTests: XCTestCase {
         let c = try tinyConfig()
         let a = try ALBEFModel(config: c)
         try a.initialiseRandomly(seed: 5)
-        a.queuePointer = 3
+        a.queue.pointer = 3
         var w = SafetensorsWriter()
-        try a.addStateDict(to: &w)
+        try StateDict.add(a.stateLayout, to: &w)
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("albef-\(UUID()).safetensors").path
         defer { try? FileManager.default.removeItem(atPath: path) }
         try w.write(to: path)
         let b = try ALBEFModel(config: c)
-        try b.load(from: SafetensorsFile(path: path))
-        XCTAssertTrue(Array(a.online.values) == Array(b.online.values), "online weights differ")
-        XCTAssertTrue(Array(a.momentum.values) == Array(b.momentum.values), "momentum weights differ")
-        XCTAssertTrue(a.imageQueue.toArray() == b.imageQueue.toArray(), "queues differ")
-        XCTAssertEqual(b.queuePointer, 3)
+        try StateDict.load(b.stateLayout, from: SafetensorsFile(path: path))
+        XCTAssertTrue(Array(a.parameters.values) == Array(b.parameters.values), "online weights differ")
+        XCTAssertTrue(Array(a.momentumParameters.values) == Array(b.momentumParameters.values), "momentum weights differ")
+        XCTAssertTrue(a.queue.imageQueue.toArray() == b.queue.imageQueue.toArray(), "queues differ")
+        XCTAssertEqual(b.queue.pointer, 3)
         // A truncated file is a clear error, never a crash.
         let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
         try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: path))
-        XCTAssertThrowsError(try b.load(from: SafetensorsFile(path: path))) { e in XCTAssertTrue("\(e)".contains(path), "\(e)") }
+        XCTAssertThrowsError(try StateDict.load(b.stateLayout, from: SafetensorsFile(path: path))) { e in XCTAssertTrue("\(e)".contains(path), "\(e)") }
     }
+}
+
+/// A plain BERT's parameters (`embeddings.*`, `encoder.layer.N.*`; with `head`, the MLM head
+/// `predictions.*` under it), as a HuggingFace checkpoint names them.
+func makePlainBert(_ scope: Scope, config: BertConfig, head: Scope? = nil) throws {
+    let embeddings = try BertEmbeddings(scope["embeddings"], config: config)
+    _ = try BertLayerStack(scope["encoder"], config: config, layers: 0..<config.numHiddenLayers, crossAttention: { _ in false })
+    if let head { _ = try BertLMHead(head["predictions"], config: config, wordEmbeddings: embeddings.wordEmbeddings.weight) }
 }
 
 /// A tiny ALBEF configuration (no files needed).
@@ -158,7 +168,7 @@ final class ImportTests: XCTestCase {
         var plain = c.bert
         plain.fusionLayer = nil
         let bertArena = ParameterArena(capacity: 1 << 20)
-        _ = try BertModel(bert: Scope(arena: bertArena)["bert"], head: Scope(arena: bertArena)["cls"], config: plain)
+        try makePlainBert(Scope(arena: bertArena)["bert"], config: plain, head: Scope(arena: bertArena)["cls"])
         var bertWriter = SafetensorsWriter()
         var bertValues: [String: [Float]] = [:]
         for e in bertArena.entries {
@@ -170,24 +180,24 @@ final class ImportTests: XCTestCase {
         try bertWriter.write(to: bertPath)
 
         let model = try ALBEFModel(config: c)
-        _ = try model.importPretrained(vit: SafetensorsFile(path: vitPath), bert: SafetensorsFile(path: bertPath), seed: 3)
-        XCTAssertEqual(model.online.tensor("visual_encoder.blocks.2.attn.qkv.weight")!.toArray(), vitValues["blocks.2.attn.qkv.weight"])
-        XCTAssertEqual(model.online.tensor("text_encoder.bert.encoder.layer.3.attention.self.key.weight")!.toArray(),
+        _ = try model.importPretrained(["vit": SafetensorsFile(path: vitPath), "bert": SafetensorsFile(path: bertPath)], seed: 3)
+        XCTAssertEqual(model.parameters.tensor("visual_encoder.blocks.2.attn.qkv.weight")!.toArray(), vitValues["blocks.2.attn.qkv.weight"])
+        XCTAssertEqual(model.parameters.tensor("text_encoder.bert.encoder.layer.3.attention.self.key.weight")!.toArray(),
                        bertValues["bert.encoder.layer.3.attention.self.key.weight"])
-        XCTAssertEqual(model.online.tensor("text_encoder.cls.predictions.bias")!.toArray(), bertValues["cls.predictions.bias"])
-        let pos = model.online.tensor("visual_encoder.pos_embed")!
+        XCTAssertEqual(model.parameters.tensor("text_encoder.cls.predictions.bias")!.toArray(), bertValues["cls.predictions.bias"])
+        let pos = model.parameters.tensor("visual_encoder.pos_embed")!
         XCTAssertEqual(pos.shape, [1, 17, 16])
         XCTAssertEqual(Array(pos.toArray()[0..<16]), Array(vitValues["pos_embed"]![0..<16]), "[CLS] position kept")
-        let cross = model.online.tensor("text_encoder.bert.encoder.layer.2.crossattention.self.query.weight")!.toArray()
+        let cross = model.parameters.tensor("text_encoder.bert.encoder.layer.2.crossattention.self.query.weight")!.toArray()
         XCTAssertGreaterThan(cross.map(abs).max()!, 0, "cross-attention initialised randomly")
-        for (e, t) in zip(model.momentum.entries, model.momentum.tensors) {
-            XCTAssertTrue(t.toArray() == model.online.tensor(e.name.replacingOccurrences(of: "_m.", with: "."))!.toArray(), "momentum \(e.name) = online")
+        for (e, t) in zip(model.momentumParameters.entries, model.momentumParameters.tensors) {
+            XCTAssertTrue(t.toArray() == model.parameters.tensor(e.name.replacingOccurrences(of: "_m.", with: "."))!.toArray(), "momentum \(e.name) = online")
         }
         // A ViT file lacking a tensor is refused with its name.
         var broken = SafetensorsWriter()
         try broken.add("cls_token", floats: vitValues["cls_token"]!, shape: [1, 1, 16])
         try broken.write(to: vitPath)
-        XCTAssertThrowsError(try model.importPretrained(vit: SafetensorsFile(path: vitPath), bert: SafetensorsFile(path: bertPath), seed: 3)) {
+        XCTAssertThrowsError(try model.importPretrained(["vit": SafetensorsFile(path: vitPath), "bert": SafetensorsFile(path: bertPath)], seed: 3)) {
             XCTAssertTrue("\($0)".contains("visual_encoder."), "\($0)")
         }
     }

@@ -41,7 +41,7 @@ final class BroadcastingAndErrorTests: XCTestCase {
         let q = randomTensor([1, 2, 4], seed: 1, grad: false), k = randomTensor([1, 3, 4], seed: 2, grad: false)
         let v = randomTensor([1, 3, 4], seed: 3, grad: false)
         let mask: [Float] = [0, 0, -10000]
-        let r = try Tensor.attention(query: q, key: k, value: v, heads: 2, keyMask: mask, returnProbabilities: true)
+        let r = try Tensor.attention(query: q, key: k, value: v, heads: 2, mask: .keyPadding(mask), returnProbabilities: true)
         let qa = q.toArray(), ka = k.toArray(), va = v.toArray(), out = r.output.toArray()
         let probs = try XCTUnwrap(r.probabilities).toArray()
         for h in 0..<2 {

@@ -78,7 +78,7 @@ final class GradientCheckTests: XCTestCase {
         let q = randomTensor([2, 3, 8], seed: 40), k = randomTensor([2, 5, 8], seed: 41), v = randomTensor([2, 5, 8], seed: 42)
         var mask = [Float](repeating: 0, count: 10)
         mask[3] = -10000; mask[4] = -10000; mask[9] = -10000  // padded keys
-        assertGradients([q, k, v]) { try Tensor.attention(query: q, key: k, value: v, heads: 2, keyMask: mask).output }
+        assertGradients([q, k, v]) { try Tensor.attention(query: q, key: k, value: v, heads: 2, mask: .keyPadding(mask)).output }
         assertGradients([q, k, v]) {
             try Tensor.attention(query: q, key: k, value: v, heads: 4, dropout: (0.25, 5)).output
         }

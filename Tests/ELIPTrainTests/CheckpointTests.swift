@@ -1,4 +1,7 @@
+import ELIPEncoders
 import ELIPModel
+import ELIPPruning
+import Safetensors
 import ELIPTensor
 @testable import ELIPTrain
 import Foundation
@@ -35,10 +38,10 @@ final class CheckpointTests: XCTestCase {
     func testRoundTripRestoresEverything() throws {
         let model = try ALBEFModel(config: tinyTrainConfig())
         try model.initialiseRandomly(seed: 1)
-        model.queuePointer = 5
-        let opt = AdamW(arena: model.online)
-        for e in model.online.entries {  // padding between parameters keeps a zero gradient
-            for i in e.offset..<(e.offset + e.count) { model.online.gradients[i] = Float(i % 13) * 0.01 }
+        model.queue.pointer = 5
+        let opt = AdamW(arena: model.parameters)
+        for e in model.parameters.entries {  // padding between parameters keeps a zero gradient
+            for i in e.offset..<(e.offset + e.count) { model.parameters.gradients[i] = Float(i % 13) * 0.01 }
         }
         opt.update(lr: 1e-3)
         let store = CheckpointStore(runDirectory: run, keep: 2)
@@ -46,13 +49,13 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(folder.lastPathComponent, "step-00000010")
 
         let model2 = try ALBEFModel(config: tinyTrainConfig())
-        let opt2 = AdamW(arena: model2.online)
+        let opt2 = AdamW(arena: model2.parameters)
         let state = try store.load(folder, into: model2, optimizer: opt2)
         XCTAssertEqual(state, makeState(10))
-        XCTAssertTrue(Array(model2.online.values) == Array(model.online.values), "online weights differ")
-        XCTAssertTrue(Array(model2.momentum.values) == Array(model.momentum.values), "momentum weights differ")
-        XCTAssertTrue(model2.textQueue.toArray() == model.textQueue.toArray(), "queues differ")
-        XCTAssertEqual(model2.queuePointer, 5)
+        XCTAssertTrue(Array(model2.parameters.values) == Array(model.parameters.values), "online weights differ")
+        XCTAssertTrue(Array(model2.momentumParameters.values) == Array(model.momentumParameters.values), "momentum weights differ")
+        XCTAssertTrue(model2.queue.textQueue.toArray() == model.queue.textQueue.toArray(), "queues differ")
+        XCTAssertEqual(model2.queue.pointer, 5)
         XCTAssertTrue(opt2.exp_avg == opt.exp_avg && opt2.exp_avg_sq == opt.exp_avg_sq, "optimizer state differs")
         XCTAssertEqual(opt2.step, 1)
     }
@@ -60,7 +63,7 @@ final class CheckpointTests: XCTestCase {
     func testKeepsTheNewestAndSkipsDamagedOnes() throws {
         let model = try ALBEFModel(config: tinyTrainConfig())
         try model.initialiseRandomly(seed: 2)
-        let opt = AdamW(arena: model.online)
+        let opt = AdamW(arena: model.parameters)
         let store = CheckpointStore(runDirectory: run, keep: 2)
         for s in [1, 2, 3] { try store.save(model: model, optimizer: opt, state: makeState(s)) }
         XCTAssertEqual(store.list().map(\.lastPathComponent), ["step-00000003", "step-00000002"])
@@ -76,12 +79,49 @@ final class CheckpointTests: XCTestCase {
         XCTAssertThrowsError(try store.load(store.list()[0], into: model, optimizer: opt))
     }
 
+    /// Optimizer moments are stored per parameter name, so they land on the right parameter
+    /// whatever the arena layout; the earlier single-buffer format still loads when its size fits.
+    func testOptimizerMomentsAreStoredByName() throws {
+        let model = try ALBEFModel(config: tinyTrainConfig())
+        try model.initialiseRandomly(seed: 4)
+        let opt = AdamW(arena: model.parameters)
+        for i in 0..<model.parameters.gradients.count { model.parameters.gradients[i] = Float(i % 17) * 0.01 }
+        opt.update(lr: 1e-3)
+        let store = CheckpointStore(runDirectory: run, keep: 2)
+        let folder = try store.save(model: model, optimizer: opt, state: makeState(3))
+        let file = try SafetensorsFile(path: folder.appendingPathComponent("optimizer.safetensors").path)
+        let name = "visual_encoder.blocks.1.attn.qkv.weight"
+        let entry = try XCTUnwrap(model.parameters.entries.first { $0.name == name })
+        XCTAssertEqual(try file.floats("exp_avg.\(name)"), Array(opt.exp_avg[entry.offset..<(entry.offset + entry.count)]))
+        XCTAssertEqual(try file.entry("exp_avg_sq.\(name)").shape, entry.shape)
+        XCTAssertFalse(file.contains("exp_avg"))
+
+        // Earlier format: two flat buffers in arena layout.
+        var legacy = SafetensorsWriter(metadata: ["step": "1"])
+        try legacy.add("exp_avg", floats: opt.exp_avg, shape: [opt.exp_avg.count])
+        try legacy.add("exp_avg_sq", floats: opt.exp_avg_sq, shape: [opt.exp_avg_sq.count])
+        let legacyPath = run.appendingPathComponent("legacy.safetensors").path
+        try legacy.write(to: legacyPath)
+        let opt2 = AdamW(arena: model.parameters)
+        try CheckpointStore.loadMoments(SafetensorsFile(path: legacyPath), into: opt2, step: 1)
+        XCTAssertTrue(opt2.exp_avg == opt.exp_avg && opt2.exp_avg_sq == opt.exp_avg_sq)
+
+        // A file that lacks a parameter's moments is an error naming it.
+        var partial = SafetensorsWriter()
+        try partial.add("exp_avg.temp", floats: [0], shape: [])
+        let partialPath = run.appendingPathComponent("partial.safetensors").path
+        try partial.write(to: partialPath)
+        XCTAssertThrowsError(try CheckpointStore.loadMoments(SafetensorsFile(path: partialPath), into: opt2, step: 1)) {
+            XCTAssertTrue("\($0)".contains("no optimizer moments for"), "\($0)")
+        }
+    }
+
     /// A writer killed mid-checkpoint leaves only a hidden temporary folder: the previous
     /// checkpoint stays the newest valid one.
     func testInterruptedWriteLeavesPreviousCheckpointLoadable() throws {
         let model = try ALBEFModel(config: tinyTrainConfig())
         try model.initialiseRandomly(seed: 3)
-        let opt = AdamW(arena: model.online)
+        let opt = AdamW(arena: model.parameters)
         let store = CheckpointStore(runDirectory: run, keep: 3)
         try store.save(model: model, optimizer: opt, state: makeState(4))
         // What a kill during the next save leaves behind: a partial temporary folder.

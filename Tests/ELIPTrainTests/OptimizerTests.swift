@@ -33,11 +33,11 @@ final class OptimizerTests: XCTestCase {
     }
 
     func testWeightDecayGroupsFollowTimm() {
-        XCTAssertTrue(AdamW.decays(name: "visual_encoder.blocks.0.attn.qkv.weight", shape: [192, 64]))
-        XCTAssertFalse(AdamW.decays(name: "visual_encoder.blocks.0.attn.qkv.bias", shape: [192]))
-        XCTAssertFalse(AdamW.decays(name: "visual_encoder.norm.weight", shape: [64]))
-        XCTAssertTrue(AdamW.decays(name: "visual_encoder.pos_embed", shape: [1, 17, 64]))
-        XCTAssertTrue(AdamW.decays(name: "temp", shape: []), "0-D temp decays in the official code")
+        XCTAssertTrue(AdamW.decays("visual_encoder.blocks.0.attn.qkv.weight", [192, 64]))
+        XCTAssertFalse(AdamW.decays("visual_encoder.blocks.0.attn.qkv.bias", [192]))
+        XCTAssertFalse(AdamW.decays("visual_encoder.norm.weight", [64]))
+        XCTAssertTrue(AdamW.decays("visual_encoder.pos_embed", [1, 17, 64]))
+        XCTAssertTrue(AdamW.decays("temp", []), "0-D temp decays in the official code")
     }
 
     /// ALBEF's schedule: warm-up every 100 iterations in epoch 0, then the scheduler at
@@ -53,8 +53,5 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(s.learningRate(epoch: 0, iteration: 50_000), atWarmupEnd, accuracy: 1e-12)
         XCTAssertEqual(s.learningRate(epoch: 1, iteration: 0), 1e-5 + 0.5 * 9e-5 * (1 + cos(Double.pi * 21 / 30)), accuracy: 1e-12)
         XCTAssertEqual(s.learningRate(epoch: 10, iteration: 5), 1e-5, accuracy: 1e-12)
-        XCTAssertEqual(LearningRateSchedule.alpha(0.4, epoch: 0, iteration: 50, itersPerEpoch: 200), 0.1, accuracy: 1e-7)
-        XCTAssertEqual(LearningRateSchedule.alpha(0.4, epoch: 0, iteration: 500, itersPerEpoch: 200), 0.4, accuracy: 1e-7)
-        XCTAssertEqual(LearningRateSchedule.alpha(0.4, epoch: 2, iteration: 0, itersPerEpoch: 200), 0.4)
     }
 }

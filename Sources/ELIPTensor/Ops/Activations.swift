@@ -1,4 +1,5 @@
 import CKernels
+import Foundation
 
 extension Tensor {
     /// Exact GELU, 0.5 x (1 + erf(x / sqrt 2)), as BERT and timm's ViT use.
@@ -8,6 +9,25 @@ extension Tensor {
         return Autograd.record(y, inputs: [x]) { dy in
             let dx = x.gradPointer()
             Kernels.map(x.count) { s, n in elip_gelu_backward(x.data + s, dy + s, dx + s, Int64(n)) }
+        }
+    }
+
+    /// QuickGELU, x sigmoid(1.702 x), as OpenAI's CLIP uses.
+    public func quickGELU() -> Tensor {
+        let x = self, y = Tensor.empty(shape)
+        Kernels.map(count) { s, n in
+            let px = x.data + s, py = y.data + s
+            for i in 0..<n { py[i] = px[i] / (1 + expf(-1.702 * px[i])) }
+        }
+        return Autograd.record(y, inputs: [x]) { dy in
+            let dx = x.gradPointer()
+            Kernels.map(x.count) { s, n in
+                let px = x.data + s, pg = dy + s, pd = dx + s
+                for i in 0..<n {
+                    let sg = 1 / (1 + expf(-1.702 * px[i]))
+                    pd[i] += pg[i] * (sg + 1.702 * px[i] * sg * (1 - sg))
+                }
+            }
         }
     }
 

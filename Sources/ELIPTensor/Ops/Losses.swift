@@ -4,7 +4,13 @@ import Foundation
 extension Tensor {
     /// Mean cross-entropy of logits [N, C] against class labels; labels equal to `ignoreIndex`
     /// (-100, as PyTorch) are left out of the mean. Returns a scalar; 0 when every label is ignored.
-    public func crossEntropy(labels: [Int], ignoreIndex: Int = -100) throws -> Tensor {
+    /// With `labelSmoothing` ε > 0 (PyTorch's `label_smoothing`), each valid row's loss is
+    /// (1 - ε) (-log p[label]) + ε mean_c(-log p[c]).
+    public func crossEntropy(labels: [Int], ignoreIndex: Int = -100, labelSmoothing: Float = 0) throws -> Tensor {
+        guard labelSmoothing >= 0, labelSmoothing <= 1 else {
+            throw TensorError.invalidArgument(op: "crossEntropy", reason: "label smoothing \(labelSmoothing) outside [0, 1]")
+        }
+        if labelSmoothing > 0 { return try smoothedCrossEntropy(labels: labels, ignoreIndex: ignoreIndex, smoothing: labelSmoothing) }
         guard rank == 2, labels.count == shape[0] else {
             throw TensorError.shapeMismatch(op: "crossEntropy (logits vs labels)", lhs: shape, rhs: [labels.count])
         }
@@ -23,6 +29,39 @@ extension Tensor {
             guard valid > 0 else { return }
             let g = logp.gradPointer(), w = dy[0] / Float(valid)
             for i in 0..<n where labels[i] != ignoreIndex { g[i * c + labels[i]] -= w }
+        }
+    }
+
+    private func smoothedCrossEntropy(labels: [Int], ignoreIndex: Int, smoothing eps: Float) throws -> Tensor {
+        guard rank == 2, labels.count == shape[0] else {
+            throw TensorError.shapeMismatch(op: "crossEntropy (logits vs labels)", lhs: shape, rhs: [labels.count])
+        }
+        let n = shape[0], c = shape[1]
+        if let bad = labels.first(where: { $0 != ignoreIndex && ($0 < 0 || $0 >= c) }) {
+            throw TensorError.invalidArgument(op: "crossEntropy", reason: "label \(bad) outside [0, \(c))")
+        }
+        let logp = logSoftmax()
+        let rows = (0..<n).filter { labels[$0] != ignoreIndex }
+        var nll = 0.0, smooth = 0.0
+        for i in rows {
+            let row = logp.data + i * c
+            nll -= Double(row[labels[i]])
+            var s = 0.0
+            for j in 0..<c { s += Double(row[j]) }
+            smooth -= s / Double(c)
+        }
+        let y = Tensor.empty([])
+        let valid = Double(rows.count)
+        y.data[0] = rows.isEmpty ? 0 : Float((Double(1 - eps) * nll + Double(eps) * smooth) / valid)
+        return Autograd.record(y, inputs: [logp]) { dy in
+            guard !rows.isEmpty else { return }
+            let g = logp.gradPointer(), w = dy[0] / Float(valid)
+            let hard = (1 - eps) * w, spread = eps * w / Float(c)
+            for i in rows {
+                let row = g + i * c
+                for j in 0..<c { row[j] -= spread }
+                row[labels[i]] -= hard
+            }
         }
     }
 

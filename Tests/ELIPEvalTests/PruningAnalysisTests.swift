@@ -1,5 +1,6 @@
 import ELIPImage
-@testable import ELIPTrain
+@testable import ELIPEval
+import ELIPTrain
 import XCTest
 
 final class PruningAnalysisTests: XCTestCase {

@@ -1,4 +1,5 @@
-@testable import ELIPTrain
+@testable import ELIPEval
+import ELIPTrain
 import Foundation
 import XCTest
 

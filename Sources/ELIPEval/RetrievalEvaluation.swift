@@ -1,6 +1,7 @@
 import ELIPDistributed
 import ELIPImage
 import ELIPModel
+import ELIPNN
 import ELIPTensor
 import ELIPText
 import Foundation
@@ -164,13 +165,13 @@ public final class RetrievalEvaluator {
         public init() {}
     }
 
-    public let model: ALBEFModel
+    public let model: any ImageTextRetrievalModel
     public let tokenizer: BertTokenizer
     public let comm: Communicator
     /// Progress messages (rank 0 prints them).
     public var progress: ((String) -> Void)?
 
-    public init(model: ALBEFModel, tokenizer: BertTokenizer, communicator: Communicator) {
+    public init(model: any ImageTextRetrievalModel, tokenizer: BertTokenizer, communicator: Communicator) {
         self.model = model
         self.tokenizer = tokenizer
         comm = communicator
@@ -248,39 +249,36 @@ public final class RetrievalEvaluator {
     }
 
     func encode(_ data: RetrievalDataset, options: Options) throws -> Features {
-        let maxLength = min(options.maxTextLength, model.config.bert.maxPositionEmbeddings)
+        let shapes = model.retrievalShapes
+        let maxLength = min(options.maxTextLength, shapes.maxTextPositions)
         let tokens = try tokenizer.encodeBatch(data.texts, framing: .albef, maxLength: maxLength)
         let text = try TextBatch(ids: tokens.inputIds.map(Int.init), mask: tokens.attentionMask.map(Int.init),
                                  batch: tokens.batchSize, length: tokens.length)
-        let h = model.config.bert.hiddenSize, e = model.config.embedDim, l = text.length
+        let h = shapes.textWidth, e = shapes.featureWidth, l = text.length
         let nTxt = data.texts.count, nImg = data.imagePaths.count
 
         let textStates = Tensor.zeros([nTxt, l, h]), textFeat = Tensor.zeros([nTxt, e])
         try distributedBatches(nTxt, size: options.batchSize, outputs: [textStates, textFeat]) { rows in
-            let out = try model.textEncoder.encodeText(text.rows(Array(rows)), dropout: nil)
-            return [out, try model.textProj(Self.cls(out)).l2Normalized()]
+            let out = try model.encodeTexts(text.rows(Array(rows)))
+            return [out.states, out.features]
         }
         progress?("encoded \(nTxt) captions")
 
         // Images through the unpruned ViT.
-        let res = model.config.imageRes, d = model.config.visionWidth, t = model.config.patchCount + 1
+        let res = shapes.imageRes, d = shapes.imageWidth, t = shapes.imageTokens
         let imageEmbeds = Tensor.zeros([nImg, t, d]), imageFeat = Tensor.zeros([nImg, e])
         var done = 0
         try distributedBatches(nImg, size: options.batchSize, outputs: [imageEmbeds, imageFeat]) { rows in
             var pixels: [Float] = []
             pixels.reserveCapacity(rows.count * 3 * res * res)
             for i in rows { try EvalImage.load(data.imagePaths[i], res: res, into: &pixels) }
-            let out = try model.visualEncoder(try Tensor(pixels, shape: [rows.count, 3, res, res])).embeds
+            let out = try model.encodeImages(try Tensor(pixels, shape: [rows.count, 3, res, res]))
             done += rows.count
             if comm.size == 1 { progress?("encoded \(done)/\(nImg) images") }
-            return [out, try model.visionProj(Self.cls(out)).l2Normalized()]
+            return [out.tokens, out.features]
         }
         progress?("encoded \(nImg) images")
         return Features(text: text, textStates: textStates, textFeat: textFeat, imageEmbeds: imageEmbeds, imageFeat: imageFeat)
-    }
-
-    static func cls(_ x: Tensor) throws -> Tensor {
-        try x.slice(axis: 1, start: 0, length: 1).reshaped([x.shape[0], x.shape[2]])
     }
 
     // MARK: re-ranking
@@ -293,11 +291,8 @@ public final class RetrievalEvaluator {
         // for one image with k captions).
         let distinct = Array(Set(images)).sorted()
         let position = Dictionary(uniqueKeysWithValues: distinct.enumerated().map { ($1, $0) })
-        let context = try model.textEncoder.imageContext(f.imageEmbeds.gatherRows(distinct))
-        let out = try model.textEncoder.fuse(states, mask: mask, image: context, imageRows: images.compactMap { position[$0] },
-                                             dropout: nil)
-        let logits = try model.itmHead(Self.cls(out)).toArray()
-        return (0..<texts.count).map { logits[2 * $0 + 1] }
+        return try model.matchScores(textStates: states, mask: mask, images: f.imageEmbeds.gatherRows(distinct),
+                                     imageRows: images.compactMap { position[$0] })
     }
 
     /// For each of this rank's rows (r, r + W, ...): the top-k candidates by feature similarity,

@@ -1,6 +1,8 @@
-import ELIPEval
 import ELIPImage
 import ELIPModel
+import ELIPNN
+import ELIPPruning
+import ELIPTrain
 import ELIPTensor
 import Foundation
 
@@ -57,12 +59,13 @@ public struct PruningTrace: Equatable {
         return (patches, merged)
     }
 
-    /// Runs the text encoder and the pruned ViT on one image ([1, 3, res, res], normalised) and
-    /// its caption, and records what each stage keeps. Throws when the model prunes nothing.
-    /// `scoring` overrides the config's scoring mode (to compare look-ahead with inline).
-    public static func trace(model: ALBEFModel, image: Tensor, text: TextBatch, scoring: PruneScoring? = nil) throws -> PruningTrace {
-        let config = model.config
-        guard var schedule = config.prune else {
+    /// Runs the text encoder and the pruned vision encoder on one image ([1, 3, res, res],
+    /// normalised) and its caption, and records what each stage keeps. Throws when the model
+    /// prunes nothing. `scoring` overrides the config's scoring mode (to compare look-ahead with
+    /// inline).
+    public static func trace(model: any TextGuidedPruningModel, image: Tensor, text: TextBatch,
+                             scoring: PruneScoring? = nil) throws -> PruningTrace {
+        guard var schedule = model.pruning else {
             throw TrainError.config("the model's config has no pruning schedule (img_prune): nothing to visualize")
         }
         guard image.shape.first == 1, text.batch == 1 else {
@@ -70,18 +73,17 @@ public struct PruningTrace: Equatable {
         }
         if let scoring { schedule.scoring = scoring }
         return try Autograd.noGrad {
-            let states = try model.textEncoder.encodeText(text, dropout: nil)
-            let textCLS = try states.slice(axis: 1, start: 0, length: 1).reshaped([1, states.shape[2]])
-            let pruning = ELIPPruning(schedule: schedule, patchCount: config.patchCount, textCLS: textCLS, lambda: config.pruneLambda)
-            let vit = model.visualEncoder
-            let out = try vit(image, pruning: pruning)
+            let pruning = try model.pruning(guidedBy: text, schedule: schedule)
+            let vit = model.prunableVisionEncoder
+            let out = try vit.encode(image, pruning: pruning)
             let kept = out.keptIndices.map { $0.first ?? [] }
             // Tokens entering the first stage, to score them as the selection did.
             var x = try vit.embed(image)
-            for block in vit.blocks[0..<schedule.beginLayer[0]] { x = try block(x) }
-            let scores = try pruning.scores(0, tokens: x, blocks: vit.blocks)
-            let mapped = try survivingPatches(keptIndices: kept, patchCount: config.patchCount)
-            return PruningTrace(grid: config.imageRes / config.vision.patchSize, survivingPatches: mapped.patches,
+            for i in 0..<schedule.beginLayer[0] { x = try vit.runBlock(i, x) }
+            let scores = try pruning.scores(0, tokens: x, encoder: vit)
+            let patchCount = vit.patchGrid * vit.patchGrid
+            let mapped = try survivingPatches(keptIndices: kept, patchCount: patchCount)
+            return PruningTrace(grid: vit.patchGrid, survivingPatches: mapped.patches,
                                 mergedTokenKept: mapped.mergedKept, keptCounts: kept.map(\.count),
                                 firstStageScores: scores, beginLayers: schedule.beginLayer)
         }

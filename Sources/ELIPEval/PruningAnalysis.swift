@@ -1,5 +1,8 @@
 import ELIPImage
 import ELIPModel
+import ELIPNN
+import ELIPPruning
+import ELIPTrain
 import ELIPTensor
 import ELIPText
 import Foundation
@@ -39,10 +42,10 @@ public enum PruningAnalysis {
     }
 
     /// Runs the pruned ViT on each (image, caption, mask) and accumulates the shares.
-    public static func run(model: ALBEFModel, tokenizer: BertTokenizer,
+    public static func run(model: any TextGuidedPruningModel, tokenizer: BertTokenizer,
                            samples: [(image: RGBImage, caption: String, mask: RGBImage)],
                            compareScoring: PruneScoring? = nil) throws -> Result {
-        let res = model.config.imageRes, grid = res / model.config.vision.patchSize
+        let res = model.modelConfig.imageRes, grid = model.prunableVisionEncoder.patchGrid
         var sums: [Double] = [], overlapSums: [Double] = []
         var result = Result()
         for s in samples {
@@ -50,7 +53,7 @@ public enum PruningAnalysis {
             var pixels: [Float] = []
             ImageNormalization.append(pixels: image.pixels, width: res, height: res, to: &pixels)
             let ids = try tokenizer.encode(preCaption(s.caption, maxWords: 30), framing: .albef,
-                                           maxLength: min(30, model.config.bert.maxPositionEmbeddings))
+                                           maxLength: min(30, model.modelConfig.maxTextPositions))
             let text = try TextBatch(ids: ids.map(Int.init), mask: [Int](repeating: 1, count: ids.count), batch: 1, length: ids.count)
             let input = try Tensor(pixels, shape: [1, 3, res, res])
             let trace = try PruningTrace.trace(model: model, image: input, text: text)

@@ -1,4 +1,5 @@
-import ELIPModel
+import ELIPEncoders
+import ELIPPruning
 import ELIPNN
 import ELIPTensor
 import XCTest
@@ -30,7 +31,7 @@ final class PruningTests: XCTestCase {
         let pruning = ELIPPruning(schedule: .albef, patchCount: 256, textCLS: text)
         let out = try Autograd.noGrad { try vit(images, pruning: pruning) }
         XCTAssertEqual(out.sequenceLengths, [257, 257, 232, 232] + [Int](repeating: 168, count: 6) + [104, 104])
-        XCTAssertEqual(out.embeds.shape, [1, 104, 16])
+        XCTAssertEqual(out.tokens.shape, [1, 104, 16])
         XCTAssertEqual(out.keptIndices.map { $0[0].count }, [230, 166, 102])
         // Without pruning: the plain ViT.
         let plain = try Autograd.noGrad { try vit(images) }
@@ -76,14 +77,14 @@ final class PruningTests: XCTestCase {
         let pruning = ELIPPruning(schedule: schedule, patchCount: 9, textCLS: text)
         let x = try Tensor((0..<(2 * 10 * 8)).map { _ in g.nextNormal() }, shape: [2, 10, 8]).requiringGrad()
 
-        let full = try pruning.pruneStage(0, tokens: x, blocks: vit.blocks)
+        let full = try pruning.pruneStage(0, tokens: x, encoder: vit)
         XCTAssertEqual(full.tokens.shape, [2, 4 + 2, 8])
         let r = try (0..<full.tokens.count).map { _ in g.nextNormal() }
         try Autograd.backward(from: (full.tokens * Tensor(r, shape: full.tokens.shape)).sum())
         let gradFull = try XCTUnwrap(x.grad).toArray()
         x.zeroGradient()
 
-        let selection = pruning.select(scores: try pruning.scores(0, tokens: x, blocks: vit.blocks), batch: 2, tokens: 10, keep: 4)
+        let selection = pruning.select(scores: try pruning.scores(0, tokens: x, encoder: vit), batch: 2, tokens: 10, keep: 4)
         XCTAssertEqual(selection.kept, full.keptIndices)
         let frozen = try pruning.apply(selection, to: x)
         try Autograd.backward(from: (frozen * Tensor(r, shape: frozen.shape)).sum())
@@ -108,12 +109,14 @@ final class PruningTests: XCTestCase {
     /// attention probabilities.
     func testCLSAttentionEqualsRowZeroOfFullAttention() throws {
         let arena = ParameterArena(capacity: 1 << 20)
-        let block = try VisionBlock(Scope(arena: arena), dim: 16, heads: 4, mlpRatio: 2)
+        var vision = VisionConfig()
+        vision.embedDim = 16; vision.numHeads = 4; vision.mlpRatio = 2
+        let block = try VisionTransformer.block(Scope(arena: arena), config: vision)
         try randomize(arena, seed: 11)
         var g = SeededGenerator(seed: 12)
         let x = try Tensor((0..<(2 * 9 * 16)).map { _ in g.nextNormal() }, shape: [2, 9, 16])
         let full = try Autograd.noGrad { try block.attentionProbabilities(x) }.toArray()  // [2, 4, 9, 9]
-        let row0 = try Autograd.noGrad { try block.clsAttentionProbabilities(x) }
+        let row0 = try Autograd.noGrad { try block.firstQueryAttention(x) }
         XCTAssertEqual(row0.shape, [2, 4, 1, 9])
         let r = row0.toArray()
         var worst: Float = 0
@@ -133,10 +136,10 @@ final class PruningTests: XCTestCase {
         let x = try Tensor((0..<(2 * 17 * 16)).map { _ in g.nextNormal() }, shape: [2, 17, 16])
         let text = try Tensor((0..<32).map { _ in g.nextNormal() }, shape: [2, 16])
         var schedule = PruneConfig(beginLayer: [1], numActLayers: [3], keepRatio: [0.5])
-        let lookAhead = try ELIPPruning(schedule: schedule, patchCount: 16, textCLS: text).scores(0, tokens: x, blocks: vit.blocks)
+        let lookAhead = try ELIPPruning(schedule: schedule, patchCount: 16, textCLS: text).scores(0, tokens: x, encoder: vit)
         schedule.scoring = .inline
         let inline = ELIPPruning(schedule: schedule, patchCount: 16, textCLS: text)
-        let scores = try inline.scores(0, tokens: x, blocks: vit.blocks)
+        let scores = try inline.scores(0, tokens: x, encoder: vit)
         // Expected: head-averaged row 0 of block 1's attention on the fused query.
         let fused = x.copy()
         let t = text.toArray()
@@ -151,7 +154,7 @@ final class PruningTests: XCTestCase {
             }
         }
         XCTAssertNotEqual(scores, lookAhead, "inline and look-ahead scoring should differ on a 3-layer stage")
-        let pruned = try inline.pruneStage(0, tokens: x, blocks: vit.blocks)
+        let pruned = try inline.pruneStage(0, tokens: x, encoder: vit)
         XCTAssertEqual(pruned.tokens.shape, [2, 8 + 2, 16])
     }
 

@@ -1,5 +1,61 @@
 import ELIPTensor
 
+/// What ELIP's pruning needs from a vision encoder: running one block, and the softmax attention
+/// of query position 0 in a block. Any ViT-like encoder (timm's, CLIP's) conforms; the pruning
+/// never sees its layer types.
+public protocol PrunableVisionEncoder: AnyObject {
+    /// Patches per side of the image grid (N0 = patchGrid²).
+    var patchGrid: Int { get }
+    /// Tokens entering the first block ([CLS] first) for normalised images [B, 3, H, W].
+    func embed(_ images: Tensor) throws -> Tensor
+    /// The normalisation applied to the tokens after the last block.
+    func finalNorm(_ x: Tensor) throws -> Tensor
+    /// Number of transformer blocks.
+    var blockCount: Int { get }
+    /// Block `index` on tokens x [B, T, D] (the residual stream).
+    func runBlock(_ index: Int, _ x: Tensor) throws -> Tensor
+    /// Attention probabilities [B, heads, 1, T] of query position 0 in block `index`'s
+    /// self-attention on x (the block's own normalisation included).
+    func firstQueryAttention(block index: Int, _ x: Tensor) throws -> Tensor
+}
+
+/// Tokens after the blocks, and what pruning did on the way.
+public struct PrunedBlocksOutput {
+    public let tokens: Tensor
+    /// Per stage, per sample: kept positions among the stage's non-[CLS] input tokens, ascending.
+    public let keptIndices: [[[Int]]]
+    /// Sequence length entering each block ([CLS] and merged token included).
+    public let sequenceLengths: [Int]
+}
+
+extension PrunableVisionEncoder {
+    /// Runs every block on x, pruning at the start of each stage when `pruning` is given (SPEC
+    /// §2); without it, the plain encoder.
+    public func runBlocks(_ x: Tensor, pruning: ELIPPruning?) throws -> PrunedBlocksOutput {
+        var x = x
+        var kept: [[[Int]]] = []
+        var lengths: [Int] = []
+        var stages = [Int: Int]()
+        if let pruning { for (j, l) in pruning.schedule.beginLayer.enumerated() { stages[l] = j } }
+        for i in 0..<blockCount {
+            if let pruning, let j = stages[i] {
+                let r = try pruning.pruneStage(j, tokens: x, encoder: self)
+                x = r.tokens
+                kept.append(r.keptIndices)
+            }
+            lengths.append(x.shape[1])
+            x = try runBlock(i, x)
+        }
+        return PrunedBlocksOutput(tokens: x, keptIndices: kept, sequenceLengths: lengths)
+    }
+
+    /// Images to final-normed tokens, pruned when `pruning` is given.
+    public func encode(_ images: Tensor, pruning: ELIPPruning? = nil) throws -> PrunedBlocksOutput {
+        let out = try runBlocks(embed(images), pruning: pruning)
+        return PrunedBlocksOutput(tokens: try finalNorm(out.tokens), keptIndices: out.keptIndices, sequenceLengths: out.sequenceLengths)
+    }
+}
+
 /// ELIP's text-guided vision-token pruning (SPEC §2; guoyang9/ELIP ALBEF/models/vit.py).
 ///
 /// At the input x of stage j's first layer, for every sample:
@@ -46,15 +102,15 @@ public struct ELIPPruning {
     }
 
     /// Prunes `tokens` [B, T, D] at the start of stage `stage`.
-    public func pruneStage(_ stage: Int, tokens x: Tensor, blocks: [VisionBlock]) throws -> StageResult {
-        let s = try scores(stage, tokens: x, blocks: blocks)
+    public func pruneStage(_ stage: Int, tokens x: Tensor, encoder: PrunableVisionEncoder) throws -> StageResult {
+        let s = try scores(stage, tokens: x, encoder: encoder)
         let selection = select(scores: s, batch: x.shape[0], tokens: x.shape[1], keep: keepCounts[stage])
         return StageResult(tokens: try apply(selection, to: x), keptIndices: selection.kept)
     }
 
     /// Steps 1-3: per sample, the head-averaged attention of the fused query to every non-[CLS]
     /// token in the stage's last layer ([B * (T - 1)]), computed without gradient.
-    public func scores(_ stage: Int, tokens x: Tensor, blocks: [VisionBlock]) throws -> [Float] {
+    public func scores(_ stage: Int, tokens x: Tensor, encoder: PrunableVisionEncoder) throws -> [Float] {
         let b = x.shape[0], t = x.shape[1], d = x.shape[2]
         guard textCLS.shape == [b, d] else {
             throw TensorError.shapeMismatch(op: "ELIP pruning (text [CLS] vs image tokens)", lhs: textCLS.shape, rhs: x.shape)
@@ -64,7 +120,9 @@ public struct ELIPPruning {
         }
         let first = schedule.beginLayer[stage]
         let count = schedule.scoring == .inline ? 1 : schedule.numActLayers[stage]
-        let stageBlocks = blocks[first..<(first + count)]
+        guard count >= 1, first + count <= encoder.blockCount else {
+            throw TensorError.invalidArgument(op: "ELIP pruning", reason: "stage \(stage) needs blocks \(first)..<\(first + count) of \(encoder.blockCount)")
+        }
         return try StepProfiler.section(schedule.scoring == .inline ? "inline-scoring" : "look-ahead") { try Autograd.noGrad {
             let query = x.copy()
             query.withUnsafeMutableBufferPointer { q in
@@ -75,9 +133,9 @@ public struct ELIPPruning {
                 }
             }
             var h = query
-            for block in stageBlocks.dropLast() { h = try block(h) }
+            for i in first..<(first + count - 1) { h = try encoder.runBlock(i, h) }
             // Only query position 0's attention row is needed in the scoring layer.
-            let probs = try stageBlocks.last!.clsAttentionProbabilities(h)  // [B, H, 1, T]
+            let probs = try encoder.firstQueryAttention(block: first + count - 1, h)  // [B, H, 1, T]
             let heads = probs.shape[1]
             var s = [Float](repeating: 0, count: b * (t - 1))
             probs.withUnsafeBufferPointer { p in

@@ -1,10 +1,11 @@
-import ELIPEval
 import ELIPImage
 import ELIPModel
+import ELIPNN
 import ELIPShards
 import ELIPTensor
 import ELIPText
-@testable import ELIPTrain
+@testable import ELIPEval
+import ELIPTrain
 import Foundation
 import XCTest
 
@@ -154,8 +155,8 @@ final class VisualizationTests: XCTestCase {
     // MARK: training curves
 
     func record(_ step: Int, loss: Double, skipped: Bool = false) -> MetricsRecord {
-        MetricsRecord(step: step, epoch: 0, lossMLM: loss, lossITA: loss / 2, lossITM: 0.7, lr: 1e-4 * Double(step), alpha: 0.4,
-                      temp: 0.07, gradNorm: 1, imagesPerSecond: 10 + Double(step), times: PhaseTimes(), keptTokens: [230, 166, 102],
+        MetricsRecord(step: step, epoch: 0, losses: ["mlm": loss, "ita": loss / 2, "itm": 0.7], values: ["alpha": 0.4, "temp": 0.07],
+                      lr: 1e-4 * Double(step), gradNorm: 1, imagesPerSecond: 10 + Double(step), times: PhaseTimes(), keptTokens: [230, 166, 102],
                       residentMB: 100, skipped: skipped, allReduceHiddenShare: 0)
     }
 
@@ -172,7 +173,7 @@ final class VisualizationTests: XCTestCase {
         try text.write(to: url, atomically: true, encoding: .utf8)
         let (records, warnings) = try TrainingPlot.readMetrics(url)
         XCTAssertEqual(records.map(\.step), [1, 2, 3])
-        XCTAssertEqual(records[1].lossMLM, 6)  // the later line of a repeated step wins
+        XCTAssertEqual(records[1].losses["mlm"], 6)  // the later line of a repeated step wins
         XCTAssertEqual(warnings.count, 1)
         XCTAssertTrue(warnings[0].contains("metrics.jsonl:5"), warnings[0])
         XCTAssertThrowsError(try TrainingPlot.readMetrics(dir.appendingPathComponent("none.jsonl")))
@@ -182,7 +183,7 @@ final class VisualizationTests: XCTestCase {
         let records = (1...50).map { record($0, loss: 10 - Double($0) / 10, skipped: $0 == 20) }
         let charts = TrainingPlot.charts(records)
         XCTAssertEqual(charts.map(\.title), ["loss", "learning rate", "throughput (images/s, all ranks)"])
-        XCTAssertEqual(charts[0].series.map(\.name), ["total", "mlm", "ita", "itm"])
+        XCTAssertEqual(charts[0].series.map(\.name), ["total", "ita", "itm", "mlm"], "one curve per loss name")
         XCTAssertTrue(charts[0].series[1].ys[19].isNaN)  // skipped step left out
         let image = try TrainingPlot.render(records, title: "run test")
         let decoded = try PNG.decode(PNG.encode(image))
@@ -191,6 +192,28 @@ final class VisualizationTests: XCTestCase {
             RGB(decoded.pixels[$0], decoded.pixels[$0 + 1], decoded.pixels[$0 + 2])
         })
         let c = TrainingPlot.colors
-        for colour in [c.mlm, c.ita, c.itm, c.total, c.lr, c.speed] { XCTAssertTrue(colours.contains(colour), "\(colour) not drawn") }
+        for colour in Array(TrainingPlot.lossPalette.prefix(3)) + [c.total, c.lr, c.speed] {
+            XCTAssertTrue(colours.contains(colour), "\(colour) not drawn")
+        }
+    }
+
+    /// metrics.jsonl: losses and model values are name -> value maps; a non-finite value is
+    /// written as null (the line stays valid JSON) and read back as NaN; files written before
+    /// the maps (loss_mlm, ..., alpha, temp at the top level) still read.
+    func testMetricsRecordsAreGenericAndSurviveNonFiniteValues() throws {
+        var r = record(3, loss: .nan)
+        r.gradNorm = .infinity
+        let data = try JSONEncoder().encode(r)
+        let json = String(decoding: data, as: UTF8.self)
+        XCTAssertTrue(json.contains("\"mlm\":null"), json)
+        XCTAssertTrue(json.contains("\"grad_norm\":null"), json)
+        let back = try JSONDecoder().decode(MetricsRecord.self, from: data)
+        XCTAssertTrue(back.losses["mlm"]!.isNaN && back.gradNorm.isNaN)
+        XCTAssertEqual(back.losses["itm"], 0.7)
+        XCTAssertEqual(back.values["temp"], 0.07)
+        let legacy = #"{"step": 7, "epoch": 0, "loss_mlm": 5, "loss_ita": 2, "loss_itm": 0.6, "lr": 0.001, "alpha": 0.4, "temp": 0.07, "grad_norm": 1, "images_per_s": 3, "seconds": {"data": 0, "forward": 1, "backward": 1, "communication": 0, "optimizer": 0}, "kept_tokens": [12], "rss_mb": 10, "skipped": false, "allreduce_hidden_share": 0}"#
+        let old = try JSONDecoder().decode(MetricsRecord.self, from: Data(legacy.utf8))
+        XCTAssertEqual(old.losses, ["mlm": 5, "ita": 2, "itm": 0.6])
+        XCTAssertEqual(old.values, ["alpha": 0.4, "temp": 0.07])
     }
 }

@@ -1,5 +1,5 @@
-import ELIPEval
 import ELIPImage
+import ELIPTrain
 import Foundation
 
 /// The picture `elip plot` writes from a run's metrics.jsonl: loss parts and total, learning
@@ -28,19 +28,23 @@ public enum TrainingPlot {
         return (byStep.keys.sorted().map { byStep[$0]! }, warnings)
     }
 
-    public static let colors = (mlm: RGB(31, 119, 180), ita: RGB(255, 127, 14), itm: RGB(44, 160, 44),
-                                total: RGB(20, 20, 20), lr: RGB(148, 103, 189), speed: RGB(214, 39, 40))
+    public static let colors = (total: RGB(20, 20, 20), lr: RGB(148, 103, 189), speed: RGB(214, 39, 40))
 
-    /// The three charts for `records` (skipped steps are left out of the loss lines).
+    /// Colours of the named loss curves, in name order (matplotlib's tab10 without black).
+    public static let lossPalette = [RGB(31, 119, 180), RGB(255, 127, 14), RGB(44, 160, 44), RGB(214, 39, 40),
+                                     RGB(148, 103, 189), RGB(140, 86, 75), RGB(227, 119, 194), RGB(188, 189, 34), RGB(23, 190, 207)]
+
+    /// The three charts for `records`: the total and one curve per loss name, the learning rate,
+    /// the throughput (skipped steps are left out of the loss lines).
     public static func charts(_ records: [MetricsRecord]) -> [LineChart] {
         let steps = records.map { Double($0.step) }
         func loss(_ f: (MetricsRecord) -> Double) -> [Double] { records.map { $0.skipped ? .nan : f($0) } }
-        let losses = LineChart(title: "loss", xLabel: "step", series: [
-            ChartSeries(name: "total", color: colors.total, xs: steps, ys: loss { $0.lossMLM + $0.lossITA + $0.lossITM }),
-            ChartSeries(name: "mlm", color: colors.mlm, xs: steps, ys: loss(\.lossMLM)),
-            ChartSeries(name: "ita", color: colors.ita, xs: steps, ys: loss(\.lossITA)),
-            ChartSeries(name: "itm", color: colors.itm, xs: steps, ys: loss(\.lossITM)),
-        ])
+        let names = Set(records.flatMap(\.losses.keys)).sorted()
+        var series = [ChartSeries(name: "total", color: colors.total, xs: steps, ys: loss(\.totalLoss))]
+        for (i, name) in names.enumerated() {
+            series.append(ChartSeries(name: name, color: lossPalette[i % lossPalette.count], xs: steps, ys: loss { $0.losses[name] ?? .nan }))
+        }
+        let losses = LineChart(title: "loss", xLabel: "step", series: series)
         let lr = LineChart(title: "learning rate", xLabel: "step", series: [
             ChartSeries(name: "lr", color: colors.lr, xs: steps, ys: records.map(\.lr)),
         ])

@@ -1,12 +1,12 @@
 import ELIPModel
 import ELIPTensor
+import ELIPTrain
 import Foundation
 import Safetensors
-import Yams
 
 /// The weights and configuration an evaluation or picture uses, found from a `--checkpoint` path:
 /// a checkpoint folder (`RUN/checkpoints/step-N`), a run folder (its newest valid checkpoint) or
-/// an ALBEF state dict (`.safetensors`). The configuration is `--config` when given, otherwise
+/// a state dict (`.safetensors`). The configuration is `--config` when given, otherwise
 /// the config text recorded in the checkpoint's trainer.json.
 public struct EvalCheckpoint {
     /// The state dict file.
@@ -15,7 +15,7 @@ public struct EvalCheckpoint {
     public let folder: URL?
     /// Training step of the checkpoint (nil for a bare state dict).
     public let step: Int?
-    public let config: ALBEFConfig
+    public let config: any ModelConfig
     /// Where the config came from (a file, or "trainer.json of FOLDER").
     public let configSource: String
     /// `data.vocab` of the config, if it names one.
@@ -50,25 +50,31 @@ public struct EvalCheckpoint {
         }
 
         var state: TrainerState?
+        var vocabulary: String?
         if let folder {
             let store = CheckpointStore(runDirectory: folder.deletingLastPathComponent().deletingLastPathComponent())
-            state = try store.verify(folder).state
+            state = try store.verifiedState(folder)
         }
-        let config: ALBEFConfig, source: String
+        let config: any ModelConfig, source: String
         if let configPath {
-            config = try ALBEFConfig.load(configPath)
+            let c = try TrainingConfig.load(configPath)
+            config = c.model
+            vocabulary = c.vocabulary
             source = configPath
         } else if let state, let folder {
             guard !state.configText.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
                 throw TrainError.config("\(folder.path)/trainer.json records no config text; pass --config FILE")
             }
             source = "trainer.json of \(folder.path)"
-            config = try parseConfig(state.configText, source: source, searchFolders: searchFolders(for: folder))
+            let c: TrainingConfig
+            do { c = try TrainingConfig.parse(state.configText, source: source, searchFolders: searchFolders(for: folder)) } catch {
+                throw TrainError.config("\(error); pass --config FILE")
+            }
+            config = c.model
+            vocabulary = c.vocabulary
         } else {
             throw TrainError.config("--checkpoint \(path) is a bare state dict: pass --config FILE (the model configuration it was trained with)")
         }
-        var vocabulary: String?
-        if let data = config.raw["data"] as? [String: Any], let v = data["vocab"] as? String { vocabulary = v }
         return EvalCheckpoint(weightsPath: weights, folder: folder, step: state?.step, config: config,
                               configSource: source, vocabulary: vocabulary)
     }
@@ -80,62 +86,47 @@ public struct EvalCheckpoint {
         return [".", "configs", run.path, run.deletingLastPathComponent().path]
     }
 
-    /// A config from its text (as `ALBEFConfig.load` reads a file); a relative `bert_config` is
-    /// looked up in `searchFolders`.
-    public static func parseConfig(_ text: String, source: String, searchFolders: [String]) throws -> ALBEFConfig {
-        let node: Any?
-        do { node = try Yams.load(yaml: text) } catch { throw TrainError.config("\(source): " + "YAML syntax error: \(error)") }
-        guard let dict = node as? [String: Any] else { throw TrainError.config("\(source): " + "top level must be a mapping") }
-        var c = try ALBEFConfig(dictionary: dict, file: source)
-        if let bertPath = dict["bert_config"] as? String {
-            var candidates = [bertPath]
-            if !bertPath.hasPrefix("/") {
-                let name = (bertPath as NSString).lastPathComponent
-                for d in searchFolders {
-                    candidates.append((d as NSString).appendingPathComponent(bertPath))
-                    candidates.append((d as NSString).appendingPathComponent(name))
-                }
-            }
-            var seen = Set<String>()
-            candidates = candidates.filter { seen.insert($0).inserted }
-            guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
-                throw TrainError.config("\(source): " + "bert_config \(bertPath) not found (tried \(candidates.joined(separator: ", "))); pass --config FILE")
-            }
-            c.bert = try BertConfig.load(found)
+    /// The model as `capability` (a protocol such as `ImageTextRetrievalModel`); a model without
+    /// it is an error naming `purpose`.
+    public func loadModel<M>(_ capability: M.Type, for purpose: String, imageRes: Int? = nil) throws -> M {
+        let model = try loadModel(imageRes: imageRes)
+        guard let m = model as? M else {
+            throw TrainError.config("\(config.kind) models do not support \(purpose)")
         }
-        if c.bert.fusionLayer == nil { c.bert.fusionLayer = 6 }
-        if c.bert.encoderWidth == nil { c.bert.encoderWidth = c.vision.embedDim }
-        try c.validate(file: source)
-        return c
+        return m
     }
 
     /// The model with the checkpoint's weights. With `imageRes` different from the config's, the
-    /// ViT position grid is resized bicubically (ALBEF's interpolate_pos_embed) and the returned
+    /// position grids are resized bicubically (ALBEF's interpolate_pos_embed) and the returned
     /// model runs at that resolution (pruning turned off when its schedule does not fit there).
-    public func loadModel(imageRes: Int? = nil) throws -> ALBEFModel {
+    public func loadModel(imageRes: Int? = nil) throws -> any PretrainingModel {
         let file = try SafetensorsFile(path: weightsPath)
-        let model = try ALBEFModel(config: config)
-        try model.load(from: file)
+        let model = try config.makeModel()
+        try StateDict.load(model.stateLayout, from: file)
         guard let res = imageRes, res != config.imageRes else { return model }
         var c = config
         c.imageRes = res
-        guard res > 0, res % c.vision.patchSize == 0 else {
-            throw TrainError.config("--image-res \(res) must be a positive multiple of the patch size \(c.vision.patchSize)")
+        // Evaluation does not prune; a schedule that does not fit the new patch count is dropped.
+        if c.prune != nil, (try? c.validate(file: configSource)) == nil { c.prune = nil }
+        do { try c.validate(file: configSource) } catch {
+            throw TrainError.config("--image-res \(res): \(error)")
         }
-        if let p = c.prune, (try? p.validate(depth: c.vision.depth, patchCount: c.patchCount)) == nil { c.prune = nil }
-        try c.validate(file: configSource)
-        let resized = try ALBEFModel(config: c)
-        for (entry, tensor) in zip(resized.online.entries, resized.online.tensors) {
-            guard let src = model.online.tensor(entry.name) else {
+        let resized = try c.makeModel()
+        for (entry, tensor) in zip(resized.parameters.entries, resized.parameters.tensors) {
+            guard let src = model.parameters.tensor(entry.name) else {
                 throw TrainError.checkpoint("\(weightsPath): \(entry.name) missing")
             }
-            if entry.name == "visual_encoder.pos_embed" && src.count != tensor.count {
+            if src.count != tensor.count && entry.name.hasSuffix("pos_embed") {
                 try tensor.assign(PretrainedImport.resizePositionEmbedding(src.toArray(), shape: src.shape, toTokens: entry.shape[1]))
             } else {
+                guard src.count == tensor.count else {
+                    throw TrainError.checkpoint("\(weightsPath): \(entry.name) has \(src.shape), the model at \(res) px needs \(entry.shape)")
+                }
                 try tensor.assign(src)
             }
         }
-        resized.copyParametersToMomentum()
+        // Momentum weights follow the online ones, as in a fresh checkpoint (evaluation uses neither).
+        for a in resized.stateLayout.arenas where a.role == .momentum { a.whenAbsent?() }
         return resized
     }
 }

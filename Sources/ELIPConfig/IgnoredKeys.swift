@@ -1,0 +1,35 @@
+/// Keys that the official configuration files carry but this project ignores on purpose, each with
+/// the reason. They are accepted where they appear (the files load unchanged) and listed here and
+/// in docs/CONFIG.md, so "ignored" is a decision, never an accident: any key neither read nor
+/// listed is an error.
+public struct IgnoredKeys: Sendable {
+    /// Dotted key path -> why it has no effect here.
+    public let reasons: [String: String]
+
+    public init(_ reasons: [String: String]) { self.reasons = reasons }
+
+    public func contains(_ keyPath: String) -> Bool { reasons[keyPath] != nil }
+
+    public static let none = IgnoredKeys([:])
+
+    /// Pre-training / training files (ALBEF and ELIP `configs/Pretrain.yaml` style).
+    public static let trainingFile = IgnoredKeys([
+        "train_file": "the corpus comes from the LMDB shards of `elip build-dataset` (data.shards); the annotation files are read there",
+        "schedular.decay_rate": "timm's step-decay rate; the cosine schedule ALBEF uses does not read it",
+        "schedular.cooldown_epochs": "ALBEF's training loop runs `schedular.epochs` epochs; the cooldown only extends timm's own epoch count",
+    ])
+
+    /// HuggingFace BERT config files (`config_bert.json`): metadata that does not change the model
+    /// this project builds.
+    public static let bertJSON = IgnoredKeys([
+        "_name_or_path": "where HuggingFace loaded the file from (metadata)",
+        "architectures": "HuggingFace class names (metadata)",
+        "model_type": "metadata; the model is always BERT",
+        "initializer_range": "random initialisation is fixed by the layer type (N(0, 0.02) truncated at 2 sigma)",
+        "pad_token_id": "padding comes from the tokenizer's [PAD] and the attention mask",
+        "transformers_version": "metadata",
+        "gradient_checkpointing": "a memory option of PyTorch; no effect on the result",
+        "use_cache": "a generation option of HuggingFace",
+        "classifier_dropout": "no classifier head of HuggingFace's is built",
+    ])
+}

@@ -1,0 +1,159 @@
+import ELIPNN
+import ELIPObjectives
+import ELIPPruning
+import ELIPTensor
+import Safetensors
+
+/// One training batch: normalised images [B, 3, res, res] and their captions.
+public struct ImageTextBatch {
+    public let images: Tensor
+    public let text: TextBatch
+    public init(images: Tensor, text: TextBatch) {
+        self.images = images
+        self.text = text
+    }
+}
+
+/// Where training is in its schedule (drives ramps such as the distillation weight).
+public struct TrainingProgress: Equatable, Sendable {
+    public var epoch: Int
+    /// Batch index within the epoch.
+    public var iteration: Int
+    public var iterationsPerEpoch: Int
+    public init(epoch: Int = 0, iteration: Int = 0, iterationsPerEpoch: Int = 1) {
+        self.epoch = epoch
+        self.iteration = iteration
+        self.iterationsPerEpoch = iterationsPerEpoch
+    }
+
+    /// Far past every warm-up ramp (benchmarks, tests of the steady state).
+    public static let steadyState = TrainingProgress(epoch: 1 << 20, iteration: 0, iterationsPerEpoch: 1)
+}
+
+/// Values a recorded step fixes instead of drawing them (replaying a reference step): masked
+/// ids, chosen negatives, the distillation weight, named as in the reference batch files.
+public struct RecordedDraws {
+    public var ints: [String: [Int]] = [:]
+    public var floats: [String: [Float]] = [:]
+    public init() {}
+    public func int(_ name: String) -> [Int]? { ints[name] }
+    public func float(_ name: String) -> Float? { floats[name]?.first }
+}
+
+/// Everything a step needs besides the batch: randomness, the schedule position and the
+/// process group.
+public struct StepContext {
+    /// Dropout on (training) or off (evaluation-mode replay).
+    public var dropout: Bool
+    /// Seeds the dropout masks.
+    public var generator: SeededGenerator
+    /// Stream for masking and negative sampling: draws are indexed by the sample's row in the
+    /// GLOBAL batch, so with a stream shared by all ranks, W ranks x batch B draw exactly what one
+    /// rank with batch W * B draws.
+    public var samplingSeed: UInt64
+    public var progress = TrainingProgress()
+    /// Gathers features across ranks (nil on one process).
+    public var exchange: FeatureExchange?
+    /// Contrast and draw negatives over every rank's batch (needs `exchange`).
+    public var globalNegatives = false
+    /// Fixed draws (reference replay); empty in training.
+    public var recorded = RecordedDraws()
+
+    public init(seed: UInt64, dropout: Bool = true, samplingSeed: UInt64? = nil) {
+        self.dropout = dropout
+        generator = SeededGenerator(seed: seed)
+        self.samplingSeed = samplingSeed ?? CounterRandom.mix(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+}
+
+/// What one step produced.
+public struct StepOutput {
+    /// What backward starts from (the model's combination of its losses).
+    public let total: Tensor
+    /// Named losses ("ita", "itm", "mlm", ...).
+    public let losses: [String: Tensor]
+    /// Per pruning stage, per sample: kept token positions (empty without pruning).
+    public var keptIndices: [[[Int]]] = []
+    /// Named tensors for inspection and parity checks ("image_embeds", ...).
+    public var tensors: [String: Tensor] = [:]
+    /// Named scalars worth logging ("alpha", "temp").
+    public var scalars: [String: Double] = [:]
+
+    public init(total: Tensor, losses: [String: Tensor]) {
+        self.total = total
+        self.losses = losses
+    }
+}
+
+/// A pre-training model (ALBEF now; BLIP and METER next): parameters, the state a checkpoint
+/// carries, and one step. The trainer, checkpoints, metrics, bench and reference replay use only
+/// this protocol; a new backbone is a new file conforming to it plus a registry line.
+/// Any model built from a `ModelConfig`.
+public protocol ConfiguredModel: AnyObject {
+    /// The configuration the model was built from.
+    var modelConfig: any ModelConfig { get }
+}
+
+public protocol PretrainingModel: ConfiguredModel {
+    /// Trainable parameters (gradients, optimizer, all-reduce).
+    var parameters: ParameterArena { get }
+    /// Everything a state dict holds, under the official names.
+    var stateLayout: StateDictLayout { get }
+    /// The pruning schedule `step` uses (nil: none); settable between steps, e.g. to compare
+    /// scoring modes on one model.
+    var pruning: PruneConfig? { get set }
+    /// Random weights and state (seeded), as a fresh run starts.
+    func initialiseRandomly(seed: UInt64) throws
+    /// One forward: losses and diagnostics. Updates state the official forward updates (momentum
+    /// weights, queues).
+    func step(_ batch: ImageTextBatch, context: inout StepContext) throws -> StepOutput
+    /// Whether AdamW's weight decay applies to a parameter (the official optimizer's rule).
+    func decays(parameter name: String, shape: [Int]) -> Bool
+    /// Roles of the pretrained files `import-weights` takes (e.g. "vit", "bert"), and the import.
+    var pretrainedSources: [String] { get }
+    func importPretrained(_ files: [String: SafetensorsFile], seed: UInt64) throws -> [String]
+}
+
+extension PretrainingModel {
+    /// timm's rule, used by ALBEF's create_optimizer: no decay on 1-D tensors and biases.
+    public func decays(parameter name: String, shape: [Int]) -> Bool {
+        !(shape.count == 1 || name.hasSuffix(".bias"))
+    }
+}
+
+/// A model that scores image-text pairs for retrieval: unimodal features for the first ranking,
+/// a fusion score for re-ranking (ALBEF protocol, SPEC §4).
+public protocol ImageTextRetrievalModel: ConfiguredModel {
+    /// Sizes the evaluation allocates and feeds.
+    var retrievalShapes: RetrievalShapes { get }
+    /// Text states [B, L, H] and L2-normalised features [B, E] (no gradient).
+    func encodeTexts(_ text: TextBatch) throws -> (states: Tensor, features: Tensor)
+    /// Image tokens [B, T, D] of the UNPRUNED vision encoder and normalised features [B, E].
+    func encodeImages(_ images: Tensor) throws -> (tokens: Tensor, features: Tensor)
+    /// Match score of caption b with image `imageRows[b]` of `images` (the ITM positive logit).
+    func matchScores(textStates: Tensor, mask: TextBatch, images: Tensor, imageRows: [Int]) throws -> [Float]
+}
+
+/// Sizes of a retrieval model's inputs and encodings.
+public struct RetrievalShapes: Equatable, Sendable {
+    /// Image side in pixels, and the longest caption the text encoder takes.
+    public var imageRes: Int, maxTextPositions: Int
+    /// Width of text states; tokens and width of (unpruned) image states; feature width.
+    public var textWidth: Int, imageTokens: Int, imageWidth: Int, featureWidth: Int
+    public init(imageRes: Int, maxTextPositions: Int, textWidth: Int, imageTokens: Int, imageWidth: Int, featureWidth: Int) {
+        self.imageRes = imageRes
+        self.maxTextPositions = maxTextPositions
+        self.textWidth = textWidth
+        self.imageTokens = imageTokens
+        self.imageWidth = imageWidth
+        self.featureWidth = featureWidth
+    }
+}
+
+/// A model whose vision encoder ELIP prunes under the guidance of the caption.
+public protocol TextGuidedPruningModel: ConfiguredModel {
+    var prunableVisionEncoder: any PrunableVisionEncoder { get }
+    var pruning: PruneConfig? { get }
+    /// The pruning `step` would apply to images paired with `text` under `schedule`.
+    func pruning(guidedBy text: TextBatch, schedule: PruneConfig) throws -> ELIPPruning
+}

@@ -1,0 +1,69 @@
+import ELIPNN
+import ELIPTensor
+import Foundation
+
+/// Hard negatives for image-text matching (ALBEF's and BLIP's ITM, SPEC §3): for each text, a
+/// negative image drawn from the softmax of its similarities to the batch's images (its own
+/// positive excluded), and likewise a negative text for each image. With global negatives the
+/// candidates are every rank's batch, their features gathered with gradient.
+public enum HardNegatives {
+    /// For each local row b, one candidate drawn from softmax(sim[b, :candidates]) with the row's
+    /// own positive (global index rowOffset + b) zeroed — torch.multinomial semantics on
+    /// unnormalised weights. The uniform draw is indexed by the global row, so the choice does not
+    /// depend on how the batch is split over ranks.
+    public static func sample(_ sim: Tensor, candidates: Int, rowOffset: Int, seed: UInt64, stream: Int) -> [Int] {
+        let rows = sim.shape[0], cols = sim.shape[1]
+        let values = sim.toArray()
+        return (0..<rows).map { b in
+            let row = values[(b * cols)..<(b * cols + candidates)]
+            let m = row.max() ?? 0
+            var w = row.map { Double(exp($0 - m)) }
+            let own = rowOffset + b
+            w[own] = 0
+            let total = w.reduce(0, +)
+            if total <= 0 || !total.isFinite { return (own + 1) % max(candidates, 1) }
+            var u = Double(CounterRandom.uniform(seed: seed &+ UInt64(stream), index: own)) * total
+            for (j, x) in w.enumerated() where x > 0 {
+                u -= x
+                if u < 0 { return j }
+            }
+            return w.lastIndex(where: { $0 > 0 }) ?? (own + 1) % candidates
+        }
+    }
+
+    /// Negatives given by the caller (replaying a recorded step): `count` indices in
+    /// [0, candidates) per direction, checked.
+    public static func checkGiven(imageForText: [Int], textForImage: [Int], count: Int, candidates: Int) throws -> ([Int], [Int]) {
+        guard imageForText.count == count, textForImage.count == count,
+              (imageForText + textForImage).allSatisfy({ $0 >= 0 && $0 < candidates }) else {
+            throw TensorError.invalidArgument(op: "ITM negatives", reason: "need \(count) indices in [0, \(candidates)) for each direction")
+        }
+        return (imageForText, textForImage)
+    }
+
+    /// The image tokens the fusion encoder attends to and, for each text b, the row of its
+    /// negative image there. Locally that is the batch's images and the drawn indices; with
+    /// global negatives, [local images; the drawn images gathered from every rank] (gradient
+    /// flows back to the rank that owns each image).
+    public static func negativeImages(_ imageEmbeds: Tensor, drawn: [Int], global: FeatureExchange?) throws -> (images: Tensor, negativeRows: [Int]) {
+        guard let global else { return (imageEmbeds, drawn) }
+        let bs = imageEmbeds.shape[0]
+        let pool = try imageEmbeds.allGatherRows(global)
+        return (try Tensor.concat([imageEmbeds, pool.gatherRows(drawn)], axis: 0), Array(bs..<(bs + drawn.count)))
+    }
+
+    /// Text states [n, L, H] and masks of the drawn negative texts, from this rank's batch or,
+    /// with global negatives, every rank's (texts must then have the same length on every rank).
+    public static func negativeTexts(_ textEmbeds: Tensor, text: TextBatch, drawn: [Int], global: FeatureExchange?) throws -> (states: Tensor, mask: TextBatch) {
+        let pool = try global.map { try textEmbeds.allGatherRows($0) } ?? textEmbeds
+        let maskPool: TextBatch
+        if let global {
+            let masks = try global.allGather(text.mask.map(Float.init)).map { Int($0) }
+            maskPool = try TextBatch(ids: [Int](repeating: 0, count: masks.count), mask: masks,
+                                     batch: text.batch * global.worldSize, length: text.length)
+        } else {
+            maskPool = text
+        }
+        return (try pool.gatherRows(drawn), try maskPool.rows(drawn))
+    }
+}
