@@ -61,13 +61,13 @@ let package = Package(
         .target(name: "ELIPShards", dependencies: ["CLMDB", "ELIPText", "ELIPImage"], swiftSettings: swiftSettings),
         // Training generic over the model: config file, trainer, checkpoints, optimizer, metrics.
         .target(name: "ELIPTrain", dependencies: ["CKernels", "ELIPConfig", "ELIPDistributed", "ELIPImage", "ELIPModel", "ELIPNN",
-                                                  "ELIPObjectives", "ELIPPruning", "ELIPShards", "ELIPTensor", "ELIPText", "Safetensors"],
+                                                  "ELIPObjectives", "ELIPShards", "ELIPTensor", "ELIPText", "Safetensors"],
                 swiftSettings: swiftSettings),
         // Evaluation and pictures: retrieval, pruning pictures and analysis, training plots, charts.
         .target(name: "ELIPEval", dependencies: ["ELIPDistributed", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPPruning",
-                                                 "ELIPTensor", "ELIPText", "ELIPTrain"], swiftSettings: swiftSettings),
+                                                 "ELIPTensor", "ELIPText", "ELIPTrain", "Safetensors"], swiftSettings: swiftSettings),
         .executableTarget(name: "elip", dependencies: [
-            "CKernels", "ELIPConfig", "ELIPDistributed", "ELIPEncoders", "ELIPEval", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPObjectives",
+            "CKernels", "ELIPDistributed", "ELIPEncoders", "ELIPEval", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPObjectives",
             "ELIPPruning", "ELIPShards",
             "ELIPTensor", "ELIPText", "ELIPTrain", "Safetensors",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -82,8 +82,9 @@ let package = Package(
         .testTarget(name: "ELIPModelTests", dependencies: ["ELIPEncoders", "ELIPModel", "ELIPNN", "ELIPObjectives", "ELIPPruning",
                                                            "ELIPTensor", "Safetensors"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPDistributedTests", dependencies: ["ELIPDistributed", "ELIPTensor"], swiftSettings: swiftSettings),
-        .testTarget(name: "ELIPTrainTests", dependencies: ["ELIPConfig", "ELIPDistributed", "ELIPEncoders", "ELIPModel", "ELIPPruning",
-                                                           "ELIPShards", "ELIPTensor", "ELIPText", "ELIPTrain", "Safetensors"],
+        .testTarget(name: "ELIPTrainTests", dependencies: ["ELIPConfig", "ELIPDistributed", "ELIPEncoders", "ELIPImage", "ELIPModel", "ELIPNN",
+                                                           "ELIPObjectives", "ELIPPruning", "ELIPShards", "ELIPTensor", "ELIPText", "ELIPTrain",
+                                                           "Safetensors"],
                     swiftSettings: swiftSettings),
         // End-to-end tests of the `elip` command (runs the built executable).
         .testTarget(name: "CLITests", dependencies: ["elip", "Safetensors"], swiftSettings: swiftSettings),
@@ -91,7 +92,7 @@ let package = Package(
         .testTarget(name: "ELIPTextTests", dependencies: ["ELIPText"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPImageTests", dependencies: ["ELIPImage"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPShardsTests", dependencies: ["ELIPShards", "ELIPText", "ELIPImage"], swiftSettings: swiftSettings),
-        .testTarget(name: "ELIPEvalTests", dependencies: ["ELIPDistributed", "ELIPEval", "ELIPImage", "ELIPModel", "ELIPShards",
+        .testTarget(name: "ELIPEvalTests", dependencies: ["ELIPDistributed", "ELIPEval", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPShards",
                                                           "ELIPTensor", "ELIPText", "ELIPTrain"], swiftSettings: swiftSettings),
     ],
     swiftLanguageModes: [.v5]

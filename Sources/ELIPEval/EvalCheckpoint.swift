@@ -99,7 +99,7 @@ public struct EvalCheckpoint {
     /// The model with the checkpoint's weights. With `imageRes` different from the config's, the
     /// position grids are resized bicubically (ALBEF's interpolate_pos_embed) and the returned
     /// model runs at that resolution (pruning turned off when its schedule does not fit there).
-    public func loadModel(imageRes: Int? = nil) throws -> any PretrainingModel {
+    public func loadModel(imageRes: Int? = nil) throws -> any TrainableModel {
         let file = try SafetensorsFile(path: weightsPath)
         let model = try config.makeModel()
         try StateDict.load(model.stateLayout, from: file)

@@ -15,7 +15,7 @@ import Safetensors
 /// Parameters are created in the forward pass's first-use order (text encoder, text_proj, ViT,
 /// vision_proj, temp, fusion layers, itm_head, MLM head); that order only fixes the arena layout
 /// and with it the random initialisation, which stays what it has always been.
-public final class ALBEFModel: PretrainingModel, ImageTextRetrievalModel, TextGuidedPruningModel {
+public final class ALBEFModel: TrainableModel, ImageTextRetrievalModel, TextGuidedPruningModel {
     public static let kind = ModelKind(
         name: "albef", about: "ALBEF (ViT + BERT text/fusion encoders; ITC with queues, ITM, MLM) with ELIP pruning",
         readConfig: { try ALBEFConfig.read($0, location: $1) },

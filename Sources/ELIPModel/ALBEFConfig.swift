@@ -31,7 +31,7 @@ public struct ALBEFConfig: ModelConfig, Equatable {
     public var vocabularySize: Int { bert.vocabSize }
     public var maxTextPositions: Int { bert.maxPositionEmbeddings }
     public var fusionLayer: Int { bert.fusionLayer ?? 6 }
-    public func makeModel() throws -> any PretrainingModel { try ALBEFModel(config: self) }
+    public func makeModel() throws -> any TrainableModel { try ALBEFModel(config: self) }
 
     public var summary: String {
         "ALBEF: ViT \(vision.depth)x\(vision.embedDim) (patch \(vision.patchSize)) at \(imageRes) px, BERT \(fusionLayer)+\(bert.numHiddenLayers - fusionLayer) layers x \(bert.hiddenSize), queue \(queueSize), pruning "

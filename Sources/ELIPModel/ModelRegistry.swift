@@ -21,7 +21,7 @@ public protocol ModelConfig {
     /// Re-checks the values after a change (`imageRes`, say); `file` names the source in errors.
     func validate(file: String) throws
     /// A model with random weights laid out for this configuration.
-    func makeModel() throws -> any PretrainingModel
+    func makeModel() throws -> any TrainableModel
     /// One line for logs ("ALBEF, ViT 12x768 at 256 px, ...").
     var summary: String { get }
 }

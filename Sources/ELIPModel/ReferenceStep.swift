@@ -6,13 +6,13 @@ import Safetensors
 /// One step recorded by the official code, ready to replay: the model with the case's weights,
 /// the batch and a context carrying the recorded draws (dropout off).
 public struct ReferenceCase {
-    public let model: any PretrainingModel
+    public let model: any TrainableModel
     public let batch: ImageTextBatch
     public let context: StepContext
     /// Floor of the norm in the relative error |a - b| / max(|b|, floor).
     public let normFloor: Double
 
-    public init(model: any PretrainingModel, batch: ImageTextBatch, context: StepContext, normFloor: Double) {
+    public init(model: any TrainableModel, batch: ImageTextBatch, context: StepContext, normFloor: Double) {
         self.model = model
         self.batch = batch
         self.context = context

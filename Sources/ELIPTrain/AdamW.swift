@@ -4,7 +4,7 @@ import Foundation
 
 /// AdamW (torch.optim.AdamW semantics) over a whole parameter arena.
 ///
-/// Which parameters take weight decay is the model's rule (`PretrainingModel.decays`; ALBEF's
+/// Which parameters take weight decay is the model's rule (`TrainableModel.decays`; ALBEF's
 /// create_optimizer: not 1-D tensors and not names ending in ".bias", the 0-D temperature
 /// included). The moment buffers have the arena's layout, so a step is one loop; checkpoints
 /// store them per parameter name.

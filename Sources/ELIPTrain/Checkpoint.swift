@@ -59,7 +59,7 @@ public struct CheckpointStore {
 
     /// Writes a checkpoint for `state` and returns its folder.
     @discardableResult
-    public func save(model: any PretrainingModel, optimizer: AdamW, state: TrainerState, faultInjection: Bool = false) throws -> URL {
+    public func save(model: any TrainableModel, optimizer: AdamW, state: TrainerState, faultInjection: Bool = false) throws -> URL {
         let fm = FileManager.default
         try fm.createDirectory(at: directory, withIntermediateDirectories: true)
         let final = directory.appendingPathComponent(Self.name(step: state.step))
@@ -139,7 +139,7 @@ public struct CheckpointStore {
     }
 
     /// Loads model, optimizer and trainer state from a checkpoint folder (verified first).
-    public func load(_ folder: URL, into model: any PretrainingModel, optimizer: AdamW) throws -> TrainerState {
+    public func load(_ folder: URL, into model: any TrainableModel, optimizer: AdamW) throws -> TrainerState {
         let manifest = try verify(folder)
         try StateDict.load(model.stateLayout, from: SafetensorsFile(path: folder.appendingPathComponent("model.safetensors").path))
         let opt = try SafetensorsFile(path: folder.appendingPathComponent("optimizer.safetensors").path)

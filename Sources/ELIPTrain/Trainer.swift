@@ -72,7 +72,7 @@ public final class Trainer {
     public let config: TrainingConfig
     public let options: Options
     public let comm: Communicator
-    public let model: any PretrainingModel
+    public let model: any TrainableModel
     public let optimizer: AdamW
     public let source: BatchSource
     let reducer: GradientReducer

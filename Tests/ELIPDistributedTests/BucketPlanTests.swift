@@ -30,6 +30,22 @@ final class BucketPlanTests: XCTestCase {
         XCTAssertEqual(try BucketPlan(count: 0, bucketElements: 5).buckets, [])
     }
 
+    /// An issue order permutes the buckets; their boundaries never change (so neither do the
+    /// reduced values). The order learned from a backward sorts buckets by when their last
+    /// element became final; never-final elements go last.
+    func testIssueOrderPermutesFixedBoundaries() throws {
+        let plan = try BucketPlan(count: 10, bucketElements: 4, order: [2, 0, 1])
+        XCTAssertEqual(plan.buckets, [0..<2, 6..<10, 2..<6])
+        XCTAssertThrowsError(try BucketPlan(count: 10, bucketElements: 4, order: [0, 1]))
+        XCTAssertThrowsError(try BucketPlan(count: 10, bucketElements: 4, order: [0, 1, 1]))
+        // Elements 0..<5 final at time 0, 5..<8 at time 1, 8..<10 never.
+        let order = try BucketPlan.orderByCompletion(count: 10, bucketElements: 4) { r in
+            if r.upperBound > 8 { return nil }
+            return r.upperBound > 5 ? 1 : 0
+        }
+        XCTAssertEqual(order, [2, 1, 0])
+    }
+
     func testInvalidPlansThrow() {
         assertThrowsDistributed(try BucketPlan(count: 10, bucketElements: 0)) { if case .invalidArgument = $0 { return true }; return false }
         assertThrowsDistributed(try BucketPlan(count: -1, bucketElements: 4)) { if case .invalidArgument = $0 { return true }; return false }

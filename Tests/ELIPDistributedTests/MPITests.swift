@@ -227,6 +227,47 @@ final class MPITests: XCTestCase {
         assertClose(buf, expected)
     }
 
+    /// Buckets go out in the plan's issue order once every element of theirs was marked final
+    /// (any order of ranges): here the FRONT bucket first, as a model whose first-created
+    /// parameters finish first would need. The result is the same mean.
+    func testReducerIssuesBucketsInALearnedOrder() throws {
+        let reducer = try GradientReducer(communicator: comm, bucketBytes: 100 * 4)
+        let count = 1000
+        // Boundary k covers [900 - 100k, 1000 - 100k): issue the front (k = 9) first.
+        try reducer.setIssueOrder([9, 8, 0, 1, 2, 3, 4, 5, 6, 7], count: count)
+        var buf = pattern(rank: comm.rank, count: count)
+        let local = buf
+        let expected = expectedMean(size: comm.size, count: count)
+        try buf.withUnsafeMutableBufferPointer { b in
+            try reducer.begin(buffer: b)
+            try reducer.markReady(950..<1000)   // half of bucket 0: not complete
+            try reducer.markReady(0..<60)       // part of the front bucket
+            try reducer.markReady(60..<100)     // front bucket complete -> first in the plan
+            if reducer.isOverlapped {
+                let deadline = Date().addingTimeInterval(30)
+                while reducer.completedBuckets < 1 && Date() < deadline { usleep(1_000) }
+                usleep(50_000)
+                XCTAssertEqual(reducer.completedBuckets, 1, "only the complete bucket that is next in the plan goes out")
+                assertClose(Array(b[0..<100]), Array(expected[0..<100]))
+                XCTAssertEqual(Array(b[100..<1000]), Array(local[100..<1000]))
+            }
+            try reducer.markReady(100..<950)
+            _ = try reducer.finish()
+        }
+        assertClose(buf, expected)
+    }
+
+    /// Ranks that would issue buckets in different orders fail together instead of pairing the
+    /// wrong buckets.
+    func testIssueOrderMismatchThrowsOnEveryRank() throws {
+        let reducer = try GradientReducer(communicator: comm, bucketBytes: 10 * 4)
+        try reducer.setIssueOrder(comm.rank == 1 ? [1, 0, 2] : [0, 1, 2], count: 25)
+        var buf = pattern(rank: comm.rank, count: 25)
+        assertThrowsDistributed(try buf.withUnsafeMutableBufferPointer { try reducer.allReduceAverage($0) }) {
+            if case .inconsistentArguments = $0 { return true }; return false
+        }
+    }
+
     func testReducerLayoutMismatchThrowsOnEveryRank() throws {
         let reducer = try GradientReducer(communicator: comm, bucketBytes: comm.rank == 1 ? 64 : 32)
         var buf = pattern(rank: comm.rank, count: 50)

@@ -81,6 +81,8 @@ final class SingleProcessTests: XCTestCase {
             assertThrowsDistributed(try reducer.begin(buffer: b), matches: isInvalid)
             assertThrowsDistributed(try reducer.markReady(from: 9), matches: isInvalid)
             assertThrowsDistributed(try reducer.markReady(from: -1), matches: isInvalid)
+            assertThrowsDistributed(try reducer.markReady(5..<9), matches: isInvalid)
+            try reducer.markReady(0..<8)
             _ = try reducer.finish()
         }
     }

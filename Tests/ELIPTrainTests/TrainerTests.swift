@@ -36,7 +36,7 @@ func trainerConfig(steps: Int) throws -> TrainingConfig {
 }
 
 /// Every value of a model's state dict (all arenas, buffers, counters), for bitwise comparisons.
-func stateSnapshot(_ m: any PretrainingModel) -> [Float] {
+func stateSnapshot(_ m: any TrainableModel) -> [Float] {
     let l = m.stateLayout
     return l.arenas.flatMap { Array($0.arena.values) } + l.buffers.flatMap { $0.tensor.toArray() } + l.counters.map { Float($0.get()) }
 }

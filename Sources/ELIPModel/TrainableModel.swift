@@ -85,16 +85,17 @@ public struct StepOutput {
     }
 }
 
-/// A pre-training model (ALBEF now; BLIP and METER next): parameters, the state a checkpoint
-/// carries, and one step. The trainer, checkpoints, metrics, bench and reference replay use only
-/// this protocol; a new backbone is a new file conforming to it plus a registry line.
 /// Any model built from a `ModelConfig`.
 public protocol ConfiguredModel: AnyObject {
     /// The configuration the model was built from.
     var modelConfig: any ModelConfig { get }
 }
 
-public protocol PretrainingModel: ConfiguredModel {
+/// What the trainer trains: a pre-training model (ALBEF now; BLIP and METER next) or a task model
+/// (a backbone with a task head). Parameters, the state a checkpoint carries, and one step. The
+/// trainer, checkpoints, metrics, bench and reference replay use only this protocol; a new
+/// backbone is a new file conforming to it plus a registry line.
+public protocol TrainableModel: ConfiguredModel {
     /// Trainable parameters (gradients, optimizer, all-reduce).
     var parameters: ParameterArena { get }
     /// Everything a state dict holds, under the official names.
@@ -114,7 +115,7 @@ public protocol PretrainingModel: ConfiguredModel {
     func importPretrained(_ files: [String: SafetensorsFile], seed: UInt64) throws -> [String]
 }
 
-extension PretrainingModel {
+extension TrainableModel {
     /// timm's rule, used by ALBEF's create_optimizer: no decay on 1-D tensors and biases.
     public func decays(parameter name: String, shape: [Int]) -> Bool {
         !(shape.count == 1 || name.hasSuffix(".bias"))
