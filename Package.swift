@@ -67,7 +67,7 @@ let package = Package(
         .target(name: "ELIPEval", dependencies: ["ELIPDistributed", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPPruning",
                                                  "ELIPTensor", "ELIPText", "ELIPTrain", "Safetensors"], swiftSettings: swiftSettings),
         .executableTarget(name: "elip", dependencies: [
-            "CKernels", "ELIPDistributed", "ELIPEncoders", "ELIPEval", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPObjectives",
+            "CBLAS", "CKernels", "ELIPDistributed", "ELIPEncoders", "ELIPEval", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPObjectives",
             "ELIPPruning", "ELIPShards",
             "ELIPTensor", "ELIPText", "ELIPTrain", "Safetensors",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -4,6 +4,17 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=$(mktemp "${TMPDIR:-/tmp}/elip-tests.XXXXXX")
+# OpenBLAS falls back to its generic SSE3 kernels on CPUs it does not recognise (e.g. Sapphire
+# Rapids in some VMs), ~6x slower. `elip` corrects this itself (Sources/elip/BLASKernels.swift);
+# the XCTest bundle links OpenBLAS directly, so pick the kernels from the CPU's flags here.
+if [[ -z ${OPENBLAS_CORETYPE:-} ]]; then
+    flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+    if [[ $flags == *avx512f* && $flags == *avx512bw* && $flags == *avx512vl* ]]; then
+        export OPENBLAS_CORETYPE=SKYLAKEX
+    elif [[ $flags == *avx2* && $flags == *fma* ]]; then
+        export OPENBLAS_CORETYPE=HASWELL
+    fi
+fi
 status=0
 ELIP_THREADS=${ELIP_THREADS:-2} swift test --skip-build ${BUILD_FLAGS:-} 2>&1 | tee "$LOG"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1

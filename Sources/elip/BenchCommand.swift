@@ -40,10 +40,10 @@ struct BenchOpsCommand: ParsableCommand {
     func run() throws {
         if let threads { Threads.configure(threads) }
         let n = Threads.count
-        var report: [String: Any] = ["threads": n, "isa": String(cString: elip_fma_probe_isa())]
+        var report: [String: Any] = ["threads": n, "isa": String(cString: elip_fma_probe_isa()), "blas_kernels": BLASKernels.current]
         let peak = Self.measurePeak(threads: n)
         report["fma_peak_gflops"] = peak
-        if !json { print(String(format: "threads %d, FMA peak %.1f GFLOP/s (%@)", n, peak, String(cString: elip_fma_probe_isa()))) }
+        if !json { print(String(format: "threads %d, FMA peak %.1f GFLOP/s (%@), OpenBLAS kernels %@", n, peak, String(cString: elip_fma_probe_isa()), BLASKernels.current)) }
 
         // ViT-B/16 GEMMs at batch 4 x 257 tokens: (name, m, n, k, transA, transB).
         let m = 4 * 257

@@ -127,7 +127,7 @@ struct BenchTrainStepCommand: ParsableCommand {
         if !json {
             print("ELIP pre-training step (\(model.kind)): \(source), batch \(batch), text \(textLength) tokens, threads \(Threads.count)")
             for v in variantList { print("  variant \(v.name): pruning \(describe(v.prune))") }
-            print(String(format: "FMA peak %.1f GFLOP/s (%@), sgemm peak %.1f GFLOP/s (M=%d N=2304 K=768)", fmaPeak, isa, gemmPeak, 4 * 257))
+            print(String(format: "FMA peak %.1f GFLOP/s (%@), sgemm peak %.1f GFLOP/s (M=%d N=2304 K=768, OpenBLAS kernels %@)", fmaPeak, isa, gemmPeak, 4 * 257, BLASKernels.current))
             let frozen = net.stateLayout.arenas.filter { $0.role != .trainable }.reduce(0) { $0 + $1.arena.used }
             print(String(format: "parameters: %.1f M trainable, %.1f M momentum", Double(net.parameters.used) / 1e6, Double(frozen) / 1e6))
         }
@@ -225,7 +225,7 @@ struct BenchTrainStepCommand: ParsableCommand {
         }
         if json {
             let all: [String: Any] = [
-                "source": source, "batch": batch, "text_length": textLength, "threads": Threads.count, "isa": isa,
+                "source": source, "batch": batch, "text_length": textLength, "threads": Threads.count, "isa": isa, "blas_kernels": BLASKernels.current,
                 "fma_peak_gflops": fmaPeak, "sgemm_peak_gflops": gemmPeak, "steps": steps, "peak_rss_mib": peakMiB,
                 "rss_before_steps_mib": residentBeforeSteps, "peak_step_memory_mib": peakMiB - residentBeforeSteps,
                 "variants": reports,

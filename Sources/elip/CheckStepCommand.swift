@@ -7,19 +7,24 @@ import Safetensors
 struct CheckStepCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-step",
-        abstract: "Replay one ELIP-ALBEF pre-training step from a reference case and compare.",
+        abstract: "Replay one pre-training step from a reference case of the official code and compare.",
         discussion: """
-        CASE_DIR holds Pretrain.yaml, config_bert.json, weights.safetensors and batch.safetensors
-        (laid out like shared/reference/albef-tiny). The step runs with dropout off and with the
-        batch's MLM masks and ITM negatives. Outputs: losses, image_embeds, image_embeds_m,
-        kept_index.stageN, queues and pointer, after.* momentum weights, grad.* for every
-        trainable parameter. With expected.safetensors in CASE_DIR, prints the worst relative
-        error per group and exits non-zero when a tolerance is exceeded.
+        CASE_DIR is laid out like shared/reference/<model>-tiny; the model is recognised from its
+        files (ALBEF: Pretrain.yaml, config_bert.json, weights.safetensors, batch.safetensors) or
+        named with --model. The step runs with dropout off and with the batch's recorded draws
+        (MLM masks, ITM negatives, alpha). Outputs: loss_NAME, the model's named tensors (ALBEF:
+        image_embeds, image_embeds_m), kept_index.stageN, state after the step (queues, pointer),
+        after.* momentum weights, grad.* for every trainable parameter. With expected.safetensors in
+        CASE_DIR, prints the worst relative error per group and exits non-zero when a tolerance is
+        exceeded.
         """
     )
 
     @Argument(help: "Reference case directory.")
     var caseDirectory: String
+
+    @Option(help: "The model of the case (default: recognised from its files).")
+    var model: String?
 
     @Option(help: "Write the outputs to this safetensors file.")
     var out: String?
@@ -29,9 +34,11 @@ struct CheckStepCommand: ParsableCommand {
 
     func run() throws {
         if let threads { Threads.configure(threads) }
-        let output = try ReferenceStep.run(caseDirectory: caseDirectory)
-        print(String(format: "loss_mlm %.6f  loss_ita %.6f  loss_itm %.6f",
-                     output.floats["loss_mlm"]!.values[0], output.floats["loss_ita"]!.values[0], output.floats["loss_itm"]!.values[0]))
+        let output: ReferenceStep.Output
+        do { output = try ReferenceStep.run(caseDirectory: caseDirectory, model: model) } catch let e as ModelRegistryError {
+            throw ValidationError(e.description)
+        }
+        print(output.lossNames.map { String(format: "loss_%@ %.6f", $0, output.floats["loss_\($0)"]!.values[0]) }.joined(separator: "  "))
         let expectedPath = (caseDirectory as NSString).appendingPathComponent("expected.safetensors")
         var expectedNames: Set<String>? = nil
         var failed = false

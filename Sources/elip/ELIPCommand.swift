@@ -25,6 +25,12 @@ struct ELIPCommand: ParsableCommand {
             VisualizeCommand.self,
             PlotCommand.self,
             AnalyzePruningCommand.self,
+            InfoCommand.self,
         ]
     )
+
+    static func main() {
+        BLASKernels.ensureFullKernels()
+        main(nil)
+    }
 }

@@ -18,12 +18,14 @@ enum CLI {
         return dir.appendingPathComponent("elip")
     }
 
-    static func run(_ arguments: [String], stdin: String? = nil, environment: [String: String] = [:]) throws -> ElipRun {
+    static func run(_ arguments: [String], stdin: String? = nil, environment: [String: String] = [:],
+                    unsetting: [String] = []) throws -> ElipRun {
         let p = Process()
         p.executableURL = executable
         p.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
+        for k in unsetting { env[k] = nil }
         p.environment = env
         let out = Pipe(), err = Pipe(), inp = Pipe()
         p.standardOutput = out

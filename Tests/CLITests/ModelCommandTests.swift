@@ -11,6 +11,25 @@ final class ModelCommandTests: XCTestCase {
         }
     }
 
+    /// `elip info` lists the registered models; OpenBLAS never stays on its generic Prescott
+    /// kernels when the CPU has AVX2 or AVX-512 (elip restarts itself with the right ones), and a
+    /// user's OPENBLAS_CORETYPE is kept.
+    func testInfoListsModelsAndFullBLASKernels() throws {
+        let r = try CLI.run(["info", "--json"], unsetting: ["OPENBLAS_CORETYPE", "ELIP_BLAS_REEXEC"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+        let models = try XCTUnwrap(json["models"] as? [[String: Any]])
+        XCTAssertEqual(models.first?["name"] as? String, "albef")
+        XCTAssertEqual(models.first?["presets"] as? [String], ["albef-base"])
+        let kernels = try XCTUnwrap(json["blas_kernels"] as? String)
+        if (json["blas_kernels_wanted"] as? String) != "default" {
+            XCTAssertNotEqual(kernels.lowercased(), "prescott", "generic kernels on a \(json["cpu_isa"] ?? "?") CPU")
+        }
+        let forced = try CLI.run(["info", "--json"], environment: ["OPENBLAS_CORETYPE": "HASWELL"])
+        XCTAssertTrue(forced.stdout.contains("\"blas_kernels\":\"Haswell\""), forced.stdout)
+        XCTAssertTrue(try CLI.run(["info"]).stdout.contains("albef: ALBEF"))
+    }
+
     /// `bench train-step` on the tiny debug model: one JSON line with every variant, FLOPs counted,
     /// phases that add up, and the pruned variants doing fewer FLOPs in the real ViT layers.
     func testBenchTrainStepReportsVariants() throws {

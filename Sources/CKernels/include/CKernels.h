@@ -11,6 +11,8 @@ double elip_fma_probe(int64_t iterations);
 
 /// Name of the vector ISA the probe used ("avx512f", "avx2+fma", "scalar").
 const char *elip_fma_probe_isa(void);
+/// The OpenBLAS kernel family for this CPU's float32 GEMMs ("SKYLAKEX", "HASWELL"), or NULL.
+const char *elip_blas_coretype(void);
 
 #endif
 
