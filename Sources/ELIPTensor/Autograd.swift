@@ -22,8 +22,9 @@ public enum Autograd {
 
     /// Called during `backward` as soon as a parameter's gradient is final for this graph, in
     /// the order backward completes them. Gradient all-reduce uses it to overlap communication
-    /// with the rest of backward. Parameters not used by the graph are never reported.
-    nonisolated(unsafe) public static var onParameterGradientFinal: ((Tensor) -> Void)?
+    /// with the rest of backward. Parameters not used by the graph are never reported. An error it
+    /// throws stops backward like an op's.
+    nonisolated(unsafe) public static var onParameterGradientFinal: ((Tensor) throws -> Void)?
 
     /// True when ops record backward closures.
     public static var isRecording: Bool { gradEnabled }
@@ -77,7 +78,7 @@ public enum Autograd {
         let hook = onParameterGradientFinal
         while let entry = tape.popLast() {
             try StepProfiler.timeBackward(entry.op, entry.backward)
-            if let hook { for p in entry.finalizes { hook(p) } }
+            if let hook { for p in entry.finalizes { try hook(p) } }
         }
     }
 

@@ -321,7 +321,7 @@ public final class Trainer {
         Autograd.onParameterGradientFinal = { p in
             guard let i = p.parameterIndex, i < entries.count else { return }
             observed.indices.append(i)
-            try? reducer.markReady(entries[i].offset..<(entries[i].offset + entries[i].paddedCount))
+            try reducer.markReady(entries[i].offset..<(entries[i].offset + entries[i].paddedCount))
         }
         self.observedFinishOrder = observed
     }
