@@ -36,6 +36,18 @@ for i in 0 1; do
     ip -n "$ns" link set lo up
 done
 
+# Wait until both links forward (bridge port state 3) and are up inside their namespaces: an
+# mpirun started while a port is still coming up can fail to reach the second host's daemon.
+for _ in $(seq 1 100); do
+    ready=1
+    for i in 0 1; do
+        [[ $(cat "/sys/class/net/v$$h$i/brport/state" 2>/dev/null) == 3 ]] || ready=0
+        ip -n "${NETS[$i]}" link show "v$$n$i" 2>/dev/null | grep -q "state UP" || ready=0
+    done
+    [[ $ready -eq 1 ]] && break
+    sleep 0.1
+done
+
 cat >"$W/hosts" <<HOSTS
 ${IPS[0]} slots=1
 ${IPS[1]} slots=1
@@ -48,11 +60,23 @@ args=(train --config "$W/t.yaml" --vocab "$PWD/$VOCAB" --threads 1)
 
 # Two hosts: mpirun in the root namespace; both ranks launched through the agent.
 bytes_before=$(cat "/sys/class/net/v$$h1/statistics/rx_bytes")
+two_hosts() {
+    timeout -k 5 300 mpirun "${ROOT[@]}" --hostfile "$W/hosts" -np 2 --map-by node \
+        --mca plm_rsh_agent "$PWD/cluster/netns-agent.sh" -x ELIP_NETNS_MAP \
+        --mca btl self,tcp --mca btl_tcp_if_include 10.231.7.0/24 --mca oob_tcp_if_include 10.231.7.0/24 \
+        "$ELIP" "${args[@]}" --out "$W/hosts-run" >"$W/netns.log" 2>&1
+}
 rc=0
-timeout -k 5 300 mpirun "${ROOT[@]}" --hostfile "$W/hosts" -np 2 --map-by node \
-    --mca plm_rsh_agent "$PWD/cluster/netns-agent.sh" -x ELIP_NETNS_MAP \
-    --mca btl self,tcp --mca btl_tcp_if_include 10.231.7.0/24 --mca oob_tcp_if_include 10.231.7.0/24 \
-    "$ELIP" "${args[@]}" --out "$W/hosts-run" >"$W/netns.log" 2>&1 || rc=$?
+retried=""
+two_hosts || rc=$?
+# OpenMPI's launcher occasionally fails to reach the daemon it just started in the second
+# namespace (seen once in many runs; nothing of elip has run then). Retry that case once, visibly.
+if [[ $rc -ne 0 ]] && grep -q "ORTE does not know how to route\|ORTE was unable to reliably start" "$W/netns.log"; then
+    retried=" (retried once after an OpenMPI daemon start failure)"
+    rm -rf "$W/hosts-run"
+    rc=0
+    two_hosts || rc=$?
+fi
 if [[ $rc -ne 0 ]]; then
     echo "netns: FAIL: the two-namespace run exited $rc"; tail -25 "$W/netns.log"
     echo "netns: 0 passed, 1 failed"; exit 1
@@ -67,7 +91,7 @@ timeout -k 5 300 mpirun "${ROOT[@]}" --oversubscribe --bind-to none -np 2 "$ELIP
     >"$W/local.log" 2>&1 || { echo "netns: FAIL: the single-namespace run failed"; tail -20 "$W/local.log"; exit 1; }
 ck=checkpoints/step-00000003/model.safetensors
 if "$ELIP" diff-weights "$W/hosts-run/$ck" "$W/local-run/$ck" >"$W/diff.log" 2>&1; then
-    echo "netns: PASS: 2 ranks in 2 namespaces over TCP ($((crossed / 1000000)) MB crossed the link) == 2 ranks in one namespace ($(tail -1 "$W/diff.log"))"
+    echo "netns: PASS: 2 ranks in 2 namespaces over TCP ($((crossed / 1000000)) MB crossed the link) == 2 ranks in one namespace ($(tail -1 "$W/diff.log"))$retried"
     echo "netns: 1 passed, 0 failed"
     rm -rf "$W"
 else
