@@ -17,6 +17,9 @@ public struct IgnoredKeys: Sendable {
         "train_file": "the corpus comes from the LMDB shards of `elip build-dataset` (data.shards); the annotation files are read there",
         "schedular.decay_rate": "timm's step-decay rate; the cosine schedule ALBEF uses does not read it",
         "schedular.cooldown_epochs": "ALBEF's training loop runs `schedular.epochs` epochs; the cooldown only extends timm's own epoch count",
+        "laion_path": "BLIP's optional LAION file list; the corpus comes from the LMDB shards",
+        "vit_grad_ckpt": "BLIP's gradient checkpointing of the ViT: a PyTorch memory option, no effect on the numbers",
+        "vit_ckpt_layer": "the first ViT layer BLIP checkpoints (see vit_grad_ckpt)",
     ])
 
     /// HuggingFace BERT config files (`config_bert.json`): metadata that does not change the model

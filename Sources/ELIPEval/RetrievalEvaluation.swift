@@ -196,13 +196,13 @@ public final class RetrievalEvaluator {
         let i2t = try Autograd.noGrad {
             try rescore(queries: nImg, candidates: nTxt, k: kI2T, direction: "image->text", options: options,
                         queryFeat: f.imageFeat, candidateFeat: f.textFeat) { pairs in
-                try itmScores(f, images: pairs.map(\.query), texts: pairs.map(\.candidate))
+                try itmScores(f, images: pairs.map(\.query), texts: pairs.map(\.candidate), similarities: pairs.map(\.similarity))
             }
         }
         let t2i = try Autograd.noGrad {
             try rescore(queries: nTxt, candidates: nImg, k: kT2I, direction: "text->image", options: options,
                         queryFeat: f.textFeat, candidateFeat: f.imageFeat) { pairs in
-                try itmScores(f, images: pairs.map(\.candidate), texts: pairs.map(\.query))
+                try itmScores(f, images: pairs.map(\.candidate), texts: pairs.map(\.query), similarities: pairs.map(\.similarity))
             }
         }
         let metrics = try RetrievalRecall.metrics(i2t: i2t, t2i: t2i, txt2img: data.txt2img, img2txt: data.img2txt)
@@ -284,15 +284,15 @@ public final class RetrievalEvaluator {
     // MARK: re-ranking
 
     /// ITM positive logits of the pairs (image i, text t).
-    func itmScores(_ f: Features, images: [Int], texts: [Int]) throws -> [Float] {
+    func itmScores(_ f: Features, images: [Int], texts: [Int], similarities: [Float]) throws -> [Float] {
         let states = try f.textStates.gatherRows(texts)
         let mask = try f.text.rows(texts)
         // Each distinct image's cross-attention keys/values once (image-to-text re-ranking asks
         // for one image with k captions).
         let distinct = Array(Set(images)).sorted()
         let position = Dictionary(uniqueKeysWithValues: distinct.enumerated().map { ($1, $0) })
-        return try model.matchScores(textStates: states, mask: mask, images: f.imageEmbeds.gatherRows(distinct),
-                                     imageRows: images.compactMap { position[$0] })
+        return try model.matchScores(texts: mask, textStates: states, images: f.imageEmbeds.gatherRows(distinct),
+                                     imageRows: images.compactMap { position[$0] }, similarities: similarities)
     }
 
     /// For each of this rank's rows (r, r + W, ...): the top-k candidates by feature similarity,
@@ -300,7 +300,7 @@ public final class RetrievalEvaluator {
     /// all-reduced. Similarities are computed in fixed blocks of 256 rows.
     func rescore(queries n: Int, candidates m: Int, k: Int, direction: String, options: Options,
                  queryFeat: Tensor, candidateFeat: Tensor,
-                 score: ([(query: Int, candidate: Int)]) throws -> [Float]) throws -> RetrievalScores {
+                 score: ([(query: Int, candidate: Int, similarity: Float)]) throws -> [Float]) throws -> RetrievalScores {
         var indices = [Int64](repeating: 0, count: n * k)
         var scores = [Float](repeating: 0, count: n * k)
         let ownedCount = (n - comm.rank + comm.size - 1) / comm.size
@@ -317,7 +317,7 @@ public final class RetrievalEvaluator {
                 }
                 for s in stride(from: 0, to: k, by: options.batchSize) {
                     let chunk = Array(top[s..<min(k, s + options.batchSize)])
-                    let rescored = try score(chunk.map { (q, $0) })
+                    let rescored = try score(chunk.map { (q, $0, sims[(q - lo) * m + $0]) })
                     for (j, c) in chunk.enumerated() {
                         indices[q * k + s + j] = Int64(c)
                         scores[q * k + s + j] = rescored[j]

@@ -32,8 +32,9 @@ extension ALBEFModel {
         }
     }
 
-    /// ITM positive logit of fusion(caption b, image imageRows[b]).
-    public func matchScores(textStates: Tensor, mask: TextBatch, images: Tensor, imageRows: [Int]) throws -> [Float] {
+    /// ITM positive logit of fusion(caption b, image imageRows[b]) (ALBEF's itm_eval ignores the
+    /// similarity).
+    public func matchScores(texts mask: TextBatch, textStates: Tensor, images: Tensor, imageRows: [Int], similarities: [Float]) throws -> [Float] {
         try Autograd.noGrad {
             let out = try fusionLayers(textStates, mask: mask, images: fusionLayers.crossAttentionContext(images),
                                        imageRows: imageRows, dropout: nil)

@@ -62,29 +62,11 @@ public struct ALBEFConfig: ModelConfig, Equatable {
             }
         }
         if let path = try s.string("bert_config") {
-            c.bert = try BertConfig.load(resolve(path, in: location, for: s))
+            c.bert = try BertConfig.load(location.resolve(path, key: "bert_config", in: s))
             if c.bert.fusionLayer == nil { c.bert.fusionLayer = 6 }
             if c.bert.encoderWidth == nil { c.bert.encoderWidth = c.vision.embedDim }
         }
         return c
-    }
-
-    /// A relative path tried in each search folder (and by its file name alone there).
-    static func resolve(_ path: String, in location: ConfigLocation, for s: ConfigSection) throws -> String {
-        var candidates = [path]
-        if !path.hasPrefix("/") {
-            let name = (path as NSString).lastPathComponent
-            for d in location.searchFolders {
-                candidates.append((d as NSString).appendingPathComponent(path))
-                candidates.append((d as NSString).appendingPathComponent(name))
-            }
-        }
-        var seen = Set<String>()
-        candidates = candidates.filter { seen.insert($0).inserted }
-        guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
-            throw s.error("bert_config", "\(path) not found (tried \(candidates.joined(separator: ", ")))")
-        }
-        return found
     }
 
     public func validate(file: String) throws {

@@ -1,4 +1,5 @@
 import ELIPConfig
+import Foundation
 import ELIPObjectives
 import ELIPPruning
 
@@ -31,6 +32,25 @@ public struct ConfigLocation {
     /// Folders tried in order for a relative path (the config file's own folder first).
     public var searchFolders: [String]
     public init(searchFolders: [String]) { self.searchFolders = searchFolders }
+
+    /// The file `path` (the value of `key` in `section`): as given, else in each search folder,
+    /// else by its file name alone there; an error listing every place tried.
+    public func resolve(_ path: String, key: String, in section: ConfigSection) throws -> String {
+        var candidates = [path]
+        if !path.hasPrefix("/") {
+            let name = (path as NSString).lastPathComponent
+            for d in searchFolders {
+                candidates.append((d as NSString).appendingPathComponent(path))
+                candidates.append((d as NSString).appendingPathComponent(name))
+            }
+        }
+        var seen = Set<String>()
+        candidates = candidates.filter { seen.insert($0).inserted }
+        guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+            throw section.error(key, "\(path) not found (tried \(candidates.joined(separator: ", ")))")
+        }
+        return found
+    }
 }
 
 /// One kind of model: its name, how its configuration is read, its built-in presets and how its
@@ -54,6 +74,7 @@ public struct ModelKind {
 public enum ModelRegistry {
     public static let kinds: [ModelKind] = [
         ALBEFModel.kind,
+        BLIPModel.kind,
     ]
 
     /// The model called `name`; otherwise an error listing the known ones.

@@ -131,8 +131,10 @@ public protocol ImageTextRetrievalModel: ConfiguredModel {
     func encodeTexts(_ text: TextBatch) throws -> (states: Tensor, features: Tensor)
     /// Image tokens [B, T, D] of the UNPRUNED vision encoder and normalised features [B, E].
     func encodeImages(_ images: Tensor) throws -> (tokens: Tensor, features: Tensor)
-    /// Match score of caption b with image `imageRows[b]` of `images` (the ITM positive logit).
-    func matchScores(textStates: Tensor, mask: TextBatch, images: Tensor, imageRows: [Int]) throws -> [Float]
+    /// Re-ranking score of caption b (ids and mask `texts`, states from `encodeTexts`) with image
+    /// `imageRows[b]` of `images`, whose feature similarity is `similarities[b]` (ALBEF: the ITM
+    /// positive logit; BLIP: that logit plus the similarity).
+    func matchScores(texts: TextBatch, textStates: Tensor, images: Tensor, imageRows: [Int], similarities: [Float]) throws -> [Float]
 }
 
 /// Sizes of a retrieval model's inputs and encodings.

@@ -25,6 +25,14 @@ public final class MultiHeadAttention {
     public let heads: Int
     public var width: Int { output.inFeatures }
 
+    /// Its parameters (projections, then the output projection).
+    public var parameters: [Tensor] {
+        switch projections {
+        case let .packed(qkv): return qkv.parameters + output.parameters
+        case let .separate(q, k, v): return q.parameters + k.parameters + v.parameters + output.parameters
+        }
+    }
+
     public init(projections: Projections, output: Linear, heads: Int) throws {
         let width: Int
         switch projections {

@@ -13,4 +13,6 @@ public final class LayerNorm {
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor { try x.layerNorm(weight: weight, bias: bias, eps: eps) }
+
+    public var parameters: [Tensor] { [weight, bias] }
 }

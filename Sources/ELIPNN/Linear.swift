@@ -18,6 +18,9 @@ public final class Linear {
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor { try x.linear(weight, bias) }
 
+    /// Its parameters (weight, then bias).
+    public var parameters: [Tensor] { [weight] + (bias.map { [$0] } ?? []) }
+
     /// Rows `start ..< start + count` of the output: the same map restricted to those outputs
     /// (one of q, k, v of a packed projection).
     public func outputRows(_ start: Int, _ count: Int) throws -> (weight: Tensor, bias: Tensor?) {

@@ -23,4 +23,6 @@ public final class MLP {
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor { try fc2(activation(fc1(x))) }
+
+    public var parameters: [Tensor] { fc1.parameters + fc2.parameters }
 }

@@ -31,6 +31,17 @@ public struct Scope {
     public func tie(_ leaf: String, to parameter: Tensor) throws {
         try arena.tie(name(leaf), to: parameter)
     }
+
+    /// Ties every parameter in `parameters` (named under `source`'s prefix) to the same relative
+    /// name under this scope: `source.X` gets the second name `self.X`.
+    public func tie(_ parameters: [Tensor], from source: Scope) throws {
+        for p in parameters {
+            guard let n = p.name, n.hasPrefix(source.prefix + ".") else {
+                throw TensorError.invalidArgument(op: "Scope.tie", reason: "\(p.name ?? "?") is not named under \(source.prefix)")
+            }
+            try arena.tie(name(String(n.dropFirst(source.prefix.count + 1))), to: p)
+        }
+    }
 }
 
 /// The initialisation the official code gives weights it does not load: N(0, 0.02) truncated at

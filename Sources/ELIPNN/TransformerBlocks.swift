@@ -48,7 +48,7 @@ public final class PostNormTransformerLayer {
         public let attention: MultiHeadAttention
         public let layerNorm: LayerNorm
 
-        init(_ scope: Scope, hidden: Int, keyWidth: Int, heads: Int, eps: Float) throws {
+        public init(_ scope: Scope, hidden: Int, keyWidth: Int, heads: Int, eps: Float) throws {
             let s = scope["self"]
             attention = try MultiHeadAttention(
                 projections: .separate(query: Linear(s["query"], in: hidden, out: hidden),
@@ -57,6 +57,8 @@ public final class PostNormTransformerLayer {
                 output: Linear(scope["output"]["dense"], in: hidden, out: hidden), heads: heads)
             layerNorm = try LayerNorm(scope["output"]["LayerNorm"], dim: hidden, eps: eps)
         }
+
+        public var parameters: [Tensor] { attention.parameters + layerNorm.parameters }
 
         /// LN(x + dropout(h)).
         func residual(_ h: Tensor, _ x: Tensor, _ dropout: DropoutStream?) throws -> Tensor {
@@ -81,6 +83,20 @@ public final class PostNormTransformerLayer {
         feedForward = try MLP(fc1: Linear(scope["intermediate"]["dense"], in: hidden, out: intermediate),
                               fc2: Linear(scope["output"]["dense"], in: intermediate, out: hidden), activation: activation)
         outputNorm = try LayerNorm(scope["output"]["LayerNorm"], dim: hidden, eps: eps)
+    }
+
+    /// A layer from existing sub-layers, e.g. a decoder layer that has its own self-attention but
+    /// shares its cross-attention and feed-forward with an encoder layer (BLIP).
+    public init(selfAttention: Sublayer, crossAttention: Sublayer?, feedForward: MLP, outputNorm: LayerNorm) {
+        self.selfAttention = selfAttention
+        self.crossAttention = crossAttention
+        self.feedForward = feedForward
+        self.outputNorm = outputNorm
+    }
+
+    /// Every parameter of the layer, sub-layer by sub-layer.
+    public var parameters: [Tensor] {
+        selfAttention.parameters + (crossAttention?.parameters ?? []) + feedForward.parameters + outputNorm.parameters
     }
 
     /// One layer. `cross` nil skips the cross-attention (BLIP's text mode); giving it to a layer

@@ -31,6 +31,39 @@ public enum HardNegatives {
         }
     }
 
+    /// BLIP's sampling weights (SPEC-BLIP §5.2): softmax over the first `candidates` columns of
+    /// `sim`, plus `epsilon`, the row's own positive (column rowOffset + b) set to 0; rows are not
+    /// renormalised. [rows, candidates], no gradient.
+    public static func blipWeights(_ sim: Tensor, candidates: Int, rowOffset: Int, epsilon: Float = 1e-4) throws -> Tensor {
+        try Autograd.noGrad {
+            let rows = sim.shape[0]
+            let w = try sim.slice(axis: 1, start: 0, length: candidates).softmax().scaled(1, plus: epsilon)
+            w.withUnsafeMutableBufferPointer { p in
+                for b in 0..<rows where rowOffset + b < candidates { p[b * candidates + rowOffset + b] = 0 }
+            }
+            return w
+        }
+    }
+
+    /// One candidate per row of non-negative weights [rows, candidates] (torch.multinomial on
+    /// unnormalised weights); the uniform draw is indexed by the global row `rowOffset + b`.
+    public static func draw(weights: Tensor, rowOffset: Int, seed: UInt64, stream: Int) -> [Int] {
+        let rows = weights.shape[0], cols = weights.shape[1]
+        let values = weights.toArray()
+        return (0..<rows).map { b in
+            let row = values[(b * cols)..<((b + 1) * cols)].map(Double.init)
+            let total = row.reduce(0, +)
+            let own = rowOffset + b
+            if total <= 0 || !total.isFinite { return (own + 1) % max(cols, 1) }
+            var u = Double(CounterRandom.uniform(seed: seed &+ UInt64(stream), index: own)) * total
+            for (j, x) in row.enumerated() where x > 0 {
+                u -= x
+                if u < 0 { return j }
+            }
+            return row.lastIndex(where: { $0 > 0 }) ?? (own + 1) % cols
+        }
+    }
+
     /// Negatives given by the caller (replaying a recorded step): `count` indices in
     /// [0, candidates) per direction, checked.
     public static func checkGiven(imageForText: [Int], textForImage: [Int], count: Int, candidates: Int) throws -> ([Int], [Int]) {
@@ -50,6 +83,16 @@ public enum HardNegatives {
         let bs = imageEmbeds.shape[0]
         let pool = try imageEmbeds.allGatherRows(global)
         return (try Tensor.concat([imageEmbeds, pool.gatherRows(drawn)], axis: 0), Array(bs..<(bs + drawn.count)))
+    }
+
+    /// Ids and masks of the drawn negative texts, for models that encode a negative caption again
+    /// with its image (BLIP): from this rank's batch or, with global negatives, every rank's
+    /// (integers; no gradient crosses ranks, each rank encodes the texts it uses).
+    public static func negativeTextIds(_ text: TextBatch, drawn: [Int], global: FeatureExchange?) throws -> TextBatch {
+        guard let global else { return try text.rows(drawn) }
+        let ids = try global.allGather(text.ids.map(Float.init)).map { Int($0) }
+        let masks = try global.allGather(text.mask.map(Float.init)).map { Int($0) }
+        return try TextBatch(ids: ids, mask: masks, batch: text.batch * global.worldSize, length: text.length).rows(drawn)
     }
 
     /// Text states [n, L, H] and masks of the drawn negative texts, from this rank's batch or,

@@ -78,6 +78,21 @@ final class ModelCommandTests: XCTestCase {
     }
 
     /// A case whose expectation disagrees (a loss off by 1%) makes check-step exit non-zero.
+    /// BLIP's case, recognised from its files: every tensor within tolerance, written under the
+    /// reference's names.
+    func testCheckStepPassesOnTheBLIPCase() throws {
+        let dir = try CLI.shared("reference/blip-tiny")
+        let tmp = try CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        let out = tmp.appendingPathComponent("blip.safetensors").path
+        let r = try CLI.run(["check-step", dir, "--out", out, "--threads", "2"])
+        XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+        XCTAssertTrue(r.stdout.contains("loss_lm"), r.stdout)
+        XCTAssertFalse(r.stdout.contains("FAIL"), r.stdout)
+        let expected = try SafetensorsFile(path: (dir as NSString).appendingPathComponent("expected.safetensors"))
+        XCTAssertEqual(Set(try SafetensorsFile(path: out).names), Set(expected.names))
+    }
+
     func testCheckStepFailsOnAWrongExpectation() throws {
         let dir = try CLI.shared("reference/albef-tiny")
         let tmp = try CLI.temporaryDirectory()

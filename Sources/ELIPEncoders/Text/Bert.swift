@@ -20,6 +20,11 @@ public final class BertEmbeddings {
         layerNorm = try LayerNorm(scope["LayerNorm"], dim: h, eps: config.layerNormEps)
     }
 
+    /// Every parameter (word, position, token type, LayerNorm).
+    public var parameters: [Tensor] {
+        [wordEmbeddings.weight, positionEmbeddings.weight] + (tokenTypeEmbeddings.map { [$0.weight] } ?? []) + layerNorm.parameters
+    }
+
     /// [B, L, H] for a batch of ids.
     public func callAsFunction(_ text: TextBatch, dropout: DropoutStream?) throws -> Tensor {
         guard text.length <= config.maxPositionEmbeddings else {
@@ -67,6 +72,31 @@ public final class BertLayerStack {
                                          intermediate: config.intermediateSize, eps: config.layerNormEps,
                                          crossAttentionWidth: crossAttention(i) ? width : nil)
         }
+    }
+
+    /// A stack made of given layers (numbered `range`).
+    public init(layers: [PostNormTransformerLayer], config: BertConfig, range: Range<Int>, causal: Bool) {
+        self.config = config
+        self.layers = layers
+        self.range = range
+        self.causal = causal
+    }
+
+    /// A causal decoder over the same layer numbers that owns only its self-attention and shares
+    /// everything else (cross-attention, feed-forward and their LayerNorms) with this stack, each
+    /// shared tensor also named under `decoderScope` (BLIP's `tie_encoder_decoder_weights`, which
+    /// skips the `/attention` modules). `encoderScope` is where this stack's layers are named.
+    public func causalDecoderSharingAllButSelfAttention(encoderScope: Scope, decoderScope: Scope) throws -> BertLayerStack {
+        let decoderLayers = try zip(range, layers).map { i, layer -> PostNormTransformerLayer in
+            let own = try PostNormTransformerLayer.Sublayer(decoderScope["layer"][i]["attention"], hidden: config.hiddenSize,
+                                                            keyWidth: config.hiddenSize, heads: config.numAttentionHeads,
+                                                            eps: config.layerNormEps)
+            let shared = (layer.crossAttention?.parameters ?? []) + layer.feedForward.parameters + layer.outputNorm.parameters
+            try decoderScope["layer"][i].tie(shared, from: encoderScope["layer"][i])
+            return PostNormTransformerLayer(selfAttention: own, crossAttention: layer.crossAttention, feedForward: layer.feedForward,
+                                            outputNorm: layer.outputNorm)
+        }
+        return BertLayerStack(layers: decoderLayers, config: config, range: range, causal: true)
     }
 
     /// True when some layer cross-attends.

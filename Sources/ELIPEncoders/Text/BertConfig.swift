@@ -18,6 +18,8 @@ public struct BertConfig: Equatable, Sendable {
     public var fusionLayer: Int?
     /// Width of the image tokens the cross-attention reads (nil: the hidden size).
     public var encoderWidth: Int?
+    /// BLIP's med_config: cross-attention in every layer (nil when the file does not say).
+    public var addCrossAttention: Bool?
 
     public init() {}
 
@@ -47,6 +49,7 @@ public struct BertConfig: Equatable, Sendable {
         _ = try s.choice("position_embedding_type", ["absolute"])
         c.fusionLayer = try s.int("fusion_layer", in: 0...c.numHiddenLayers)
         c.encoderWidth = try s.int("encoder_width", in: 1...65536)
+        if s.contains("add_cross_attention") { c.addCrossAttention = try s.bool("add_cross_attention", default: false) }
         try s.finish()  // a misspelt key is reported before what it would have changed
         guard c.hiddenSize % c.numAttentionHeads == 0 else {
             throw s.error("hidden_size", "\(c.hiddenSize) must be a multiple of num_attention_heads \(c.numAttentionHeads)")
