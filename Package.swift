@@ -51,8 +51,8 @@ let package = Package(
         // Objectives: momentum twin, contrastive queue, hard negatives, masked and causal LM.
         .target(name: "ELIPObjectives", dependencies: ["CKernels", "ELIPNN", "ELIPTensor"], swiftSettings: swiftSettings),
         // Models (one file per backbone), the model protocol, registry, state dicts, reference replay.
-        .target(name: "ELIPModel", dependencies: ["ELIPConfig", "ELIPEncoders", "ELIPNN", "ELIPObjectives", "ELIPPruning",
-                                                  "ELIPTensor", "Safetensors"], swiftSettings: swiftSettings),
+        .target(name: "ELIPModel", dependencies: ["ELIPConfig", "ELIPEncoders", "ELIPImage", "ELIPNN", "ELIPObjectives", "ELIPPruning",
+                                                  "ELIPTensor", "ELIPText", "Safetensors"], swiftSettings: swiftSettings),
         .target(name: "ELIPDistributed", dependencies: ["CMPI", "CMPIShim", "ELIPTensor"], swiftSettings: swiftSettings),
         // Data: text (tokenizers, pre_caption), images (codecs, resize, augmentation), LMDB shards
         // (dataset build/inspection, the training loader, the synthetic corpus).

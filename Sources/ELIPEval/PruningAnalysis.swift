@@ -52,8 +52,8 @@ public enum PruningAnalysis {
             let image = try EvalImage.transform(s.image, res: res)
             var pixels: [Float] = []
             ImageNormalization.append(pixels: image.pixels, width: res, height: res, to: &pixels)
-            let ids = try tokenizer.encode(preCaption(s.caption, maxWords: 30), framing: .albef,
-                                           maxLength: min(30, model.modelConfig.maxTextPositions))
+            let style = model.modelConfig.captionStyle
+            let ids = try tokenizer.encode(style.clean(s.caption), framing: style.framing, maxLength: min(30, style.maxLength, model.modelConfig.maxTextPositions))
             let text = try TextBatch(ids: ids.map(Int.init), mask: [Int](repeating: 1, count: ids.count), batch: 1, length: ids.count)
             let input = try Tensor(pixels, shape: [1, 3, res, res])
             let trace = try PruningTrace.trace(model: model, image: input, text: text)

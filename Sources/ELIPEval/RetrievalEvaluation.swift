@@ -29,7 +29,9 @@ public struct RetrievalDataset {
 
     /// Reads an annotation file. `caption` may be a list of strings or one string. Image paths
     /// are joined to `imageRoot` as Python's os.path.join does (absolute paths stay).
-    public static func load(annotation path: String, imageRoot: String, maxWords: Int = 30) throws -> RetrievalDataset {
+    public static func load(annotation path: String, imageRoot: String, maxWords: Int = 30,
+                            cleaning: CaptionStyle.Cleaning = .albef) throws -> RetrievalDataset {
+        let style = CaptionStyle(cleaning: cleaning, framing: .albef, maxLength: 1, padToMaxLength: false, maxWords: maxWords)
         guard let data = FileManager.default.contents(atPath: path) else {
             throw RetrievalError("\(path): cannot read the annotation file")
         }
@@ -62,7 +64,7 @@ public struct RetrievalDataset {
             for c in captions {
                 own.append(texts.count)
                 txt2img.append(i)
-                texts.append(preCaption(c, maxWords: maxWords))
+                texts.append(style.clean(c))
             }
             img2txt.append(own)
         }
@@ -251,7 +253,10 @@ public final class RetrievalEvaluator {
     func encode(_ data: RetrievalDataset, options: Options) throws -> Features {
         let shapes = model.retrievalShapes
         let maxLength = min(options.maxTextLength, shapes.maxTextPositions)
-        let tokens = try tokenizer.encodeBatch(data.texts, framing: .albef, maxLength: maxLength)
+        var style = model.modelConfig.captionStyle
+        style.maxLength = maxLength
+        style.padToMaxLength = false  // padding is masked: the longest of the set is enough
+        let tokens = try tokenizer.encodeBatch(data.texts, style: style, cleaned: true)
         let text = try TextBatch(ids: tokens.inputIds.map(Int.init), mask: tokens.attentionMask.map(Int.init),
                                  batch: tokens.batchSize, length: tokens.length)
         let h = shapes.textWidth, e = shapes.featureWidth, l = text.length

@@ -1,7 +1,9 @@
 import ELIPConfig
 import ELIPEncoders
+import ELIPImage
 import ELIPObjectives
 import ELIPPruning
+import ELIPText
 import Foundation
 
 /// ALBEF pre-training configuration: the model keys of ALBEF's `Pretrain.yaml` (SPEC §3) plus
@@ -30,6 +32,9 @@ public struct ALBEFConfig: ModelConfig, Equatable {
     public var patchCount: Int { (imageRes / vision.patchSize) * (imageRes / vision.patchSize) }
     public var vocabularySize: Int { bert.vocabSize }
     public var maxTextPositions: Int { bert.maxPositionEmbeddings }
+    /// ALBEF's Pretrain.py: `pre_caption`, `[CLS] tokens`, at most 25 tokens, padded to the longest.
+    public var captionStyle: CaptionStyle { .albef(maxLength: min(25, bert.maxPositionEmbeddings)) }
+    public var trainingRandAugment: RandAugment { .albef }
     public var fusionLayer: Int { bert.fusionLayer ?? 6 }
     public func makeModel() throws -> any TrainableModel { try ALBEFModel(config: self) }
 

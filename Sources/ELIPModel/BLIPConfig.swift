@@ -1,7 +1,9 @@
 import ELIPConfig
 import ELIPEncoders
+import ELIPImage
 import ELIPObjectives
 import ELIPPruning
+import ELIPText
 import Foundation
 
 /// ELIP-BLIP pre-training configuration (SPEC-BLIP §1-§4): the model keys of ELIP's BLIP
@@ -47,6 +49,10 @@ public struct BLIPConfig: ModelConfig, Equatable {
     public var keepBase: Int { (imageRes / 16) * (imageRes / 16) }
     public var vocabularySize: Int { bert.vocabSize }
     public var maxTextPositions: Int { bert.maxPositionEmbeddings }
+    /// BLIP: its `pre_caption`, `[CLS] tokens [SEP]`, padded to `max_length`.
+    public var captionStyle: CaptionStyle { .blip(maxLength: maxTextLength) }
+    public var trainingRandAugment: RandAugment { .blip }
+    public var addedTokenCount: Int { 2 }
     /// The two tokens BLIP adds after the WordPiece vocabulary: [DEC] (bos) then [ENC].
     public var decoderStartId: Int { bert.vocabSize - 2 }
     public var encoderStartId: Int { bert.vocabSize - 1 }

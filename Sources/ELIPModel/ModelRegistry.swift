@@ -1,4 +1,6 @@
 import ELIPConfig
+import ELIPImage
+import ELIPText
 import Foundation
 import ELIPObjectives
 import ELIPPruning
@@ -19,12 +21,22 @@ public protocol ModelConfig {
     var vocabularySize: Int { get }
     /// Longest caption (tokens) the text encoder takes.
     var maxTextPositions: Int { get }
+    /// How the model's captions are cleaned, framed, limited and padded (its official dataset's rules).
+    var captionStyle: CaptionStyle { get }
+    /// The RandAugment of its official pre-training transform.
+    var trainingRandAugment: RandAugment { get }
+    /// Tokens the model adds after the tokenizer's vocabulary (BLIP: [DEC], [ENC]).
+    var addedTokenCount: Int { get }
     /// Re-checks the values after a change (`imageRes`, say); `file` names the source in errors.
     func validate(file: String) throws
     /// A model with random weights laid out for this configuration.
     func makeModel() throws -> any TrainableModel
     /// One line for logs ("ALBEF, ViT 12x768 at 256 px, ...").
     var summary: String { get }
+}
+
+extension ModelConfig {
+    public var addedTokenCount: Int { 0 }
 }
 
 /// Where a config file's relative paths (e.g. `bert_config`) are looked up.

@@ -113,6 +113,14 @@ public final class BertTokenizer: Sendable {
                    padId: specialIds.pad)
     }
 
+    /// Captions in a model's style: cleaned (unless `cleaned`), framed, cut to the style's
+    /// limit, padded to the longest or to the limit.
+    public func encodeBatch(_ captions: [String], style: CaptionStyle, cleaned: Bool = false) throws -> TokenBatch {
+        let texts = cleaned ? captions : captions.map(style.clean)
+        return TokenBatch(sequences: try texts.map { try encode($0, framing: style.framing, maxLength: style.maxLength) },
+                          padId: specialIds.pad, padTo: style.padToMaxLength ? style.maxLength : nil)
+    }
+
     private func appendTokenIds(_ text: String, to ids: inout [Int32]) {
         let scalars = Array(text.unicodeScalars)
         var start = 0

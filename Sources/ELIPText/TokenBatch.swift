@@ -7,8 +7,9 @@ public struct TokenBatch: Sendable, Equatable {
     /// 1 for real tokens, 0 for padding, same layout as `inputIds`.
     public let attentionMask: [Int32]
 
-    public init(sequences: [[Int32]], padId: Int32) {
-        let length = sequences.map(\.count).max() ?? 0
+    /// Pads to the longest sequence, or to `padTo` when given (at least the longest).
+    public init(sequences: [[Int32]], padId: Int32, padTo: Int? = nil) {
+        let length = max(sequences.map(\.count).max() ?? 0, padTo ?? 0)
         var ids = [Int32](repeating: padId, count: sequences.count * length)
         var mask = [Int32](repeating: 0, count: sequences.count * length)
         for (b, sequence) in sequences.enumerated() {

@@ -26,10 +26,10 @@ public final class SyntheticBatchSource: BatchSource {
     public let rank: Int, worldSize: Int
     public let seed: UInt64
     let tokenizer: BertTokenizer
-    let maxLength: Int
+    let captionStyle: CaptionStyle
 
     public init(images: Int, imageSize: Int, batchSize: Int, rank: Int, worldSize: Int, seed: UInt64,
-                tokenizer: BertTokenizer, maxLength: Int = 25) {
+                tokenizer: BertTokenizer, captionStyle: CaptionStyle = .albef()) {
         self.images = images
         self.imageSize = imageSize
         self.batchSize = batchSize
@@ -37,7 +37,7 @@ public final class SyntheticBatchSource: BatchSource {
         self.worldSize = worldSize
         self.seed = seed
         self.tokenizer = tokenizer
-        self.maxLength = maxLength
+        self.captionStyle = captionStyle
     }
 
     public var batchesPerEpoch: Int { max(1, images / (batchSize * worldSize)) }
@@ -67,9 +67,9 @@ public final class SyntheticBatchSource: BatchSource {
             let scene = SyntheticScenes.scene(index: order[position], seed: seed, size: imageSize)
             ImageNormalization.append(pixels: scene.pixels, width: imageSize, height: imageSize, to: &pixels)
             let choice = Int(CounterRandom.uniform(seed: captionSeed, index: position) * Float(scene.captions.count))
-            captions.append(preCaption(scene.captions[min(choice, scene.captions.count - 1)], maxWords: 30))
+            captions.append(scene.captions[min(choice, scene.captions.count - 1)])
         }
-        let tokens = try tokenizer.encodeBatch(captions, framing: .albef, maxLength: maxLength)
+        let tokens = try tokenizer.encodeBatch(captions, style: captionStyle)
         let text = try TextBatch(ids: tokens.inputIds.map(Int.init), mask: tokens.attentionMask.map(Int.init),
                                  batch: tokens.batchSize, length: tokens.length)
         return ImageTextBatch(images: try Tensor(pixels, shape: [batchSize, 3, imageSize, imageSize]), text: text)

@@ -44,3 +44,26 @@ public struct LearningRateSchedule: Codable, Equatable, Sendable {
         value(at: schedulerTime(epoch: epoch, iteration: iteration))
     }
 }
+
+/// BLIP's learning-rate schedule (pretrain.py with utils.py's `warmup_lr_schedule` and
+/// `step_lr_schedule`), set by hand every iteration as the official loop does: in epoch 0,
+/// `min(init_lr, warmup_lr + (init_lr - warmup_lr) * i / warmup_steps)` before iteration i; from
+/// epoch 1 on, `max(min_lr, init_lr * decay_rate ** epoch)` for the whole epoch.
+public struct StepDecaySchedule: Codable, Equatable, Sendable {
+    public var initLR: Double = 3e-4
+    public var minLR: Double = 1e-6
+    public var warmupLR: Double = 1e-6
+    public var warmupSteps: Int = 3000
+    public var decayRate: Double = 0.9
+    public var epochs: Int = 20
+
+    public init() {}
+
+    public func learningRate(epoch: Int, iteration: Int) -> Double {
+        if epoch == 0 {
+            guard warmupSteps > 0 else { return initLR }
+            return min(initLR, warmupLR + (initLR - warmupLR) * Double(iteration) / Double(warmupSteps))
+        }
+        return max(minLR, initLR * pow(decayRate, Double(epoch)))
+    }
+}

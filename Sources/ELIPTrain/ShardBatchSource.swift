@@ -19,12 +19,12 @@ public final class ShardBatchSource: BatchSource {
     }
 
     public init(directory: String, rank: Int, worldSize: Int, seed: UInt64, batchSize: Int, imageSize: Int,
-                tokenizer: BertTokenizer, maxTextLength: Int = 25, workerThreads: Int? = nil,
+                tokenizer: BertTokenizer, captionStyle: CaptionStyle = .albef(), workerThreads: Int? = nil,
                 prefetchDepth: Int = 2, strict: Bool = false, augmentation: Augmentation = Augmentation()) throws {
         var options = ShardLoader.Options(transform: .pretrain(PretrainTransform(
             imageSize: imageSize, scale: augmentation.cropScale, flipProbability: augmentation.flipProbability,
-            randAugment: augmentation.randAugment ? RandAugment() : nil)))
-        options.maxTextLength = maxTextLength
+            randAugment: augmentation.randAugment ? augmentation.randAugmentPreset : nil)))
+        options.captionStyle = captionStyle
         options.workerThreads = workerThreads ?? ShardBatchSource.defaultWorkerThreads()
         options.prefetchDepth = prefetchDepth
         options.strict = strict
@@ -38,6 +38,8 @@ public final class ShardBatchSource: BatchSource {
         public var cropScale: ClosedRange<Double> = 0.2...1.0
         public var flipProbability: Double = 0.5
         public var randAugment = true
+        /// Which RandAugment (the model's: ALBEF's M=7, BLIP's M=5 with its op order).
+        public var randAugmentPreset = RandAugment.albef
         public init() {}
     }
 

@@ -162,7 +162,7 @@ public final class Trainer {
     /// The global step at which training stops.
     public var stopStep: Int {
         let configured = options.maxSteps > 0 ? options.maxSteps : config.maxSteps
-        let scheduleEnd = config.schedule.epochs * source.batchesPerEpoch / config.gradAccumulation
+        let scheduleEnd = config.epochs * source.batchesPerEpoch / config.gradAccumulation
         return configured > 0 ? configured : scheduleEnd
     }
 
@@ -176,7 +176,7 @@ public final class Trainer {
         let startStep = state.step
         var reason = "reached step \(stopStep)"
         while state.step < stopStep {
-            if state.epoch >= config.schedule.epochs { reason = "end of the schedule (\(config.schedule.epochs) epochs)"; break }
+            if state.epoch >= config.epochs { reason = "end of the schedule (\(config.epochs) epochs)"; break }
             let record = try step()
             if comm.isRoot, let record {
                 if state.step % config.logEvery == 0 || state.step == stopStep { try metrics?.append(record) }
@@ -214,7 +214,7 @@ public final class Trainer {
         FaultInjection.killRankIfRequested(rank: comm.rank, step: state.step + 1)
         var times = PhaseTimes()
         model.parameters.zeroGradients()
-        let lr = Float(config.schedule.learningRate(epoch: state.epoch, iteration: state.batchInEpoch))
+        let lr = Float(config.learningRate(epoch: state.epoch, iteration: state.batchInEpoch))
         var losses: [String: Double] = [:], values: [String: Double] = [:]
         var kept: [Int] = []
         var localFinite = true

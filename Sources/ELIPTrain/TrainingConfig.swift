@@ -11,6 +11,8 @@ import Foundation
 ///     batch_size: 64                  # per rank (ALBEF's key)
 ///     optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}
 ///     schedular: {sched: cosine, lr: 1e-4, epochs: 30, min_lr: 1e-5, warmup_lr: 1e-5, warmup_epochs: 20}
+///                                     # or BLIP's top-level keys: init_lr, min_lr, warmup_lr,
+///                                     # warmup_steps, lr_decay_rate, max_epoch, weight_decay
 ///     train: {max_steps: 0, checkpoint_every: 1000, keep_checkpoints: 3, log_every: 10, seed: 42,
 ///             grad_clip: 0, grad_accumulation: 1, bucket_mb: 25, max_nonfinite_in_a_row: 5,
 ///             max_text_length: 25, global_negatives: false, dropout: true}
@@ -25,7 +27,10 @@ public struct TrainingConfig {
     public var model: any ModelConfig
     public var batchSize = 64
     public var optimizer = AdamW.Hyperparameters()
+    /// ALBEF's cosine schedule (`schedular:`), used unless BLIP's step decay is configured.
     public var schedule = LearningRateSchedule()
+    /// BLIP's warm-up and step decay, from its top-level keys (init_lr, ...).
+    public var stepDecay: StepDecaySchedule?
     public var maxSteps: Int = 0
     public var checkpointEvery = 1000
     public var keepCheckpoints = 3
@@ -53,15 +58,32 @@ public struct TrainingConfig {
     public var syntheticSize = 0
     /// Vocabulary file (bert-base-uncased).
     public var vocabulary = "assets/bert-base-uncased-vocab.txt"
-    /// Caption token limit (ALBEF: 25 with its framing).
-    public var maxTextLength = 25
+    /// `train.max_text_length`: overrides the model's caption token limit (ALBEF 25, BLIP max_length).
+    public var maxTextLength: Int?
     /// The file's text, kept in checkpoints.
     public var text: String = ""
     /// Keys present that are accepted and ignored on purpose (`IgnoredKeys.trainingFile`).
     public var ignoredKeys: [String] = []
+    var weightDecayFromOptimizerSection = false
 
     public init(model: any ModelConfig) {
         self.model = model
+        augmentation.randAugmentPreset = model.trainingRandAugment
+    }
+
+    /// The learning rate before iteration `iteration` of `epoch`.
+    public func learningRate(epoch: Int, iteration: Int) -> Double {
+        stepDecay?.learningRate(epoch: epoch, iteration: iteration) ?? schedule.learningRate(epoch: epoch, iteration: iteration)
+    }
+
+    /// Epochs the schedule runs.
+    public var epochs: Int { stepDecay?.epochs ?? schedule.epochs }
+
+    /// How captions are tokenised: the model's style, with `train.max_text_length` if given.
+    public var captionStyle: CaptionStyle {
+        var style = model.captionStyle
+        if let maxTextLength { style.maxLength = maxTextLength }
+        return style
     }
 
     /// Reads a config file; a relative `bert_config` is looked up next to it.
@@ -82,6 +104,7 @@ public struct TrainingConfig {
         c.batchSize = try root.int("batch_size", default: c.batchSize, in: 1...(1 << 20))
         if let s = try root.section("optimizer") { try c.readOptimizer(s) }
         if let s = try root.section("schedular") { try c.readSchedule(s) }
+        try c.readStepDecay(root)
         if let s = try root.section("train") { try c.readTrain(s) }
         if let s = try root.section("data") { try c.readData(s) }
         try root.finish()
@@ -92,6 +115,7 @@ public struct TrainingConfig {
 
     mutating func readOptimizer(_ s: ConfigSection) throws {
         _ = try s.choice("opt", ["adamW", "adamw", "AdamW"])
+        weightDecayFromOptimizerSection = s.contains("weight_decay")
         if let lr = try s.double("lr", in: 1e-12...10) { schedule.lr = lr }
         optimizer.weightDecay = try s.float("weight_decay", default: optimizer.weightDecay, in: 0...10)
         if let betas = try s.doubles("betas", in: 0...0.999999) {
@@ -112,6 +136,30 @@ public struct TrainingConfig {
         schedule.stepSize = try s.int("warmup_step_size", default: schedule.stepSize, in: 1...1_000_000_000)
     }
 
+    /// BLIP's schedule keys at the top level (SPEC-BLIP §7); they cannot be mixed with `schedular:`.
+    mutating func readStepDecay(_ root: ConfigSection) throws {
+        let keys = ["init_lr", "min_lr", "warmup_lr", "warmup_steps", "lr_decay_rate", "max_epoch", "weight_decay"]
+        let present = keys.filter { root.contains($0) }
+        guard !present.isEmpty else { return }
+        guard !root.contains("schedular") else {
+            throw root.error(present[0], "BLIP's schedule keys cannot be mixed with ALBEF's schedular: section")
+        }
+        var d = StepDecaySchedule()
+        d.initLR = try root.double("init_lr", default: d.initLR, in: 1e-12...10)
+        d.minLR = try root.double("min_lr", default: d.minLR, in: 0...10)
+        d.warmupLR = try root.double("warmup_lr", default: d.warmupLR, in: 0...10)
+        d.warmupSteps = try root.int("warmup_steps", default: d.warmupSteps, in: 0...1_000_000_000)
+        d.decayRate = try root.double("lr_decay_rate", default: d.decayRate, in: 0...1)
+        d.epochs = try root.int("max_epoch", default: d.epochs, in: 1...1_000_000)
+        if root.contains("weight_decay") {
+            if weightDecayFromOptimizerSection {
+                throw root.error("weight_decay", "given twice (also optimizer.weight_decay)")
+            }
+            optimizer.weightDecay = try root.float("weight_decay", default: optimizer.weightDecay, in: 0...10)
+        }
+        stepDecay = d
+    }
+
     mutating func readTrain(_ s: ConfigSection) throws {
         maxSteps = try s.int("max_steps", default: maxSteps, in: 0...1_000_000_000_000)
         checkpointEvery = try s.int("checkpoint_every", default: checkpointEvery, in: 1...1_000_000_000_000)
@@ -122,7 +170,7 @@ public struct TrainingConfig {
         gradAccumulation = try s.int("grad_accumulation", default: gradAccumulation, in: 1...1_000_000)
         bucketMB = try s.int("bucket_mb", default: bucketMB, in: 1...4096)
         maxNonFiniteInARow = try s.int("max_nonfinite_in_a_row", default: maxNonFiniteInARow, in: 1...1_000_000)
-        maxTextLength = try s.int("max_text_length", default: maxTextLength, in: 2...max(2, model.maxTextPositions))
+        maxTextLength = try s.int("max_text_length", in: 2...max(2, model.maxTextPositions))
         dropout = try s.bool("dropout", default: dropout)
         globalNegatives = try s.bool("global_negatives", default: globalNegatives)
     }
@@ -153,8 +201,8 @@ extension TrainingConfig {
     /// them), and checks that its vocabulary fits the model's word embeddings.
     public mutating func useVocabulary(of tokenizer: BertTokenizer) throws {
         let n = tokenizer.vocabulary.tokens.count
-        guard n <= model.vocabularySize else {
-            throw ConfigError(file: vocabulary, message: "\(n) tokens, but the model's word embeddings have \(model.vocabularySize) rows (vocab_size)")
+        guard n + model.addedTokenCount <= model.vocabularySize else {
+            throw ConfigError(file: vocabulary, message: "\(n) tokens\(model.addedTokenCount > 0 ? " + \(model.addedTokenCount) the model adds" : ""), but the model's word embeddings have \(model.vocabularySize) rows (vocab_size)")
         }
         let ids = tokenizer.specialIds
         model.specialTokens = SpecialTokens(pad: Int(ids.pad), unknown: Int(ids.unknown), cls: Int(ids.cls), sep: Int(ids.sep), mask: Int(ids.mask))

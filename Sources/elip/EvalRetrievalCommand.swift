@@ -59,8 +59,8 @@ struct EvalRetrievalCommand: ParsableCommand {
         let say: (String) -> Void = { m in if comm.isRoot && !quiet { fputs(m + "\n", stderr) } }
         let ckpt = try EvalCheckpoint.locate(checkpoint, configPath: config) { w in if comm.isRoot { fputs("warning: \(w)\n", stderr) } }
         let tokenizer = try loadTokenizer(vocab ?? ckpt.vocabulary)
-        let dataset = try RetrievalDataset.load(annotation: data, imageRoot: imageRoot)
         let model = try ckpt.loadModel((any ImageTextRetrievalModel).self, for: "retrieval evaluation", imageRes: imageRes)
+        let dataset = try RetrievalDataset.load(annotation: data, imageRoot: imageRoot, cleaning: model.modelConfig.captionStyle.cleaning)
         say("eval-retrieval: \(dataset.imagePaths.count) images, \(dataset.texts.count) captions, weights \(ckpt.weightsPath)"
             + (ckpt.step.map { " (step \($0))" } ?? "") + ", image_res \(model.modelConfig.imageRes), \(comm.size) rank(s)")
         let evaluator = RetrievalEvaluator(model: model, tokenizer: tokenizer, communicator: comm)

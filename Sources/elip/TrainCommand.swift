@@ -70,7 +70,7 @@ struct TrainCommand: ParsableCommand {
         if let dir = cfg.dataDirectory {
             source = try ShardBatchSource(directory: dir, rank: comm.rank, worldSize: comm.size, seed: cfg.seed,
                                           batchSize: cfg.batchSize, imageSize: cfg.model.imageRes,
-                                          tokenizer: tokenizer, maxTextLength: cfg.maxTextLength,
+                                          tokenizer: tokenizer, captionStyle: cfg.captionStyle,
                                           workerThreads: cfg.loaderThreads, prefetchDepth: cfg.prefetchBatches,
                                           strict: cfg.strictData, augmentation: cfg.augmentation)
         } else {
@@ -80,7 +80,7 @@ struct TrainCommand: ParsableCommand {
             }
             source = SyntheticBatchSource(images: cfg.syntheticImages, imageSize: size, batchSize: cfg.batchSize,
                                           rank: comm.rank, worldSize: comm.size, seed: cfg.seed, tokenizer: tokenizer,
-                                          maxLength: cfg.maxTextLength)
+                                          captionStyle: cfg.captionStyle)
         }
         if debug { try determinismSelfCheck(cfg, source: source, communicator: comm) }
         var options = Trainer.Options(runDirectory: URL(fileURLWithPath: out))

@@ -48,9 +48,10 @@ struct VisualizeCommand: ParsableCommand {
         let picture = try EvalImage.transform(EvalImage.read(image), res: res)
         var pixels: [Float] = []
         ImageNormalization.append(pixels: picture.pixels, width: res, height: res, to: &pixels)
-        let cleaned = preCaption(caption, maxWords: 30)
+        let style = model.modelConfig.captionStyle
+        let cleaned = style.clean(caption)
         guard !cleaned.isEmpty else { throw EvalCommandError("--caption is empty after cleaning") }
-        let ids = try tokenizer.encode(cleaned, framing: .albef, maxLength: min(30, model.modelConfig.maxTextPositions))
+        let ids = try tokenizer.encode(cleaned, framing: style.framing, maxLength: min(30, model.modelConfig.maxTextPositions))
         let text = try TextBatch(ids: ids.map(Int.init), mask: [Int](repeating: 1, count: ids.count), batch: 1, length: ids.count)
         let trace = try PruningTrace.trace(model: model, image: try Tensor(pixels, shape: [1, 3, res, res]), text: text)
         let step = ckpt.step.map { ", step \($0)" } ?? ""

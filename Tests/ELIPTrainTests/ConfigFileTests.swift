@@ -70,7 +70,7 @@ final class ConfigFileTests: XCTestCase {
     func testModelKey() throws {
         XCTAssertEqual(try TrainingConfig.load(try file("a.yaml", "model: albef")).model.kind, "albef")
         XCTAssertThrowsError(try TrainingConfig.load(try file("b.yaml", "model: albeff"))) { e in
-            XCTAssertTrue("\(e)".contains("model: must be albef, not 'albeff' (did you mean albef?)"), "\(e)")
+            XCTAssertTrue("\(e)".contains("model: must be albef or blip, not 'albeff' (did you mean albef?)"), "\(e)")
         }
     }
 
@@ -170,5 +170,48 @@ final class ConfigFileTests: XCTestCase {
         XCTAssertThrowsError(try TrainingConfig.parse(text + "extra: 1\n", source: "trainer.json of X", searchFolders: [dir.path])) {
             XCTAssertTrue("\($0)".hasPrefix("trainer.json of X: extra: unknown key"), "\($0)")
         }
+    }
+
+    /// `model: blip` reads BLIP's pretrain.yaml keys (its schedule at the top level, med_config);
+    /// ALBEF's and BLIP's schedule keys cannot be mixed.
+    func testBLIPConfigFile() throws {
+        _ = try file("med_config.json", #"{"architectures": ["BertModel"], "hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 2, "intermediate_size": 64, "vocab_size": 30524, "type_vocab_size": 2, "max_position_embeddings": 64, "encoder_width": 32, "add_cross_attention": true}"#)
+        let yaml = """
+        model: blip
+        train_file: ['coco.json']
+        laion_path: ''
+        med_config: med_config.json
+        vit: 'base'
+        vit_grad_ckpt: False
+        vit_ckpt_layer: 0
+        image_size: 64
+        batch_size: 6
+        queue_size: 24
+        alpha: 0.4
+        weight_decay: 0.05
+        init_lr: 1e-4
+        min_lr: 1e-6
+        warmup_lr: 1e-6
+        lr_decay_rate: 0.9
+        max_epoch: 15
+        warmup_steps: 3000
+        vision: {patch_size: 16, embed_dim: 32, depth: 4, num_heads: 4, mlp_ratio: 2}
+        img_prune: {begin_layer: [1, 2], num_act_layers: [1, 2], keep_ratio: [0.9, 0.5]}
+        """
+        let t = try TrainingConfig.load(try file("pretrain.yaml", yaml))
+        let c = try XCTUnwrap(t.model as? BLIPConfig)
+        XCTAssertEqual(c.imageRes, 64)
+        XCTAssertEqual(c.bert.typeVocabSize, 0, "med.py has no token types")
+        XCTAssertEqual(c.prune?.keepCounts(patchCount: c.keepBase), [14, 8])
+        XCTAssertEqual(t.stepDecay?.epochs, 15)
+        XCTAssertEqual(t.epochs, 15)
+        XCTAssertEqual(t.optimizer.weightDecay, 0.05)
+        XCTAssertEqual(t.learningRate(epoch: 2, iteration: 0), 1e-4 * 0.81, accuracy: 1e-15)
+        XCTAssertEqual(t.captionStyle, .blip(maxLength: 30))
+        XCTAssertEqual(t.augmentation.randAugmentPreset, .blip)
+        XCTAssertEqual(t.ignoredKeys, ["laion_path", "train_file", "vit_ckpt_layer", "vit_grad_ckpt"])
+        try expectError(yaml + "\nschedular: {sched: cosine}", ["schedular", "cannot be mixed"])
+        try expectError(yaml + "\noptimizer: {weight_decay: 0.1}", ["weight_decay: given twice"])
+        try expectError(yaml.replacingOccurrences(of: "max_epoch: 15", with: "max_epoch: 0"), ["max_epoch: must be in [1, "])
     }
 }

@@ -1,3 +1,4 @@
+import ELIPImage
 import ELIPModel
 import ELIPNN
 import ELIPObjectives
@@ -6,6 +7,7 @@ import ELIPTensor
 @testable import ELIPTrain
 import Foundation
 import Safetensors
+import ELIPText
 import XCTest
 
 /// A model that is not ALBEF, to show the trainer, checkpoints and metrics need nothing else:
@@ -20,6 +22,8 @@ final class ToyModel: TrainableModel {
         var specialTokens = SpecialTokens.bertBaseUncased
         var vocabularySize: Int { 200 }
         var maxTextPositions: Int { 16 }
+        var captionStyle: CaptionStyle { .albef() }
+        var trainingRandAugment: RandAugment { .albef }
         var size = 300_000
         func validate(file: String) throws {}
         func makeModel() throws -> any TrainableModel { try ToyModel(config: self) }

@@ -54,4 +54,19 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(s.learningRate(epoch: 1, iteration: 0), 1e-5 + 0.5 * 9e-5 * (1 + cos(Double.pi * 21 / 30)), accuracy: 1e-12)
         XCTAssertEqual(s.learningRate(epoch: 10, iteration: 5), 1e-5, accuracy: 1e-12)
     }
+
+    /// BLIP's schedule: linear warm-up over warmup_steps within epoch 0 (capped at init_lr), then
+    /// init_lr * 0.9^epoch floored at min_lr.
+    func testStepDecayScheduleMatchesBLIP() {
+        var s = StepDecaySchedule()
+        s.initLR = 1e-4; s.warmupLR = 1e-6; s.warmupSteps = 3000; s.minLR = 1e-6; s.decayRate = 0.9
+        XCTAssertEqual(s.learningRate(epoch: 0, iteration: 0), 1e-6, accuracy: 1e-15)
+        XCTAssertEqual(s.learningRate(epoch: 0, iteration: 1500), 1e-6 + 99e-6 / 2, accuracy: 1e-15)
+        XCTAssertEqual(s.learningRate(epoch: 0, iteration: 9000), 1e-4, accuracy: 1e-15)
+        XCTAssertEqual(s.learningRate(epoch: 1, iteration: 0), 0.9e-4, accuracy: 1e-15)
+        XCTAssertEqual(s.learningRate(epoch: 3, iteration: 7), 1e-4 * 0.729, accuracy: 1e-15)
+        XCTAssertEqual(s.learningRate(epoch: 500, iteration: 0), 1e-6, accuracy: 1e-15)
+        s.warmupSteps = 0
+        XCTAssertEqual(s.learningRate(epoch: 0, iteration: 5), 1e-4, "no warm-up, no division by zero")
+    }
 }

@@ -26,7 +26,7 @@ final class ShardBatchSourceTests: XCTestCase {
         let tokenizer = try BertTokenizer(vocabulary: Vocabulary(
             tokens: ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "circle", "photo"] + (0..<10).map(String.init)))
         let source = try ShardBatchSource(directory: dir.path, rank: 0, worldSize: 1, seed: 3, batchSize: 4, imageSize: 16,
-                                          tokenizer: tokenizer, maxTextLength: 25, workerThreads: 2)
+                                          tokenizer: tokenizer, captionStyle: .albef(maxLength: 25), workerThreads: 2)
         XCTAssertEqual(source.batchesPerEpoch, 2)
         XCTAssertTrue(source.summary.contains("10 records"), source.summary)
         let b = try source.batch(epoch: 1, index: 1)

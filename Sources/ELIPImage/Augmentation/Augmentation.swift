@@ -93,6 +93,15 @@ public struct RandAugment: Sendable, Equatable {
         self.fidelity = fidelity
     }
 
+    /// ALBEF's pre-training RandAugment: RandomAugment(2, 7), its op list and order.
+    public static let albef = RandAugment()
+
+    /// BLIP's: RandomAugment(2, 5) with BLIP's op order (the op is drawn by index, so the order
+    /// matters): Identity, AutoContrast, Brightness, Sharpness, Equalize, ShearX, ShearY,
+    /// TranslateX, TranslateY, Rotate.
+    public static let blip = RandAugment(magnitude: 5, ops: [.identity, .autoContrast, .brightness, .sharpness, .equalize,
+                                                            .shearX, .shearY, .translateX, .translateY, .rotate])
+
     static let maxLevel = 10.0
     static let translateConst = 10.0
 

@@ -149,7 +149,7 @@ final class LoaderCore: @unchecked Sendable {
             do {
                 let (captions, image) = try load(id, decoder: decoder)
                 let raw = captions.count > 1 ? captions[rng.below(captions.count)] : captions[0]
-                let caption = preCaption(raw, maxWords: options.maxWords)
+                let caption = options.captionStyle.clean(raw)
                 let img = try options.transform.apply(image, rng: &rng)
                 guard img.width == imageSize, img.height == imageSize else {
                     throw RecordFailure.bad("transform produced \(img.width)x\(img.height)")
@@ -179,7 +179,7 @@ final class LoaderCore: @unchecked Sendable {
     func assemble(_ job: BatchJob) throws -> LoadedBatch {
         let tokens: TokenBatch
         do {
-            tokens = try tokenizer.encodeBatch(job.captions, framing: .albef, maxLength: options.maxTextLength)
+            tokens = try tokenizer.encodeBatch(job.captions, style: options.captionStyle, cleaned: true)
         } catch {
             throw LoaderError.text("\(error)")
         }

@@ -22,10 +22,8 @@ import Foundation
 public final class ShardLoader: @unchecked Sendable {
     public struct Options: Sendable, Equatable {
         public var transform: ImageTransform
-        /// Caption token limit (ALBEF framing: [CLS] + tokens, no [SEP]).
-        public var maxTextLength: Int = 25
-        /// pre_caption word limit.
-        public var maxWords: Int = 30
+        /// How captions are cleaned, framed, limited and padded (the model's; ALBEF's by default).
+        public var captionStyle: CaptionStyle = .albef()
         /// Decode/augment threads; 0 computes every batch on the calling thread (no prefetch).
         public var workerThreads: Int = 2
         /// Batches prepared ahead of the one last returned.
@@ -77,8 +75,8 @@ public final class ShardLoader: @unchecked Sendable {
         guard options.prefetchDepth >= 0 else {
             throw LoaderError.invalidArgument("prefetch depth must be >= 0, got \(options.prefetchDepth)")
         }
-        guard options.maxTextLength >= 1, options.maxWords >= 1 else {
-            throw LoaderError.invalidArgument("text limits must be positive")
+        guard options.captionStyle.maxLength >= options.captionStyle.framing.specialTokenCount, options.captionStyle.maxWords >= 1 else {
+            throw LoaderError.invalidArgument("text limits must leave room for a token (max length \(options.captionStyle.maxLength), max words \(options.captionStyle.maxWords))")
         }
         let s = options.transform.imageSize
         let (plane, o1) = s.multipliedReportingOverflow(by: s)
