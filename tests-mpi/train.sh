@@ -8,6 +8,7 @@
 #  6. SIGUSR1 (Slurm pre-emption): every rank finishes its step, rank 0 checkpoints, exit 0
 #  7. synth -> build-dataset -> train from LMDB shards -> resume, all under mpirun
 #  8. cluster/launch.sh's mpirun line (dry run)
+#  9. BLIP: 2 ranks x 4 with global negatives == 1 rank x 8, and resume under mpirun is bitwise
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -128,6 +129,52 @@ if out=$(cluster/launch.sh --hostfile cluster/hosts.example --ranks-per-node 2 -
     pass "cluster/launch.sh: 4 hosts x 2 ranks x 4 threads -> mpirun -np 8 with core binding and eth0"
 else
     echo "$out" >"$W/launch.log"; fail "cluster/launch.sh dry run" "$W/launch.log"
+fi
+
+# 9. BLIP (model: blip) through the same trainer: the global-negatives equivalence (negative texts
+# re-encoded from gathered ids, negative images gathered with gradient, the LM mean over every
+# rank's targets) and bitwise resume.
+cat >"$W/med.json" <<JSON
+{"hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 2, "intermediate_size": 64, "vocab_size": 30524,
+ "max_position_embeddings": 32, "encoder_width": 32, "add_cross_attention": true}
+JSON
+cat >"$W/blip.yaml" <<YAML
+model: blip
+med_config: $W/med.json
+image_size: 64
+queue_size: 32
+max_length: 16
+embed_dim: 16
+init_lr: 1e-3
+warmup_lr: 1e-4
+warmup_steps: 2
+max_epoch: 50
+vision: {patch_size: 16, embed_dim: 32, depth: 4, num_heads: 4, mlp_ratio: 2}
+img_prune: {begin_layer: [1, 2], num_act_layers: [1, 2], keep_ratio: [0.75, 0.5]}
+train: {max_steps: 3, checkpoint_every: 1, keep_checkpoints: 5, log_every: 1, seed: 9, dropout: false, global_negatives: true}
+data: {synthetic: {images: 64, size: 64}}
+YAML
+blip() {  # blip NP OUT [args...]
+    local np=$1 out=$2
+    shift 2
+    if [[ $np -eq 0 ]]; then
+        timeout -k 5 300 "$ELIP" train --config "$W/blip.yaml" --vocab "$VOCAB" --out "$out" --threads 1 "$@"
+    else
+        timeout -k 5 300 "${MPIRUN[@]}" -np "$np" "$ELIP" train --config "$W/blip.yaml" --vocab "$VOCAB" --out "$out" --threads 1 "$@"
+    fi
+}
+if blip 0 "$W/blip-one" --batch-size 8 >"$W/blip-one.log" 2>&1 && blip 2 "$W/blip-two" --batch-size 4 >"$W/blip-two.log" 2>&1 &&
+    "$ELIP" diff-weights "$(ck "$W/blip-one" 3)" "$(ck "$W/blip-two" 3)" --exclude key.bias --exclude qkv.bias --tolerance 1e-4 >"$W/diff9.log" 2>&1; then
+    pass "BLIP global negatives: 2 ranks x batch 4 == 1 rank x batch 8 after 3 steps ($(tail -1 "$W/diff9.log"))"
+else
+    fail "BLIP global negatives: 2 ranks x 4 differ from 1 rank x 8" "$W/diff9.log"
+fi
+if blip 2 "$W/blip-res" --batch-size 4 --max-steps 2 >"$W/blip-res1.log" 2>&1 &&
+    blip 2 "$W/blip-res" --batch-size 4 --resume auto >"$W/blip-res2.log" 2>&1 &&
+    "$ELIP" diff-weights "$(ck "$W/blip-two" 3)" "$(ck "$W/blip-res" 3)" >"$W/diff10.log" 2>&1; then
+    pass "BLIP resume under mpirun is bitwise identical ($(tail -1 "$W/diff10.log"))"
+else
+    fail "BLIP resume under mpirun" "$W/diff10.log"
 fi
 
 echo "mpi-train: $passed passed, $failed failed"
