@@ -27,7 +27,7 @@ struct BenchTrainStepCommand: ParsableCommand {
     )
     @Option(help: "Training config (model and optimizer sections); default: --preset.")
     var config: String?
-    @Option(help: "Built-in model when no --config: albef-base (ViT-B/16 at 256 px + BERT-base, SPEC §3).")
+    @Option(help: "Built-in model when no --config: albef-base (ViT-B/16 at 256 px + BERT-base, SPEC §3) or blip-base (ViT-B/16 at 224 px + BLIP's BERT-base encoder and decoder; `elip info` lists the presets).")
     var preset = "albef-base"
     @Option(help: "Images per step.")
     var batch = 4

@@ -125,3 +125,76 @@ final class BLIPTests: XCTestCase {
         XCTAssertThrowsError(try c.validate(file: "x")) { XCTAssertTrue("\($0)".contains("the ViT has only 4 patches"), "\($0)") }
     }
 }
+
+final class BLIPImportAndRetrievalTests: XCTestCase {
+    /// BLIP's start from DeiT + bert-base: ViT copied; text encoder, the decoder's own
+    /// self-attention and its LM head from BERT (the two added word rows and bias entries stay
+    /// as initialised); cross-attention random; momentum = online.
+    func testImportPretrainedParts() throws {
+        let c = try tinyBLIPConfig()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("blip-import-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var g = SeededGenerator(seed: 1)
+        func write(_ arena: ParameterArena, rename: (String) -> String, to name: String, extra: (inout SafetensorsWriter) throws -> Void = { _ in }) throws -> ([String: [Float]], String) {
+            var w = SafetensorsWriter(), values: [String: [Float]] = [:]
+            for e in arena.entries {
+                let v = (0..<e.count).map { _ in g.nextUniform() }
+                values[rename(e.name)] = v
+                try w.add(rename(e.name), floats: v, shape: e.shape)
+            }
+            try extra(&w)
+            let path = dir.appendingPathComponent(name).path
+            try w.write(to: path)
+            return (values, path)
+        }
+        let vitArena = ParameterArena(capacity: 1 << 20)
+        _ = try VisionTransformer(Scope(arena: vitArena), config: c.vision, imageRes: c.imageRes)
+        let (vitValues, vitPath) = try write(vitArena, rename: { $0 }, to: "deit.safetensors")
+        // bert-base: 2 fewer word rows than BLIP's table, token types, an MLM head.
+        var plain = c.bert
+        plain.vocabSize = c.bert.vocabSize - 2
+        plain.typeVocabSize = 2
+        plain.addCrossAttention = false
+        let bertArena = ParameterArena(capacity: 1 << 22)
+        try makePlainBert(Scope(arena: bertArena)["bert"], config: plain, head: Scope(arena: bertArena)["cls"])
+        let (bertValues, bertPath) = try write(bertArena, rename: { $0 }, to: "bert.safetensors")
+
+        let m = try BLIPModel(config: c)
+        _ = try m.importPretrained(["vit": SafetensorsFile(path: vitPath), "bert": SafetensorsFile(path: bertPath)], seed: 5)
+        let p = m.parameters
+        XCTAssertEqual(p.tensor("visual_encoder.blocks.1.mlp.fc2.weight")?.toArray(), vitValues["blocks.1.mlp.fc2.weight"])
+        let selfAttention = bertValues["bert.encoder.layer.2.attention.self.value.weight"]
+        XCTAssertEqual(p.tensor("text_encoder.encoder.layer.2.attention.self.value.weight")?.toArray(), selfAttention)
+        XCTAssertEqual(p.tensor("text_decoder.bert.encoder.layer.2.attention.self.value.weight")?.toArray(), selfAttention,
+                       "the decoder's own self-attention starts from bert-base too")
+        XCTAssertEqual(p.tensor("text_decoder.cls.predictions.transform.dense.weight")?.toArray(), bertValues["cls.predictions.transform.dense.weight"])
+        let words = try XCTUnwrap(p.tensor("text_encoder.embeddings.word_embeddings.weight")).toArray()
+        let h = c.bert.hiddenSize, given = try XCTUnwrap(bertValues["bert.embeddings.word_embeddings.weight"])
+        XCTAssertEqual(Array(words[0..<given.count]), given)
+        XCTAssertNotEqual(Array(words[given.count..<(given.count + h)]), [Float](repeating: 0, count: h), "[DEC] keeps its random row")
+        let bias = try XCTUnwrap(p.tensor("text_decoder.cls.predictions.bias")).toArray()
+        XCTAssertEqual(Array(bias[0..<(plain.vocabSize)]), bertValues["cls.predictions.bias"])
+        XCTAssertEqual(Array(bias[plain.vocabSize...]), [0, 0])
+        XCTAssertEqual(Array(m.momentumParameters.values).count, m.momentumParameters.used)
+        XCTAssertEqual(m.momentumParameters.tensor("text_encoder_m.encoder.layer.1.output.dense.weight")?.toArray(),
+                       p.tensor("text_encoder.encoder.layer.1.output.dense.weight")?.toArray())
+    }
+
+    /// BLIP's re-ranking score is the ITM logit of the [ENC]-framed caption with the image plus
+    /// the feature similarity.
+    func testMatchScoreIsITMLogitPlusSimilarity() throws {
+        let m = try BLIPModel(config: tinyBLIPConfig())
+        try m.initialiseRandomly(seed: 8)
+        var g = SeededGenerator(seed: 9)
+        let images = try Tensor((0..<(2 * 3 * 64 * 64)).map { _ in g.nextNormal() }, shape: [2, 3, 64, 64])
+        let text = try TextBatch(ids: [101, 7, 9, 102, 101, 8, 102, 0], mask: [1, 1, 1, 1, 1, 1, 1, 0], batch: 2, length: 4)
+        let (tokens, _) = try m.encodeImages(images)
+        XCTAssertEqual(tokens.shape, [2, 17, 16], "retrieval encodes images unpruned")
+        let (states, _) = try m.encodeTexts(text)
+        let withSim = try m.matchScores(texts: text, textStates: states, images: tokens, imageRows: [1, 0], similarities: [0.5, -2])
+        let without = try m.matchScores(texts: text, textStates: states, images: tokens, imageRows: [1, 0], similarities: [0, 0])
+        XCTAssertEqual(withSim[0] - without[0], 0.5, accuracy: 1e-5)
+        XCTAssertEqual(withSim[1] - without[1], -2, accuracy: 1e-5)
+    }
+}

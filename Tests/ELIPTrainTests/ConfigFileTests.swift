@@ -61,7 +61,7 @@ final class ConfigFileTests: XCTestCase {
         // Every shipped config loads.
         let configs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("configs")
-        for name in ["debug.yaml", "demo.yaml", "pretrain-albef-4m.yaml"] {
+        for name in ["debug.yaml", "demo.yaml", "pretrain-albef-4m.yaml", "pretrain-blip-4m.yaml"] {
             XCTAssertNoThrow(try TrainingConfig.load(configs.appendingPathComponent(name).path), name)
         }
     }
