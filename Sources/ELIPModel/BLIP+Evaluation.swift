@@ -8,7 +8,7 @@ import Safetensors
 
 // BLIP outside pre-training steps: retrieval scoring, pruning guidance, the initial checkpoint
 // from pretrained parts, and the reference case's replay.
-extension BLIPModel {
+extension BLIPModel: CaptionModel {
     // MARK: ImageTextRetrievalModel (BLIP's evaluation: ITC shortlist, ITM re-rank with [ENC])
 
     public var retrievalShapes: RetrievalShapes {
@@ -41,6 +41,35 @@ extension BLIPModel {
                                         imageRows: imageRows, dropout: nil)
             let logits = try itmHead(Self.cls(states)).toArray()
             return (0..<texts.batch).map { logits[2 * $0 + 1] + similarities[$0] }
+        }
+    }
+
+    // MARK: CaptionModel (BLIP_Decoder.generate)
+
+    /// The unpruned ViT (BLIP's captioner does not prune), then the decoder from `[DEC] prompt`,
+    /// cross-attending to the image, by beam search or nucleus sampling.
+    public func generateCaptions(_ images: Tensor, promptIds: [Int], eos: Int, options: CaptionDecoding) throws -> [[Int]] {
+        try Autograd.noGrad {
+            let tokens = try visualEncoder(images).tokens
+            let context = try textLayers.crossAttentionContext(tokens)
+            let h = config.bert.hiddenSize, sample = options.sample
+            let step: TextGeneration.NextTokenLogProbs = { prefixes, items in
+                let l = prefixes[0].count
+                let text = try TextBatch(ids: prefixes.flatMap { $0 }, mask: [Int](repeating: 1, count: prefixes.count * l),
+                                         batch: prefixes.count, length: l)
+                let hidden = try self.decoderLayers(self.textEmbeddings(text, dropout: nil), mask: text, images: context, imageRows: items, dropout: nil)
+                let last = try hidden.reshaped([prefixes.count * l, h]).gatherRows((0..<prefixes.count).map { $0 * l + l - 1 })
+                let logits = try self.lmHead(last)
+                let out = sample ? logits : logits.logSoftmax()
+                let v = out.shape[1], values = out.toArray()
+                return (0..<prefixes.count).map { Array(values[($0 * v)..<(($0 + 1) * v)]) }
+            }
+            let prompt = [config.decoderStartId] + promptIds
+            let items = images.shape[0]
+            let result = options.sample
+                ? try TextGeneration.sample(items: items, prompt: prompt, eos: eos, options: options, logits: step)
+                : try TextGeneration.beamSearch(items: items, prompt: prompt, eos: eos, options: options, next: step)
+            return result.map { Array($0.dropFirst()) }
         }
     }
 

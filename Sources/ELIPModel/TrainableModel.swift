@@ -160,3 +160,10 @@ public protocol TextGuidedPruningModel: ConfiguredModel {
     /// The pruning `step` would apply to images paired with `text` under `schedule`.
     func pruning(guidedBy text: TextBatch, schedule: PruneConfig) throws -> ELIPPruning
 }
+
+/// A model that writes captions (BLIP's decoder).
+public protocol CaptionModel: ConfiguredModel {
+    /// Token ids of a caption for each image [B, 3, res, res] (normalised): the prompt's ids
+    /// (word pieces, no [CLS]/[SEP]) followed by the generated ones, EOS (`eos`, [SEP]) excluded.
+    func generateCaptions(_ images: Tensor, promptIds: [Int], eos: Int, options: CaptionDecoding) throws -> [[Int]]
+}
