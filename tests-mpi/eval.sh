@@ -6,6 +6,8 @@
 #  1. 2 ranks == 1 process (indices and scores bitwise, same metrics)
 #  2. 3 ranks (uneven share of batches and rows) == 1 process
 #  3. a missing image in a batch of rank 1 ends the job non-zero, naming the file
+#  4. `elip caption` with a tiny BLIP: 2 and 3 ranks write the same file as 1 process; a missing
+#     image on rank 1 ends the job non-zero, naming the file
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,6 +57,57 @@ else
     fail "the error does not name $last" "$W/broken.log"
 fi
 mv "$W/missing.jpg" "$W/synth/$last"
+
+# 4. Captions: a 2-step tiny BLIP, batches of 4 round-robin over the ranks, broadcast by their owner.
+cat >"$W/med.json" <<JSON
+{"hidden_size": 16, "num_attention_heads": 2, "num_hidden_layers": 2, "intermediate_size": 32, "vocab_size": 30524,
+ "max_position_embeddings": 32, "encoder_width": 16, "add_cross_attention": true}
+JSON
+cat >"$W/blip.yaml" <<YAML
+model: blip
+med_config: $W/med.json
+image_size: 32
+queue_size: 16
+max_length: 12
+embed_dim: 8
+init_lr: 1e-3
+warmup_steps: 1
+vision: {patch_size: 16, embed_dim: 16, depth: 2, num_heads: 2, mlp_ratio: 2}
+img_prune: null
+train: {max_steps: 2, checkpoint_every: 2, keep_checkpoints: 1, log_every: 1, seed: 5}
+data: {synthetic: {images: 16, size: 32}}
+YAML
+caption() {  # caption NP NAME
+    local cmd=("$ELIP" caption --checkpoint "$W/blip-run" --data "$W/synth/test.json" --image-root "$W/synth"
+               --vocab "$VOCAB" --batch 4 --threads 1 --out "$W/$2.json")
+    if [[ $1 -eq 0 ]]; then timeout -k 5 300 "${cmd[@]}"; else timeout -k 5 300 "${MPIRUN[@]}" -np "$1" "${cmd[@]}"; fi
+}
+if ! timeout -k 5 300 "$ELIP" train --config "$W/blip.yaml" --vocab "$VOCAB" --out "$W/blip-run" --batch-size 4 --threads 1 >"$W/blip-train.log" 2>&1 ||
+    ! caption 0 cap-one >"$W/cap-one.log" 2>&1; then
+    fail "captions: setup (BLIP train 2 steps, caption on 1 process)" "$W/cap-one.log"
+else
+    for np in 2 3; do
+        if caption "$np" "cap-np$np" >"$W/cap-np$np.log" 2>&1 && cmp "$W/cap-one.json" "$W/cap-np$np.json" >"$W/cap-cmp$np.log" 2>&1; then
+            pass "captions: $np ranks write the same file as 1 process ($(grep -c image_id "$W/cap-one.json") images)"
+        else
+            fail "captions: $np ranks differ from 1 process" "$W/cap-np$np.log"
+        fi
+    done
+    # The 6th image is in batch 1 (batches of 4), which rank 1 of 2 captions.
+    last=$(grep -o '"images/[0-9]*\.jpg"' "$W/synth/test.json" | awk '!seen[$0]++' | sed -n 6p | tr -d '"')
+    mv "$W/synth/$last" "$W/missing.jpg"
+    start=$(date +%s)
+    if caption 2 cap-broken >"$W/cap-broken.log" 2>&1; then
+        fail "captions: a missing image under mpirun was not reported" "$W/cap-broken.log"
+    elif (($(date +%s) - start > 120)); then
+        fail "captions: a missing image under mpirun took more than 120 s to end the job" "$W/cap-broken.log"
+    elif grep -q "rank 1: .*$last" "$W/cap-broken.log"; then
+        pass "captions: a missing image on rank 1 ends the job non-zero, naming $last"
+    else
+        fail "captions: the error does not name $last" "$W/cap-broken.log"
+    fi
+    mv "$W/missing.jpg" "$W/synth/$last"
+fi
 
 echo "MPI eval tests: $passed passed, $failed failed"
 [[ $failed -eq 0 ]] && rm -rf "$W"

@@ -25,6 +25,7 @@ struct ELIPCommand: ParsableCommand {
             VisualizeCommand.self,
             PlotCommand.self,
             AnalyzePruningCommand.self,
+            CaptionCommand.self,
             InfoCommand.self,
         ]
     )
