@@ -7,11 +7,14 @@ import Foundation
 ///
 /// PTB is a large lexer; these rules reproduce it exactly on the characters captions use: ASCII
 /// letters and digits, Latin letters with diacritics, space/tab/newline, `. , ; : ! ? " ( ) [ ] {
-/// } - '` and U+2019 U+201C U+201D (checked against the Java tokenizer on the reference case). PTB
-/// does more outside that set and this does not follow it there: abbreviations keeping their
-/// period (`mr.`, `u.s.`, a lone `a.`), `cannot` -> `can not`, `gonna` -> `gon na`, `50%`, `$20`,
-/// U+2013/U+2014 -> `--`, U+2026 -> `...`. A `\r` or U+2028 splits a caption into two lines for
-/// Java (shifting every later caption onto the wrong image); here it is whitespace like any other.
+/// } - '` and U+2019 U+201C U+201D, as these characters occur in captions (checked against the
+/// Java tokenizer on the reference case). PTB does more and this does not follow it there:
+/// abbreviations keeping their period (`mr.`, `u.s.`, a lone `a.`), `cannot` -> `can not`,
+/// `gonna` -> `gon na`, `50%`, `$20`, U+2013/U+2014 -> `--`, U+2026 -> `...`; and, with the
+/// characters above, `'` used as a quote (`'stop'` -> `stop`, `dog'` -> `dog`), punctuation
+/// inside a word (`x,y` -> `x y`, `a-` -> `a`, `x'y` -> `x y`) and `'tis` -> `'t is`, where this
+/// keeps the chunk whole. A `\r` or U+2028 splits a caption into two lines for Java (shifting
+/// every later caption onto the wrong image); here it is whitespace like any other.
 public enum PTBTokenizer {
     /// pycocoevalcap's `PUNCTUATIONS`: tokens dropped after PTB, compared exactly and after
     /// lower-casing, so `-LRB-` (now `-lrb-`) is never dropped while `''` and `...` are.
