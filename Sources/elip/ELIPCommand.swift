@@ -22,6 +22,7 @@ struct ELIPCommand: ParsableCommand {
             InspectDatasetCommand.self,
             DiffWeightsCommand.self,
             EvalRetrievalCommand.self,
+            EvalCaptionCommand.self,
             VisualizeCommand.self,
             PlotCommand.self,
             AnalyzePruningCommand.self,
