@@ -201,18 +201,17 @@ public final class BLIPModel: TrainableModel, ImageTextRetrievalModel, TextGuide
     /// the mean runs over every rank's targets (the local mean is rescaled).
     func captioning(_ captions: TextBatch, images: CrossAttentionContext, dropout: DropoutStream?,
                     global: FeatureExchange?) throws -> (loss: Tensor, hidden: Tensor) {
-        let bs = captions.batch, l = captions.length, h = config.bert.hiddenSize
+        let bs = captions.batch, l = captions.length
         let dec = try withFirstToken(captions, config.decoderStartId)
         let targets = zip(dec.ids, dec.mask).map { $1 == 0 ? -100 : $0 }
         let hidden = try decoderLayers(textEmbeddings(dec, dropout: dropout), mask: dec, images: images, imageRows: Array(0..<bs), dropout: dropout)
-        let logits = try lmHead(hidden.reshaped([bs * l, h])).reshaped([bs, l, config.bert.vocabSize])
         var scale: Float = 1
         if let global {
             let local = (0..<bs).reduce(0) { n, b in n + (1..<l).filter { targets[b * l + $0] != -100 }.count }
             let total = try global.allReduceSum([Float(local)])[0]
             scale = total > 0 ? Float(local) * Float(global.worldSize) / total : 0
         }
-        let loss = try CausalLanguageModeling.loss(logits: logits, targets: targets, labelSmoothing: config.labelSmoothing)
+        let loss = try CausalLanguageModeling.loss(hidden: hidden, targets: targets, labelSmoothing: config.labelSmoothing) { try lmHead($0) }
         return (global == nil ? loss : loss.scaled(scale), hidden)
     }
 }

@@ -72,21 +72,40 @@ public struct MaskedLanguageModeling: Sendable {
 /// t + 1; targets of -100 (padding, the prompt) are ignored; cross-entropy with label smoothing,
 /// averaged over every valid target of the batch.
 public enum CausalLanguageModeling {
+    /// The rows of a [B * L] sequence batch that predict a token (row b*L+t predicts
+    /// targets[b*L+t+1] unless that is ignored) and their labels.
+    public static func predictingRows(targets: [Int], batch: Int, length: Int, ignoreIndex: Int = -100) -> (rows: [Int], labels: [Int]) {
+        var rows: [Int] = [], labels: [Int] = []
+        for i in 0..<batch {
+            for t in 0..<max(length - 1, 0) where targets[i * length + t + 1] != ignoreIndex {
+                rows.append(i * length + t)
+                labels.append(targets[i * length + t + 1])
+            }
+        }
+        return (rows, labels)
+    }
+
     /// `logits` [B, L, V]; `targets` [B * L] unshifted (targets[b, 0] is never predicted).
     public static func loss(logits: Tensor, targets: [Int], labelSmoothing: Float, ignoreIndex: Int = -100) throws -> Tensor {
         guard logits.rank == 3, targets.count == logits.shape[0] * logits.shape[1] else {
             throw TensorError.shapeMismatch(op: "causal LM loss (logits vs targets)", lhs: logits.shape, rhs: [targets.count])
         }
-        let b = logits.shape[0], l = logits.shape[1], v = logits.shape[2]
-        var rows: [Int] = [], labels: [Int] = []
-        for i in 0..<b {
-            for t in 0..<(l - 1) where targets[i * l + t + 1] != ignoreIndex {
-                rows.append(i * l + t)
-                labels.append(targets[i * l + t + 1])
-            }
+        return try loss(hidden: logits, targets: targets, labelSmoothing: labelSmoothing, ignoreIndex: ignoreIndex) { $0 }
+    }
+
+    /// The same loss from decoder states `hidden` [B, L, H], applying the vocabulary `head`
+    /// ([N, H] -> [N, V]) only to the rows that predict a token. Equal to applying it to every row:
+    /// padding and last positions add nothing to the loss or its gradient, but in a small model the
+    /// vocabulary projection of every row is most of a training step.
+    public static func loss(hidden: Tensor, targets: [Int], labelSmoothing: Float, ignoreIndex: Int = -100,
+                            head: (Tensor) throws -> Tensor) throws -> Tensor {
+        guard hidden.rank == 3, targets.count == hidden.shape[0] * hidden.shape[1] else {
+            throw TensorError.shapeMismatch(op: "causal LM loss (decoder states vs targets)", lhs: hidden.shape, rhs: [targets.count])
         }
+        let b = hidden.shape[0], l = hidden.shape[1], h = hidden.shape[2]
+        let (rows, labels) = predictingRows(targets: targets, batch: b, length: l, ignoreIndex: ignoreIndex)
         guard !rows.isEmpty else { return Tensor(scalar: 0) }
-        let predictions = try logits.reshaped([b * l, v]).gatherRows(rows)
+        let predictions = try head(hidden.reshaped([b * l, h]).gatherRows(rows))
         return try predictions.crossEntropy(labels: labels, ignoreIndex: ignoreIndex, labelSmoothing: labelSmoothing)
     }
 }

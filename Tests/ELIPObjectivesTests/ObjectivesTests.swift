@@ -185,4 +185,34 @@ final class LanguageModelingTests: XCTestCase {
         XCTAssertThrowsError(try CausalLanguageModeling.loss(logits: logits, targets: [1, 2], labelSmoothing: eps))
         XCTAssertEqual(try CausalLanguageModeling.loss(logits: logits, targets: [Int](repeating: -100, count: 8), labelSmoothing: eps).scalar, 0)
     }
+
+    /// The head applied to the predicting rows only gives the loss and the gradients (of the
+    /// states and of the head's weights) of the head applied to every row.
+    func testCausalLMHeadOnPredictingRowsEqualsEveryRow() throws {
+        let b = 3, l = 5, h = 4, v = 7
+        let hidden = random([b, l, h], seed: 21)
+        let weight = random([v, h], seed: 22)
+        let targets = [40, 3, 6, -100, -100, 41, 1, 1, 2, 5, 42, -100, -100, -100, -100]
+        let head: (Tensor) throws -> Tensor = { try $0.linear(weight, nil) }
+        let rows = CausalLanguageModeling.predictingRows(targets: targets, batch: b, length: l)
+        XCTAssertEqual(rows.rows, [0, 1, 5, 6, 7, 8])
+        XCTAssertEqual(rows.labels, [3, 6, 1, 1, 2, 5])
+
+        func run(_ loss: () throws -> Tensor) throws -> (Float, [Float], [Float]) {
+            Autograd.reset(); hidden.zeroGradient(); weight.zeroGradient()
+            let value = try loss()
+            try Autograd.backward(from: value)
+            return (value.scalar, hidden.grad!.toArray(), weight.grad!.toArray())
+        }
+        let every = try run { try CausalLanguageModeling.loss(logits: head(hidden.reshaped([b * l, h])).reshaped([b, l, v]), targets: targets, labelSmoothing: 0.1) }
+        let some = try run { try CausalLanguageModeling.loss(hidden: hidden, targets: targets, labelSmoothing: 0.1, head: head) }
+        XCTAssertEqual(some.0, every.0, accuracy: 1e-6)
+        for (x, y) in zip(some.1, every.1) { XCTAssertEqual(x, y, accuracy: 1e-6) }
+        for (x, y) in zip(some.2, every.2) { XCTAssertEqual(x, y, accuracy: 1e-6) }
+        XCTAssertTrue(some.1[(3 * h)..<(5 * h)].allSatisfy { $0 == 0 }, "rows without a target get no gradient")
+        Autograd.reset()
+        let r = try GradientCheck.check(inputs: [hidden, weight]) { try CausalLanguageModeling.loss(hidden: hidden, targets: targets, labelSmoothing: 0.1, head: head) }
+        XCTAssertGreaterThan(r.checked, 0)
+        XCTAssertThrowsError(try CausalLanguageModeling.loss(hidden: hidden, targets: [1, 2], labelSmoothing: 0.1, head: head))
+    }
 }
