@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
 # make demo: set up, build, make a synthetic corpus, shard it under mpirun, pre-train ELIP-ALBEF
-# with 2 ranks for a bounded time, evaluate zero-shot retrieval on the held-out split, draw what
-# ELIP keeps and the training curves, and summarise. Re-running reuses what is already there.
+# (or the model of DEMO_CONFIG, e.g. configs/demo-blip.yaml) with 2 ranks for a bounded time,
+# evaluate zero-shot retrieval on the held-out split (and, for a captioning model, captions
+# against the most frequent training caption), draw what ELIP keeps and the training curves, and
+# summarise. Re-running reuses what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${DEMO_OUT:-out/demo}
+CONFIG=${DEMO_CONFIG:-configs/demo.yaml}
+[[ -f $CONFIG ]] || { echo "DEMO_CONFIG=$CONFIG: no such file" >&2; exit 1; }
+MODEL=$(sed -n 's/^model: *\([A-Za-z0-9_-]*\).*/\1/p' "$CONFIG" | head -1)
+MODEL=${MODEL:-albef}
+SIZE=$(sed -n 's/^image_\(res\|size\): *\([0-9]*\).*/\2/p' "$CONFIG" | head -1)
+[[ -n $SIZE ]] || { echo "$CONFIG: no image_res / image_size at the top level" >&2; exit 1; }
+# Each model has its own folder: corpora of different image sizes must not be reused across them.
+if [[ $MODEL == albef ]]; then OUT=${DEMO_OUT:-out/demo}; else OUT=${DEMO_OUT:-out/demo-$MODEL}; fi
+CAPTIONS=0; [[ $MODEL == blip ]] && CAPTIONS=1
+N=$((6 + CAPTIONS))
 MINUTES=${DEMO_MINUTES:-9}
 IMAGES=${DEMO_IMAGES:-2400}
 ELIP=$(swift build -c release --show-bin-path)/elip
@@ -15,36 +26,81 @@ mkdir -p "$OUT"
 step() { printf '\n== %s\n' "$*"; }
 t0=$(date +%s)
 
-step "1/6 synthetic corpus ($IMAGES images of coloured shapes, 10% held out) -> $OUT/corpus"
-if [[ -f $OUT/corpus/test.json ]]; then echo "reusing $OUT/corpus"; else
-    "$ELIP" synth --out "$OUT/corpus" --images "$IMAGES" --size 64 --seed 1 --test-fraction 0.1
+step "1/$N synthetic corpus ($IMAGES images of coloured shapes at $SIZE px, 10% held out) -> $OUT/corpus"
+if [[ -f $OUT/corpus/test.json ]]; then
+    have=$(cat "$OUT/corpus/size" 2>/dev/null || echo 64)
+    [[ $have == "$SIZE" ]] || { echo "$OUT/corpus was made at $have px, $CONFIG needs $SIZE: set DEMO_OUT to another folder" >&2; exit 1; }
+    echo "reusing $OUT/corpus"
+else
+    "$ELIP" synth --out "$OUT/corpus" --images "$IMAGES" --size "$SIZE" --seed 1 --test-fraction 0.1
+    echo "$SIZE" >"$OUT/corpus/size"
 fi
 
-step "2/6 sharded LMDB corpus, built by 2 MPI ranks -> $OUT/shards"
+step "2/$N sharded LMDB corpus, built by 2 MPI ranks -> $OUT/shards"
 if [[ -f $OUT/shards/manifest.json ]]; then echo "reusing $OUT/shards"; else
     "${MPIRUN[@]}" "$ELIP" build-dataset --annotations "$OUT/corpus/train.json" --image-root "$OUT/corpus" \
-        --out "$OUT/shards" --shards 4 --image-size 64 --workers 1 --quiet
+        --out "$OUT/shards" --shards 4 --image-size "$SIZE" --workers 1 --quiet
     "$ELIP" inspect-dataset "$OUT/shards" --verify --show 16 --out "$OUT/contact-sheet.png" | tail -3
 fi
 
-step "3/6 pre-training: mpirun -np 2 elip train --config configs/demo.yaml (at most $MINUTES minutes)"
-"${MPIRUN[@]}" "$ELIP" train --config configs/demo.yaml --data "$OUT/shards" --out "$OUT/run" --resume auto \
+step "3/$N pre-training: mpirun -np 2 elip train --config $CONFIG (at most $MINUTES minutes)"
+"${MPIRUN[@]}" "$ELIP" train --config "$CONFIG" --data "$OUT/shards" --out "$OUT/run" --resume auto \
     --threads 1 --time-limit-minutes "$MINUTES"
 
-step "4/6 zero-shot retrieval on the held-out split (unpruned ViT, ITM re-ranking, ALBEF's protocol)"
+step "4/$N zero-shot retrieval on the held-out split (unpruned ViT, ITM re-ranking, ALBEF's protocol)"
 "${MPIRUN[@]}" "$ELIP" eval-retrieval --checkpoint "$OUT/run" --data "$OUT/corpus/test.json" --image-root "$OUT/corpus" \
-    --config configs/demo.yaml --k-test 32 --threads 1 --out "$OUT/retrieval.json"
+    --config "$CONFIG" --k-test 32 --threads 1 --out "$OUT/retrieval.json"
 
-step "5/6 what ELIP keeps, and the training curves"
+if ((CAPTIONS)); then
+    step "5/$N captions of the held-out images (beam 3; no prompt: the model is pre-trained, not caption-tuned)"
+    # COCO-format references of the held-out split (ids from the file names), and the baseline
+    # every captioner must beat: the single most frequent training caption, for every image.
+    python3 - "$OUT" <<'PY'
+import collections, json, os, sys
+out = sys.argv[1]
+test = json.load(open(f"{out}/corpus/test.json"))
+train = json.load(open(f"{out}/corpus/train.json"))
+def caps(e): return e["caption"] if isinstance(e["caption"], list) else [e["caption"]]
+images, anns = [], []
+for e in test:
+    i = int(os.path.splitext(os.path.basename(e["image"]))[0])
+    images.append({"id": i, "file_name": e["image"]})
+    anns += [{"image_id": i, "id": len(anns) + 1, "caption": c} for c in caps(e)]
+json.dump({"images": images, "annotations": anns, "type": "captions", "info": {"description": "elip demo held-out split"}},
+          open(f"{out}/captions-references.json", "w"), indent=1)
+counts = collections.Counter(c for e in train for c in caps(e))
+top = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]  # most frequent; ties: alphabetical
+json.dump([{"image_id": im["id"], "caption": top} for im in images], open(f"{out}/captions-most-frequent.json", "w"), indent=1)
+print(f"{len(images)} images, {len(anns)} reference captions; most frequent training caption: \"{top}\" ({counts[top]} times)")
+PY
+    "${MPIRUN[@]}" "$ELIP" caption --checkpoint "$OUT/run" --config "$CONFIG" --data "$OUT/captions-references.json" \
+        --image-root "$OUT/corpus" --prompt "" --max-length 30 --threads 1 --out "$OUT/captions.json"
+    "$ELIP" eval-caption --annotations "$OUT/captions-references.json" --results "$OUT/captions.json" --out "$OUT/caption-eval-model.json"
+    "$ELIP" eval-caption --annotations "$OUT/captions-references.json" --results "$OUT/captions-most-frequent.json" \
+        --out "$OUT/caption-eval-most-frequent.json"
+    python3 - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+def row(path):
+    m = json.load(open(path))
+    return {"BLEU-1": m["Bleu_1"], "BLEU-4": m["Bleu_4"], "CIDEr": m["CIDEr"]}
+baseline = row(f"{out}/caption-eval-most-frequent.json")
+baseline["caption"] = json.load(open(f"{out}/captions-most-frequent.json"))[0]["caption"]
+json.dump({"model": row(f"{out}/caption-eval-model.json"), "most_frequent_caption": baseline},
+          open(f"{out}/caption_metrics.json", "w"), indent=1)
+PY
+fi
+
+step "$((5 + CAPTIONS))/$N what ELIP keeps, and the training curves"
 read -r IMG CAP < <(python3 -c "
 import json; e = json.load(open('$OUT/corpus/test.json'))[0]
 c = e['caption'] if isinstance(e['caption'], str) else e['caption'][0]
 print(e['image'], c)")
-"$ELIP" visualize --checkpoint "$OUT/run" --config configs/demo.yaml --image "$OUT/corpus/$IMG" --caption "$CAP" \
+"$ELIP" visualize --checkpoint "$OUT/run" --config "$CONFIG" --image "$OUT/corpus/$IMG" --caption "$CAP" \
     --out "$OUT/pruning.png"
 "$ELIP" plot "$OUT/run" --out "$OUT/training.png"
 
-step "6/6 summary ($(( $(date +%s) - t0 )) s)"
+step "$N/$N summary ($(( $(date +%s) - t0 )) s)"
 python3 - "$OUT" <<'PY'
 import json, sys
 out = sys.argv[1]
@@ -57,13 +113,20 @@ print(f"held-out retrieval ({n_img} images, {n_txt} captions): TR@1 {g('txt_r1')
 # Chance for both directions at R@1 is about 1 / images (each image has the same number of captions).
 mean_r1 = (g('txt_r1') + g('img_r1')) / 2
 print(f"mean of TR@1 and IR@1: {mean_r1:.1f}% = {mean_r1 / (100 / n_img):.1f}x chance ({100 / n_img:.2f}%)")
+try:
+    c = json.load(open(f"{out}/caption_metrics.json"))
+except FileNotFoundError:
+    sys.exit(0)
+m, b = c["model"], c["most_frequent_caption"]
+print(f"captions: BLEU-4 {m['BLEU-4']:.3f}  CIDEr {m['CIDEr']:.3f};  most frequent training caption: BLEU-4 {b['BLEU-4']:.3f}  "
+      f"CIDEr {b['CIDEr']:.3f};  CIDEr ratio {m['CIDEr'] / max(b['CIDEr'], 1e-12):.1f}x")
 PY
 cat <<EOF
 written:
   $OUT/corpus/          synthetic images, masks, train.json / test.json
   $OUT/shards/          LMDB shards + manifest.json$( [[ -f $OUT/contact-sheet.png ]] && printf '\n  %s' "$OUT/contact-sheet.png    samples from the shards")
   $OUT/run/             checkpoints/ and metrics.jsonl
-  $OUT/retrieval.json   TR/IR@1/5/10 and r_mean
+  $OUT/retrieval.json   TR/IR@1/5/10 and r_mean$( ((CAPTIONS)) && printf '\n  %s\n  %s' "$OUT/captions.json     a caption per held-out image (COCO results format)" "$OUT/caption_metrics.json  BLEU-4 and CIDEr-D: the model vs the most frequent training caption")
   $OUT/pruning.png      tokens kept per stage and the text-guided attention
   $OUT/training.png     losses, learning rate, throughput
 EOF
