@@ -93,7 +93,14 @@ struct BenchTrainStepCommand: ParsableCommand {
         var hyper = AdamW.Hyperparameters()
         var source: String
         if let config {
-            let c = try TrainingConfig.load(config)
+            var c = try TrainingConfig.load(config)
+            // A config with its own vocabulary (e.g. the BLIP demo's) frames the random captions
+            // with that vocabulary's special ids, as training would.
+            if FileManager.default.fileExists(atPath: c.vocabulary) {
+                try c.useVocabulary(of: loadTokenizer(c.vocabulary))
+            } else if c.model.specialTokens.cls >= c.model.vocabularySize {
+                throw ValidationError("\(config): its vocabulary \(c.vocabulary) is missing, and bert-base's special ids do not fit vocab_size \(c.model.vocabularySize)")
+            }
             model = c.model
             hyper = c.optimizer
             source = config
@@ -258,12 +265,13 @@ struct BenchTrainStepCommand: ParsableCommand {
         let res = config.imageRes, special = config.specialTokens
         let pixels = (0..<(batch * 3 * res * res)).map { _ in g.nextNormal() }
         var ids: [Int] = [], mask: [Int] = []
-        let vocab = config.vocabularySize
+        // Word ids from 1000 on (past bert-base's special and unused rows), or from 5 in a small vocabulary.
+        let vocab = config.vocabularySize, firstWord = vocab > 2000 ? 1000 : min(5, vocab - 1)
         for b in 0..<batch {
             let used = max(2, length - 3 * (b % 3))  // some captions shorter than the batch length
             for j in 0..<length {
                 let real = j < used
-                ids.append(!real ? special.pad : j == 0 ? special.cls : j == used - 1 ? special.sep : 1000 + Int(g.next() % UInt64(max(1, vocab - 1000))))
+                ids.append(!real ? special.pad : j == 0 ? special.cls : j == used - 1 ? special.sep : firstWord + Int(g.next() % UInt64(max(1, vocab - firstWord))))
                 mask.append(real ? 1 : 0)
             }
         }

@@ -64,6 +64,40 @@ final class ModelCommandTests: XCTestCase {
         XCTAssertTrue(bad.stderr.contains("'lookahead' is not look_ahead, inline or none"), bad.stderr)
     }
 
+    /// A config with its own small vocabulary (the BLIP demo's kind): the bench frames its random
+    /// captions with that vocabulary's ids; without the file it says what is missing.
+    func testBenchTrainStepUsesTheConfigsVocabulary() throws {
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let tmp = try CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        let med = #"{"hidden_size": 32, "num_attention_heads": 2, "num_hidden_layers": 1, "intermediate_size": 64, "vocab_size": 49, "max_position_embeddings": 32, "encoder_width": 32, "add_cross_attention": true}"#
+        try med.write(to: tmp.appendingPathComponent("med.json"), atomically: true, encoding: .utf8)
+        func config(_ vocab: String) throws -> String {
+            let path = tmp.appendingPathComponent("blip-\(UUID().uuidString).yaml").path
+            try """
+            model: blip
+            med_config: med.json
+            image_size: 32
+            batch_size: 4
+            queue_size: 8
+            embed_dim: 16
+            max_length: 12
+            img_prune: {begin_layer: [1], num_act_layers: [1], keep_ratio: [0.5]}
+            vision: {patch_size: 16, embed_dim: 32, depth: 2, num_heads: 2, mlp_ratio: 2}
+            data: {vocab: \(vocab)}
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        let good = try CLI.run(["bench", "train-step", "--config", config(repo.appendingPathComponent("configs/synthetic-vocab.txt").path),
+                                "--steps", "1", "--warmup", "0", "--batch", "4", "--text-length", "8", "--threads", "1"])
+        XCTAssertEqual(good.status, 0, good.stdout + good.stderr)
+        XCTAssertTrue(good.stdout.contains("images/s"), good.stdout)
+        let missing = tmp.appendingPathComponent("no-such-vocab.txt").path
+        let bad = try CLI.run(["bench", "train-step", "--config", config(missing), "--steps", "1"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("no-such-vocab.txt") && bad.stderr.contains("vocab_size 49"), bad.stderr)
+    }
+
     func testCheckStepPassesOnTheReferenceCase() throws {
         let dir = try CLI.shared("reference/albef-tiny")
         let tmp = try CLI.temporaryDirectory()

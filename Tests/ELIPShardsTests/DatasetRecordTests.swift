@@ -1,4 +1,6 @@
 @testable import ELIPShards
+import ELIPText
+import Foundation
 import XCTest
 
 final class DatasetRecordTests: XCTestCase {
@@ -40,5 +42,30 @@ final class SyntheticScenesTests: XCTestCase {
             }
         }
         XCTAssertNotEqual(SyntheticScenes.scene(index: 1, seed: 9, size: 64).pixels, SyntheticScenes.scene(index: 2, seed: 9, size: 64).pixels)
+    }
+
+    /// configs/synthetic-vocab.txt (the BLIP demo's vocabulary) covers every word the scenes'
+    /// captions use, as raw text and after ALBEF's and BLIP's caption cleaning: no [UNK], ever.
+    func testSyntheticVocabularyCoversEveryCaption() throws {
+        let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("configs/synthetic-vocab.txt").path
+        let tokenizer = try BertTokenizer(vocabularyFile: file)
+        XCTAssertEqual(tokenizer.specialIds.pad, 0, "[PAD] must be id 0 (BERT's padding_idx)")
+        var captions = 0
+        for seed: UInt64 in [1, 9, 42] {
+            for size in [64, 128] {
+                for i in 0..<250 {
+                    for caption in SyntheticScenes.scene(index: i, seed: seed, size: size).captions {
+                        for text in [caption, preCaption(caption), preCaptionBLIP(caption)] {
+                            let ids = tokenizer.tokenIds(text)
+                            XCTAssertFalse(ids.isEmpty, caption)
+                            XCTAssertFalse(ids.contains(tokenizer.specialIds.unknown), "'\(text)' has a word outside \(file)")
+                        }
+                        captions += 1
+                    }
+                }
+            }
+        }
+        XCTAssertGreaterThan(captions, 5000)
     }
 }
