@@ -17,7 +17,12 @@ public func preCaption(_ caption: String, maxWords: Int = 30) -> String {
     }
     text = replacingPerson(text)
 
-    // re.sub(r"\s{2,}", " ", ...)
+    return collapsedStrippedTruncated(text, maxWords: maxWords)
+}
+
+/// The tail both `pre_caption`s share: `re.sub(r"\s{2,}", " ")`, `rstrip("\n")`, `strip(" ")`,
+/// then `split(" ")` (empty words kept, like Python) and the first `maxWords` words.
+private func collapsedStrippedTruncated(_ text: [Unicode.Scalar], maxWords: Int) -> String {
     var collapsed: [Unicode.Scalar] = []
     collapsed.reserveCapacity(text.count)
     var i = 0
@@ -28,16 +33,12 @@ public func preCaption(_ caption: String, maxWords: Int = 30) -> String {
         if j - i >= 2 { collapsed.append(" ") } else { collapsed.append(text[i]) }
         i = j
     }
-
-    // rstrip("\n"), then strip(" ").
     var end = collapsed.count
     while end > 0 && collapsed[end - 1] == "\n" { end -= 1 }
     while end > 0 && collapsed[end - 1] == " " { end -= 1 }
     var start = 0
     while start < end && collapsed[start] == " " { start += 1 }
     let stripped = collapsed[start..<end]
-
-    // caption.split(" ") keeps empty words, like Python; only truncation rejoins.
     let words = stripped.split(separator: " ", omittingEmptySubsequences: false)
     guard words.count > maxWords else { return TextUnicode.string(stripped) }
     // Python slice words[:maxWords], negative counts included.
@@ -80,26 +81,7 @@ public func preCaptionBLIP(_ caption: String, maxWords: Int = 30) -> String {
         default: text.append(s)
         }
     }
-    var collapsed: [Unicode.Scalar] = []
-    collapsed.reserveCapacity(text.count)
-    var i = 0
-    while i < text.count {
-        guard TextUnicode.isPythonSpace(text[i]) else { collapsed.append(text[i]); i += 1; continue }
-        var j = i + 1
-        while j < text.count && TextUnicode.isPythonSpace(text[j]) { j += 1 }
-        if j - i >= 2 { collapsed.append(" ") } else { collapsed.append(text[i]) }
-        i = j
-    }
-    var end = collapsed.count
-    while end > 0 && collapsed[end - 1] == "\n" { end -= 1 }
-    while end > 0 && collapsed[end - 1] == " " { end -= 1 }
-    var start = 0
-    while start < end && collapsed[start] == " " { start += 1 }
-    let stripped = collapsed[start..<end]
-    let words = stripped.split(separator: " ", omittingEmptySubsequences: false)
-    guard words.count > maxWords else { return TextUnicode.string(stripped) }
-    let keep = maxWords >= 0 ? maxWords : max(0, words.count + maxWords)
-    return words.prefix(keep).map { TextUnicode.string($0) }.joined(separator: " ")
+    return collapsedStrippedTruncated(text, maxWords: maxWords)
 }
 
 /// How a model's captions become token ids: the cleaning rule, the framing, the token limit and
