@@ -207,7 +207,7 @@ public final class BLIPModel: TrainableModel, ImageTextRetrievalModel, TextGuide
         let hidden = try decoderLayers(textEmbeddings(dec, dropout: dropout), mask: dec, images: images, imageRows: Array(0..<bs), dropout: dropout)
         var scale: Float = 1
         if let global {
-            let local = (0..<bs).reduce(0) { n, b in n + (1..<l).filter { targets[b * l + $0] != -100 }.count }
+            let local = CausalLanguageModeling.predictingRows(targets: targets, batch: bs, length: l).rows.count
             let total = try global.allReduceSum([Float(local)])[0]
             scale = total > 0 ? Float(local) * Float(global.worldSize) / total : 0
         }
