@@ -15,6 +15,12 @@ public protocol BatchSource: AnyObject {
     func batch(epoch: Int, index: Int) throws -> ImageTextBatch
     /// A short description (for logs and the fingerprint).
     var summary: String { get }
+    /// Running data-quality counts of this rank (e.g. "data_bad_records"), logged with the metrics.
+    var dataCounters: [String: Double] { get }
+}
+
+extension BatchSource {
+    public var dataCounters: [String: Double] { [:] }
 }
 
 /// Synthetic scenes rendered on the fly (debug mode, tests): a permutation of the corpus per

@@ -30,6 +30,21 @@ public final class ShardBatchSource: BatchSource {
         options.strict = strict
         loader = try ShardLoader(directory: directory, rank: rank, worldSize: worldSize, batchSize: batchSize,
                                  seed: seed, tokenizer: tokenizer, options: options)
+        Self.warn(loader.warnings, rank: rank, worldSize: worldSize)
+    }
+
+    static func warn(_ lines: [String], rank: Int, worldSize: Int) {
+        for line in lines {
+            FileHandle.standardError.write(Data(((worldSize > 1 ? "[rank \(rank)] " : "") + "warning: \(line)\n").utf8))
+        }
+    }
+
+    private var reportedBadRecords = 0
+
+    /// Bad records skipped and records lost in damaged shards, so far, on this rank.
+    public var dataCounters: [String: Double] {
+        let s = loader.statistics
+        return ["data_bad_records": Double(s.badRecords.count), "data_records_in_damaged_shards": Double(s.recordsInDamagedShards)]
     }
 
     /// The pre-training image augmentation; the defaults are ALBEF's (crop scale 0.2-1.0,
@@ -52,6 +67,15 @@ public final class ShardBatchSource: BatchSource {
 
     public func batch(epoch: Int, index: Int) throws -> ImageTextBatch {
         let b = try loader.batch(epoch: epoch, index: index)
+        if b.replacedSamples > 0 {
+            // Say so when new bad records were skipped (each is counted once, with its reason).
+            let bad = loader.statistics.badRecords
+            if bad.count > reportedBadRecords, let last = bad.last {
+                Self.warn(["\(bad.count) bad record(s) skipped so far (latest: shard \(last.shardName), key \(last.record.key): \(last.reason))"],
+                          rank: loader.rank, worldSize: loader.worldSize)
+                reportedBadRecords = bad.count
+            }
+        }
         let text = try TextBatch(ids: b.ids.map { Int($0) }, mask: b.mask.map { Int($0) }, batch: b.batchSize, length: b.length)
         let images = try Tensor(b.images, shape: [b.batchSize, 3, b.imageSize, b.imageSize])
         return ImageTextBatch(images: images, text: text)

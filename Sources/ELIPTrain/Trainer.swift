@@ -289,6 +289,7 @@ public final class Trainer {
         }
         times.optimizer += ProcessStats.now() - t0
         state.step += 1
+        for (name, count) in source.dataCounters { values[name] = count }   // e.g. bad records skipped so far
         return MetricsRecord(step: state.step, epoch: state.epoch, losses: losses, values: values, lr: Double(lr),
                              gradNorm: Double(norm),
                              imagesPerSecond: Double(config.batchSize * micro * comm.size) / max(times.total, 1e-9),

@@ -71,7 +71,8 @@ struct InspectDatasetCommand: ParsableCommand {
         let reasons = m.rejects.byReason.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         lines.append(String(format: "rejects: %d (%.2f%%)%@", m.rejects.total, 100 * m.rejects.fraction, reasons.isEmpty ? "" : ": " + reasons))
         for w in result.warnings { lines.append("warning: \(w)") }
-        print(lines.joined(separator: "\n"))
+        // Paths, captions and messages come from the data: never let them drive the terminal.
+        print(lines.map(TerminalText.escaped).joined(separator: "\n"))
 
         if show > 0 && m.totalRecords > 0 && result.isValid {
             do {
@@ -79,9 +80,11 @@ struct InspectDatasetCommand: ParsableCommand {
                 let sheet = try DatasetInspector.contactSheet(samples)
                 try PNG.write(sheet, toFile: out)
                 print("contact sheet: \(out) (\(samples.count) samples, row-major):")
-                for (i, r) in samples.enumerated() { print("  \(i + 1). \(r.sourceID): \(r.captions.first ?? "")") }
+                for (i, r) in samples.enumerated() {
+                    print(TerminalText.escaped("  \(i + 1). \(r.sourceID): \(r.captions.first ?? "")"))
+                }
             } catch {
-                FileHandle.standardError.write(Data("warning: no contact sheet: \(error)\n".utf8))
+                FileHandle.standardError.write(Data(TerminalText.escaped("warning: no contact sheet: \(error)").utf8 + [0x0A]))
             }
         }
 
@@ -90,13 +93,13 @@ struct InspectDatasetCommand: ParsableCommand {
                 print("verify: OK (\(result.recordsChecked) records checked in \(m.shardCount) shards)")
             } else {
                 print("verify: FAILED, \(result.problemCount) problem(s):")
-                for p in result.problems { print("  - \(p)") }
+                for p in result.problems { print(TerminalText.escaped("  - \(p)")) }
                 if result.unlistedProblems > 0 { print("  ... and \(result.unlistedProblems) more") }
                 throw ExitCode(1)
             }
         } else if !result.isValid {
             print("problems:")
-            for p in result.problems { print("  - \(p)") }
+            for p in result.problems { print(TerminalText.escaped("  - \(p)")) }
             throw ExitCode(1)
         }
     }

@@ -47,9 +47,10 @@ final class LoaderTests: XCTestCase {
                     try txn.put(UInt64(k), rec.encoded())
                 }
             }
-            entries.append("{\"name\": \"\(name)\", \"records\": \(n), \"bytes\": 0, \"checksum\": \"x\"}")
+            // No "bytes": these tests rewrite records after the manifest is written.
+            entries.append("{\"name\": \"\(name)\", \"records\": \(n), \"checksum\": \"x\"}")
         }
-        let manifest = "{\"format\": \"elip-lmdb-shards\", \"total_records\": \(counts.reduce(0, +)), \"shards\": [\(entries.joined(separator: ", "))], \"sources\": []}"
+        let manifest = "{\"format\": \"\(DatasetManifest.formatName)\", \"total_records\": \(counts.reduce(0, +)), \"shards\": [\(entries.joined(separator: ", "))], \"sources\": []}"
         try manifest.write(to: dir.appendingPathComponent("manifest.json"), atomically: true, encoding: .utf8)
         return dir
     }
@@ -116,9 +117,9 @@ final class LoaderTests: XCTestCase {
     }
 
     func testManifestReaderToleratesExtraFieldsAndRejectsBadInput() throws {
-        let json = #"{"format": "x", "shards": [{"name": "shard-00000-of-00002", "records": 5, "bytes": 1, "extra": {"a": [1]}}, {"name": "b", "records": 0}], "total_records": 5}"#
+        let json = #"{"format": "elip-lmdb-image-text", "shards": [{"name": "shard-00000-of-00002", "records": 5, "bytes": 1, "extra": {"a": [1]}}, {"name": "b", "records": 0}], "total_records": 5}"#
         let l = try ShardListing.parse(Data(json.utf8))
-        XCTAssertEqual(l.shards, [.init(name: "shard-00000-of-00002", records: 5), .init(name: "b", records: 0)])
+        XCTAssertEqual(l.shards, [.init(name: "shard-00000-of-00002", records: 5, bytes: 1), .init(name: "b", records: 0)])
         XCTAssertEqual(l.totalRecords, 5)
         for bad in [#"{"shards": [{"name": "../x", "records": 1}]}"#, #"{"shards": [{"name": "a"}]}"#,
                     #"{"shards": [{"name": "a", "records": -1}]}"#, #"{"shard": []}"#, "not json",
@@ -356,7 +357,7 @@ final class LoaderTests: XCTestCase {
         o.workerThreads = -1
         XCTAssertThrowsError(try loader(dir, batch: 1, o))
         // Manifest lists more records than the shard holds.
-        let listing = try ShardListing(shards: [.init(name: Self.shardName(0, 2), records: 9)])
+        let listing = try ShardListing(shards: [.init(name: Self.shardName(0, 2), records: 9), .init(name: Self.shardName(1, 2), records: 2)])
         XCTAssertThrowsError(try ShardLoader(directory: dir.path, listing: listing, rank: 0, worldSize: 1, batchSize: 1,
                                              seed: 0, tokenizer: try tokenizer(), options: options())) { e in
             guard case let LoaderError.shard(name, _) = e else { return XCTFail("\(e)") }

@@ -233,12 +233,13 @@ public final class DatasetBuilder {
         let fmt = ISO8601DateFormatter()
         return DatasetManifest(
             format: DatasetManifest.formatName, formatVersion: DatasetManifest.currentFormatVersion,
-            builder: "elip build-dataset", builderVersion: Self.builderVersion, created: fmt.string(from: Date()),
+            builder: DatasetManifest.builderName, builderVersion: Self.builderVersion, created: fmt.string(from: Date()),
             recordFormat: "ELR1 DatasetRecord (captions, source id, JPEG, CRC-32)",
             keyFormat: "uint64 big-endian, 0..<records per shard",
             shardCount: n, totalRecords: total,
             shards: summaries.map { DatasetManifest.Shard(name: $0.name, records: $0.records, bytes: $0.bytes,
-                                                          checksum: $0.checksum, checksumAlgorithm: $0.checksumAlgorithm) },
+                                                          checksum: $0.checksum, checksumAlgorithm: $0.checksumAlgorithm,
+                                                          firstSourceID: $0.firstSourceID, lastSourceID: $0.lastSourceID) },
             sources: sources, imagePolicy: options.policy, captionStats: caption, imageStats: image,
             rejects: DatasetManifest.Rejects(total: rejectedItems, byReason: byReason,
                                              fraction: denominator == 0 ? 0 : Double(rejectedItems) / Double(denominator)),

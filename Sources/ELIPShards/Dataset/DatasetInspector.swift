@@ -57,6 +57,15 @@ public enum DatasetInspector {
             if let attrs = try? fm.attributesOfItem(atPath: data), let size = attrs[.size] as? NSNumber {
                 onDisk = size.intValue
                 if size.intValue != shard.bytes { problem("\(shard.name): data.mdb is \(size.intValue) bytes, the manifest says \(shard.bytes)") }
+                if let env = try? LMDBEnvironment(path: dir, readOnly: true, verifyStructure: true),
+                   let p = ShardIntegrity.identityProblem(env, first: shard.firstSourceID, last: shard.lastSourceID,
+                                                          records: shard.records) {
+                    problem("\(shard.name): \(p)")
+                }
+                if let summary = try? ShardSummary.load(fromShardDirectory: dir),
+                   summary.name != shard.name || summary.records != shard.records || summary.bytes != shard.bytes {
+                    problem("\(shard.name): its shard-summary.json describes \(summary.name) with \(summary.records) records (a copy of another shard?)")
+                }
             } else {
                 problem("\(shard.name): missing (no \(data))")
             }
@@ -96,7 +105,7 @@ public enum DatasetInspector {
                 continue
             }
             do {
-                let env = try LMDBEnvironment(path: dir, readOnly: true)
+                let env = try LMDBEnvironment(path: dir, readOnly: true, verifyStructure: true)
                 let count = try env.count()
                 if count != shard.records { problem("\(shard.name): \(count) records, the manifest says \(shard.records)") }
                 let shardStats = try verifyRecords(env: env, shard: shard.name, policy: manifest.imagePolicy,
@@ -200,13 +209,20 @@ public enum DatasetInspector {
         }
         var out: [DatasetRecord] = []
         for s in wanted.keys.sorted() {
-            let env = try LMDBEnvironment(path: manifest.shardPath(s, in: directory), readOnly: true)
+            let name = manifest.shards[s].name
+            // The structure check keeps a truncated or damaged file from being mapped and read.
+            let env: LMDBEnvironment
+            do { env = try LMDBEnvironment(path: manifest.shardPath(s, in: directory), readOnly: true, verifyStructure: true) } catch {
+                throw DatasetError.manifest(name, "cannot read samples: \(error)")
+            }
             try env.read { txn in
                 for key in wanted[s] ?? [] {
-                    guard let v = try txn.get(key) else {
-                        throw DatasetError.manifest(manifest.shards[s].name, "record \(key) is missing")
+                    let v: [UInt8]?
+                    do { v = try txn.get(key) } catch { throw DatasetError.manifest(name, "record \(key): \(error)") }
+                    guard let v else { throw DatasetError.manifest(name, "record \(key) is missing") }
+                    do { out.append(try DatasetRecord.decode(v)) } catch {
+                        throw DatasetError.manifest(name, "record \(key): \(error)")
                     }
-                    out.append(try DatasetRecord.decode(v))
                 }
             }
         }

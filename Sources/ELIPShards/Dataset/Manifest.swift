@@ -218,6 +218,10 @@ public struct ShardSummary: Codable, Equatable, Sendable {
     public var bytes: Int
     public var checksum: String
     public var checksumAlgorithm: String
+    /// Source ids of the first and last record: the shard's identity, which the loader checks
+    /// cheaply at every start (nil in summaries of older builds or of empty shards).
+    public var firstSourceID: String?
+    public var lastSourceID: String?
     /// Hash of the build parameters and this shard's planned items: a resumed build only keeps
     /// the shard when it matches.
     public var fingerprint: String
@@ -233,6 +237,7 @@ public struct ShardSummary: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case shard, shardCount = "shard_count", name, records, planned, bytes, checksum
         case checksumAlgorithm = "checksum_algorithm", fingerprint, builderVersion = "builder_version"
+        case firstSourceID = "first_source_id", lastSourceID = "last_source_id"
         case captionStats = "caption_stats", imageStats = "image_stats", sourceRecords = "source_records"
         case rejects, buildSeconds = "build_seconds"
     }
@@ -254,6 +259,7 @@ public struct DatasetManifest: Codable, Equatable, Sendable {
     public static let fileName = "manifest.json"
     public static let formatName = "elip-lmdb-image-text"
     public static let currentFormatVersion = 1
+    public static let builderName = "elip build-dataset"
 
     public struct Shard: Codable, Equatable, Sendable {
         public var name: String
@@ -261,9 +267,14 @@ public struct DatasetManifest: Codable, Equatable, Sendable {
         public var bytes: Int
         public var checksum: String
         public var checksumAlgorithm: String
+        /// Source ids of the first and last record: the loader's cheap identity check (a copy of
+        /// another shard names other sources), unaffected by damage elsewhere (nil: older build).
+        public var firstSourceID: String?
+        public var lastSourceID: String?
 
         enum CodingKeys: String, CodingKey {
             case name, records, bytes, checksum, checksumAlgorithm = "checksum_algorithm"
+            case firstSourceID = "first_source_id", lastSourceID = "last_source_id"
         }
     }
 

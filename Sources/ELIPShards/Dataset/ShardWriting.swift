@@ -22,6 +22,7 @@ extension DatasetBuilder {
         var sourceRecords: [String: Int] = [:]
         var rejects: [RejectRecord] = []
         var key: UInt64 = 0
+        var firstSourceID: String? = nil, lastSourceID: String? = nil
         do {
             let initialMap = options.initialMapSize
                 ?? min(1 << 40, max(64 << 20, ((indices.count * (192 << 10) + (1 << 20) - 1) >> 20) << 20))
@@ -63,6 +64,8 @@ extension DatasetBuilder {
                 switch outcome {
                 case let .record(bytes, w, h, jpegBytes, resized):
                     pending.append(bytes)
+                    if firstSourceID == nil { firstSourceID = item.sourceID }
+                    lastSourceID = item.sourceID
                     captionStats.add(captions: item.captions)
                     imageStats.add(width: w, height: h, bytes: jpegBytes, resized: resized)
                     sourceRecords[plan.sources[item.source].path, default: 0] += 1
@@ -82,7 +85,8 @@ extension DatasetBuilder {
         let (sum, bytes) = try Checksum64.file(atPath: data)
         let summary = ShardSummary(shard: s, shardCount: options.shardCount, name: name, records: Int(key),
                                    planned: indices.count, bytes: bytes, checksum: Checksum64.hex(sum),
-                                   checksumAlgorithm: Checksum64.algorithm, fingerprint: fingerprint(shard: s, plan: plan),
+                                   checksumAlgorithm: Checksum64.algorithm,
+                                   firstSourceID: firstSourceID, lastSourceID: lastSourceID, fingerprint: fingerprint(shard: s, plan: plan),
                                    builderVersion: Self.builderVersion, captionStats: captionStats, imageStats: imageStats,
                                    sourceRecords: sourceRecords, rejects: rejects,
                                    buildSeconds: Date().timeIntervalSince(t0))

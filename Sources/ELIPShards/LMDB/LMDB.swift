@@ -47,6 +47,8 @@ public struct LMDBError: Error, Equatable, Sendable, CustomStringConvertible {
     public var isMapFull: Bool { code == MDB_MAP_FULL }
     public var isNotFound: Bool { code == MDB_NOTFOUND }
     public var isKeyExists: Bool { code == MDB_KEYEXIST }
+    /// The file is damaged (structure check, or LMDB's own corruption / version / page errors).
+    public var isDamage: Bool { [MDB_CORRUPTED, MDB_INVALID, MDB_VERSION_MISMATCH, MDB_PAGE_NOTFOUND].contains(code) }
 
     public var description: String { "LMDB \(operation) failed for \(path): \(message) (code \(code))" }
 }
@@ -96,6 +98,10 @@ public final class LMDBEnvironment: @unchecked Sendable {
     public let path: String
     public let readOnly: Bool
     let env: OpaquePointer
+    /// Set when opened with `verifyStructure`: the checked layout and the values that must not be read.
+    public let structure: LMDBStructureReport?
+    /// Size of the checked data file (no value can be larger); nil: unchecked.
+    let checkedFileBytes: Int?
     private let lock = NSLock()
     private var liveTransactions = 0
 
@@ -109,10 +115,22 @@ public final class LMDBEnvironment: @unchecked Sendable {
     ///   - maxReaders: reader slots (concurrent read transactions across all processes).
     ///   - noReadAhead: MDB_NORDAHEAD (helps random access on datasets larger than RAM).
     ///   - noSync: MDB_NOSYNC (bulk builds: faster, not crash-safe until `sync()`).
+    ///   - verifyStructure: read-only only. Check the data file with `LMDBStructure.verify` before
+    ///     mapping it (throws MDB_CORRUPTED for a truncated or damaged tree); afterwards values
+    ///     listed as damaged, or lying outside the checked file, are refused instead of read.
+    ///     Use it for files that may be damaged (dataset shards): liblmdb itself trusts the file.
     public init(path: String, readOnly: Bool = true, mapSize: Int? = nil, maxReaders: Int = 126,
-                noSubdir: Bool = false, noReadAhead: Bool = false, noSync: Bool = false) throws {
+                noSubdir: Bool = false, noReadAhead: Bool = false, noSync: Bool = false,
+                verifyStructure: Bool = false) throws {
         self.path = path
         self.readOnly = readOnly
+        var report: LMDBStructureReport? = nil
+        if verifyStructure {
+            guard readOnly else {
+                throw LMDBError(custom: "structure checks need a read-only environment", operation: "open", path: path)
+            }
+            report = try LMDBStructure.verify(dataFile: noSubdir ? path : (path as NSString).appendingPathComponent("data.mdb"))
+        }
         var e: OpaquePointer?
         var rc = mdb_env_create(&e)
         guard rc == 0, let envp = e else { throw LMDBError(rc, "mdb_env_create", path: path) }
@@ -154,6 +172,22 @@ public final class LMDBEnvironment: @unchecked Sendable {
         if noSync { flags |= UInt32(MDB_NOSYNC) }
         rc = mdb_env_open(envp, path, flags, 0o664)
         if rc != 0 { throw fail(rc, "mdb_env_open") }
+        if let report {
+            // LMDB must be looking at the snapshot that was checked (same meta page, same file).
+            var i = MDB_envinfo()
+            rc = mdb_env_info(envp, &i)
+            if rc != 0 { throw fail(rc, "mdb_env_info") }
+            guard i.me_last_pgno == report.lastPage, i.me_last_txnid == report.transactionID else {
+                mdb_env_close(envp)
+                throw LMDBError(custom: "the file changed between its structure check and opening (last page \(i.me_last_pgno), "
+                                + "transaction \(i.me_last_txnid); checked \(report.lastPage), \(report.transactionID))",
+                                operation: "open", path: path, code: MDB_CORRUPTED)
+            }
+            checkedFileBytes = report.fileBytes
+        } else {
+            checkedFileBytes = nil
+        }
+        structure = report
         env = envp
 
         if !readOnly {
@@ -293,6 +327,22 @@ public final class LMDBEnvironment: @unchecked Sendable {
                 if rc2 == 0 { continue }
             }
             throw LMDBError(rc, operation, path: path)
+        }
+    }
+}
+
+extension LMDBEnvironment {
+    /// Throws MDB_CORRUPTED unless the value of `key` may be read: not listed as damaged by the
+    /// structure check (which proved every other value lies inside the file) and no larger than
+    /// the file (no-op for unchecked environments).
+    func checkValue(key: [UInt8], _ v: MDB_val) throws {
+        guard let fileBytes = checkedFileBytes else { return }
+        if let why = structure?.damagedValues[key] {
+            throw LMDBError(custom: "damaged value: \(why)", operation: "read", path: path, code: MDB_CORRUPTED)
+        }
+        guard v.mv_size <= fileBytes else {
+            throw LMDBError(custom: "value of \(v.mv_size) bytes is larger than the checked file", operation: "read",
+                            path: path, code: MDB_CORRUPTED)
         }
     }
 }

@@ -29,12 +29,17 @@ public class LMDBTransactionBase {
         let t = try liveTxn("mdb_get")
         guard !key.isEmpty else { throw LMDBError(custom: "empty key", operation: "mdb_get", path: path) }
         var v = MDB_val(mv_size: 0, mv_data: nil)
+        // A damaged node must not reach mdb_get at all (its flags may send LMDB off the page).
+        if let why = environment.structure?.damagedValues[key] {
+            throw LMDBError(custom: "damaged value: \(why)", operation: "mdb_get", path: path, code: MDB_CORRUPTED)
+        }
         let rc = key.withUnsafeBytes { kb -> Int32 in
             var k = MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
             return mdb_get(t, dbi, &k, &v)
         }
         if rc == MDB_NOTFOUND { return nil }
         guard rc == 0 else { throw LMDBError(rc, "mdb_get", path: path) }
+        try environment.checkValue(key: key, v)
         return try body(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
     }
 
@@ -251,6 +256,7 @@ public final class LMDBCursor {
         }
         var rc: Int32 = 0
         var result: (key: [UInt8], value: [UInt8])? = nil
+        var damage: Error? = nil
         // The search key buffer only needs to live during the call; on success LMDB points `k` at
         // the key stored in the map, which we copy out before leaving the closure.
         (key ?? [0]).withUnsafeBytes { kb in
@@ -258,11 +264,20 @@ public final class LMDBCursor {
                                : MDB_val(mv_size: kb.count, mv_data: UnsafeMutableRawPointer(mutating: kb.baseAddress))
             var v = MDB_val(mv_size: 0, mv_data: nil)
             rc = mdb_cursor_get(c, &k, &v, o)
+            if rc == 0, owner.environment.checkedFileBytes != nil {
+                // Keys lie in checked pages; values are checked before they are copied.
+                let key = Array(UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size))
+                do { try owner.environment.checkValue(key: key, v) } catch {
+                    damage = error
+                    return
+                }
+            }
             if rc == 0 {
                 result = (Array(UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size)),
                           Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size)))
             }
         }
+        if let damage { throw damage }
         if rc == MDB_NOTFOUND { return nil }
         guard rc == 0 else { throw LMDBError(rc, "mdb_cursor_get", path: owner.path) }
         return result

@@ -6,6 +6,9 @@ import Foundation
 final class LoaderCore: @unchecked Sendable {
     let assignment: ShardAssignment
     let environments: [Int: LMDBEnvironment]
+    /// Shards found damaged at open (non-strict): every record of theirs is a bad record.
+    let damagedShards: [Int: String]
+    let recordsInDamagedShards: Int
     let batchSize: Int
     let batchesPerEpoch: Int
     let seed: UInt64
@@ -20,10 +23,13 @@ final class LoaderCore: @unchecked Sendable {
     private var bad: [RecordID: String] = [:]
     private var stats = LoaderStatistics()
 
-    init(assignment: ShardAssignment, environments: [Int: LMDBEnvironment], batchSize: Int, batchesPerEpoch: Int,
-         seed: UInt64, tokenizer: BertTokenizer, options: Options) {
+    init(assignment: ShardAssignment, environments: [Int: LMDBEnvironment], damagedShards: [Int: String] = [:],
+         batchSize: Int, batchesPerEpoch: Int, seed: UInt64, tokenizer: BertTokenizer, options: Options) {
         self.assignment = assignment
         self.environments = environments
+        self.damagedShards = damagedShards
+        recordsInDamagedShards = damagedShards.isEmpty ? 0
+            : (0..<assignment.recordCount).reduce(0) { $0 + (assignment.record(at: $1).map { damagedShards[$0.shard] != nil } == true ? 1 : 0) }
         self.batchSize = batchSize
         self.batchesPerEpoch = batchesPerEpoch
         self.seed = seed
@@ -66,6 +72,8 @@ final class LoaderCore: @unchecked Sendable {
         statsLock.lock()
         defer { statsLock.unlock() }
         var s = stats
+        s.damagedShards = damagedShards.keys.sorted().map { assignment.listing.shards[$0].name }
+        s.recordsInDamagedShards = recordsInDamagedShards
         s.badRecords = bad.keys.sorted().map { id in
             BadRecord(record: id, shardName: assignment.listing.shards[id.shard].name, reason: bad[id] ?? "")
         }
@@ -96,6 +104,7 @@ final class LoaderCore: @unchecked Sendable {
     /// Reads and decodes one record; `RecordFailure.bad` for a bad record, LoaderError.read for storage errors.
     private func load(_ id: RecordID, decoder: JPEGDecoder) throws -> (captions: [String], image: RGBImage) {
         let name = assignment.listing.shards[id.shard].name
+        if let damage = damagedShards[id.shard] { throw RecordFailure.bad("shard \(damage)") }
         guard let env = environments[id.shard] else {
             throw LoaderError.read(shard: name, key: id.key, message: "shard not opened by this rank")
         }
@@ -113,6 +122,8 @@ final class LoaderCore: @unchecked Sendable {
             }
         } catch let e as RecordFailure {
             throw e
+        } catch let e as LMDBError where e.isDamage {
+            throw RecordFailure.bad(e.message)   // a damaged value the structure check listed: skip it
         } catch {
             throw LoaderError.read(shard: name, key: id.key, message: "\(error)")
         }

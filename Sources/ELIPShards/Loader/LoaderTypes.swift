@@ -85,6 +85,10 @@ public struct BadRecord: Sendable, Equatable {
 public struct LoaderStatistics: Sendable, Equatable {
     /// Distinct bad records met, ordered by (shard, key).
     public var badRecords: [BadRecord] = []
+    /// This rank's shards found damaged when opened (non-strict: all their records are skipped).
+    public var damagedShards: [String] = []
+    /// This rank's records that lie in those shards (known lost before any is read).
+    public var recordsInDamagedShards = 0
     /// Times a sample had to be replaced (a recomputed batch counts again).
     public var replacements = 0
     /// Batches returned by `batch(epoch:index:)`.

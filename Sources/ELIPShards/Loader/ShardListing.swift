@@ -1,22 +1,37 @@
 import Foundation
 
 /// The part of a shard folder's `manifest.json` the loader needs: the shards in order, each with
-/// its sub-directory name and record count (keys 0..<records, 8-byte big-endian). Any other
-/// fields of the manifest (written by the dataset builder) are ignored, so this reader keeps
-/// working as the builder's format grows.
+/// its sub-directory name and record count (keys 0..<records, 8-byte big-endian), and what it
+/// cross-checks cheaply, as `inspect-dataset` does: `format`/`format_version` must be known,
+/// `shard_count` and `total_records` (when present) must agree with the list, builder-named shards
+/// (`shard-i-of-n`) must sit at position i of n entries, and each shard's `bytes` and
+/// `first_source_id`/`last_source_id` (when present) are compared with the files when the shard
+/// is opened.
+/// Other fields are ignored, so this reader keeps working as the builder's format grows.
 ///
 ///     {"shards": [{"name": "shard-00000-of-00002", "records": 5000, ...}, ...], ...}
 public struct ShardListing: Sendable, Equatable {
     public struct Shard: Sendable, Equatable, Hashable {
         public var name: String
         public var records: Int
-        public init(name: String, records: Int) {
+        /// data.mdb size the manifest records (nil: not recorded).
+        public var bytes: Int?
+        /// Source ids of the first and last record (nil: not recorded, older manifests).
+        public var firstSourceID: String?
+        public var lastSourceID: String?
+        public init(name: String, records: Int, bytes: Int? = nil, firstSourceID: String? = nil, lastSourceID: String? = nil) {
             self.name = name
             self.records = records
+            self.bytes = bytes
+            self.firstSourceID = firstSourceID
+            self.lastSourceID = lastSourceID
         }
     }
 
     public var shards: [Shard]
+    /// True when the manifest was written by the dataset builder (`builder` names it): every shard
+    /// must then carry its `shard-summary.json`, which the loader compares with the entry.
+    public var fromBuilder = false
 
     public init(shards: [Shard]) throws {
         var seen = Set<String>()
@@ -25,7 +40,17 @@ public struct ShardListing: Sendable, Equatable {
                 throw LoaderError.manifest("invalid shard name '\(s.name)'")
             }
             guard s.records >= 0 else { throw LoaderError.manifest("shard \(s.name) has a negative record count") }
+            guard s.bytes.map({ $0 >= 0 }) ?? true else { throw LoaderError.manifest("shard \(s.name) has a negative byte count") }
             guard seen.insert(s.name).inserted else { throw LoaderError.manifest("shard \(s.name) is listed twice") }
+        }
+        // Builder-named shards say where they belong: a missing or reordered entry shows here.
+        for (i, s) in shards.enumerated() {
+            guard let p = ShardNaming.parse(s.name) else { continue }
+            guard !p.temporary else { throw LoaderError.manifest("shard \(s.name) is an unfinished build directory") }
+            guard p.shard == i, p.count == shards.count else {
+                throw LoaderError.manifest("entry \(i) of \(shards.count) is \(s.name): shard \(p.shard) of \(p.count) "
+                                           + "(a shard entry is missing, extra or out of order)")
+            }
         }
         self.shards = shards
     }
@@ -53,17 +78,55 @@ public struct ShardListing: Sendable, Equatable {
         guard let top = object as? [String: Any], let list = top["shards"] as? [Any] else {
             throw LoaderError.manifest("\(origin) has no 'shards' list")
         }
+        func integer(_ v: Any?) -> Int? {
+            guard let v else { return nil }
+            return (v as? Int) ?? (v as? Double).flatMap { Int(exactly: $0) }
+        }
+        if let format = top["format"] {
+            guard let f = format as? String, f == DatasetManifest.formatName else {
+                throw LoaderError.manifest("\(origin): format is \(format), expected '\(DatasetManifest.formatName)'")
+            }
+        }
+        if let version = top["format_version"] {
+            guard let v = integer(version), (1...DatasetManifest.currentFormatVersion).contains(v) else {
+                throw LoaderError.manifest("\(origin): format_version \(version) is not one this reader knows "
+                                           + "(1...\(DatasetManifest.currentFormatVersion))")
+            }
+        }
+        if let count = top["shard_count"] {
+            guard let n = integer(count), n == list.count else {
+                throw LoaderError.manifest("\(origin): shard_count is \(count) but \(list.count) shards are listed")
+            }
+        }
         var shards: [Shard] = []
         for (i, item) in list.enumerated() {
             guard let d = item as? [String: Any], let name = d["name"] as? String else {
                 throw LoaderError.manifest("\(origin): shards[\(i)] has no 'name'")
             }
-            guard let records = (d["records"] as? Int) ?? (d["records"] as? Double).flatMap({ Int(exactly: $0) }) else {
+            guard let records = integer(d["records"]) else {
                 throw LoaderError.manifest("\(origin): shards[\(i)] (\(name)) has no integer 'records'")
             }
-            shards.append(Shard(name: name, records: records))
+            var bytes: Int? = nil
+            if let b = d["bytes"] {
+                guard let v = integer(b) else { throw LoaderError.manifest("\(origin): shards[\(i)] (\(name)) has a non-integer 'bytes'") }
+                bytes = v
+            }
+            var ids: [String?] = []
+            for field in ["first_source_id", "last_source_id"] {
+                guard let v = d[field] else { ids.append(nil); continue }
+                guard let id = v as? String else { throw LoaderError.manifest("\(origin): shards[\(i)] (\(name)) has a non-string '\(field)'") }
+                ids.append(id)
+            }
+            shards.append(Shard(name: name, records: records, bytes: bytes, firstSourceID: ids[0], lastSourceID: ids[1]))
         }
-        return try ShardListing(shards: shards)
+        var listing = try ShardListing(shards: shards)
+        if let total = top["total_records"] {
+            guard let t = integer(total), t == listing.totalRecords else {
+                throw LoaderError.manifest("\(origin): total_records is \(total) but the shards hold \(listing.totalRecords)")
+            }
+        }
+        listing.fromBuilder = (top["builder"] as? String) == DatasetManifest.builderName
+        return listing
     }
 
     /// A digest of the shard names and counts (the same on every rank that reads the same manifest).

@@ -54,6 +54,8 @@ public final class ShardLoader: @unchecked Sendable {
     public let options: Options
     public let batchesPerEpoch: Int
     public var imageSize: Int { core.imageSize }
+    /// Damage found while opening this rank's shards (non-strict: skipped and counted); for the log.
+    public let warnings: [String]
     public var rank: Int { assignment.rank }
     public var worldSize: Int { assignment.worldSize }
 
@@ -95,22 +97,25 @@ public final class ShardLoader: @unchecked Sendable {
         guard assignment.recordCount <= Int(UInt32.max) else {
             throw LoaderError.invalidArgument("rank \(rank) owns \(assignment.recordCount) records, more than 2^32 - 1")
         }
-        // Open only the shards this rank reads.
+        // Open only the shards this rank reads, each checked against the manifest and for damage.
         var envs: [Int: LMDBEnvironment] = [:]
+        var damaged: [Int: String] = [:]
+        var warnings: [String] = []
         for s in Set(assignment.shardIndices).sorted() {
             let shard = listing.shards[s]
-            let path = (directory as NSString).appendingPathComponent(shard.name)
-            let env: LMDBEnvironment
-            do { env = try LMDBEnvironment(path: path, readOnly: true) } catch {
-                throw LoaderError.shard(name: shard.name, message: "cannot open \(path): \(error)")
+            do {
+                let env = try ShardIntegrity.open(directory: directory, listing: listing, index: s)
+                if let bad = env.structure?.damagedValues, !bad.isEmpty {
+                    let keys = bad.keys.compactMap { LMDBKey.uint64(decoding: $0) }.sorted().prefix(8).map(String.init)
+                    warnings.append("shard \(shard.name): \(bad.count) damaged record(s) will be skipped "
+                                    + "(keys \(keys.joined(separator: ", "))\(bad.count > 8 ? ", ..." : ""))")
+                }
+                envs[s] = env
+            } catch let e as ShardIntegrity.ShardDamage {
+                if options.strict { throw LoaderError.shard(name: shard.name, message: e.description) }
+                damaged[s] = e.description
+                warnings.append("shard \(shard.name): \(e.description); its \(shard.records) records will be skipped")
             }
-            let count: Int
-            do { count = try env.count() } catch { throw LoaderError.shard(name: shard.name, message: "\(error)") }
-            guard count >= shard.records else {
-                throw LoaderError.shard(name: shard.name,
-                                        message: "holds \(count) entries but the manifest lists \(shard.records) records")
-            }
-            envs[s] = env
         }
         self.directory = directory
         self.listing = listing
@@ -119,8 +124,9 @@ public final class ShardLoader: @unchecked Sendable {
         self.seed = seed
         self.options = options
         batchesPerEpoch = batches
-        core = LoaderCore(assignment: assignment, environments: envs, batchSize: batchSize, batchesPerEpoch: batches,
-                          seed: seed, tokenizer: tokenizer, options: options)
+        self.warnings = warnings
+        core = LoaderCore(assignment: assignment, environments: envs, damagedShards: damaged, batchSize: batchSize,
+                          batchesPerEpoch: batches, seed: seed, tokenizer: tokenizer, options: options)
         scheduler = options.workerThreads > 0
             ? PrefetchScheduler(core: core, threads: options.workerThreads, depth: options.prefetchDepth)
             : nil
