@@ -130,7 +130,7 @@ public enum JPEGInputPixelFormat: Sendable {
 /// A reusable JPEG decoder (owns one TurboJPEG decompression handle). Not thread-safe: use one per
 /// thread.
 public final class JPEGDecoder {
-    private let handle: tjhandle
+    private var handle: tjhandle
 
     public init() throws {
         guard let h = tjInitDecompress() else {
@@ -155,6 +155,21 @@ public final class JPEGDecoder {
     }
 
     private func decode(buffer raw: UnsafeRawBufferPointer, options: JPEGDecodeOptions) throws -> RGBImage {
+        do {
+            return try decodeOnce(buffer: raw, options: options)
+        } catch {
+            // TurboJPEG can leave a handle unusable after some failures (e.g. "Bogus marker
+            // length" makes every later valid image fail with "Bogus Huffman table definition"):
+            // a loader worker would then reject every following record. Start afresh.
+            if let fresh = tjInitDecompress() {
+                tjDestroy(handle)
+                handle = fresh
+            }
+            throw error
+        }
+    }
+
+    private func decodeOnce(buffer raw: UnsafeRawBufferPointer, options: JPEGDecodeOptions) throws -> RGBImage {
         try JPEGMarkers.checkMagic(raw)
         let info = try JPEGMarkers.scan(raw)
         guard let base = raw.baseAddress?.assumingMemoryBound(to: UInt8.self) else { throw ImageError.empty }

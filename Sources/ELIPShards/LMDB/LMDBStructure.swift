@@ -203,6 +203,12 @@ public enum LMDBStructure {
                     try walk(page: child, level: level + 1, depth: depth, visited: &visited, report: &report)
                     continue
                 }
+                // LMDB acts on a leaf's flags (sub-database, duplicates) inside mdb_get and cursor
+                // moves, before a caller could refuse the value: a bad flag fails the whole tree.
+                guard nodeFlags & ~LMDBStructure.bigData == 0 else {
+                    throw LMDBStructure.corrupted(path, String(format: "page %d node %d has flags 0x%x (sub-databases and duplicates are not used)",
+                                                               pgno, i, Int(nodeFlags)))
+                }
                 report.entries += 1
                 let key = Array(b[(off + 8)..<(off + 8 + ksize)])
                 let size = Int(lo | hi << 16)
@@ -215,9 +221,6 @@ public enum LMDBStructure {
 
         /// Nil when the value of a leaf node lies inside its page or its overflow pages.
         func valueProblem(flags: UInt16, size: Int, page b: [UInt8], dataStart: Int) -> String? {
-            guard flags & ~LMDBStructure.bigData == 0 else {
-                return String(format: "node flags 0x%x (sub-databases and duplicates are not used by this format)", Int(flags))
-            }
             if flags & LMDBStructure.bigData == 0 {
                 return dataStart + size <= pageSize ? nil : "value of \(size) bytes runs past its page"
             }
