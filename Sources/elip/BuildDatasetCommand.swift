@@ -20,11 +20,17 @@ struct BuildDatasetCommand: ParsableCommand {
 
         Bad inputs (missing/empty/truncated/non-image files, decompression bombs, unsupported formats, \
         empty or non-UTF-8 captions, paths escaping the image root, duplicates, malformed JSON) are \
-        skipped and listed in rejects.jsonl by reason. The exit status is non-zero only when the rejected \
-        fraction exceeds --max-reject-fraction or nothing was built.
+        skipped and listed in rejects.jsonl by reason. An unreadable input file (missing, empty, malformed \
+        JSON, a tar damaged near its start) is a lost source: the entries it held (counted, or estimated \
+        from a tar's unread bytes) count as rejected, and the build fails unless --allow-lost-sources. \
+        The exit status is non-zero when the rejected fraction exceeds --max-reject-fraction, a source \
+        was lost, or nothing was built.
 
         Re-running the same command resumes: finished shards are verified (record count, checksum, \
-        inputs) and kept; unfinished ones are rebuilt.
+        inputs, including each image's size and modification time) and kept; unfinished ones are \
+        rebuilt. All arguments are checked before anything changes; a re-run whose images mostly do not \
+        exist (e.g. a mistyped --image-root) leaves a finished dataset untouched. One build per output \
+        folder at a time (DIR/.elip.lock).
 
         Distributed: `mpirun -np K elip build-dataset ...` - rank r builds the shards s with s % K == r.
         """
@@ -52,6 +58,8 @@ struct BuildDatasetCommand: ParsableCommand {
     var allowAbsolutePaths = false
     @Option(help: "Fail (exit 1) when rejected / (records + rejected) exceeds this.")
     var maxRejectFraction: Double = 0.05
+    @Flag(help: "Build even when a whole input source (annotation file or tar shard) cannot be read (default: exit 1).")
+    var allowLostSources = false
     @Option(help: "Reject images whose header declares more pixels than this (decompression bombs).")
     var maxPixels: Int = 100_000_000
     @Flag(name: .customLong("allow-png"), help: "Decode PNG inputs (default: rejected as unsupported; the 4M corpus is JPEG).")
@@ -82,6 +90,7 @@ struct BuildDatasetCommand: ParsableCommand {
         options.workers = workers ?? Self.defaultWorkers()
         options.allowAbsolutePaths = allowAbsolutePaths
         options.maxRejectFraction = maxRejectFraction
+        options.allowLostSources = allowLostSources
         options.batchSize = batch
         options.showProgress = !quiet
         let prefix = comm.size > 1 ? "[rank \(comm.rank)] " : ""
@@ -110,6 +119,9 @@ struct BuildDatasetCommand: ParsableCommand {
         lines.append(String(format: "rejected %d (%.2f%% of %d inputs)%@", m.rejects.total, 100 * m.rejects.fraction,
                             m.totalRecords + m.rejects.total, reasons.isEmpty ? "" : ": " + reasons))
         for s in m.sources where s.error != nil { lines.append("failed source \(s.path): \(s.error ?? "")") }
+        if let lost = m.rejects.lostEntries, lost > 0 {
+            lines.append("lost: \(lost) entries in unreadable parts of sources (counted in the rejects above)")
+        }
         let c = m.captionStats
         lines.append(String(format: "captions: %d (%.2f per image), %.1f words per caption", c.captions, c.captionsPerImage, c.wordsPerCaption))
         lines.append("wrote \((out as NSString).appendingPathComponent("manifest.json")) and \((out as NSString).appendingPathComponent("rejects.jsonl"))")
@@ -132,6 +144,11 @@ final class CommunicatorBuildGroup: DatasetBuildGroup {
     var rank: Int { comm.rank }
     var size: Int { comm.size }
     func barrier() throws { try comm.barrier() }
+    func broadcastFromRoot(_ value: String?) throws -> String? {
+        // broadcastValue needs a value on root: "" stands for nil.
+        let v: String = try comm.broadcastValue(comm.isRoot ? (value ?? "") : nil)
+        return v.isEmpty ? nil : v
+    }
 }
 
 /// A user-facing failure message (ArgumentParser prints "Error: <description>").

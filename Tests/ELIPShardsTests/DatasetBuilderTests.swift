@@ -92,6 +92,7 @@ final class DatasetBuilderTests: XCTestCase {
         let out = m.dir + "/out"
         var o = F.options(out, shards: 3, annotations: m.annotations, tars: [m.tars], root: m.root)
         o.maxRejectFraction = 1
+        o.allowLostSources = true        // b.json is malformed: a lost source
         let report = try F.build(o)
         XCTAssertNil(report.failure)
         XCTAssertEqual(report.totalRecords, 11)
@@ -123,9 +124,11 @@ final class DatasetBuilderTests: XCTestCase {
         ].sorted()
         XCTAssertEqual(got, expected)
         let manifest = report.manifest
-        XCTAssertEqual(manifest.rejects.total, expected.count)
+        // Plus what the unreadable parts held: b.json's 1 complete entry, t2.tar's ~1 unread sample.
+        XCTAssertEqual(manifest.rejects.lostEntries, 2)
+        XCTAssertEqual(manifest.rejects.total, expected.count + 2)
         XCTAssertEqual(manifest.rejects.byReason["path_escapes_root"], 2)
-        XCTAssertEqual(manifest.rejects.fraction, Double(expected.count) / Double(expected.count + 11), accuracy: 1e-12)
+        XCTAssertEqual(manifest.rejects.fraction, Double(expected.count + 2) / Double(expected.count + 2 + 11), accuracy: 1e-12)
         XCTAssertEqual(manifest.droppedCaptions, 1)
         // The malformed file is reported with its name and the byte offset of the error.
         let bSource = try XCTUnwrap(manifest.sources.first { $0.path.hasSuffix("b.json") })

@@ -152,10 +152,12 @@ final class TarReaderTests: XCTestCase {
 
 final class JSONReaderTests: XCTestCase {
     func testParsesValuesAndEscapes() throws {
-        let text = #"{"a": [1, -2.5e3, true, false, null], "s": "q\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00\ud800x", "e": {}, "l": []}"#
+        let text = #"{"a": [1, -2.5e3, true, false, null], "s": "q\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00x", "e": {}, "l": [], "lone": "a\ud800b"}"#
         let v = try JSONReader.parse(Array(text.utf8))
         XCTAssertEqual(v["a"], .array([.number(1), .number(-2500), .bool(true), .bool(false), .null]))
-        XCTAssertEqual(v["s"], .string("q\"\\/\u{8}\u{c}\n\r\té😀\u{FFFD}x"))
+        XCTAssertEqual(v["s"], .string("q\"\\/\u{8}\u{c}\n\r\té😀x"))
+        // A lone surrogate is not Unicode: the string is flagged for the caller to reject, not altered.
+        guard case .invalidUTF8String? = v["lone"] else { return XCTFail("\(String(describing: v["lone"]))") }
         XCTAssertEqual(v["e"], .object([:]))
         XCTAssertEqual(v["l"], .array([]))
         // BOM, whitespace, nesting.

@@ -7,6 +7,8 @@ public protocol DatasetBuildGroup: AnyObject {
     var size: Int { get }
     /// Blocks until every rank has called it.
     func barrier() throws
+    /// Rank 0's `value` on every rank (a collective: every rank calls it).
+    func broadcastFromRoot(_ value: String?) throws -> String?
 }
 
 public final class SingleProcessBuildGroup: DatasetBuildGroup {
@@ -14,6 +16,7 @@ public final class SingleProcessBuildGroup: DatasetBuildGroup {
     public var rank: Int { 0 }
     public var size: Int { 1 }
     public func barrier() throws {}
+    public func broadcastFromRoot(_ value: String?) throws -> String? { value }
 }
 
 public struct DatasetBuildOptions: Sendable {
@@ -29,6 +32,9 @@ public struct DatasetBuildOptions: Sendable {
     public var allowAbsolutePaths = false
     /// The build fails (non-zero exit) when rejected / (records + rejected) exceeds this.
     public var maxRejectFraction = 0.05
+    /// Build even when a whole input source is lost (unreadable, empty, malformed); otherwise
+    /// such a build fails (the shards are still written and listed).
+    public var allowLostSources = false
     /// Records per LMDB write transaction.
     public var batchSize = 512
     /// Progress output on stderr.
@@ -56,12 +62,18 @@ public struct DatasetBuildReport: Sendable {
     /// Records / s over the shards this rank built.
     public var imagesPerSecond: Double
     public var maxRejectFraction: Double
+    public var allowLostSources = false
 
     public var totalRecords: Int { manifest.totalRecords }
     public var rejectFraction: Double { manifest.rejects.fraction }
     /// Nil when the build counts as successful; otherwise why not.
     public var failure: String? {
         if manifest.totalRecords == 0 { return "nothing was built (0 records)" }
+        let lost = manifest.sources.filter { $0.lost == true }
+        if !lost.isEmpty && !allowLostSources {
+            let list = lost.map { "\($0.path) (\($0.error ?? "unreadable"))" }.joined(separator: "; ")
+            return "\(lost.count) input source(s) lost entirely: \(list). Fix them, or pass --allow-lost-sources to build without them"
+        }
         if manifest.rejects.fraction > maxRejectFraction {
             return String(format: "%.2f%% of the inputs were rejected, more than --max-reject-fraction %.2f%%",
                           100 * manifest.rejects.fraction, 100 * maxRejectFraction)

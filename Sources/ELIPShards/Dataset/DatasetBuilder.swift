@@ -40,22 +40,30 @@ public final class DatasetBuilder {
             throw DatasetError.invalidArgument("no inputs: give --annotations and/or --tar-shards")
         }
         let rank = group.rank, size = group.size
-        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
 
-        // The manifest describes a finished build only: remove it before any shard changes.
+        // One build per output folder: rank 0 holds the folder lock for the whole build and every
+        // rank learns whether it got it (so none of them touches a folder in use).
+        var lock: FolderLock? = nil
+        var lockFailure: String? = nil
         if rank == 0 {
-            let m = (out as NSString).appendingPathComponent(DatasetManifest.fileName)
-            if FileManager.default.fileExists(atPath: m) { try FileManager.default.removeItem(atPath: m) }
+            do { lock = try FolderLock(folder: out, purpose: "build") } catch { lockFailure = "\(error)" }
         }
-        try group.barrier()
+        if let failure = try group.broadcastFromRoot(lockFailure) { throw DatasetError.invalidArgument(failure) }
+        defer { lock?.release() }
 
         var annotationFiles: [String] = []
         for f in options.annotationFiles where !annotationFiles.contains(where: { Self.sameFile($0, f) }) {
             annotationFiles.append(f)
         }
+        // Every argument is checked (the scan throws for an unusable one, e.g. a missing image
+        // root) before anything in the output folder changes.
         let scanStart = Date()
         let plan = try DatasetPlan.scan(annotationFiles: annotationFiles, tarInputs: options.tarInputs,
                                         imageRoot: options.imageRoot, allowAbsolutePaths: options.allowAbsolutePaths)
+        let manifestPath = (out as NSString).appendingPathComponent(DatasetManifest.fileName)
+        if FileManager.default.fileExists(atPath: manifestPath), let why = missingImagesProblem(plan) {
+            throw DatasetError.invalidArgument("\(why); the finished dataset in \(out) was left untouched")
+        }
         if rank == 0 {
             for s in plan.sources where s.error != nil { log("warning: \(s.error ?? "")") }
             log("build-dataset: \(plan.items.count) items planned from \(plan.sources.count) sources, "
@@ -63,6 +71,12 @@ public final class DatasetBuilder {
                 + String(format: " (%.1f s)", Date().timeIntervalSince(scanStart))
                 + "; \(n) shards, \(size) rank(s) x \(options.workers) worker(s)")
         }
+
+        // The manifest describes a finished build only: remove it before any shard changes.
+        if rank == 0 && FileManager.default.fileExists(atPath: manifestPath) {
+            try FileManager.default.removeItem(atPath: manifestPath)
+        }
+        try group.barrier()
 
         // Shard s holds plan items s, s + n, s + 2n, ...
         let myShards = (0..<n).filter { $0 % size == rank }
@@ -108,7 +122,7 @@ public final class DatasetBuilder {
         return DatasetBuildReport(manifest: manifest, builtShards: toBuild, skippedShards: skipped,
                                   discardedShards: discarded, seconds: Date().timeIntervalSince(start),
                                   imagesPerSecond: buildSeconds > 0 ? Double(done) / buildSeconds : 0,
-                                  maxRejectFraction: options.maxRejectFraction)
+                                  maxRejectFraction: options.maxRejectFraction, allowLostSources: options.allowLostSources)
     }
 
     // MARK: shards
@@ -168,7 +182,30 @@ public final class DatasetBuilder {
         return nil
     }
 
-    /// A hash of the build parameters that affect the shard's bytes and of its planned items.
+    /// Nil unless most images of the plan are missing: a sample of up to 256 file items, evenly
+    /// spread, is stat'ed. Used before a re-run replaces a finished dataset, where a mistyped
+    /// --image-root would otherwise discard every finished shard and build an empty dataset.
+    func missingImagesProblem(_ plan: DatasetPlan) -> String? {
+        let files = plan.items.compactMap { item -> String? in
+            if case let .file(path, _) = item.location { return path }
+            return nil
+        }
+        guard !files.isEmpty else { return nil }
+        let sample = min(256, files.count)
+        var missing: [String] = []
+        for j in 0..<sample {
+            let path = files[j * files.count / sample]
+            var st = stat()
+            if stat(path, &st) != 0 { missing.append(path) }
+        }
+        guard Double(missing.count) > max(0.5, options.maxRejectFraction) * Double(sample) else { return nil }
+        return "\(missing.count) of \(sample) sampled images do not exist (e.g. \(missing[0])): "
+            + "is --image-root \(options.imageRoot ?? "") right?"
+    }
+
+    /// A hash of the build parameters that affect the shard's bytes and of its planned items,
+    /// including each input file's size and modification time (an image fixed or replaced in
+    /// place must make a resumed build rebuild its shard, not keep the stale one).
     func fingerprint(shard s: Int, plan: DatasetPlan) -> String {
         var h = Checksum64(seed: 0x5EED)
         func add(_ str: String) { h.update(Array(str.utf8) + [0]) }
@@ -181,11 +218,19 @@ public final class DatasetBuilder {
             add(item.sourceID)
             for c in item.captions { add(c) }
             switch item.location {
-            case let .file(path, confined): add("file \(confined) \(path)")
-            case let .tarMember(a, off, size): add("tar \(plan.archives[a]) \(off) \(size)")
+            case let .file(path, confined): add("file \(confined) \(path) \(Self.sizeAndTime(path))")
+            case let .tarMember(a, off, size): add("tar \(plan.archives[a]) \(off) \(size) \(Self.sizeAndTime(plan.archives[a]))")
             }
         }
         return Checksum64.hex(h.finalize())
+    }
+
+    /// "size mtime-ns ctime-ns" of the file a path leads to ("missing" if it cannot be stat'ed).
+    /// ctime too: tools that restore the old mtime after rewriting a file cannot reset ctime.
+    static func sizeAndTime(_ path: String) -> String {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return "missing" }
+        return "\(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) \(st.st_ctim.tv_sec).\(st.st_ctim.tv_nsec)"
     }
 
     // MARK: manifest
@@ -227,8 +272,15 @@ public final class DatasetBuilder {
             DatasetManifest.Source(path: s.path, kind: s.kind, entries: s.entries,
                                    records: recordsBySource[s.path] ?? 0,
                                    rejected: s.rejected + (decodeRejectsBySource[s.path] ?? 0),
-                                   mergedEntries: s.mergedEntries, error: s.error)
+                                   mergedEntries: s.mergedEntries, error: s.error,
+                                   lostEntries: s.lostEntries > 0 ? s.lostEntries : nil,
+                                   lostEntriesEstimated: s.lostEntriesEstimated ? true : nil,
+                                   lost: s.wholeSourceLost ? true : nil)
         }
+        // Entries of unreadable sources count as rejected items: one reject line must not hide a
+        // thousand lost samples in the reject fraction.
+        let lostItems = plan.sources.reduce(0) { $0 + $1.lostEntries }
+        rejectedItems += lostItems
         let denominator = total + rejectedItems
         let fmt = ISO8601DateFormatter()
         return DatasetManifest(
@@ -241,7 +293,7 @@ public final class DatasetBuilder {
                                                           checksum: $0.checksum, checksumAlgorithm: $0.checksumAlgorithm,
                                                           firstSourceID: $0.firstSourceID, lastSourceID: $0.lastSourceID) },
             sources: sources, imagePolicy: options.policy, captionStats: caption, imageStats: image,
-            rejects: DatasetManifest.Rejects(total: rejectedItems, byReason: byReason,
+            rejects: DatasetManifest.Rejects(total: rejectedItems, byReason: byReason, lostEntries: lostItems,
                                              fraction: denominator == 0 ? 0 : Double(rejectedItems) / Double(denominator)),
             droppedCaptions: plan.droppedCaptions)
     }

@@ -38,9 +38,10 @@ enum FileOps {
         }
     }
 
-    /// Writes `data` to `path` (truncating) and fsyncs it (unless `sync` is false).
-    static func writeSynced(_ data: [UInt8], to path: String, sync: Bool = true) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    /// Writes `data` to `path` (truncating) and fsyncs it (unless `sync` is false). Never follows a
+    /// symlink at `path`; with `exclusive` the file must not exist yet (O_EXCL).
+    static func writeSynced(_ data: [UInt8], to path: String, sync: Bool = true, exclusive: Bool = false) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (exclusive ? O_EXCL : O_TRUNC), 0o644)
         guard fd >= 0 else { throw DatasetError.io(path, "cannot create: \(errnoString())") }
         defer { close(fd) }
         var off = 0
@@ -58,9 +59,17 @@ enum FileOps {
     }
 
     /// Atomically replaces `path` with `data`: write a temporary sibling, fsync, rename, fsync dir.
+    /// The temporary name is unpredictable (`.NAME.tmp-PID-RANDOM`, as the safetensors/checkpoint
+    /// writer does) and created with O_EXCL | O_NOFOLLOW, so a planted file or symlink can neither
+    /// redirect the write nor be overwritten.
     static func writeAtomically(_ data: [UInt8], to path: String) throws {
-        let tmp = path + ".tmp-\(getpid())"
-        try writeSynced(data, to: tmp)
+        let dir = (path as NSString).deletingLastPathComponent
+        let base = (path as NSString).lastPathComponent
+        let tmp = (dir.isEmpty ? "" : dir + "/") + ".\(base).tmp-\(getpid())-\(String(UInt64.random(in: 0...UInt64.max), radix: 16))"
+        do { try writeSynced(data, to: tmp, exclusive: true) } catch {
+            unlink(tmp)
+            throw error
+        }
         guard rename(tmp, path) == 0 else {
             let e = errnoString()
             unlink(tmp)
@@ -79,12 +88,12 @@ enum FileOps {
 
     /// Reads a whole regular file with bounds on its size.
     static func readFile(_ path: String, maxBytes: Int = Int.max) throws -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)     // a FIFO must not block the open (refused below)
         guard fd >= 0 else { throw DatasetError.io(path, "cannot open: \(errnoString())") }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw DatasetError.io(path, "cannot stat: \(errnoString())") }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw DatasetError.io(path, "not a regular file") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw DatasetError.io(path, "not a regular file (a FIFO, device or directory)") }
         let size = Int(st.st_size)
         guard size <= maxBytes else { throw DatasetError.io(path, "file is \(size) bytes, more than the limit \(maxBytes)") }
         var out = [UInt8](repeating: 0, count: size)

@@ -43,6 +43,13 @@ public struct DatasetPlan: Sendable {
         public var rejected = 0
         public var mergedEntries = 0
         public var error: String?
+        /// Entries in the unreadable part of the source: counted (annotation entries before the
+        /// damage, none of which is used) or estimated (a tar's unread bytes at the average size
+        /// of the groups read before the damage).
+        public var lostEntries = 0
+        public var lostEntriesEstimated = false
+        /// Nothing of the source could be used (unreadable, empty, malformed, damaged at its start).
+        public var wholeSourceLost = false
     }
 
     public var items: [Item] = []
@@ -54,6 +61,9 @@ public struct DatasetPlan: Sendable {
     public var archives: [String] = []
     /// The image root with symlinks resolved (confinement checks compare against it).
     public var imageRootResolved: String?
+    /// Item index by file identity (device, inode): a symlink or hard link to an image already
+    /// planned is the same image, not a new record.
+    var itemByFileIdentity: [String: Int] = [:]
 
     /// Scans the inputs. Throws only for unusable arguments (e.g. a missing image root); bad
     /// inputs become rejects and source errors.
@@ -78,7 +88,7 @@ public struct DatasetPlan: Sendable {
         for input in tarInputs {
             let (paths, error) = expandTarInput(input)
             if let error {
-                plan.sources.append(Source(path: input, kind: "tar", error: error))
+                plan.sources.append(Source(path: input, kind: "tar", error: error, wholeSourceLost: true))
                 plan.rejects.append(RejectRecord(source: input, item: "", reason: .unreadableSource, detail: error))
                 continue
             }
@@ -105,20 +115,27 @@ public struct DatasetPlan: Sendable {
         let bytes: [UInt8]
         do { bytes = try FileOps.readFile(file) } catch {
             sources[s].error = "\(error)"
+            sources[s].wholeSourceLost = true
             rejects.append(RejectRecord(source: file, item: "", reason: .unreadableSource, detail: "\(error)"))
             return
         }
         // Pass 1: syntax only, so that a malformed file contributes nothing (it counts as failed).
+        // The entries complete before the damage are counted: that is what the file held at least.
+        var complete = 0
         do {
-            try JSONReader.forEachElement(ofTopLevelArrayIn: bytes) { _, _ in }
-        } catch let e as JSONSyntaxError {
-            let err = DatasetError.malformedJSON(file: file, offset: e.offset, line: e.line, column: e.column, message: e.message)
-            sources[s].error = err.description
-            rejects.append(RejectRecord(source: file, item: "", reason: .malformedJSON, detail: e.description))
-            return
+            try JSONReader.forEachElement(ofTopLevelArrayIn: bytes) { _, _ in complete += 1 }
         } catch {
-            sources[s].error = "\(error)"
-            rejects.append(RejectRecord(source: file, item: "", reason: .malformedJSON, detail: "\(error)"))
+            let what: String
+            if let e = error as? JSONSyntaxError {
+                what = DatasetError.malformedJSON(file: file, offset: e.offset, line: e.line, column: e.column, message: e.message).description
+            } else {
+                what = "\(error)"
+            }
+            let lost = "; the whole file is unused: at least \(complete) entries (those complete before the damage) are lost"
+            sources[s].error = what + lost
+            sources[s].lostEntries = complete
+            sources[s].wholeSourceLost = true
+            rejects.append(RejectRecord(source: file, item: "", reason: .malformedJSON, detail: "\((error as? JSONSyntaxError)?.description ?? what)\(lost)"))
             return
         }
         let base = (file as NSString).lastPathComponent
@@ -160,7 +177,9 @@ public struct DatasetPlan: Sendable {
             }
         }
         if captions.isEmpty {
-            if notUTF8 > 0 { return reject(s, label, .captionNotUTF8, "entry \(index): caption is not valid UTF-8") }
+            if notUTF8 > 0 {
+                return reject(s, label, .captionNotUTF8, "entry \(index): caption is not valid UTF-8 (or holds a lone UTF-16 surrogate escape)")
+            }
             if wrongType > 0 && empty == 0 { return reject(s, label, .badAnnotation, "entry \(index): caption is not a string or list of strings") }
             return reject(s, label, .emptyCaption, "entry \(index): no caption with words left after cleaning")
         }
@@ -181,10 +200,12 @@ public struct DatasetPlan: Sendable {
             key = root == "/" ? "/" + rel : root + "/" + rel
             confined = true
         }
-        if let first = seen[key] {
+        let identity = Self.fileIdentity(key)
+        if let first = seen[key] ?? identity.flatMap({ itemByFileIdentity[$0] }) {
             let new = captions.filter { !items[first].captions.contains($0) }
             if new.isEmpty {
-                return reject(s, label, .duplicate, "same image and captions as \(items[first].sourceID)")
+                let via = seen[key] == nil ? " (the same file through a link: \(items[first].item))" : ""
+                return reject(s, label, .duplicate, "same image and captions as \(items[first].sourceID)\(via)")
             }
             items[first].captions += new
             sources[s].mergedEntries += 1
@@ -193,6 +214,7 @@ public struct DatasetPlan: Sendable {
         }
         droppedCaptions += empty + notUTF8 + wrongType
         seen[key] = items.count
+        if let identity { itemByFileIdentity[identity] = items.count }
         items.append(Item(source: s, item: image, sourceID: "\(base):\(index)", captions: captions,
                           location: .file(path: key, confined: confined)))
     }
@@ -213,7 +235,15 @@ public struct DatasetPlan: Sendable {
         let reader: TarReader
         do { reader = try TarReader(path: path) } catch {
             sources[s].error = "\(error)"
+            sources[s].wholeSourceLost = true
             rejects.append(RejectRecord(source: path, item: "", reason: .unreadableSource, detail: "\(error)"))
+            return
+        }
+        guard reader.fileSize > 0 else {
+            let why = "empty archive (0 bytes): nothing can be read from it"
+            sources[s].error = why
+            sources[s].wholeSourceLost = true
+            rejects.append(RejectRecord(source: path, item: "", reason: .badTar, detail: why))
             return
         }
         let archive = archives.count
@@ -221,6 +251,7 @@ public struct DatasetPlan: Sendable {
         let base = (path as NSString).lastPathComponent
         var seenKeys = Set<String>()
         var group: Group? = nil
+        var readUpTo = 0     // end of the last member read in full
         func finish(_ g: Group) {
             sources[s].entries += 1
             if seenKeys.contains(g.key) { return reject(s, g.key, .duplicate, "key appears earlier in the archive") }
@@ -254,11 +285,25 @@ public struct DatasetPlan: Sendable {
                         reject(s, g.key, reason, "archive is unreadable from this member on")
                     }
                 }
-                sources[s].error = "\(error)"
-                rejects.append(RejectRecord(source: path, item: "", reason: reason, detail: "\(error)"))
+                // What the unread rest could have held: its bytes at the average group size so far.
+                let groups = sources[s].entries
+                let unread = max(0, reader.fileSize - readUpTo)
+                var lost = ""
+                if groups > 0 && readUpTo > 0 {
+                    let estimate = Int((Double(unread) * Double(groups) / Double(readUpTo)).rounded(.up))
+                    sources[s].lostEntries = estimate
+                    sources[s].lostEntriesEstimated = true
+                    lost = "; about \(estimate) samples lost in the \(unread) unread bytes (at the \(readUpTo / groups)-byte average of the \(groups) read)"
+                } else {
+                    sources[s].wholeSourceLost = true
+                    lost = "; nothing could be read from it (\(unread) bytes unread)"
+                }
+                sources[s].error = "\(error)\(lost)"
+                rejects.append(RejectRecord(source: path, item: "", reason: reason, detail: "\(error)\(lost)"))
                 return
             }
             guard let m = member else { break }
+            readUpTo = m.dataOffset + ((m.size + 511) / 512) * 512
             guard m.kind == .file else { continue }
             let (key, ext) = Self.splitKey(m.name)
             if group?.key != key {
@@ -335,6 +380,14 @@ public struct DatasetPlan: Sendable {
             if c == ".." { if !parts.isEmpty { parts.removeLast() } } else { parts.append(c) }
         }
         return "/" + parts.joined(separator: "/")
+    }
+
+    /// "device:inode" of the file `path` leads to (links followed), or nil when it cannot be
+    /// stat'ed (missing files are rejected when the builder reads them).
+    static func fileIdentity(_ path: String) -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return "\(st.st_dev):\(st.st_ino)"
     }
 
     /// realpath(3), or nil (errno set) when the path cannot be resolved.

@@ -33,8 +33,10 @@ public struct JSONSyntaxError: Error, Equatable, CustomStringConvertible {
 /// A strict, bounds-checked JSON reader over bytes that reports the byte offset of the first
 /// error (Foundation's JSONSerialization only gives an approximate description on Linux). It
 /// never traps: nesting is limited (`maxDepth`), numbers are validated against the JSON grammar,
-/// strings must not contain raw control characters, lone UTF-16 surrogates in \u escapes become
-/// U+FFFD. A UTF-8 byte-order mark at the start is skipped.
+/// strings must not contain raw control characters. A string value holding a lone UTF-16
+/// surrogate escape (not valid Unicode) is `.invalidUTF8String`, so the caller rejects it by name
+/// rather than storing a silently altered text (in object keys it becomes U+FFFD). A UTF-8
+/// byte-order mark at the start is skipped.
 ///
 /// `forEachElement(ofTopLevelArrayIn:)` streams the elements of a top-level array, so an
 /// annotation file with millions of entries is never held as one giant value.
@@ -105,6 +107,8 @@ public enum JSONReader {
     struct Parser {
         let b: UnsafeBufferPointer<UInt8>
         var pos = 0
+        /// Set by `stringBytes` when a \u escape was a lone surrogate (replaced by U+FFFD).
+        var sawLoneSurrogate = false
 
         init(_ b: UnsafeBufferPointer<UInt8>) { self.b = b }
 
@@ -142,8 +146,9 @@ public enum JSONReader {
             case UInt8(ascii: "["): return try array(depth: depth)
             case UInt8(ascii: "\""):
                 let start = pos
+                sawLoneSurrogate = false
                 let (bytes, _) = try stringBytes()
-                if let s = String(validating: bytes, as: UTF8.self) { return .string(s) }
+                if !sawLoneSurrogate, let s = String(validating: bytes, as: UTF8.self) { return .string(s) }
                 return .invalidUTF8String(offset: start)
             case UInt8(ascii: "t"): try literal("true"); return .bool(true)
             case UInt8(ascii: "f"): try literal("false"); return .bool(false)
@@ -233,12 +238,15 @@ public enum JSONReader {
                             } else {
                                 pos = save
                                 scalar = 0xFFFD
+                                sawLoneSurrogate = true
                             }
                         } else {
                             scalar = 0xFFFD
+                            sawLoneSurrogate = true
                         }
                     } else if (0xDC00...0xDFFF).contains(scalar) {
                         scalar = 0xFFFD
+                        sawLoneSurrogate = true
                     }
                     let s = Unicode.Scalar(scalar) ?? "\u{FFFD}"
                     out.append(contentsOf: Array(String(Character(s)).utf8))

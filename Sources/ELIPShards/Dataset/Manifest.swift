@@ -290,19 +290,28 @@ public struct DatasetManifest: Codable, Equatable, Sendable {
         public var mergedEntries: Int
         /// Set when the whole file (or its tail) could not be read.
         public var error: String?
+        /// Entries in the unreadable part (counted, or `lostEntriesEstimated` from the unread bytes).
+        public var lostEntries: Int?
+        public var lostEntriesEstimated: Bool?
+        /// True when nothing of the source could be used.
+        public var lost: Bool?
 
         enum CodingKeys: String, CodingKey {
             case path, kind, entries, records, rejected, mergedEntries = "merged_entries", error
+            case lostEntries = "lost_entries", lostEntriesEstimated = "lost_entries_estimated", lost
         }
     }
 
     public struct Rejects: Codable, Equatable, Sendable {
+        /// Rejected items, including the entries lost in unreadable sources.
         public var total: Int
         public var byReason: [String: Int]
+        /// Of `total`: entries in unreadable parts of sources (counted or estimated).
+        public var lostEntries: Int?
         /// Rejected items / (records + rejected items).
         public var fraction: Double
 
-        enum CodingKeys: String, CodingKey { case total, byReason = "by_reason", fraction }
+        enum CodingKeys: String, CodingKey { case total, byReason = "by_reason", lostEntries = "lost_entries", fraction }
     }
 
     public var format: String

@@ -93,7 +93,7 @@ extension DatasetBuilder {
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         try FileOps.writeSynced(Array(try enc.encode(summary)),
-                                to: (tmp as NSString).appendingPathComponent(ShardSummary.fileName))
+                                to: (tmp as NSString).appendingPathComponent(ShardSummary.fileName), exclusive: true)
         try FileOps.fsync(path: tmp, isDirectory: true)
         guard rename(tmp, final) == 0 else {
             throw DatasetError.io(final, "cannot rename \(tmp) into place: \(FileOps.errnoString())")
@@ -148,12 +148,14 @@ extension DatasetBuilder {
                     return .failure(IngestFailure(.pathEscapesRoot, "resolves to \(real), outside the image root \(root)"))
                 }
             }
-            let fd = open(real, O_RDONLY | O_CLOEXEC)
+            let fd = open(real, O_RDONLY | O_CLOEXEC | O_NONBLOCK)     // a FIFO named *.jpg must not block the open
             guard fd >= 0 else { return .failure(IngestFailure(.unreadable, "\(path): \(FileOps.errnoString())")) }
             defer { close(fd) }
             var st = stat()
             guard fstat(fd, &st) == 0 else { return .failure(IngestFailure(.unreadable, "\(path): \(FileOps.errnoString())")) }
-            guard (st.st_mode & S_IFMT) == S_IFREG else { return .failure(IngestFailure(.unreadable, "\(path) is not a regular file")) }
+            guard (st.st_mode & S_IFMT) == S_IFREG else {
+                return .failure(IngestFailure(.unreadable, "\(path) is not a regular file (a FIFO, device or directory)"))
+            }
             let size = Int(st.st_size)
             guard size > 0 else { return .failure(IngestFailure(.emptyFile, "\(path) is empty")) }
             guard size <= maxBytes else { return .failure(IngestFailure(.fileTooLarge, "\(path) is \(size) bytes, limit \(maxBytes)")) }

@@ -57,7 +57,7 @@ public final class TarReader: @unchecked Sendable {
 
     public init(path: String) throws {
         self.path = path
-        let f = open(path, O_RDONLY | O_CLOEXEC)
+        let f = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)     // a FIFO named *.tar must not block the open
         guard f >= 0 else { throw TarError.io(path, "cannot open: \(FileOps.errnoString())") }
         var st = stat()
         guard fstat(f, &st) == 0 else {
@@ -67,7 +67,7 @@ public final class TarReader: @unchecked Sendable {
         }
         guard (st.st_mode & S_IFMT) == S_IFREG else {
             close(f)
-            throw TarError.io(path, "not a regular file")
+            throw TarError.io(path, "not a regular file (a FIFO, device or directory)")
         }
         fd = f
         fileSize = Int(st.st_size)
