@@ -59,7 +59,8 @@ final class DatasetCommandTests: XCTestCase {
         try "[{\"image\": \"a.jpg\", \"caption\": \"x\"} {}]".write(toFile: syn + "/bad.json", atomically: true, encoding: .utf8)
         let m = try CLI.run(["build-dataset", "--annotations", syn + "/bad.json", syn + "/test.json", "--image-root", syn,
                              "--out", dir.appendingPathComponent("m").path, "--shards", "1", "--quiet", "--max-reject-fraction", "1"])
-        XCTAssertEqual(m.status, 0, m.stderr)
+        XCTAssertEqual(m.status, 1, m.stderr)            // a lost source fails the build unless allowed
         XCTAssertTrue(m.stderr.contains("bad.json: malformed JSON at byte 36 (line 1, column 37)"), m.stderr)
+        XCTAssertTrue(m.stderr.contains("--allow-lost-sources"), m.stderr)
     }
 }
