@@ -221,9 +221,12 @@ final class ShardDamageTests: XCTestCase {
     func testFuzzedShardsAndImagesNeverCrash() throws {
         var g = FuzzRandom(seed: ProcessInfo.processInfo.environment["ELIP_FUZZ_SEED"].flatMap(UInt64.init) ?? 15)
         print("fuzz seed \(g.seed) (set ELIP_FUZZ_SEED to replay)")
-        let dir = try builtDataset(images: 8, shards: 1, size: 24)
-        let shard = "\(dir)/\(ShardNaming.name(0, of: 1))"
-        let original = Array(try Data(contentsOf: URL(fileURLWithPath: "\(shard)/data.mdb")))
+        // Small records (values inside leaf pages) and large ones (values on overflow pages).
+        var originals: [[UInt8]] = []
+        for size in [24, 96] {
+            let dir = try builtDataset(images: 8, shards: 1, size: size)
+            originals.append(Array(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(ShardNaming.name(0, of: 1))/data.mdb"))))
+        }
         let work = try temporary("fuzz")
         let decoder = try JPEGDecoder()
         let jpeg = try DatasetFixtures.sceneJPEG(3, size: 32)
@@ -234,7 +237,7 @@ final class ShardDamageTests: XCTestCase {
         let jpegOptions = JPEGDecodeOptions(maxPixels: 1 << 16), pngOptions = PNGDecodeOptions(maxPixels: 1 << 16)
         while cases < 3000 && Date() < deadline {
             cases += 1
-            var bytes = original
+            var bytes = originals[cases % 2]
             Self.mutate(&bytes, &g)
             let env = "\(work)/e\(cases % 4)"
             if cases <= 4 { try FileManager.default.createDirectory(atPath: env, withIntermediateDirectories: true) }
