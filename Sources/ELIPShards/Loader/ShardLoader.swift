@@ -107,8 +107,9 @@ public final class ShardLoader: @unchecked Sendable {
                 let env = try ShardIntegrity.open(directory: directory, listing: listing, index: s)
                 if let bad = env.structure?.damagedValues, !bad.isEmpty {
                     let keys = bad.keys.compactMap { LMDBKey.uint64(decoding: $0) }.sorted().prefix(8).map(String.init)
-                    warnings.append("shard \(shard.name): \(bad.count) damaged record(s) will be skipped "
-                                    + "(keys \(keys.joined(separator: ", "))\(bad.count > 8 ? ", ..." : ""))")
+                    let outcome = options.strict ? "reading one fails (strict)" : "they will be skipped"
+                    warnings.append("shard \(shard.name): \(bad.count) damaged record(s) (keys \(keys.joined(separator: ", "))"
+                                    + "\(bad.count > 8 ? ", ..." : "")); \(outcome)")
                 }
                 envs[s] = env
             } catch let e as ShardIntegrity.ShardDamage {
