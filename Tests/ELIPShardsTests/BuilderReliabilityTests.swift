@@ -114,6 +114,14 @@ final class BuilderReliabilityTests: XCTestCase {
         }
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: manifest)), before)
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(out)/\(ShardNaming.name(0, of: 2))/data.mdb")), shard0)
+
+        var wrongFile = o                                        // a mistyped annotation file name
+        wrongFile.annotationFiles = ["\(root)/trian.json"]
+        XCTAssertThrowsError(try F.build(wrongFile)) { e in
+            XCTAssertTrue("\(e)".contains("trian.json") && "\(e)".contains("left untouched"), "\(e)")
+        }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: manifest)), before)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(out)/\(ShardNaming.name(0, of: 2))/data.mdb")), shard0)
         XCTAssertNotNil(try ShardLoaderCheck.listing(out))
     }
 
@@ -160,6 +168,12 @@ final class BuilderReliabilityTests: XCTestCase {
         let rejects = try F.rejects(in: out)
         XCTAssertTrue(rejects.contains { $0.item == "img/pipe.jpg" && $0.detail.contains("not a regular file") }, "\(rejects)")
         XCTAssertTrue(rejects.contains { $0.source.hasSuffix("pipe.tar") && $0.detail.contains("not a regular file") }, "\(rejects)")
+
+        // The readers of a built dataset refuse a FIFO manifest instead of blocking on it.
+        try FileManager.default.removeItem(atPath: "\(out)/manifest.json")
+        XCTAssertEqual(mkfifo("\(out)/manifest.json", 0o644), 0)
+        XCTAssertThrowsError(try ShardListing.read(directory: out)) { XCTAssertTrue("\($0)".contains("not a regular file"), "\($0)") }
+        XCTAssertThrowsError(try DatasetManifest.load(fromDirectory: out))
     }
 
     // MARK: class 14
@@ -212,8 +226,9 @@ final class BuilderReliabilityTests: XCTestCase {
         """
         try F.write(json, "\(root)/dups.json")
         try F.write([UInt8](), "\(root)/tars/empty.tar")
+        try F.write([UInt8](repeating: 0, count: 1024), "\(root)/tars/nomembers.tar")     // valid, but holds nothing
         let out = try temporary("rel-out")
-        var o = F.options(out, shards: 1, annotations: ["\(root)/dups.json"], tars: ["\(root)/tars/empty.tar"], root: root)
+        var o = F.options(out, shards: 1, annotations: ["\(root)/dups.json"], tars: ["\(root)/tars"], root: root)
         o.maxRejectFraction = 1
         let report = try F.build(o)
         XCTAssertEqual(report.totalRecords, 3)                     // 0, 1, 2 (with "two again" merged)
@@ -221,6 +236,7 @@ final class BuilderReliabilityTests: XCTestCase {
         XCTAssertTrue(rejects.contains { $0.item == "img/alias.jpg" && $0.reason == .duplicate && $0.detail.contains("link") }, "\(rejects)")
         XCTAssertTrue(rejects.contains { $0.item == "img/3.jpg" && $0.reason == .captionNotUTF8 && $0.detail.contains("entry 5") }, "\(rejects)")
         XCTAssertTrue(rejects.contains { $0.source.hasSuffix("empty.tar") && $0.detail.contains("0 bytes") }, "\(rejects)")
+        XCTAssertTrue(rejects.contains { $0.source.hasSuffix("nomembers.tar") && $0.detail.contains("no samples") }, "\(rejects)")
         XCTAssertEqual(try F.records(in: out)["dups.json:2"]?.captions, ["two", "two again"])
         XCTAssertTrue(try XCTUnwrap(report.failure).contains("empty.tar"))    // a lost source fails the build
     }

@@ -61,8 +61,18 @@ public final class DatasetBuilder {
         let plan = try DatasetPlan.scan(annotationFiles: annotationFiles, tarInputs: options.tarInputs,
                                         imageRoot: options.imageRoot, allowAbsolutePaths: options.allowAbsolutePaths)
         let manifestPath = (out as NSString).appendingPathComponent(DatasetManifest.fileName)
-        if FileManager.default.fileExists(atPath: manifestPath), let why = missingImagesProblem(plan) {
-            throw DatasetError.invalidArgument("\(why); the finished dataset in \(out) was left untouched")
+        if FileManager.default.fileExists(atPath: manifestPath) {
+            // A re-run over a finished dataset whose inputs are mistyped would replace it with a
+            // worse one: refuse before anything changes.
+            let lost = plan.sources.filter(\.wholeSourceLost)
+            if !lost.isEmpty && !options.allowLostSources {
+                throw DatasetError.invalidArgument("input source(s) cannot be read: "
+                    + lost.map { "\($0.path) (\($0.error ?? "unreadable"))" }.joined(separator: "; ")
+                    + "; the finished dataset in \(out) was left untouched (--allow-lost-sources builds without them)")
+            }
+            if let why = missingImagesProblem(plan) {
+                throw DatasetError.invalidArgument("\(why); the finished dataset in \(out) was left untouched")
+            }
         }
         if rank == 0 {
             for s in plan.sources where s.error != nil { log("warning: \(s.error ?? "")") }
@@ -225,12 +235,13 @@ public final class DatasetBuilder {
         return Checksum64.hex(h.finalize())
     }
 
-    /// "size mtime-ns ctime-ns" of the file a path leads to ("missing" if it cannot be stat'ed).
-    /// ctime too: tools that restore the old mtime after rewriting a file cannot reset ctime.
+    /// "size mtime" (nanoseconds) of the file a path leads to ("missing" if it cannot be stat'ed):
+    /// what make and rsync compare. (Not ctime: copying an image folder elsewhere would then
+    /// rebuild every shard.)
     static func sizeAndTime(_ path: String) -> String {
         var st = stat()
         guard stat(path, &st) == 0 else { return "missing" }
-        return "\(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) \(st.st_ctim.tv_sec).\(st.st_ctim.tv_nsec)"
+        return "\(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
     }
 
     // MARK: manifest

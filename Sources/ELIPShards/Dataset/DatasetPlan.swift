@@ -317,6 +317,12 @@ public struct DatasetPlan: Sendable {
             }
         }
         if let g = group { finish(g) }
+        if sources[s].entries == 0 {
+            let why = "archive holds no samples (\(reader.fileSize) bytes, no file members)"
+            sources[s].error = why
+            sources[s].wholeSourceLost = true
+            rejects.append(RejectRecord(source: path, item: "", reason: .badTar, detail: why))
+        }
     }
 
     /// WebDataset's key/extension split: the key is the path up to the first '.' of the file name.

@@ -245,8 +245,8 @@ public struct ShardSummary: Codable, Equatable, Sendable {
     public static func load(fromShardDirectory dir: String) throws -> ShardSummary {
         let path = (dir as NSString).appendingPathComponent(fileName)
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw DatasetError.manifest(path, "cannot read the shard summary: \(error.localizedDescription)")
+        do { data = Data(try FileOps.readFile(path, maxBytes: 1 << 30)) } catch {
+            throw DatasetError.manifest(path, "cannot read the shard summary: \(error)")
         }
         do { return try JSONDecoder().decode(ShardSummary.self, from: data) } catch {
             throw DatasetError.manifest(path, "invalid shard summary: \(error)")
@@ -343,8 +343,8 @@ public struct DatasetManifest: Codable, Equatable, Sendable {
     public static func load(fromDirectory dir: String) throws -> DatasetManifest {
         let path = (dir as NSString).appendingPathComponent(fileName)
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw DatasetError.manifest(path, "cannot read the manifest: \(error.localizedDescription)")
+        do { data = Data(try FileOps.readFile(path, maxBytes: 1 << 30)) } catch {
+            throw DatasetError.manifest(path, "cannot read the manifest: \(error)")
         }
         let m: DatasetManifest
         do { m = try JSONDecoder().decode(DatasetManifest.self, from: data) } catch {

@@ -19,7 +19,7 @@ enum ShardIntegrity {
         let data = (dir as NSString).appendingPathComponent("data.mdb")
         func mismatch(_ m: String) -> LoaderError { .shard(name: shard.name, message: m) }
         var st = stat()
-        guard lstat(data, &st) == 0 else {
+        guard stat(data, &st) == 0 else {      // a symlinked data.mdb is fine; what it leads to must be a file
             throw mismatch("cannot open \(data): \(String(cString: strerror(errno)))")
         }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw mismatch("\(data) is not a regular file") }

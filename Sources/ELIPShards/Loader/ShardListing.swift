@@ -63,8 +63,9 @@ public struct ShardListing: Sendable, Equatable {
     public static func read(directory: String) throws -> ShardListing {
         let path = (directory as NSString).appendingPathComponent(fileName)
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw LoaderError.manifest("cannot read \(path): \(error.localizedDescription)")
+        // FileOps.readFile: regular files only (a FIFO would block), size-limited.
+        do { data = Data(try FileOps.readFile(path, maxBytes: 1 << 30)) } catch {
+            throw LoaderError.manifest("cannot read \(path): \(error)")
         }
         return try parse(data, origin: path)
     }
