@@ -39,7 +39,8 @@ public final class ShardBatchSource: BatchSource {
         }
     }
 
-    private var reportedBadRecords = 0
+    /// The next bad-record count worth a warning (1, 2, 4, 8, ...: the log is not flooded).
+    private var nextBadRecordReport = 1
 
     /// Bad records skipped and records lost in damaged shards, so far, on this rank.
     public var dataCounters: [String: Double] {
@@ -68,12 +69,12 @@ public final class ShardBatchSource: BatchSource {
     public func batch(epoch: Int, index: Int) throws -> ImageTextBatch {
         let b = try loader.batch(epoch: epoch, index: index)
         if b.replacedSamples > 0 {
-            // Say so when new bad records were skipped (each is counted once, with its reason).
+            // Say so when bad records were skipped (each is counted once, with its reason).
             let bad = loader.statistics.badRecords
-            if bad.count > reportedBadRecords, let last = bad.last {
-                Self.warn(["\(bad.count) bad record(s) skipped so far (latest: shard \(last.shardName), key \(last.record.key): \(last.reason))"],
+            if bad.count >= nextBadRecordReport, let example = bad.last {
+                Self.warn(["\(bad.count) bad record(s) skipped so far (e.g. shard \(example.shardName), key \(example.record.key): \(example.reason))"],
                           rank: loader.rank, worldSize: loader.worldSize)
-                reportedBadRecords = bad.count
+                nextBadRecordReport = 2 * bad.count
             }
         }
         let text = try TextBatch(ids: b.ids.map { Int($0) }, mask: b.mask.map { Int($0) }, batch: b.batchSize, length: b.length)
