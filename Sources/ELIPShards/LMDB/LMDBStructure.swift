@@ -36,7 +36,7 @@ public struct LMDBStructureReport: Sendable, Equatable {
 public enum LMDBStructure {
     static let headerSize = 16
     static let metaMagic: UInt32 = 0xBEEF_C0DE
-    static let pBranch: UInt16 = 0x01, pLeaf: UInt16 = 0x02, pOverflow: UInt16 = 0x04, pMeta: UInt16 = 0x08
+    static let pBranch: UInt16 = 0x01, pLeaf: UInt16 = 0x02, pMeta: UInt16 = 0x08
     /// Bits LMDB may leave in a page's flags that say nothing about its kind (dirty, loose, keep).
     static let bookkeepingFlags: UInt16 = 0x10 | 0x4000 | 0x8000
     static let bigData: UInt16 = 0x01
@@ -219,7 +219,7 @@ public enum LMDBStructure {
             }
         }
 
-        /// Nil when the value of a leaf node lies inside its page or its overflow pages.
+        /// Nil when the value of a leaf node lies inside its page or (overflow values) the used file.
         func valueProblem(flags: UInt16, size: Int, page b: [UInt8], dataStart: Int) -> String? {
             if flags & LMDBStructure.bigData == 0 {
                 return dataStart + size <= pageSize ? nil : "value of \(size) bytes runs past its page"
