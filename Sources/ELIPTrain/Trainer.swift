@@ -3,6 +3,7 @@ import ELIPDistributed
 import ELIPModel
 import ELIPNN
 import ELIPObjectives
+import ELIPShards
 import ELIPTensor
 import Foundation
 
@@ -20,6 +21,15 @@ enum FaultInjection {
               r == rank, s == step else { return }
         fputs("[rank \(rank)] fault injection: killing myself before step \(step)\n", stderr)
         kill(getpid(), SIGKILL)
+    }
+
+    /// ELIP_FAULT_NONFINITE_STEPS=a-b (or one step a): the loss of global steps a...b is made
+    /// NaN (and with it every gradient), as a diverging run or a bad batch would.
+    static func nonFiniteLoss(step: Int) -> Bool {
+        guard let spec = ProcessInfo.processInfo.environment["ELIP_FAULT_NONFINITE_STEPS"] else { return false }
+        let parts = spec.split(separator: "-").compactMap { Int($0) }
+        guard let first = parts.first else { return false }
+        return step >= first && step <= (parts.count > 1 ? parts[1] : first)
     }
 
     /// ELIP_FAULT_CRASH_IN_CHECKPOINT=s: the checkpoint of step s dies half-written.
@@ -66,6 +76,13 @@ public final class Trainer {
         public var progress = true
         /// Stop (with a checkpoint) once this many seconds have passed; 0: no limit.
         public var timeLimit: Double = 0
+        /// `resume == "auto"` when every checkpoint is damaged: start from step 0 anyway (the
+        /// damaged ones are kept, renamed `damaged-step-N`). Off: a clear error naming them.
+        public var startFreshIfDamaged = false
+        /// Starting (fresh or from a checkpoint) below checkpoints already in the run folder:
+        /// rename those `superseded-step-N` and go on. Off: a clear error, since continuing would
+        /// overwrite and prune them.
+        public var setAsideNewerCheckpoints = false
         public init(runDirectory: URL) { self.runDirectory = runDirectory }
     }
 
@@ -76,10 +93,14 @@ public final class Trainer {
     public let optimizer: AdamW
     public let source: BatchSource
     let reducer: GradientReducer
-    let store: CheckpointStore
+    var store: CheckpointStore
+    /// The run folder's advisory lock (rank 0): a second trainer on the same folder is refused.
+    var runLock: FolderLock?
     public private(set) var state: TrainerState
     var metrics: MetricsLog?
     var nonFiniteInARow = 0
+    /// Set by step() when too many steps in a row were skipped; run() stops with it.
+    var divergence: TrainError?
     let fingerprint: String
     /// Bucket issue order learned from the first backward of this process (nil: not yet).
     var learnedBucketOrder: [Int]?
@@ -100,6 +121,9 @@ public final class Trainer {
                              skippedSteps: 0, fingerprint: fingerprint, configText: config.text)
         // Every rank must run the same configuration on the same data.
         try comm.agree(on: fingerprint, what: "config + data + code fingerprint")
+        if comm.isRoot {
+            runLock = try FolderLock(folder: options.runDirectory.path, purpose: "elip train")
+        }
         try initialiseState()
     }
 
@@ -117,18 +141,17 @@ public final class Trainer {
             if let w = options.initialWeights {
                 try StateDict.load(model.stateLayout, from: .init(path: w))
             }
-            if let r = options.resume {
-                let folder: URL? = r == "auto"
-                    ? store.latestValid { msg in fputs("warning: \(msg)\n", stderr) }
-                    : URL(fileURLWithPath: r)
-                if let folder {
-                    state = try store.load(folder, into: model, optimizer: optimizer)
-                    guard state.fingerprint == fingerprint else {
-                        throw TrainError.checkpoint("\(folder.path) was written by a run with another config, data or world size (fingerprint \(state.fingerprint), this run \(fingerprint))")
-                    }
-                    resumedFrom = folder.path
+            if let folder = try resumeSource() {
+                state = try store.load(folder, into: model, optimizer: optimizer)
+                guard state.fingerprint == fingerprint else {
+                    throw TrainError.checkpoint("\(folder.path) was written by a run with another config, data or world size (fingerprint \(state.fingerprint), this run \(fingerprint))")
+                }
+                resumedFrom = folder.path
+                if Self.sameFile(folder.deletingLastPathComponent(), store.directory) {
+                    store.protected.insert(folder.lastPathComponent)
                 }
             }
+            try checkNoNewerCheckpoints(than: state.step, resumedFrom: resumedFrom.map(URL.init(fileURLWithPath:)))
         }
         // Rank 0 holds the truth: weights, model state, optimizer and trainer state.
         let layout = model.stateLayout
@@ -149,6 +172,46 @@ public final class Trainer {
             if let resumedFrom { log("resumed from \(resumedFrom) at step \(state.step) (epoch \(state.epoch), batch \(state.batchInEpoch))") }
             if !config.ignoredKeys.isEmpty { log("config: accepted and ignored (no effect here, see docs/CONFIG.md): \(config.ignoredKeys.joined(separator: ", "))") }
         }
+    }
+
+    /// The checkpoint to start from (nil: step 0). `auto` takes the newest one that verifies;
+    /// damaged ones newer than it are renamed `damaged-step-N` (kept, never overwritten or pruned).
+    /// When checkpoints exist and none verifies, starting over needs `startFreshIfDamaged`.
+    func resumeSource() throws -> URL? {
+        guard let r = options.resume else { return nil }
+        guard r == "auto" else { return URL(fileURLWithPath: r) }
+        let scan = store.scanNewestValid()
+        if scan.valid == nil && !scan.damagedNewer.isEmpty && !options.startFreshIfDamaged {
+            let list = scan.damagedNewer.map { "  \($0.0.lastPathComponent): \($0.1)" }.joined(separator: "\n")
+            throw TrainError.checkpoint("--resume auto: every checkpoint in \(store.directory.path) is damaged; refusing to start over from step 0 on top of them:\n\(list)\nRepair or move them, resume from a good copy with --resume FOLDER, or pass --start-fresh-if-damaged to start from step 0 (the damaged ones are kept as damaged-step-N)")
+        }
+        for (folder, error) in scan.damagedNewer {
+            let moved = try store.setAside(folder, prefix: "damaged")
+            warn("damaged checkpoint skipped and kept as \(moved.lastPathComponent): \(error)")
+        }
+        return scan.valid
+    }
+
+    /// A run that starts at `step` below checkpoints already in the folder would overwrite and
+    /// prune them: refused unless `setAsideNewerCheckpoints` (then they are renamed superseded-*).
+    func checkNoNewerCheckpoints(than step: Int, resumedFrom: URL?) throws {
+        let newer = store.list().filter { folder in
+            (CheckpointStore.step(of: folder) ?? 0) > step && !(resumedFrom.map { Self.sameFile($0, folder) } ?? false)
+        }
+        guard !newer.isEmpty else { return }
+        guard options.setAsideNewerCheckpoints else {
+            let names = newer.reversed().map(\.lastPathComponent).joined(separator: ", ")
+            let start = resumedFrom.map { "resuming from \($0.path) (step \(step))" } ?? "starting from step 0"
+            throw TrainError.checkpoint("\(store.directory.path) holds checkpoints newer than where this run starts (\(start)): \(names); continuing would overwrite and prune them. Use --resume auto to continue from the newest, another --out, or --set-aside-newer-checkpoints to keep them as superseded-step-N and go on from step \(step)")
+        }
+        for folder in newer {
+            let moved = try store.setAside(folder, prefix: "superseded")
+            warn("\(folder.lastPathComponent) is newer than the starting step \(step); kept as \(moved.lastPathComponent)")
+        }
+    }
+
+    static func sameFile(_ a: URL, _ b: URL) -> Bool {
+        a.standardizedFileURL.resolvingSymlinksInPath().path == b.standardizedFileURL.resolvingSymlinksInPath().path
     }
 
     func log(_ message: String) {
@@ -181,6 +244,10 @@ public final class Trainer {
             if comm.isRoot, let record {
                 if state.step % config.logEvery == 0 || state.step == stopStep { try metrics?.append(record) }
                 if options.progress { progressLine(record, started: start, fromStep: startStep) }
+            }
+            if let divergence {
+                if options.progress && comm.isRoot { fputs("\n", stderr) }
+                throw divergence
             }
             let epochEnded = state.batchInEpoch == 0
             // Signals and the time limit: rank 0's clock decides, every rank stops together.
@@ -237,13 +304,14 @@ public final class Trainer {
             t0 = ProcessStats.now()
             let out = try model.step(batch, context: &context)
             times.forward += ProcessStats.now() - t0
-            for (name, loss) in out.losses { losses[name, default: 0] += Double(loss.scalar) / Double(micro) }
+            let injectNaN = FaultInjection.nonFiniteLoss(step: state.step + 1)
+            for (name, loss) in out.losses { losses[name, default: 0] += (injectNaN ? .nan : Double(loss.scalar)) / Double(micro) }
             values = out.scalars
             kept = out.keptIndices.map { $0.first?.count ?? 0 }
-            localFinite = localFinite && out.total.scalar.isFinite
+            localFinite = localFinite && out.total.scalar.isFinite && !injectNaN
             t0 = ProcessStats.now()
             let last = m == micro - 1
-            let loss = micro > 1 ? out.total.scaled(1 / Float(micro)) : out.total
+            let loss = injectNaN ? out.total.scaled(.nan) : micro > 1 ? out.total.scaled(1 / Float(micro)) : out.total
             if last { try beginReduction() }
             defer { Autograd.onParameterGradientFinal = nil }
             try Autograd.backward(from: loss)
@@ -275,8 +343,9 @@ public final class Trainer {
             warn("step \(state.step + 1): non-finite loss or gradient on some rank; step skipped on all ranks (\(nonFiniteInARow) in a row).\(origin)")
             Autograd.clearAnomaly()
             if nonFiniteInARow >= config.maxNonFiniteInARow {
+                // Raised by run() once this step's record is in metrics.jsonl.
                 let parts = losses.keys.sorted().map { "\($0) \(losses[$0]!)" }.joined(separator: ", ")
-                throw TrainError.diverged("\(nonFiniteInARow) steps in a row had a non-finite loss or gradient (last losses: \(parts), lr \(lr)); lower the learning rate or check the data")
+                divergence = TrainError.diverged("\(nonFiniteInARow) steps in a row (up to step \(state.step + 1)) had a non-finite loss or gradient, the limit train.max_nonfinite_in_a_row is \(config.maxNonFiniteInARow) (last losses: \(parts), lr \(lr)); lower the learning rate or check the data")
             }
         } else {
             nonFiniteInARow = 0

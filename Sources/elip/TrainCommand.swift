@@ -19,6 +19,11 @@ struct TrainCommand: ParsableCommand {
         Rank 0 writes RUN_DIR/metrics.jsonl and RUN_DIR/checkpoints/step-N/. SIGTERM or SIGUSR1
         make every rank finish its step, checkpoint and exit 0; `--resume auto` continues from the
         newest valid checkpoint. --max-steps counts global steps (a resumed run stops at step N).
+        A run never overwrites or prunes checkpoints it did not write: when --out holds checkpoints
+        newer than where the run starts, or when every checkpoint is damaged, it stops with an
+        error naming them (see --set-aside-newer-checkpoints and --start-fresh-if-damaged).
+        One trainer per run folder: a second one on the same --out is refused (lock file
+        RUN_DIR/.elip.lock names the holder's pid).
         """
     )
 
@@ -46,6 +51,28 @@ struct TrainCommand: ParsableCommand {
     var vocab: String?
     @Flag(help: "Single-process debug mode: configs/debug.yaml, synthetic data, anomaly checks, determinism self-check.")
     var debug = false
+    @Flag(help: "With --resume auto: when every checkpoint of --out is damaged, start from step 0 anyway (they are kept as checkpoints/damaged-step-N). Without it such a run is refused.")
+    var startFreshIfDamaged = false
+    @Flag(help: "Go on from an older checkpoint (or from step 0) although --out holds newer checkpoints: they are kept as checkpoints/superseded-step-N. Without it such a run is refused, since it would overwrite and prune them.")
+    var setAsideNewerCheckpoints = false
+
+    func validate() throws {
+        if let maxSteps, maxSteps < 1 {
+            throw ValidationError("--max-steps must be at least 1 (the global step to stop at), got \(maxSteps)")
+        }
+        guard timeLimitMinutes.isFinite, timeLimitMinutes >= 0, timeLimitMinutes <= 1e7 else {
+            throw ValidationError("--time-limit-minutes must be a number of minutes in [0, 1e7] (0: no limit), got \(timeLimitMinutes)")
+        }
+        if let threads, !(1...4096).contains(threads) {
+            throw ValidationError("--threads must be in [1, 4096], got \(threads)")
+        }
+        if let batchSize, !(1...(1 << 20)).contains(batchSize) {
+            throw ValidationError("--batch-size must be in [1, 1048576], got \(batchSize)")
+        }
+        if startFreshIfDamaged && resume != "auto" {
+            throw ValidationError("--start-fresh-if-damaged applies to --resume auto only")
+        }
+    }
 
     func run() throws {
         if let threads { Threads.configure(threads) }
@@ -89,6 +116,8 @@ struct TrainCommand: ParsableCommand {
         options.initialWeights = initWeights
         options.anomalyDetection = debug
         options.timeLimit = timeLimitMinutes * 60
+        options.startFreshIfDamaged = startFreshIfDamaged
+        options.setAsideNewerCheckpoints = setAsideNewerCheckpoints
         let trainer = try Trainer(config: cfg, options: options, communicator: comm, source: source)
         if comm.isRoot {
             print("elip train: \(comm.size) rank(s) x \(Threads.count) thread(s), batch \(cfg.batchSize) per rank, \(source.summary)")
