@@ -7,8 +7,9 @@ import ELIPShards
 import ELIPTensor
 import Foundation
 
-/// Set from signal handlers: SIGTERM / SIGUSR1 ask every rank to finish the current step,
-/// checkpoint and exit 0 (Slurm pre-emption).
+/// Set from signal handlers to the signal's number: SIGUSR1 (Slurm pre-emption), SIGTERM and
+/// SIGINT ask every rank to finish the current step, checkpoint and stop. A second SIGINT ends
+/// the process at once (exit 130), as Ctrl-C twice is meant to.
 nonisolated(unsafe) var stopSignalReceived: sig_atomic_t = 0
 
 /// Failures on purpose, for the multi-process tests (tests-mpi/train.sh): the environment names
@@ -30,6 +31,14 @@ enum FaultInjection {
         let parts = spec.split(separator: "-").compactMap { Int($0) }
         guard let first = parts.first else { return false }
         return step >= first && step <= (parts.count > 1 ? parts[1] : first)
+    }
+
+    /// ELIP_FAULT_SLOW_CHECKPOINT_SECONDS=t: rank 0 takes t seconds longer over every
+    /// checkpoint (a slow file system), while the other ranks wait.
+    static func slowCheckpoint() {
+        guard let t = ProcessInfo.processInfo.environment["ELIP_FAULT_SLOW_CHECKPOINT_SECONDS"].flatMap(Double.init),
+              t > 0, t < 3600 else { return }
+        usleep(UInt32(t * 1e6))
     }
 
     /// ELIP_FAULT_CRASH_IN_CHECKPOINT=s: the checkpoint of step s dies half-written.
@@ -83,6 +92,9 @@ public final class Trainer {
         /// rename those `superseded-step-N` and go on. Off: a clear error, since continuing would
         /// overwrite and prune them.
         public var setAsideNewerCheckpoints = false
+        /// Collective watchdog timeout in seconds (nil: the config's collective_timeout_minutes;
+        /// 0: off). See `Communicator.startWatchdog`.
+        public var collectiveTimeout: Double?
         public init(runDirectory: URL) { self.runDirectory = runDirectory }
     }
 
@@ -101,6 +113,8 @@ public final class Trainer {
     var nonFiniteInARow = 0
     /// Set by step() when too many steps in a row were skipped; run() stops with it.
     var divergence: TrainError?
+    /// The signal that stopped `run()` (after its checkpoint), nil when it stopped otherwise.
+    public private(set) var stoppedBySignal: Int32?
     let fingerprint: String
     /// Bucket issue order learned from the first backward of this process (nil: not yet).
     var learnedBucketOrder: [Int]?
@@ -121,6 +135,10 @@ public final class Trainer {
                              skippedSteps: 0, fingerprint: fingerprint, configText: config.text)
         // Every rank must run the same configuration on the same data.
         try comm.agree(on: fingerprint, what: "config + data + code fingerprint")
+        let timeout = options.collectiveTimeout ?? config.collectiveTimeoutMinutes * 60
+        if timeout > 0, let why = try comm.startWatchdog(timeoutSeconds: timeout), comm.size > 1, comm.isRoot {
+            print("collective watchdog off: \(why)")
+        }
         if comm.isRoot {
             runLock = try FolderLock(folder: options.runDirectory.path, purpose: "elip train")
         }
@@ -252,14 +270,17 @@ public final class Trainer {
             let epochEnded = state.batchInEpoch == 0
             // Signals and the time limit: rank 0's clock decides, every rank stops together.
             let overTime = options.timeLimit > 0 && comm.isRoot && ProcessStats.now() - start > options.timeLimit
-            let flags = try comm.allReduce(Int32(stopSignalReceived) | (overTime ? 2 : 0), op: .max)
+            // Bits 0-1: a stop signal, the time limit; above: the highest signal number any rank got.
+            let signal = Int32(stopSignalReceived)
+            let flags = try comm.allReduce((signal << 2) | (signal != 0 ? 1 : 0) | (overTime ? 2 : 0), op: .max)
             let stop = flags != 0
             if stop || epochEnded || state.step % config.checkpointEvery == 0 || state.step == stopStep {
                 try checkpoint()
             }
             if stop {
-                reason = flags & 1 != 0 ? "stop signal: checkpointed at step \(state.step)"
-                    : "time limit of \(Int(options.timeLimit)) s: checkpointed at step \(state.step)"
+                stoppedBySignal = flags & 1 != 0 ? flags >> 2 : nil
+                reason = stoppedBySignal.map { "stop signal (\(Self.signalName($0))): checkpointed at step \(state.step)" }
+                    ?? "time limit of \(Int(options.timeLimit)) s: checkpointed at step \(state.step)"
                 break
             }
         }
@@ -269,7 +290,9 @@ public final class Trainer {
 
     /// Writes a checkpoint (rank 0), then every rank continues.
     public func checkpoint() throws {
+        comm.setWatchdogContext("checkpoint of step \(state.step)")
         if comm.isRoot {
+            FaultInjection.slowCheckpoint()
             try store.save(model: model, optimizer: optimizer, state: state, faultInjection: FaultInjection.crashInCheckpoint(step: state.step))
         }
         try comm.barrier()
@@ -279,6 +302,7 @@ public final class Trainer {
     /// (on every rank; rank 0 logs it).
     func step() throws -> MetricsRecord? {
         FaultInjection.killRankIfRequested(rank: comm.rank, step: state.step + 1)
+        comm.setWatchdogContext("step \(state.step + 1)")
         var times = PhaseTimes()
         model.parameters.zeroGradients()
         let lr = Float(config.learningRate(epoch: state.epoch, iteration: state.batchInEpoch))
@@ -465,8 +489,21 @@ public final class Trainer {
     }
 
     static func installSignalHandlers() {
-        let handler: @convention(c) (Int32) -> Void = { _ in stopSignalReceived = 1 }
+        let handler: @convention(c) (Int32) -> Void = { sig in
+            if sig == SIGINT && stopSignalReceived == SIGINT { _exit(130) }
+            stopSignalReceived = sig
+        }
         signal(SIGTERM, handler)
         signal(SIGUSR1, handler)
+        signal(SIGINT, handler)
+    }
+
+    static func signalName(_ sig: Int32) -> String {
+        switch sig {
+        case SIGTERM: return "SIGTERM"
+        case SIGINT: return "SIGINT"
+        case SIGUSR1: return "SIGUSR1"
+        default: return "signal \(sig)"
+        }
     }
 }

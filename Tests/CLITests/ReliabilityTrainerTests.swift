@@ -191,7 +191,7 @@ final class ReliabilityTrainerTests: XCTestCase {
         XCTAssertTrue(first.isRunning)
         kill(first.processIdentifier, SIGTERM)
         first.waitUntilExit()
-        XCTAssertEqual(first.terminationStatus, 0)
+        XCTAssertEqual(first.terminationStatus, 143, "SIGTERM: checkpointed, exit 128 + 15")
         XCTAssertEqual(checkpoints("run").count, 1, "the first trainer checkpointed on SIGTERM")
         // Free again once the holder is gone.
         let third = try train("run", ["--resume", "auto", "--max-steps", "\(100_000)", "--time-limit-minutes", "0.001"])
