@@ -68,7 +68,7 @@ struct TrainCommand: ParsableCommand {
         guard timeLimitMinutes.isFinite, timeLimitMinutes >= 0, timeLimitMinutes <= 1e7 else {
             throw ValidationError("--time-limit-minutes must be a number of minutes in [0, 1e7] (0: no limit), got \(timeLimitMinutes)")
         }
-        if let threads, !(1...4096).contains(threads) {
+        if let threads, !Threads.validCounts.contains(threads) {
             throw ValidationError("--threads must be in [1, 4096], got \(threads)")
         }
         if let batchSize, !(1...(1 << 20)).contains(batchSize) {

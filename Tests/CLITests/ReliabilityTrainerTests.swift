@@ -212,6 +212,8 @@ final class ReliabilityTrainerTests: XCTestCase {
             (["--threads", "0"], "--threads must be in [1, 4096]"),
             (["--threads", "99999999999"], "--threads must be in [1, 4096]"),
             (["--batch-size", "0"], "--batch-size must be in [1, "),
+            (["--collective-timeout-minutes", "nan"], "--collective-timeout-minutes must be in [0, 100000]"),
+            (["--collective-timeout-minutes=-1"], "--collective-timeout-minutes must be in [0, 100000]"),
             (["--start-fresh-if-damaged"], "--start-fresh-if-damaged applies to --resume auto only"),
         ]
         for (args, needle) in cases {
@@ -220,6 +222,12 @@ final class ReliabilityTrainerTests: XCTestCase {
             XCTAssertTrue(r.stderr.contains(needle), "\(args): \(r.stderr)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("bad").path), "nothing written")
+        // ELIP_THREADS outside the range (it used to trap in Int32() when huge, or be ignored).
+        for value in ["-4", "99999999999", "many"] {
+            let r = try CLI.run(["info"], environment: ["ELIP_THREADS": value])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertTrue(r.stderr.contains("warning: ELIP_THREADS=\(value) is not a thread count in [1, 4096]"), r.stderr)
+        }
     }
 
     /// A file-size limit (ulimit -f) makes the checkpoint write fail with a clear error naming the
