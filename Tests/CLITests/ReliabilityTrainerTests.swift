@@ -198,6 +198,35 @@ final class ReliabilityTrainerTests: XCTestCase {
         XCTAssertEqual(third.status, 0, third.stderr)
     }
 
+    // MARK: class 16 (single process; the mpirun cases are in tests-mpi/faults.sh)
+
+    /// SIGINT (Ctrl-C) stops like SIGTERM: the step finishes, a checkpoint is written, and the exit
+    /// status says a signal stopped the run (130), unlike SIGUSR1 (pre-emption, 0).
+    func testSIGINTCheckpointsAndExitsWith130() throws {
+        try tinyConfig(train: "max_steps: 100000, checkpoint_every: 100000, log_every: 1, seed: 7")
+            .write(toFile: configPath, atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = CLI.executable
+        p.arguments = ["train", "--config", configPath, "--vocab", Self.vocab, "--out", dir.appendingPathComponent("int").path, "--threads", "1"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        let metrics = dir.appendingPathComponent("int/metrics.jsonl").path
+        let deadline = Date().addingTimeInterval(120)
+        while (try? FileManager.default.attributesOfItem(atPath: metrics)[.size] as? Int) ?? 0 == 0 && Date() < deadline {
+            usleep(100_000)
+        }
+        kill(p.processIdentifier, SIGINT)
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationReason, .exit)
+        XCTAssertEqual(p.terminationStatus, 130, text)
+        XCTAssertTrue(text.contains("stopped: stop signal (SIGINT): checkpointed at step"), text)
+        XCTAssertEqual(checkpoints("int").count, 1)
+    }
+
     // MARK: class 18
 
     /// Bad numeric options are clear errors, never ignored.
