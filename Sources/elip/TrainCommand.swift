@@ -68,9 +68,6 @@ struct TrainCommand: ParsableCommand {
         guard timeLimitMinutes.isFinite, timeLimitMinutes >= 0, timeLimitMinutes <= 1e7 else {
             throw ValidationError("--time-limit-minutes must be a number of minutes in [0, 1e7] (0: no limit), got \(timeLimitMinutes)")
         }
-        if let threads, !Threads.validCounts.contains(threads) {
-            throw ValidationError("--threads must be in [1, 4096], got \(threads)")
-        }
         if let batchSize, !(1...(1 << 20)).contains(batchSize) {
             throw ValidationError("--batch-size must be in [1, 1048576], got \(batchSize)")
         }
@@ -83,7 +80,7 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
-        if let threads { Threads.configure(threads) }
+        try configureThreads(threads)
         guard let path = config ?? (debug ? "configs/debug.yaml" : nil) else {
             throw ValidationError("--config FILE is required (or --debug for the tiny debug setup)")
         }

@@ -251,6 +251,13 @@ final class ReliabilityTrainerTests: XCTestCase {
             XCTAssertTrue(r.stderr.contains(needle), "\(args): \(r.stderr)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("bad").path), "nothing written")
+        // --threads of the other commands that take it.
+        for command in [["bench", "train-step", "--config", configPath!, "--threads=-1"], ["bench", "ops", "--threads", "0"],
+                        ["eval-retrieval", "--checkpoint", dir.path, "--data", dir.path, "--image-root", dir.path, "--threads=-3"]] {
+            let r = try CLI.run(command)
+            XCTAssertNotEqual(r.status, 0, "\(command)")
+            XCTAssertTrue(r.stderr.contains("--threads must be in [1, 4096]"), "\(command): \(r.stderr)")
+        }
         // ELIP_THREADS outside the range (it used to trap in Int32() when huge, or be ignored).
         for value in ["-4", "99999999999", "many"] {
             let r = try CLI.run(["info"], environment: ["ELIP_THREADS": value])
