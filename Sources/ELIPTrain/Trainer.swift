@@ -255,7 +255,8 @@ public final class Trainer {
         defer { Autograd.detectAnomalies = false }
         let start = ProcessStats.now()
         let startStep = state.step
-        var reason = "reached step \(stopStep)"
+        var reason = state.step < stopStep ? "reached step \(stopStep)"
+            : "nothing to do: the run is at step \(state.step), at or past the stop step \(stopStep)"
         while state.step < stopStep {
             if state.epoch >= config.epochs { reason = "end of the schedule (\(config.epochs) epochs)"; break }
             let record = try step()
