@@ -10,13 +10,36 @@ source tests-mpi/common.sh netns
 
 PREFIX=elip$$
 NETS=("${PREFIX}a" "${PREFIX}b")
-IPS=(10.231.7.2 10.231.7.3)
 BRIDGE=br$$
 cleanup() {
     for ns in "${NETS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
     ip link del "$BRIDGE" 2>/dev/null || true
 }
 trap cleanup EXIT
+# One run at a time per machine: two runs (two clones, parallel CI jobs) would otherwise put
+# bridges with overlapping addresses into the one root namespace, and packets for one run's
+# "hosts" could be routed to the other run's.
+exec 9>"${TMPDIR:-/tmp}/elip-test-netns.lock"
+flock -w 900 9 || { echo "netns: FAIL: another test-netns.sh held the lock for 15 minutes"; exit 1; }
+# Bridges of earlier runs that were killed before their cleanup (SIGKILL, a lost CI job) keep
+# their 10.231.x.1/24 routes in the root namespace: remove those of processes that are gone.
+for dev in $(ip -o link show type bridge 2>/dev/null | awk -F': ' '{print $2}' | grep -E '^br[0-9]+$' || true); do
+    pid=${dev#br}
+    if ! kill -0 "$pid" 2>/dev/null && ip -o addr show dev "$dev" | grep -q ' 10\.231\.'; then
+        echo "netns: removing $dev and namespaces elip${pid}a/b left by an earlier run (pid $pid is gone)"
+        ip link del "$dev" 2>/dev/null || true
+        ip netns del "elip${pid}a" 2>/dev/null || true
+        ip netns del "elip${pid}b" 2>/dev/null || true
+    fi
+done
+# A /24 that nothing in the root namespace routes yet, so every packet to these "hosts" goes
+# through this run's bridge.
+SUBNET=""
+for third in $(seq 7 250); do
+    if ! ip -o route show 2>/dev/null | grep -q "^10\.231\.$third\."; then SUBNET=10.231.$third; break; fi
+done
+[[ -n $SUBNET ]] || { echo "netns: FAIL: no free 10.231.x.0/24 subnet"; exit 1; }
+IPS=("$SUBNET.2" "$SUBNET.3")
 if ! ip netns add "${NETS[0]}" 2>/dev/null; then
     echo "netns: SKIPPED: cannot create network namespaces here (needs root and CAP_SYS_ADMIN)"
     echo "netns: 0 passed, 0 failed, 1 skipped"
@@ -24,7 +47,7 @@ if ! ip netns add "${NETS[0]}" 2>/dev/null; then
 fi
 ip netns add "${NETS[1]}"
 ip link add "$BRIDGE" type bridge
-ip addr add 10.231.7.1/24 dev "$BRIDGE"
+ip addr add "$SUBNET.1/24" dev "$BRIDGE"
 ip link set "$BRIDGE" up
 for i in 0 1; do
     ns=${NETS[$i]}
@@ -56,6 +79,13 @@ tiny_config "$W/t.yaml" "max_steps: 3, checkpoint_every: 3, log_every: 1, seed: 
 ROOT=()
 if [[ $(id -u) -eq 0 ]]; then ROOT=(--allow-run-as-root); export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 export ELIP_NETNS_MAP="${IPS[0]}=${NETS[0]} ${IPS[1]}=${NETS[1]}"
+# Each "host" gets its own temporary folder for OpenMPI's session directories (netns-agent.sh).
+# Real hosts each have their own /tmp; here the namespaces share one filesystem and one host
+# name, so mpirun and both daemons created the same /tmp/ompi.HOST.UID/jf.N/... tree at once, and
+# one daemon now and then lost that mkdir race ("Directory: /tmp/ompi.vm.0/jf.6939/0, Error: File
+# exists", orte_init failed), which mpirun reported as "ORTE does not know how to route a message
+# to the specified daemon" before crashing (exit 139).
+export ELIP_NETNS_TMPDIR="$W"
 args=(train --config "$W/t.yaml" --vocab "$PWD/$VOCAB" --threads 1)
 
 # Two hosts: mpirun in the root namespace; both ranks launched through the agent.
@@ -63,20 +93,11 @@ bytes_before=$(cat "/sys/class/net/v$$h1/statistics/rx_bytes")
 two_hosts() {
     timeout -k 5 300 mpirun "${ROOT[@]}" --hostfile "$W/hosts" -np 2 --map-by node \
         --mca plm_rsh_agent "$PWD/cluster/netns-agent.sh" -x ELIP_NETNS_MAP \
-        --mca btl self,tcp --mca btl_tcp_if_include 10.231.7.0/24 --mca oob_tcp_if_include 10.231.7.0/24 \
+        --mca btl self,tcp --mca btl_tcp_if_include "$SUBNET.0/24" --mca oob_tcp_if_include "$SUBNET.0/24" \
         "$ELIP" "${args[@]}" --out "$W/hosts-run" >"$W/netns.log" 2>&1
 }
 rc=0
-retried=""
 two_hosts || rc=$?
-# OpenMPI's launcher occasionally fails to reach the daemon it just started in the second
-# namespace (seen once in many runs; nothing of elip has run then). Retry that case once, visibly.
-if [[ $rc -ne 0 ]] && grep -q "ORTE does not know how to route\|ORTE was unable to reliably start" "$W/netns.log"; then
-    retried=" (retried once after an OpenMPI daemon start failure)"
-    rm -rf "$W/hosts-run"
-    rc=0
-    two_hosts || rc=$?
-fi
 if [[ $rc -ne 0 ]]; then
     echo "netns: FAIL: the two-namespace run exited $rc"; tail -25 "$W/netns.log"
     echo "netns: 0 passed, 1 failed"; exit 1
@@ -91,7 +112,7 @@ timeout -k 5 300 mpirun "${ROOT[@]}" --oversubscribe --bind-to none -np 2 "$ELIP
     >"$W/local.log" 2>&1 || { echo "netns: FAIL: the single-namespace run failed"; tail -20 "$W/local.log"; exit 1; }
 ck=checkpoints/step-00000003/model.safetensors
 if "$ELIP" diff-weights "$W/hosts-run/$ck" "$W/local-run/$ck" >"$W/diff.log" 2>&1; then
-    echo "netns: PASS: 2 ranks in 2 namespaces over TCP ($((crossed / 1000000)) MB crossed the link) == 2 ranks in one namespace ($(tail -1 "$W/diff.log"))$retried"
+    echo "netns: PASS: 2 ranks in 2 namespaces over TCP ($((crossed / 1000000)) MB crossed the link) == 2 ranks in one namespace ($(tail -1 "$W/diff.log"))"
     echo "netns: 1 passed, 0 failed"
     rm -rf "$W"
 else

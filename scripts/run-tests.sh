@@ -28,7 +28,7 @@ executed=${executed:-0}; skipped=${skipped:-0}; xfailed=${xfailed:-0}
 passed=$((executed - skipped - xfailed))
 failed=$xfailed
 PART=$(mktemp "${TMPDIR:-/tmp}/elip-tests-part.XXXXXX")
-for script in scripts/check-deps.py tests-mpi/run.sh tests-mpi/train.sh tests-mpi/eval.sh cluster/test-netns.sh; do
+for script in scripts/check-deps.py tests-mpi/run.sh tests-mpi/train.sh tests-mpi/faults.sh tests-mpi/eval.sh cluster/test-netns.sh; do
     "$script" 2>&1 | tee "$PART"
     rc=${PIPESTATUS[0]}
     out=$(tail -1 "$PART")

@@ -99,8 +99,8 @@ kill -USR1 "$pid" 2>/dev/null || true
 rc=0
 wait "$pid" || rc=$?
 kill "$watchdog" 2>/dev/null || true
-if [[ $rc -eq 0 ]] && grep -q "stop signal: checkpointed at step" "$W/sig.log" && ls "$W/sig/checkpoints" | grep -q step-; then
-    pass "SIGUSR1: $(grep -o 'stop signal: checkpointed at step [0-9]*' "$W/sig.log"), exit 0"
+if [[ $rc -eq 0 ]] && grep -q "stop signal (SIGUSR1): checkpointed at step" "$W/sig.log" && ls "$W/sig/checkpoints" | grep -q step-; then
+    pass "SIGUSR1: $(grep -o 'stop signal (SIGUSR1): checkpointed at step [0-9]*' "$W/sig.log"), exit 0"
 else
     fail "SIGUSR1 (exit $rc)" "$W/sig.log"
 fi

@@ -1,3 +1,4 @@
+import CMPIShim
 import Foundation
 
 /// The process group this trainer runs in: MPI's world when a launcher (mpirun, srun) started the
@@ -115,12 +116,57 @@ public final class Communicator {
         return try MPI.dup(comm)
     }
 
+    // MARK: collective watchdog
+
+    /// Seconds a blocking collective may wait before the other ranks are checked for life; nil
+    /// while no watchdog runs.
+    public private(set) var watchdogTimeout: Double?
+
+    /// Exit status of a job the watchdog aborts.
+    public static let watchdogExitCode: Int32 = 75
+
+    /// Starts the collective watchdog (Sources/CMPIShim/Watchdog.c), a collective: every rank
+    /// calls it at the same point. When this rank has waited `timeoutSeconds` in a collective, it
+    /// pings the other ranks: a rank that does not answer within the grace (the timeout, clamped
+    /// to 5...60 s) is stopped, hung or unreachable, and the job is aborted with a message naming
+    /// it and the operation; so is a job whose ranks all wait. Ranks that answer and are not
+    /// waiting are computing (a long step, rank 0 writing a checkpoint): the wait goes on.
+    /// Returns why it is not running when it cannot run (one process, MPI without
+    /// MPI_THREAD_MULTIPLE), nil when it runs.
+    public func startWatchdog(timeoutSeconds: Double) throws -> String? {
+        guard timeoutSeconds.isFinite, timeoutSeconds > 0 else {
+            throw DistributedError.invalidArgument("watchdog timeout must be a positive number of seconds, got \(timeoutSeconds)")
+        }
+        guard let comm, size > 1 else { return "one process: nothing to wait for" }
+        guard threadLevel >= .multiple else { return "MPI provides only \(threadLevel), the watchdog needs MPI_THREAD_MULTIPLE" }
+        guard watchdogTimeout == nil else { return nil }
+        try usable()
+        let grace = min(max(timeoutSeconds, 5), 60)
+        try MPI.check(elip_watchdog_start(comm.raw, timeoutSeconds, grace, Self.watchdogExitCode), "MPI_Comm_dup (watchdog)")
+        watchdogTimeout = timeoutSeconds
+        return nil
+    }
+
+    /// What the training thread is doing, for the watchdog's message ("step 12").
+    public func setWatchdogContext(_ context: String) {
+        guard watchdogTimeout != nil else { return }
+        context.withCString { elip_watchdog_set_context($0) }
+    }
+
+    /// Runs `body` (a blocking collective, or waiting for one) as a wait the watchdog times.
+    func waiting<R>(_ operation: String, _ body: () throws -> R) rethrows -> R {
+        guard watchdogTimeout != nil else { return try body() }
+        operation.withCString { elip_watchdog_enter($0) }
+        defer { elip_watchdog_leave() }
+        return try body()
+    }
+
     // MARK: collectives
 
     public func barrier() throws {
         guard let comm else { return }
         try usable()
-        try MPI.barrier(comm)
+        try waiting("MPI_Barrier") { try MPI.barrier(comm) }
     }
 
     /// Replaces `buffer` on every rank with root's contents. Counts must match on all ranks;
@@ -135,7 +181,7 @@ public final class Communicator {
             throw DistributedError.inconsistentArguments("broadcast of \(buffer.count) elements on rank \(rank), "
                                                          + "root \(root) has \(rootCount)")
         }
-        try MPI.broadcast(buffer, root: root, comm)
+        try waiting("MPI_Bcast") { try MPI.broadcast(buffer, root: root, comm) }
     }
 
     /// Replaces `array` on every rank with root's array (resized to root's count).
@@ -151,7 +197,7 @@ public final class Communicator {
                 done = n
             }
         }
-        try array.withUnsafeMutableBufferPointer { try MPI.broadcast($0, root: root, comm) }
+        try waiting("MPI_Bcast") { try array.withUnsafeMutableBufferPointer { try MPI.broadcast($0, root: root, comm) } }
     }
 
     /// Broadcasts raw bytes; the byte count must match on all ranks.
@@ -197,7 +243,7 @@ public final class Communicator {
     public func allReduce<T: MPIScalar>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws {
         guard let comm else { return }
         try usable()
-        try MPI.allReduce(buffer, op, comm)
+        try waiting("MPI_Allreduce") { try MPI.allReduce(buffer, op, comm) }
     }
 
     public func allReduce<T: MPIScalar>(_ array: inout [T], op: ReduceOp) throws {
@@ -248,7 +294,7 @@ public final class Communicator {
         guard range[0] == -range[1] else {
             throw DistributedError.inconsistentArguments("allGather counts range from \(-range[1]) to \(range[0])")
         }
-        try MPI.allGather(local, into: result, comm)
+        try waiting("MPI_Allgather") { try MPI.allGather(local, into: result, comm) }
     }
 
     /// Throws `fingerprintMismatch` on every rank unless all ranks hold the same fingerprint
@@ -284,6 +330,7 @@ public final class Communicator {
         isFinalized = true
         lock.unlock()
         guard comm != nil, !already, !MPI.isFinalized else { return }
+        if watchdogTimeout != nil { elip_watchdog_stop() }  // its thread calls MPI
         try MPI.finalize()
     }
 
@@ -294,7 +341,7 @@ public final class Communicator {
 
     private func broadcastCount(_ n: Int, root: Int, _ comm: CommHandle) throws -> Int {
         var c = [Int64(n)]
-        try c.withUnsafeMutableBufferPointer { try MPI.broadcast($0, root: root, comm) }
+        try waiting("MPI_Bcast") { try c.withUnsafeMutableBufferPointer { try MPI.broadcast($0, root: root, comm) } }
         return Int(c[0])
     }
 }

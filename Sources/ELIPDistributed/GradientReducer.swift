@@ -164,7 +164,7 @@ public final class GradientReducer {
         let wasActive = state.isActive
         defer { if isOverlapped && wasActive { communicator.reductionEnded() } }
         do {
-            return try state.finish(overlapped: isOverlapped)
+            return try communicator.waiting("gradient all-reduce") { try state.finish(overlapped: isOverlapped) }
         } catch {
             verifiedCount = nil  // check the layout again next time
             throw error

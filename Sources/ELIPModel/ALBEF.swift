@@ -40,11 +40,19 @@ public final class ALBEFModel: TrainableModel, ImageTextRetrievalModel, TextGuid
     public let queue: ContrastiveQueue
     let masking: MaskedLanguageModeling
 
-    public init(config: ALBEFConfig) throws {
+    /// Builds the model twice: once against measuring arenas, then with arenas reserving
+    /// exactly the floats the parameters take (address space counts against `ulimit -v`).
+    public convenience init(config: ALBEFConfig) throws {
+        let probe = try ALBEFModel(config: config, parameters: .measuring(), momentumParameters: .measuring(withGradients: false))
+        try self.init(config: config, parameters: ParameterArena(capacity: probe.parameters.used),
+                      momentumParameters: ParameterArena(capacity: probe.momentumParameters.used, withGradients: false))
+    }
+
+    init(config: ALBEFConfig, parameters: ParameterArena, momentumParameters: ParameterArena) throws {
         self.config = config
         pruning = config.prune
-        parameters = ParameterArena()
-        momentumParameters = ParameterArena(withGradients: false)
+        self.parameters = parameters
+        self.momentumParameters = momentumParameters
         let bert = config.bert, fusion = config.fusionLayer, all = bert.numHiddenLayers
         let on = Scope(arena: parameters), text = on["text_encoder"]
         textEmbeddings = try BertEmbeddings(text["bert"]["embeddings"], config: bert)

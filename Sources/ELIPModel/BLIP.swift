@@ -37,11 +37,19 @@ public final class BLIPModel: TrainableModel, ImageTextRetrievalModel, TextGuide
     public let momentum: MomentumTwin
     public let queue: ContrastiveQueue
 
-    public init(config: BLIPConfig) throws {
+    /// Builds the model twice: once against measuring arenas, then with arenas reserving
+    /// exactly the floats the parameters take (address space counts against `ulimit -v`).
+    public convenience init(config: BLIPConfig) throws {
+        let probe = try BLIPModel(config: config, parameters: .measuring(), momentumParameters: .measuring(withGradients: false))
+        try self.init(config: config, parameters: ParameterArena(capacity: probe.parameters.used),
+                      momentumParameters: ParameterArena(capacity: probe.momentumParameters.used, withGradients: false))
+    }
+
+    init(config: BLIPConfig, parameters: ParameterArena, momentumParameters: ParameterArena) throws {
         self.config = config
         pruning = config.prune
-        parameters = ParameterArena()
-        momentumParameters = ParameterArena(withGradients: false)
+        self.parameters = parameters
+        self.momentumParameters = momentumParameters
         let bert = config.bert, all = 0..<bert.numHiddenLayers, e = config.embedDim
         let on = Scope(arena: parameters), text = on["text_encoder"]
         visualEncoder = try VisionTransformer(on["visual_encoder"], config: config.vision, imageRes: config.imageRes)

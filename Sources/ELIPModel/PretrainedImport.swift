@@ -122,17 +122,23 @@ public final class BertEncoder {
     public let embeddings: BertEmbeddings
     public let layers: BertLayerStack
 
-    public init(config: BertConfig, weights: SafetensorsFile) throws {
-        var c = config
-        c.fusionLayer = nil
-        arena = ParameterArena(capacity: 1 << 29, withGradients: false)
-        let scope = Scope(arena: arena)
-        embeddings = try BertEmbeddings(scope["embeddings"], config: c)
-        layers = try BertLayerStack(scope["encoder"], config: c, layers: 0..<c.numHiddenLayers, crossAttention: { _ in false })
+    /// Measures the parameters first, so the arena reserves only what they take (`ulimit -v`).
+    public convenience init(config: BertConfig, weights: SafetensorsFile) throws {
+        let probe = try BertEncoder(config: config, arena: .measuring(withGradients: false))
+        try self.init(config: config, arena: ParameterArena(capacity: probe.arena.used, withGradients: false))
         let missing = try PretrainedImport.loadBert(weights, into: arena, bertPrefix: "")
         guard missing.isEmpty else {
             throw CheckpointError(file: weights.path, message: "\(missing.count) BERT parameters missing, e.g. \(missing.prefix(5).joined(separator: ", "))")
         }
+    }
+
+    private init(config: BertConfig, arena: ParameterArena) throws {
+        var c = config
+        c.fusionLayer = nil
+        self.arena = arena
+        let scope = Scope(arena: arena)
+        embeddings = try BertEmbeddings(scope["embeddings"], config: c)
+        layers = try BertLayerStack(scope["encoder"], config: c, layers: 0..<c.numHiddenLayers, crossAttention: { _ in false })
     }
 
     /// last_hidden_state [B, L, H].

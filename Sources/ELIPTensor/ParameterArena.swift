@@ -42,29 +42,81 @@ public final class ParameterArena {
     /// Tied names, in the order they were declared.
     public private(set) var aliases: [Alias] = []
     private var byName: [String: Int] = [:]
-    private let valueBase: UnsafeMutablePointer<Float>
+    private let valueBase: UnsafeMutablePointer<Float>?
     private let gradBase: UnsafeMutablePointer<Float>?
+    private let withGradients: Bool
     private let reservedFloats: Int
+    /// Why the reservation failed (then every `add` throws it).
+    private let reservationError: TensorError?
+    /// Measuring arenas (`measuring`) back every parameter with shared scratch instead.
+    private let isMeasuring: Bool
+    private var scratch: [(pointer: UnsafeMutablePointer<Float>, floats: Int)] = []
     /// Floats in use (parameters plus alignment padding).
     public private(set) var used = 0
 
     /// Reserves room for `capacity` floats of values (and as many of gradients when
-    /// `withGradients`; a momentum model needs none).
+    /// `withGradients`; a momentum model needs none). Reserve what the model needs (see
+    /// `measuring`): the reservation counts against the address-space limit (`ulimit -v`). When it
+    /// cannot be made, the arena is empty and `add` throws an error saying so.
     public init(capacity: Int = 1 << 30, withGradients: Bool = true) {
-        reservedFloats = capacity
-        valueBase = ParameterArena.reserve(capacity)
-        gradBase = withGradients ? ParameterArena.reserve(capacity) : nil
+        reservedFloats = max(0, capacity)
+        self.withGradients = withGradients
+        isMeasuring = false
+        var error: TensorError?
+        let values = ParameterArena.reserve(reservedFloats, error: &error)
+        let grads = withGradients && values != nil ? ParameterArena.reserve(reservedFloats, error: &error) : nil
+        if error != nil, let values {  // half a reservation is no use
+            munmap(values, reservedFloats * 4)
+        }
+        valueBase = error == nil ? values : nil
+        gradBase = error == nil ? grads : nil
+        reservationError = error
+    }
+
+    /// An arena that only counts: parameters get names, shapes and offsets as usual, but their
+    /// storage is scratch shared by all of them. Building a model once against measuring arenas
+    /// gives `used`, the exact capacity to reserve for the real build.
+    public static func measuring(withGradients: Bool = true) -> ParameterArena {
+        ParameterArena(measuringWithGradients: withGradients)
+    }
+
+    private init(measuringWithGradients: Bool) {
+        reservedFloats = Int.max
+        withGradients = measuringWithGradients
+        isMeasuring = true
+        valueBase = nil
+        gradBase = nil
+        reservationError = nil
     }
 
     deinit {
-        munmap(valueBase, reservedFloats * 4)
+        if let valueBase { munmap(valueBase, reservedFloats * 4) }
         if let gradBase { munmap(gradBase, reservedFloats * 4) }
+        for s in scratch { munmap(s.pointer, s.floats * 4) }
     }
 
-    private static func reserve(_ floats: Int) -> UnsafeMutablePointer<Float> {
-        let p = mmap(nil, floats * 4, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-        guard let p, p != MAP_FAILED else { fatalError("cannot reserve \(floats * 4) bytes of address space") }
+    private static func reserve(_ floats: Int, error: inout TensorError?) -> UnsafeMutablePointer<Float>? {
+        guard floats > 0 else { return nil }
+        let (bytes, overflow) = floats.multipliedReportingOverflow(by: 4)
+        let p = overflow ? MAP_FAILED : mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let p, p != MAP_FAILED else {
+            let reason = overflow ? "size overflows" : String(cString: strerror(errno))
+            error = TensorError.invalidArgument(
+                op: "ParameterArena",
+                reason: "cannot reserve \(bytes / 1_048_576) MiB of address space for \(floats) parameter floats (\(reason)); the process's address-space limit (ulimit -v) or memory is too small for this model")
+            return nil
+        }
         return p.bindMemory(to: Float.self, capacity: floats)
+    }
+
+    /// Scratch of at least `floats` floats for a measuring arena.
+    private func scratchPointer(_ floats: Int) throws -> UnsafeMutablePointer<Float> {
+        if let last = scratch.last, last.floats >= floats { return last.pointer }
+        var error: TensorError?
+        let n = max(floats, 1 << 16)
+        guard let p = ParameterArena.reserve(n, error: &error) else { throw error! }
+        scratch.append((p, n))
+        return p
     }
 
     /// 16-float (64-byte) alignment keeps every parameter's vector loads aligned.
@@ -86,15 +138,26 @@ public final class ParameterArena {
             }
             n = product
         }
+        if let reservationError { throw reservationError }
         let offset = used
         let padded = Self.padded(n)
         guard padded <= reservedFloats - offset else {
-            throw TensorError.invalidArgument(op: "ParameterArena.add", reason: "arena capacity \(reservedFloats) floats exceeded")
+            throw TensorError.invalidArgument(op: "ParameterArena.add(\(name))", reason: "arena capacity \(reservedFloats) floats exceeded")
+        }
+        let values: UnsafeMutablePointer<Float>, grads: UnsafeMutablePointer<Float>?
+        if isMeasuring {
+            values = try scratchPointer(n)
+            grads = withGradients ? values : nil
+        } else {
+            guard let valueBase else {
+                throw TensorError.invalidArgument(op: "ParameterArena.add(\(name))", reason: "the arena has no capacity")
+            }
+            values = valueBase + offset
+            grads = gradBase.map { $0 + offset }
         }
         used += padded
-        let t = Tensor(shape: shape, storage: Storage(borrowing: valueBase + offset, count: n, owner: self),
-                       requiresGrad: gradBase != nil)
-        if let gradBase { t.gradStorage = Storage(borrowing: gradBase + offset, count: n, owner: self) }
+        let t = Tensor(shape: shape, storage: Storage(borrowing: values, count: n, owner: self), requiresGrad: withGradients)
+        if let grads { t.gradStorage = Storage(borrowing: grads, count: n, owner: self) }
         t.name = name
         t.parameterIndex = entries.count
         byName[name] = entries.count
@@ -143,10 +206,12 @@ public final class ParameterArena {
     }
 
     /// True when the arena holds gradients.
-    public var hasGradients: Bool { gradBase != nil }
+    public var hasGradients: Bool { withGradients }
 
-    /// All values (including alignment padding, which stays zero).
-    public var values: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: valueBase, count: used) }
+    /// All values (including alignment padding, which stays zero); empty for a measuring arena.
+    public var values: UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(start: valueBase, count: valueBase == nil ? 0 : used)
+    }
 
     /// All gradients (same layout as `values`); empty for an arena without gradients.
     public var gradients: UnsafeMutableBufferPointer<Float> {

@@ -8,9 +8,16 @@ import Foundation
 /// whose boundaries depend only on the problem size and `Threads.count`, every output element is
 /// written by exactly one chunk, and partial sums are combined in chunk order.
 public enum Threads {
+    /// Thread counts `configure` accepts.
+    public static let validCounts = 1...4096
+
     nonisolated(unsafe) private static var _count: Int = {
-        if let s = ProcessInfo.processInfo.environment["ELIP_THREADS"], let n = Int(s), n > 0 { return n }
-        return max(1, ProcessInfo.processInfo.activeProcessorCount)
+        let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        guard let s = ProcessInfo.processInfo.environment["ELIP_THREADS"] else { return cores }
+        if let n = Int(s.trimmingCharacters(in: .whitespaces)), validCounts.contains(n) { return n }
+        // Not a reason to stop (nothing else is wrong), but never silent.
+        fputs("warning: ELIP_THREADS=\(s) is not a thread count in [\(validCounts.lowerBound), \(validCounts.upperBound)]; using \(cores) (the cores)\n", stderr)
+        return cores
     }()
     nonisolated(unsafe) private static var blasConfigured = false
 
@@ -22,7 +29,8 @@ public enum Threads {
 
     /// Sets the thread count (from `--threads` or `ELIP_THREADS`). Call once at start-up.
     public static func configure(_ n: Int) {
-        _count = max(1, n)
+        // Callers validate user input against validCounts; the clamp keeps Int32(n) from trapping.
+        _count = min(max(validCounts.lowerBound, n), validCounts.upperBound)
         openblas_set_num_threads(Int32(_count))
         blasConfigured = true
     }

@@ -42,6 +42,8 @@ public struct CheckpointStore {
     public let directory: URL
     /// Checkpoints kept; older ones are deleted after a successful write.
     public let keep: Int
+    /// Checkpoint folders pruning never deletes (the one this run resumed from).
+    public var protected: Set<String> = []
 
     public init(runDirectory: URL, keep: Int = 3) {
         directory = runDirectory.appendingPathComponent("checkpoints")
@@ -86,21 +88,58 @@ public struct CheckpointStore {
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             try Self.writeSynced(enc.encode(manifest), to: tmp.appendingPathComponent("trainer.json"))
             Self.fsync(path: tmp.path)
-            if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
+            // Replacing a checkpoint of the same step (the resume source, rewritten by a stop
+            // before the first step): the old one is renamed away first and deleted only once the
+            // new one is in place, so a crash in between never leaves neither.
+            let replaced = directory.appendingPathComponent(".\(Self.name(step: state.step)).old-\(getpid())")
+            if fm.fileExists(atPath: final.path) {
+                try? fm.removeItem(at: replaced)
+                try fm.moveItem(at: final, to: replaced)
+            }
             try fm.moveItem(at: tmp, to: final)
             Self.fsync(path: directory.path)
+            try? fm.removeItem(at: replaced)
         } catch {
             try? fm.removeItem(at: tmp)
             throw TrainError.checkpoint("writing \(final.path) failed: \(error)")
         }
-        prune()
+        prune(justWritten: final)
         return final
+    }
+
+    /// The step of a checkpoint folder named `step-N` (nil for any other name).
+    public static func step(of folder: URL) -> Int? {
+        let name = folder.lastPathComponent
+        guard name.hasPrefix("step-") else { return nil }
+        return Int(name.dropFirst(5))
+    }
+
+    /// Renames a checkpoint folder to `PREFIX-step-N` (a free name) so that nothing of this run
+    /// lists, overwrites or prunes it, and returns the new location. Used instead of deleting
+    /// checkpoints a run cannot use (damaged ones, newer ones the user chose to branch away from).
+    @discardableResult
+    public func setAside(_ folder: URL, prefix: String) throws -> URL {
+        let fm = FileManager.default
+        var target = directory.appendingPathComponent("\(prefix)-\(folder.lastPathComponent)")
+        var n = 2
+        while fm.fileExists(atPath: target.path) {
+            target = directory.appendingPathComponent("\(prefix)-\(folder.lastPathComponent)-\(n)")
+            n += 1
+        }
+        do { try fm.moveItem(at: folder, to: target) } catch {
+            throw TrainError.checkpoint("cannot set \(folder.path) aside as \(target.lastPathComponent): \(error.localizedDescription)")
+        }
+        Self.fsync(path: directory.path)
+        return target
     }
 
     /// Checkpoint folders, newest first.
     public func list() -> [URL] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
-        return names.filter { $0.hasPrefix("step-") }.sorted(by: >).map { directory.appendingPathComponent($0) }
+        // By step number, not by name: names of steps beyond 10^8 have more digits.
+        return names.compactMap { n in Self.step(of: URL(fileURLWithPath: n)).map { (n, $0) } }
+            .sorted { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 > $1.0 }
+            .map { directory.appendingPathComponent($0.0) }
     }
 
     /// Verifies a checkpoint folder and returns its manifest.
@@ -127,15 +166,24 @@ public struct CheckpointStore {
 
     /// The newest checkpoint that verifies; damaged ones are reported through `warn` and skipped.
     public func latestValid(warn: (String) -> Void) -> URL? {
+        let scan = scanNewestValid()
+        for (_, error) in scan.damagedNewer { warn("skipping damaged checkpoint: \(error)") }
+        return scan.valid
+    }
+
+    /// The newest checkpoint that verifies, and the damaged ones newer than it (newest first, with
+    /// what is wrong with each).
+    public func scanNewestValid() -> (valid: URL?, damagedNewer: [(URL, Error)]) {
+        var damaged: [(URL, Error)] = []
         for folder in list() {
             do {
                 _ = try verify(folder)
-                return folder
+                return (folder, damaged)
             } catch {
-                warn("skipping damaged checkpoint: \(error)")
+                damaged.append((folder, error))
             }
         }
-        return nil
+        return (nil, damaged)
     }
 
     /// Loads model, optimizer and trainer state from a checkpoint folder (verified first).
@@ -177,10 +225,14 @@ public struct CheckpointStore {
         optimizer.restoreStep(step)
     }
 
-    /// Deletes all but the newest `keep` checkpoints, and stale temporary folders.
-    func prune() {
+    /// Deletes all but the newest `keep` checkpoints, and stale temporary folders. Never deletes
+    /// the checkpoint just written, the newest one, or a `protected` one (the resume source).
+    func prune(justWritten: URL? = nil) {
         let fm = FileManager.default
-        for old in list().dropFirst(keep) { try? fm.removeItem(at: old) }
+        let all = list()
+        let spared = Set(all.prefix(keep).map(\.lastPathComponent) + [all.first?.lastPathComponent, justWritten?.lastPathComponent].compactMap { $0 })
+            .union(protected)
+        for old in all where !spared.contains(old.lastPathComponent) { try? fm.removeItem(at: old) }
         let names = (try? fm.contentsOfDirectory(atPath: directory.path)) ?? []
         for n in names where n.hasPrefix(".step-") && !n.hasSuffix("-\(getpid())") {
             try? fm.removeItem(at: directory.appendingPathComponent(n))

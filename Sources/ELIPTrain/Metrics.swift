@@ -138,7 +138,13 @@ public final class MetricsLog {
         handle = try FileHandle(forWritingTo: url)
         try handle.seekToEnd()
         encoder.outputFormatting = [.sortedKeys]
+        // Losses, values and grad_norm are written as null when not finite (see MetricsRecord);
+        // any other number that is not finite becomes a string rather than failing the run.
+        encoder.nonConformingFloatEncodingStrategy = MetricsLog.nonFiniteAsStrings
     }
+
+    static let nonFiniteAsStrings = JSONEncoder.NonConformingFloatEncodingStrategy.convertToString(
+        positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
 
     public func append(_ record: MetricsRecord) throws {
         var data = try encoder.encode(record)
@@ -149,6 +155,8 @@ public final class MetricsLog {
     /// Reads every record of a metrics file (for plots and tests).
     public static func read(_ url: URL) throws -> [MetricsRecord] {
         let text = try String(contentsOf: url, encoding: .utf8)
-        return try text.split(separator: "\n").map { try JSONDecoder().decode(MetricsRecord.self, from: Data($0.utf8)) }
+        let decoder = JSONDecoder()
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return try text.split(separator: "\n").map { try decoder.decode(MetricsRecord.self, from: Data($0.utf8)) }
     }
 }

@@ -3,11 +3,13 @@ import ELIPDistributed
 import ELIPModel
 import ELIPNN
 import ELIPObjectives
+import ELIPShards
 import ELIPTensor
 import Foundation
 
-/// Set from signal handlers: SIGTERM / SIGUSR1 ask every rank to finish the current step,
-/// checkpoint and exit 0 (Slurm pre-emption).
+/// Set from signal handlers to the signal's number: SIGUSR1 (Slurm pre-emption), SIGTERM and
+/// SIGINT ask every rank to finish the current step, checkpoint and stop. A second SIGINT ends
+/// the process at once (exit 130), as Ctrl-C twice is meant to.
 nonisolated(unsafe) var stopSignalReceived: sig_atomic_t = 0
 
 /// Failures on purpose, for the multi-process tests (tests-mpi/train.sh): the environment names
@@ -20,6 +22,23 @@ enum FaultInjection {
               r == rank, s == step else { return }
         fputs("[rank \(rank)] fault injection: killing myself before step \(step)\n", stderr)
         kill(getpid(), SIGKILL)
+    }
+
+    /// ELIP_FAULT_NONFINITE_STEPS=a-b (or one step a): the loss of global steps a...b is made
+    /// NaN (and with it every gradient), as a diverging run or a bad batch would.
+    static func nonFiniteLoss(step: Int) -> Bool {
+        guard let spec = ProcessInfo.processInfo.environment["ELIP_FAULT_NONFINITE_STEPS"] else { return false }
+        let parts = spec.split(separator: "-").compactMap { Int($0) }
+        guard let first = parts.first else { return false }
+        return step >= first && step <= (parts.count > 1 ? parts[1] : first)
+    }
+
+    /// ELIP_FAULT_SLOW_CHECKPOINT_SECONDS=t: rank 0 takes t seconds longer over every
+    /// checkpoint (a slow file system), while the other ranks wait.
+    static func slowCheckpoint() {
+        guard let t = ProcessInfo.processInfo.environment["ELIP_FAULT_SLOW_CHECKPOINT_SECONDS"].flatMap(Double.init),
+              t > 0, t < 3600 else { return }
+        usleep(UInt32(t * 1e6))
     }
 
     /// ELIP_FAULT_CRASH_IN_CHECKPOINT=s: the checkpoint of step s dies half-written.
@@ -66,6 +85,16 @@ public final class Trainer {
         public var progress = true
         /// Stop (with a checkpoint) once this many seconds have passed; 0: no limit.
         public var timeLimit: Double = 0
+        /// `resume == "auto"` when every checkpoint is damaged: start from step 0 anyway (the
+        /// damaged ones are kept, renamed `damaged-step-N`). Off: a clear error naming them.
+        public var startFreshIfDamaged = false
+        /// Starting (fresh or from a checkpoint) below checkpoints already in the run folder:
+        /// rename those `superseded-step-N` and go on. Off: a clear error, since continuing would
+        /// overwrite and prune them.
+        public var setAsideNewerCheckpoints = false
+        /// Collective watchdog timeout in seconds (nil: the config's collective_timeout_minutes;
+        /// 0: off). See `Communicator.startWatchdog`.
+        public var collectiveTimeout: Double?
         public init(runDirectory: URL) { self.runDirectory = runDirectory }
     }
 
@@ -76,10 +105,16 @@ public final class Trainer {
     public let optimizer: AdamW
     public let source: BatchSource
     let reducer: GradientReducer
-    let store: CheckpointStore
+    var store: CheckpointStore
+    /// The run folder's advisory lock (rank 0): a second trainer on the same folder is refused.
+    var runLock: FolderLock?
     public private(set) var state: TrainerState
     var metrics: MetricsLog?
     var nonFiniteInARow = 0
+    /// Set by step() when too many steps in a row were skipped; run() stops with it.
+    var divergence: TrainError?
+    /// The signal that stopped `run()` (after its checkpoint), nil when it stopped otherwise.
+    public private(set) var stoppedBySignal: Int32?
     let fingerprint: String
     /// Bucket issue order learned from the first backward of this process (nil: not yet).
     var learnedBucketOrder: [Int]?
@@ -100,6 +135,13 @@ public final class Trainer {
                              skippedSteps: 0, fingerprint: fingerprint, configText: config.text)
         // Every rank must run the same configuration on the same data.
         try comm.agree(on: fingerprint, what: "config + data + code fingerprint")
+        let timeout = options.collectiveTimeout ?? config.collectiveTimeoutMinutes * 60
+        if timeout > 0, let why = try comm.startWatchdog(timeoutSeconds: timeout), comm.size > 1, comm.isRoot {
+            print("collective watchdog off: \(why)")
+        }
+        if comm.isRoot {
+            runLock = try FolderLock(folder: options.runDirectory.path, purpose: "elip train")
+        }
         try initialiseState()
     }
 
@@ -117,18 +159,17 @@ public final class Trainer {
             if let w = options.initialWeights {
                 try StateDict.load(model.stateLayout, from: .init(path: w))
             }
-            if let r = options.resume {
-                let folder: URL? = r == "auto"
-                    ? store.latestValid { msg in fputs("warning: \(msg)\n", stderr) }
-                    : URL(fileURLWithPath: r)
-                if let folder {
-                    state = try store.load(folder, into: model, optimizer: optimizer)
-                    guard state.fingerprint == fingerprint else {
-                        throw TrainError.checkpoint("\(folder.path) was written by a run with another config, data or world size (fingerprint \(state.fingerprint), this run \(fingerprint))")
-                    }
-                    resumedFrom = folder.path
+            if let folder = try resumeSource() {
+                state = try store.load(folder, into: model, optimizer: optimizer)
+                guard state.fingerprint == fingerprint else {
+                    throw TrainError.checkpoint("\(folder.path) was written by a run with another config, data or world size (fingerprint \(state.fingerprint), this run \(fingerprint))")
+                }
+                resumedFrom = folder.path
+                if Self.sameFile(folder.deletingLastPathComponent(), store.directory) {
+                    store.protected.insert(folder.lastPathComponent)
                 }
             }
+            try checkNoNewerCheckpoints(than: state.step, resumedFrom: resumedFrom.map(URL.init(fileURLWithPath:)))
         }
         // Rank 0 holds the truth: weights, model state, optimizer and trainer state.
         let layout = model.stateLayout
@@ -149,6 +190,46 @@ public final class Trainer {
             if let resumedFrom { log("resumed from \(resumedFrom) at step \(state.step) (epoch \(state.epoch), batch \(state.batchInEpoch))") }
             if !config.ignoredKeys.isEmpty { log("config: accepted and ignored (no effect here, see docs/CONFIG.md): \(config.ignoredKeys.joined(separator: ", "))") }
         }
+    }
+
+    /// The checkpoint to start from (nil: step 0). `auto` takes the newest one that verifies;
+    /// damaged ones newer than it are renamed `damaged-step-N` (kept, never overwritten or pruned).
+    /// When checkpoints exist and none verifies, starting over needs `startFreshIfDamaged`.
+    func resumeSource() throws -> URL? {
+        guard let r = options.resume else { return nil }
+        guard r == "auto" else { return URL(fileURLWithPath: r) }
+        let scan = store.scanNewestValid()
+        if scan.valid == nil && !scan.damagedNewer.isEmpty && !options.startFreshIfDamaged {
+            let list = scan.damagedNewer.map { "  \($0.0.lastPathComponent): \($0.1)" }.joined(separator: "\n")
+            throw TrainError.checkpoint("--resume auto: every checkpoint in \(store.directory.path) is damaged; refusing to start over from step 0 on top of them:\n\(list)\nRepair or move them, resume from a good copy with --resume FOLDER, or pass --start-fresh-if-damaged to start from step 0 (the damaged ones are kept as damaged-step-N)")
+        }
+        for (folder, error) in scan.damagedNewer {
+            let moved = try store.setAside(folder, prefix: "damaged")
+            warn("damaged checkpoint skipped and kept as \(moved.lastPathComponent): \(error)")
+        }
+        return scan.valid
+    }
+
+    /// A run that starts at `step` below checkpoints already in the folder would overwrite and
+    /// prune them: refused unless `setAsideNewerCheckpoints` (then they are renamed superseded-*).
+    func checkNoNewerCheckpoints(than step: Int, resumedFrom: URL?) throws {
+        let newer = store.list().filter { folder in
+            (CheckpointStore.step(of: folder) ?? 0) > step && !(resumedFrom.map { Self.sameFile($0, folder) } ?? false)
+        }
+        guard !newer.isEmpty else { return }
+        guard options.setAsideNewerCheckpoints else {
+            let names = newer.reversed().map(\.lastPathComponent).joined(separator: ", ")
+            let start = resumedFrom.map { "resuming from \($0.path) (step \(step))" } ?? "starting from step 0"
+            throw TrainError.checkpoint("\(store.directory.path) holds checkpoints newer than where this run starts (\(start)): \(names); continuing would overwrite and prune them. Use --resume auto to continue from the newest, another --out, or --set-aside-newer-checkpoints to keep them as superseded-step-N and go on from step \(step)")
+        }
+        for folder in newer {
+            let moved = try store.setAside(folder, prefix: "superseded")
+            warn("\(folder.lastPathComponent) is newer than the starting step \(step); kept as \(moved.lastPathComponent)")
+        }
+    }
+
+    static func sameFile(_ a: URL, _ b: URL) -> Bool {
+        a.standardizedFileURL.resolvingSymlinksInPath().path == b.standardizedFileURL.resolvingSymlinksInPath().path
     }
 
     func log(_ message: String) {
@@ -174,7 +255,8 @@ public final class Trainer {
         defer { Autograd.detectAnomalies = false }
         let start = ProcessStats.now()
         let startStep = state.step
-        var reason = "reached step \(stopStep)"
+        var reason = state.step < stopStep ? "reached step \(stopStep)"
+            : "nothing to do: the run is at step \(state.step), at or past the stop step \(stopStep)"
         while state.step < stopStep {
             if state.epoch >= config.epochs { reason = "end of the schedule (\(config.epochs) epochs)"; break }
             let record = try step()
@@ -182,17 +264,24 @@ public final class Trainer {
                 if state.step % config.logEvery == 0 || state.step == stopStep { try metrics?.append(record) }
                 if options.progress { progressLine(record, started: start, fromStep: startStep) }
             }
+            if let divergence {
+                if options.progress && comm.isRoot { fputs("\n", stderr) }
+                throw divergence
+            }
             let epochEnded = state.batchInEpoch == 0
             // Signals and the time limit: rank 0's clock decides, every rank stops together.
             let overTime = options.timeLimit > 0 && comm.isRoot && ProcessStats.now() - start > options.timeLimit
-            let flags = try comm.allReduce(Int32(stopSignalReceived) | (overTime ? 2 : 0), op: .max)
+            // Bits 0-1: a stop signal, the time limit; above: the highest signal number any rank got.
+            let signal = Int32(stopSignalReceived)
+            let flags = try comm.allReduce((signal << 2) | (signal != 0 ? 1 : 0) | (overTime ? 2 : 0), op: .max)
             let stop = flags != 0
             if stop || epochEnded || state.step % config.checkpointEvery == 0 || state.step == stopStep {
                 try checkpoint()
             }
             if stop {
-                reason = flags & 1 != 0 ? "stop signal: checkpointed at step \(state.step)"
-                    : "time limit of \(Int(options.timeLimit)) s: checkpointed at step \(state.step)"
+                stoppedBySignal = flags & 1 != 0 ? flags >> 2 : nil
+                reason = stoppedBySignal.map { "stop signal (\(Self.signalName($0))): checkpointed at step \(state.step)" }
+                    ?? "time limit of \(Int(options.timeLimit)) s: checkpointed at step \(state.step)"
                 break
             }
         }
@@ -202,7 +291,9 @@ public final class Trainer {
 
     /// Writes a checkpoint (rank 0), then every rank continues.
     public func checkpoint() throws {
+        comm.setWatchdogContext("checkpoint of step \(state.step)")
         if comm.isRoot {
+            FaultInjection.slowCheckpoint()
             try store.save(model: model, optimizer: optimizer, state: state, faultInjection: FaultInjection.crashInCheckpoint(step: state.step))
         }
         try comm.barrier()
@@ -212,6 +303,7 @@ public final class Trainer {
     /// (on every rank; rank 0 logs it).
     func step() throws -> MetricsRecord? {
         FaultInjection.killRankIfRequested(rank: comm.rank, step: state.step + 1)
+        comm.setWatchdogContext("step \(state.step + 1)")
         var times = PhaseTimes()
         model.parameters.zeroGradients()
         let lr = Float(config.learningRate(epoch: state.epoch, iteration: state.batchInEpoch))
@@ -237,13 +329,14 @@ public final class Trainer {
             t0 = ProcessStats.now()
             let out = try model.step(batch, context: &context)
             times.forward += ProcessStats.now() - t0
-            for (name, loss) in out.losses { losses[name, default: 0] += Double(loss.scalar) / Double(micro) }
+            let injectNaN = FaultInjection.nonFiniteLoss(step: state.step + 1)
+            for (name, loss) in out.losses { losses[name, default: 0] += (injectNaN ? .nan : Double(loss.scalar)) / Double(micro) }
             values = out.scalars
             kept = out.keptIndices.map { $0.first?.count ?? 0 }
-            localFinite = localFinite && out.total.scalar.isFinite
+            localFinite = localFinite && out.total.scalar.isFinite && !injectNaN
             t0 = ProcessStats.now()
             let last = m == micro - 1
-            let loss = micro > 1 ? out.total.scaled(1 / Float(micro)) : out.total
+            let loss = injectNaN ? out.total.scaled(.nan) : micro > 1 ? out.total.scaled(1 / Float(micro)) : out.total
             if last { try beginReduction() }
             defer { Autograd.onParameterGradientFinal = nil }
             try Autograd.backward(from: loss)
@@ -275,8 +368,9 @@ public final class Trainer {
             warn("step \(state.step + 1): non-finite loss or gradient on some rank; step skipped on all ranks (\(nonFiniteInARow) in a row).\(origin)")
             Autograd.clearAnomaly()
             if nonFiniteInARow >= config.maxNonFiniteInARow {
+                // Raised by run() once this step's record is in metrics.jsonl.
                 let parts = losses.keys.sorted().map { "\($0) \(losses[$0]!)" }.joined(separator: ", ")
-                throw TrainError.diverged("\(nonFiniteInARow) steps in a row had a non-finite loss or gradient (last losses: \(parts), lr \(lr)); lower the learning rate or check the data")
+                divergence = TrainError.diverged("\(nonFiniteInARow) steps in a row (up to step \(state.step + 1)) had a non-finite loss or gradient, the limit train.max_nonfinite_in_a_row is \(config.maxNonFiniteInARow) (last losses: \(parts), lr \(lr)); lower the learning rate or check the data")
             }
         } else {
             nonFiniteInARow = 0
@@ -397,8 +491,21 @@ public final class Trainer {
     }
 
     static func installSignalHandlers() {
-        let handler: @convention(c) (Int32) -> Void = { _ in stopSignalReceived = 1 }
+        let handler: @convention(c) (Int32) -> Void = { sig in
+            if sig == SIGINT && stopSignalReceived == SIGINT { _exit(130) }
+            stopSignalReceived = sig
+        }
         signal(SIGTERM, handler)
         signal(SIGUSR1, handler)
+        signal(SIGINT, handler)
+    }
+
+    static func signalName(_ sig: Int32) -> String {
+        switch sig {
+        case SIGTERM: return "SIGTERM"
+        case SIGINT: return "SIGINT"
+        case SIGUSR1: return "SIGUSR1"
+        default: return "signal \(sig)"
+        }
     }
 }

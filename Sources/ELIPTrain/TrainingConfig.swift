@@ -15,7 +15,8 @@ import Foundation
 ///                                     # warmup_steps, lr_decay_rate, max_epoch, weight_decay
 ///     train: {max_steps: 0, checkpoint_every: 1000, keep_checkpoints: 3, log_every: 10, seed: 42,
 ///             grad_clip: 0, grad_accumulation: 1, bucket_mb: 25, max_nonfinite_in_a_row: 5,
-///             max_text_length: 25, global_negatives: false, dropout: true}
+///             max_text_length: 25, global_negatives: false, dropout: true,
+///             collective_timeout_minutes: 10}
 ///     data: {shards: DIR, vocab: FILE, loader_threads: 2, prefetch_batches: 2, strict: false,
 ///            crop_scale: [0.2, 1.0], flip: 0.5, randaugment: true}
 ///                                     # or data: {synthetic: {images: N, size: PX}}
@@ -40,6 +41,9 @@ public struct TrainingConfig {
     public var gradAccumulation = 1
     public var bucketMB = 25
     public var maxNonFiniteInARow = 5
+    /// Minutes a rank may wait in a collective before the collective watchdog checks the other
+    /// ranks for life (and aborts the job when one is stopped or dead); 0: no watchdog.
+    public var collectiveTimeoutMinutes = 10.0
     public var dropout = true
     /// ITC/ITM negatives from every rank's batch (W ranks x B == 1 rank x W*B); off: ALBEF's
     /// local batch + global queue.
@@ -170,6 +174,7 @@ public struct TrainingConfig {
         gradAccumulation = try s.int("grad_accumulation", default: gradAccumulation, in: 1...1_000_000)
         bucketMB = try s.int("bucket_mb", default: bucketMB, in: 1...4096)
         maxNonFiniteInARow = try s.int("max_nonfinite_in_a_row", default: maxNonFiniteInARow, in: 1...1_000_000)
+        collectiveTimeoutMinutes = try s.double("collective_timeout_minutes", default: collectiveTimeoutMinutes, in: 0...100_000)
         maxTextLength = try s.int("max_text_length", in: 2...max(2, model.maxTextPositions))
         dropout = try s.bool("dropout", default: dropout)
         globalNegatives = try s.bool("global_negatives", default: globalNegatives)

@@ -30,7 +30,7 @@ struct AnalyzePruningCommand: ParsableCommand {
     var compareScoring: String?
 
     func run() throws {
-        if let threads { Threads.configure(threads) }
+        try configureThreads(threads)
         let ckpt = try EvalCheckpoint.locate(checkpoint, configPath: config) { fputs("warning: \($0)\n", stderr) }
         let model = try ckpt.loadModel((any TextGuidedPruningModel).self, for: "pruning analysis")
         let tokenizer = try loadTokenizer(vocab ?? ckpt.vocabulary)

@@ -38,7 +38,7 @@ struct BenchOpsCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        if let threads { Threads.configure(threads) }
+        try configureThreads(threads)
         let n = Threads.count
         var report: [String: Any] = ["threads": n, "isa": String(cString: elip_fma_probe_isa()), "blas_kernels": BLASKernels.current]
         let peak = Self.measurePeak(threads: n)

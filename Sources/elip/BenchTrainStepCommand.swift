@@ -88,7 +88,7 @@ struct BenchTrainStepCommand: ParsableCommand {
     }
 
     func run() throws {
-        if let threads { Threads.configure(threads) }
+        try configureThreads(threads)
         var model: any ModelConfig
         var hyper = AdamW.Hyperparameters()
         var source: String

@@ -33,7 +33,7 @@ struct CheckStepCommand: ParsableCommand {
     var threads: Int?
 
     func run() throws {
-        if let threads { Threads.configure(threads) }
+        try configureThreads(threads)
         let output: ReferenceStep.Output
         do { output = try ReferenceStep.run(caseDirectory: caseDirectory, model: model) } catch let e as ModelRegistryError {
             throw ValidationError(e.description)

@@ -1,3 +1,4 @@
+import Foundation
 import ArgumentParser
 
 @main
@@ -32,6 +33,10 @@ struct ELIPCommand: ParsableCommand {
     )
 
     static func main() {
+        // A file-size limit (ulimit -f) would kill the process with SIGXFSZ in the middle of a
+        // checkpoint or shard write, without a word; ignored, write() fails with EFBIG and the
+        // writer reports which file could not be written.
+        signal(SIGXFSZ, SIG_IGN)
         BLASKernels.ensureFullKernels()
         main(nil)
     }

@@ -34,7 +34,7 @@ struct EmbedTextCommand: ParsableCommand {
     var threads: Int?
 
     func run() throws {
-        if let threads { Threads.configure(threads) }
+        try configureThreads(threads)
         var lines: [String] = []
         while let line = readLine(strippingNewline: true) { lines.append(line) }
         guard !lines.isEmpty else { throw ValidationError("no sentences on standard input") }

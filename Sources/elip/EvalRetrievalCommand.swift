@@ -54,7 +54,7 @@ struct EvalRetrievalCommand: ParsableCommand {
     }
 
     func run() throws {
-        if let threads { Threads.configure(threads) }
+        try configureThreads(threads)
         let comm = try Communicator.world()
         let say: (String) -> Void = { m in if comm.isRoot && !quiet { fputs(m + "\n", stderr) } }
         let ckpt = try EvalCheckpoint.locate(checkpoint, configPath: config) { w in if comm.isRoot { fputs("warning: \(w)\n", stderr) } }

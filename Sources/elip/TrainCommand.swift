@@ -16,9 +16,17 @@ struct TrainCommand: ParsableCommand {
           mpirun -np 2 elip train --config configs/debug.yaml --out runs/debug
           mpirun -np 8 elip train --config configs/pretrain-albef-4m.yaml --data /data/4m-shards --resume auto
 
-        Rank 0 writes RUN_DIR/metrics.jsonl and RUN_DIR/checkpoints/step-N/. SIGTERM or SIGUSR1
-        make every rank finish its step, checkpoint and exit 0; `--resume auto` continues from the
-        newest valid checkpoint. --max-steps counts global steps (a resumed run stops at step N).
+        Rank 0 writes RUN_DIR/metrics.jsonl and RUN_DIR/checkpoints/step-N/. SIGUSR1, SIGTERM or
+        SIGINT make every rank finish its step and checkpoint; then the exit status is 0 for
+        SIGUSR1 (pre-emption), 143 for SIGTERM, 130 for SIGINT (a second SIGINT exits at once).
+        `--resume auto` continues from the newest valid checkpoint. mpirun gives ranks only 1 s
+        after forwarding SIGTERM/SIGINT before SIGKILL: send mpirun SIGUSR1 instead (cluster/launch.sh
+        does so on SIGTERM/SIGINT), or raise the grace with --mca odls_base_sigkill_timeout S. --max-steps counts global steps (a resumed run stops at step N).
+        A run never overwrites or prunes checkpoints it did not write: when --out holds checkpoints
+        newer than where the run starts, or when every checkpoint is damaged, it stops with an
+        error naming them (see --set-aside-newer-checkpoints and --start-fresh-if-damaged).
+        One trainer per run folder: a second one on the same --out is refused (lock file
+        RUN_DIR/.elip.lock names the holder's pid).
         """
     )
 
@@ -46,9 +54,33 @@ struct TrainCommand: ParsableCommand {
     var vocab: String?
     @Flag(help: "Single-process debug mode: configs/debug.yaml, synthetic data, anomaly checks, determinism self-check.")
     var debug = false
+    @Option(help: "Minutes a rank may wait in a collective (for the other ranks) before the watchdog checks they are alive and aborts the job when one is stopped or dead (overrides train.collective_timeout_minutes, default 10; 0: off).")
+    var collectiveTimeoutMinutes: Double?
+    @Flag(help: "With --resume auto: when every checkpoint of --out is damaged, start from step 0 anyway (they are kept as checkpoints/damaged-step-N). Without it such a run is refused.")
+    var startFreshIfDamaged = false
+    @Flag(help: "Go on from an older checkpoint (or from step 0) although --out holds newer checkpoints: they are kept as checkpoints/superseded-step-N. Without it such a run is refused, since it would overwrite and prune them.")
+    var setAsideNewerCheckpoints = false
+
+    func validate() throws {
+        if let maxSteps, maxSteps < 1 {
+            throw ValidationError("--max-steps must be at least 1 (the global step to stop at), got \(maxSteps)")
+        }
+        guard timeLimitMinutes.isFinite, timeLimitMinutes >= 0, timeLimitMinutes <= 1e7 else {
+            throw ValidationError("--time-limit-minutes must be a number of minutes in [0, 1e7] (0: no limit), got \(timeLimitMinutes)")
+        }
+        if let batchSize, !(1...(1 << 20)).contains(batchSize) {
+            throw ValidationError("--batch-size must be in [1, 1048576], got \(batchSize)")
+        }
+        if let c = collectiveTimeoutMinutes, !(c.isFinite && c >= 0 && c <= 100_000) {
+            throw ValidationError("--collective-timeout-minutes must be in [0, 100000] (0: no watchdog), got \(c)")
+        }
+        if startFreshIfDamaged && resume != "auto" {
+            throw ValidationError("--start-fresh-if-damaged applies to --resume auto only")
+        }
+    }
 
     func run() throws {
-        if let threads { Threads.configure(threads) }
+        try configureThreads(threads)
         guard let path = config ?? (debug ? "configs/debug.yaml" : nil) else {
             throw ValidationError("--config FILE is required (or --debug for the tiny debug setup)")
         }
@@ -89,6 +121,9 @@ struct TrainCommand: ParsableCommand {
         options.initialWeights = initWeights
         options.anomalyDetection = debug
         options.timeLimit = timeLimitMinutes * 60
+        options.startFreshIfDamaged = startFreshIfDamaged
+        options.setAsideNewerCheckpoints = setAsideNewerCheckpoints
+        options.collectiveTimeout = collectiveTimeoutMinutes.map { $0 * 60 }
         let trainer = try Trainer(config: cfg, options: options, communicator: comm, source: source)
         if comm.isRoot {
             print("elip train: \(comm.size) rank(s) x \(Threads.count) thread(s), batch \(cfg.batchSize) per rank, \(source.summary)")
@@ -97,6 +132,9 @@ struct TrainCommand: ParsableCommand {
         let reason = try trainer.run()
         if comm.isRoot { print("stopped: \(reason); run folder \(out)") }
         try comm.finalize()
+        // SIGTERM/SIGINT: checkpointed, but not finished; 128 + signal as shells report it.
+        // SIGUSR1 (pre-emption, asked for by the job script) exits 0.
+        if let sig = trainer.stoppedBySignal, sig == SIGTERM || sig == SIGINT { throw ExitCode(128 + sig) }
     }
 
     /// Debug mode: two steps, twice, from the same seed must give bitwise identical weights.

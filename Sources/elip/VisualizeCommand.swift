@@ -37,7 +37,7 @@ struct VisualizeCommand: ParsableCommand {
     var threads: Int?
 
     func run() throws {
-        if let threads { Threads.configure(threads) }
+        try configureThreads(threads)
         let ckpt = try EvalCheckpoint.locate(checkpoint, configPath: config) { fputs("warning: \($0)\n", stderr) }
         let model = try ckpt.loadModel((any TextGuidedPruningModel).self, for: "pruning pictures")
         guard let schedule = model.pruning else {

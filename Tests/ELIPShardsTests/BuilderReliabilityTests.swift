@@ -201,15 +201,25 @@ final class BuilderReliabilityTests: XCTestCase {
     func testSecondBuilderOnTheSameFolderIsRefused() throws {
         let root = try corpus(4)
         let out = try temporary("rel-out")
-        let held = try FolderLock(folder: out, purpose: "test")
+        // The lock excludes other processes (objects of one process share it), so another process
+        // holds it here: util-linux flock(1) on the same lock file, as a second builder would.
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/usr/bin/flock")
+        holder.arguments = ["--no-fork", "\(out)/\(FolderLock.fileName)", "sleep", "60"]  // no fork: terminate() ends the holder
+        try holder.run()
+        defer { if holder.isRunning { holder.terminate(); holder.waitUntilExit() } }
+        var held = false
+        for _ in 0..<200 where !held {  // wait (at most 10 s) until the child has the lock
+            do { try FolderLock(folder: out, purpose: "probe").release(); usleep(50_000) } catch { held = true }
+        }
+        XCTAssertTrue(held, "flock(1) never took the lock")
         XCTAssertThrowsError(try F.build(F.options(out, shards: 1, annotations: ["\(root)/train.json"], root: root))) { e in
-            XCTAssertTrue("\(e)".contains("in use by pid \(getpid())"), "\(e)")
+            // flock(1) writes no "pid N on HOST" line, so the holder is "another process".
+            XCTAssertTrue("\(e)".contains("\(out) is in use by another process"), "\(e)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: "\(out)/manifest.json"))
-        XCTAssertThrowsError(try FolderLock(folder: out, purpose: "training run")) { e in
-            XCTAssertEqual((e as? FolderLock.Busy)?.holder.hasPrefix("pid \(getpid())"), true, "\(e)")
-        }
-        held.release()
+        holder.terminate()
+        holder.waitUntilExit()
         XCTAssertEqual(try F.build(F.options(out, shards: 1, annotations: ["\(root)/train.json"], root: root)).totalRecords, 4)
     }
 

@@ -27,4 +27,13 @@ int elip_mpi_thread_single(void);
 
 // Not a handle: x[i] *= a, in C so the debug build's scaling of gradient buckets stays fast.
 void elip_scale_float(float *x, int64_t n, float a);
+
+// Collective watchdog (Watchdog.c): the training thread brackets blocking collectives with
+// enter/leave; a helper thread aborts the job when a wait outlasts the timeout and another rank
+// does not answer a liveness check (or every rank is waiting). Needs MPI_THREAD_MULTIPLE.
+int elip_watchdog_start(MPI_Comm comm, double timeout_seconds, double grace_seconds, int exit_code);
+void elip_watchdog_stop(void);
+void elip_watchdog_enter(const char *operation);
+void elip_watchdog_leave(void);
+void elip_watchdog_set_context(const char *context);
 #endif

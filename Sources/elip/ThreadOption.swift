@@ -1,0 +1,12 @@
+import ArgumentParser
+import ELIPTensor
+
+/// `--threads N` of every command: N must lie in `Threads.validCounts` (a negative or huge count
+/// is an error, never clamped or ignored); nil leaves ELIP_THREADS or the core count.
+func configureThreads(_ threads: Int?) throws {
+    guard let threads else { return }
+    guard Threads.validCounts.contains(threads) else {
+        throw ValidationError("--threads must be in [\(Threads.validCounts.lowerBound), \(Threads.validCounts.upperBound)], got \(threads)")
+    }
+    Threads.configure(threads)
+}
