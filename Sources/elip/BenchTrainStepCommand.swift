@@ -111,6 +111,9 @@ struct BenchTrainStepCommand: ParsableCommand {
         guard batch >= 1, steps >= 1, warmup >= 0, textLength >= 2 else {
             throw ValidationError("--batch, --steps and --text-length must be positive (--text-length at least 2)")
         }
+        if let queue = model.featureQueueSize, queue < batch {
+            throw ValidationError("\(source): queue_size \(queue) is smaller than the \(batch) features a step of --batch \(batch) enqueues")
+        }
         if noPrune { model.prune = nil }
         if let scoring { model.prune?.scoring = try PruneScoring(parsing: scoring, setting: "--scoring") }
         let variantList = try parseVariants(base: model.prune)
