@@ -38,6 +38,9 @@ struct ImportWeightsCommand: ParsableCommand {
             throw ValidationError("\(cfg.kind) models start from \(model.pretrainedSources.joined(separator: " and ")) files")
         }
         let summary = try model.importPretrained(given.mapValues { try SafetensorsFile(path: $0) }, seed: seed)
+        do { try StateDict.requireFinite(model.stateLayout, source: "the imported weights") } catch {
+            throw ValidationError("\(error) (from --vit \(vit) or --bert \(bert)); nothing written")
+        }
         var writer = SafetensorsWriter(metadata: ["format": "\(cfg.kind)-state-dict", "producer": "elip import-weights"])
         try StateDict.add(model.stateLayout, to: &writer)
         try writer.write(to: out)
