@@ -33,6 +33,10 @@ struct AnalyzePruningCommand: ParsableCommand {
         if let threads { Threads.configure(threads) }
         let ckpt = try EvalCheckpoint.locate(checkpoint, configPath: config) { fputs("warning: \($0)\n", stderr) }
         let model = try ckpt.loadModel((any TextGuidedPruningModel).self, for: "pruning analysis")
+        try OutputGuard.check(out, inputs: [OutputGuard.Input("--data", data), OutputGuard.Input("--checkpoint", ckpt.weightsPath),
+                    OutputGuard.Input("--checkpoint", ckpt.folder?.appendingPathComponent("optimizer.safetensors").path),
+                    OutputGuard.Input("--checkpoint", ckpt.folder?.appendingPathComponent("trainer.json").path),
+                    OutputGuard.Input("--config", config), OutputGuard.Input("--vocab", vocab ?? ckpt.vocabulary)])
         let tokenizer = try loadTokenizer(vocab ?? ckpt.vocabulary)
         let root = imageRoot ?? (data as NSString).deletingLastPathComponent
         guard let bytes = FileManager.default.contents(atPath: data),

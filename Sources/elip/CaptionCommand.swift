@@ -88,6 +88,11 @@ struct CaptionCommand: ParsableCommand {
         } else {
             images = try CaptionImageSet.load(annotation: data, imageRoot: imageRoot ?? ".")
         }
+        try OutputGuard.check(out, inputs: [OutputGuard.Input("--data", data), OutputGuard.Input("--checkpoint", ckpt.weightsPath),
+                    OutputGuard.Input("--checkpoint", ckpt.folder?.appendingPathComponent("optimizer.safetensors").path),
+                    OutputGuard.Input("--checkpoint", ckpt.folder?.appendingPathComponent("trainer.json").path),
+                    OutputGuard.Input("--config", config), OutputGuard.Input("--vocab", vocab ?? ckpt.vocabulary)])
+        try OutputGuard.check(out, against: images.imagePaths, what: "an image of --data")
         let promptLength = 1 + tokenizer.tokenIds(prompt).count
         guard promptLength < maxLength else {
             throw EvalCommandError("--prompt \"\(prompt)\" is \(promptLength) tokens with [DEC]: nothing left to generate under --max-length \(maxLength)")

@@ -63,6 +63,17 @@ struct EvalRetrievalCommand: ParsableCommand {
         let dataset = try RetrievalDataset.load(annotation: data, imageRoot: imageRoot, cleaning: model.modelConfig.captionStyle.cleaning)
         say("eval-retrieval: \(dataset.imagePaths.count) images, \(dataset.texts.count) captions, weights \(ckpt.weightsPath)"
             + (ckpt.step.map { " (step \($0))" } ?? "") + ", image_res \(model.modelConfig.imageRes), \(comm.size) rank(s)")
+        let inputs = [OutputGuard.Input("--data", data), OutputGuard.Input("--checkpoint", ckpt.weightsPath),
+                    OutputGuard.Input("--checkpoint", ckpt.folder?.appendingPathComponent("optimizer.safetensors").path),
+                    OutputGuard.Input("--checkpoint", ckpt.folder?.appendingPathComponent("trainer.json").path),
+                    OutputGuard.Input("--config", config), OutputGuard.Input("--vocab", vocab ?? ckpt.vocabulary)]
+        for (option, path) in [("--out", out), ("--save-scores", saveScores)] {
+            try OutputGuard.check(path, option: option, inputs: inputs)
+            try OutputGuard.check(path, option: option, against: dataset.imagePaths, what: "an image of --data")
+        }
+        if let out, let saveScores, URL(fileURLWithPath: out).standardizedFileURL == URL(fileURLWithPath: saveScores).standardizedFileURL {
+            throw EvalCommandError("--out and --save-scores name the same file \(out): one would overwrite the other")
+        }
         let evaluator = RetrievalEvaluator(model: model, tokenizer: tokenizer, communicator: comm)
         evaluator.progress = say
         var options = RetrievalEvaluator.Options()

@@ -31,6 +31,7 @@ struct ImportWeightsCommand: ParsableCommand {
     var seed: UInt64 = 0
 
     func run() throws {
+        try OutputGuard.check(out, inputs: [OutputGuard.Input("--config", config), OutputGuard.Input("--vit", vit), OutputGuard.Input("--bert", bert)])
         let cfg = try TrainingConfig.load(config).model
         let model = try cfg.makeModel()
         let given = ["vit": vit, "bert": bert]
