@@ -29,6 +29,11 @@ struct AnalyzePruningCommand: ParsableCommand {
     @Option(help: "Also select with this scoring mode (look_ahead or inline) and report, per stage, the share of surviving patches both modes keep.")
     var compareScoring: String?
 
+    func validate() throws {
+        guard limit >= 1 else { throw ValidationError("--limit must be at least 1, got \(limit)") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+    }
+
     func run() throws {
         if let threads { Threads.configure(threads) }
         let ckpt = try EvalCheckpoint.locate(checkpoint, configPath: config) { fputs("warning: \($0)\n", stderr) }
@@ -38,19 +43,27 @@ struct AnalyzePruningCommand: ParsableCommand {
                     OutputGuard.Input("--checkpoint", ckpt.folder?.appendingPathComponent("trainer.json").path),
                     OutputGuard.Input("--config", config), OutputGuard.Input("--vocab", vocab ?? ckpt.vocabulary)])
         let tokenizer = try loadTokenizer(vocab ?? ckpt.vocabulary)
-        let root = imageRoot ?? (data as NSString).deletingLastPathComponent
+        let folder = (data as NSString).deletingLastPathComponent
+        let root = imageRoot ?? (folder.isEmpty ? "." : folder)
         guard let bytes = FileManager.default.contents(atPath: data),
               let entries = try JSONSerialization.jsonObject(with: bytes) as? [[String: Any]] else {
-            throw ValidationError("\(data): not a JSON list of annotation entries")
+            throw EvalCommandError("\(data): not a JSON list of annotation entries")
         }
+        guard !entries.isEmpty else { throw EvalCommandError("\(data): no entries") }
+        // Image and mask paths stay inside the root, as for every evaluation's images.
+        let confinement = try ImageRoot(root)
         var samples: [(image: RGBImage, caption: String, mask: RGBImage)] = []
         for (i, e) in entries.prefix(limit).enumerated() {
             guard let image = e["image"] as? String, let mask = e["mask"] as? String else {
-                throw ValidationError("\(data): entry \(i) has no \"image\" and \"mask\" (masks come from elip synth's test.json)")
+                throw EvalCommandError("\(data): entry \(i) has no \"image\" and \"mask\" (masks come from elip synth's test.json)")
             }
-            let caption = (e["caption"] as? String) ?? (e["caption"] as? [String])?.first ?? ""
-            func path(_ p: String) -> String { p.hasPrefix("/") ? p : (root as NSString).appendingPathComponent(p) }
-            samples.append((try EvalImage.read(path(image)), caption, try EvalImage.read(path(mask))))
+            guard let caption = (e["caption"] as? String) ?? (e["caption"] as? [String])?.first,
+                  !model.modelConfig.captionStyle.clean(caption).isEmpty else {
+                throw EvalCommandError("\(data): entry \(i) (\(image)) has no caption with words (the caption guides the pruning)")
+            }
+            let what = "\(data): entry \(i)"
+            samples.append((try EvalImage.read(confinement.file(image, what: what)), caption,
+                            try EvalImage.read(confinement.file(mask, what: what))))
         }
         let other = try compareScoring.map { try PruneScoring(parsing: $0, setting: "--compare-scoring") }
         let r = try PruningAnalysis.run(model: model, tokenizer: tokenizer, samples: samples, compareScoring: other)
