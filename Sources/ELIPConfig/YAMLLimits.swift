@@ -61,8 +61,13 @@ public enum YAMLLimits {
         }
         let (sanitized, placeholders) = replacingAliases(in: text)
         guard !placeholders.isEmpty else { return }
-        // A copy that does not parse is the real parse's error to report.
-        guard let root = try? Parser(yaml: sanitized).singleRoot() else { return }
+        // Without a parsed copy the expansion is unknown, so the text is not handed to the
+        // parser either (its syntax error is the copy's, positions aside).
+        let parsed: Node?
+        do { parsed = try Parser(yaml: sanitized).singleRoot() } catch {
+            throw ConfigError(file: source, message: "YAML syntax error (aliases shown as placeholder words): \(error)")
+        }
+        guard let root = parsed else { return }
         var anchored: [String: Int] = [:]
         let nodes = try expandedNodeCount(root, placeholders: placeholders, anchors: anchorPositions(in: sanitized),
                                           anchored: &anchored, source: source)
