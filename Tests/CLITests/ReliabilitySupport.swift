@@ -138,3 +138,31 @@ enum TinySafetensors {
         try data.write(to: URL(fileURLWithPath: destination))
     }
 }
+
+extension TinySafetensors {
+    struct Tensor { var name: String; var dtype: String; var shape: [Int]; var bytes: Data }
+
+    /// Every tensor of a file, in file order.
+    static func read(_ path: String) throws -> [Tensor] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        let (h, start) = try header(data)
+        return h.compactMap { name, v -> (Int, Tensor)? in
+            guard name != "__metadata__", let e = v as? [String: Any], let o = e["data_offsets"] as? [Int] else { return nil }
+            return (o[0], Tensor(name: name, dtype: e["dtype"] as! String, shape: e["shape"] as! [Int],
+                                 bytes: data.subdata(in: (start + o[0])..<(start + o[1]))))
+        }.sorted { $0.0 < $1.0 }.map(\.1)
+    }
+
+    static func write(_ tensors: [Tensor], to path: String) throws {
+        var header: [String: Any] = [:], body = Data()
+        for t in tensors {
+            header[t.name] = ["dtype": t.dtype, "shape": t.shape, "data_offsets": [body.count, body.count + t.bytes.count]]
+            body += t.bytes
+        }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while json.count % 8 != 0 { json.append(0x20) }
+        var out = Data()
+        withUnsafeBytes(of: UInt64(json.count).littleEndian) { out.append(contentsOf: $0) }
+        try (out + json + body).write(to: URL(fileURLWithPath: path))
+    }
+}
