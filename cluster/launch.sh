@@ -9,7 +9,7 @@
 # control channel (oob_tcp) to one network, which matters on hosts with several (e.g. a slow
 # management network next to a fast one). `elip` must be at the same path on every host.
 set -euo pipefail
-HOSTFILE="" RPN=1 TPR="" IFACE="" BIND=core DRY=0 ELIP_BIN=${ELIP_BIN:-$(command -v elip || echo "$(cd "$(dirname "$0")/.." && pwd)/.build/release/elip")}
+HOSTFILE="" RPN=1 TPR="" TPR_GIVEN=0 IFACE="" BIND=core DRY=0 ELIP_BIN=${ELIP_BIN:-$(command -v elip || echo "$(cd "$(dirname "$0")/.." && pwd)/.build/release/elip")}
 usage() { sed -n '2,12p' "$0"; exit "${1:-0}"; }
 # An option's value: present and not the next option (set -u would otherwise stop with "unbound variable").
 need() { [[ $# -ge 2 && $2 != --* ]] || { echo "launch.sh: $1 needs a value" >&2; exit 2; }; }
@@ -23,7 +23,7 @@ while [[ $# -gt 0 ]]; do
     case $1 in
         --hostfile) HOSTFILE=$2; shift 2 ;;
         --ranks-per-node) RPN=$2; shift 2 ;;
-        --threads-per-rank) TPR=$2; shift 2 ;;
+        --threads-per-rank) TPR=$2; TPR_GIVEN=1; shift 2 ;;
         --iface) IFACE=$2; shift 2 ;;
         --bind) BIND=$2; shift 2 ;;
         --elip) ELIP_BIN=$2; shift 2 ;;
@@ -37,7 +37,7 @@ done
 [[ -n $HOSTFILE && -f $HOSTFILE ]] || { echo "launch.sh: --hostfile FILE is required (see cluster/hosts.example)" >&2; exit 2; }
 [[ -x $ELIP_BIN ]] || { echo "launch.sh: elip not found at $ELIP_BIN (make build, or --elip PATH)" >&2; exit 2; }
 positive --ranks-per-node "$RPN"
-[[ -z $TPR ]] || positive --threads-per-rank "$TPR"
+[[ $TPR_GIVEN -eq 0 ]] || positive --threads-per-rank "$TPR"
 NODES=$(grep -cvE '^\s*(#|$)' "$HOSTFILE" || true)
 [[ $NODES -ge 1 ]] || { echo "launch.sh: $HOSTFILE lists no hosts" >&2; exit 2; }
 if [[ -z $TPR ]]; then TPR=$(( $(nproc) / RPN )); [[ $TPR -ge 1 ]] || TPR=1; fi
