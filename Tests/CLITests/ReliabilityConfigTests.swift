@@ -92,6 +92,17 @@ final class ReliabilityConfigTests: XCTestCase {
         }
     }
 
+    /// A BERT JSON whose position table holds only [CLS] would train on empty captions.
+    func testBertWithOnePositionIsRefused() throws {
+        let config = try Tiny.writeConfig(.albef, folder: tmp)
+        let bert = tmp.appendingPathComponent("bert_tiny.json").path
+        try Tiny.albefBert.replacingOccurrences(of: "\"max_position_embeddings\": 32", with: "\"max_position_embeddings\": 1")
+            .write(toFile: bert, atomically: true, encoding: .utf8)
+        let r = try CLI.run(["train", "--config", config, "--out", tmp.appendingPathComponent("out").path])
+        XCTAssertEqual(r.status, 1, r.stdout + r.stderr)
+        XCTAssertTrue(r.stderr.contains("\(bert): max_position_embeddings: must be in [2, "), r.stderr)
+    }
+
     /// queue_size must hold what one step enqueues: batch_size x ranks for train, --batch for
     /// bench train-step. (Evaluation does not enqueue, so the same file evaluates.)
     func testQueueSmallerThanTheBatchIsRefused() throws {

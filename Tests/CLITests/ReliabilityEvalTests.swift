@@ -41,6 +41,26 @@ final class ReliabilityEvalTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains(needle), "\(arguments.prefix(1)): expected '\(needle)' in:\n\(r.stderr)", line: line)
     }
 
+    // MARK: class 9
+
+    /// --image-res is checked against the model (a multiple of the patch size, at most a 64 x 64
+    /// patch grid) before anything grows: 8192 px ends at once with an error, for eval-retrieval
+    /// and caption.
+    func testImageResIsValidatedAgainstTheModel() throws {
+        for (res, needle) in [("8192", "image_res: 8192 px makes a 1024 x 1024 grid of 8-px patches; at most 64 x 64 (512 px) is supported"),
+                              ("36", "image_res: 36 must be a positive multiple of patch_size 8")] {
+            let start = Date()
+            try fails(["eval-retrieval", "--checkpoint", Self.albef.run, "--vocab", Tiny.vocab, "--data", Self.annotations,
+                       "--image-root", root, "--image-res", res], "--image-res \(res): ")
+            try fails(["eval-retrieval", "--checkpoint", Self.albef.run, "--vocab", Tiny.vocab, "--data", Self.annotations,
+                       "--image-root", root, "--image-res", res], needle)
+            XCTAssertLessThan(Date().timeIntervalSince(start), 30)
+        }
+        try fails(["caption", "--checkpoint", Self.blip.run, "--vocab", Tiny.vocab, "--data", Self.annotations, "--image-root", root,
+                   "--image-res", "8192", "--out", path("c.json")], "image_size: 8192 px makes a 512 x 512 grid of 16-px patches")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("c.json")))
+    }
+
     // MARK: class 12
 
     /// A NaN in one ViT weight (ALBEF) or an infinity in a queue (BLIP): every command that loads

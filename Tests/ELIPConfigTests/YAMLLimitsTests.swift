@@ -28,6 +28,18 @@ final class YAMLLimitsTests: XCTestCase {
         refuses(laughs(levels: 9).replacingOccurrences(of: "\n", with: "\u{2028}"))
         refuses("\u{FEFF}" + laughs(levels: 9), "YAML syntax error")
         refuses(laughs(levels: 9).replacingOccurrences(of: ", ", with: ",\n  "))  // block-ish layout, aliases at line starts
+        // Block style: anchored sequences, mappings and a scalar fanned out.
+        var block = "a0: &a0\n" + String(repeating: "  - lol\n", count: 9)
+        var blockMap = "a0: &a0\n" + (0..<9).map { "  k\($0): lol\n" }.joined()
+        var scalar = "a0: &a0 lol\n"
+        for i in 1...9 {
+            block += "a\(i): &a\(i)\n" + String(repeating: "  - *a\(i - 1)\n", count: 9)
+            blockMap += "a\(i): &a\(i)\n" + (0..<9).map { "  k\($0): *a\(i - 1)\n" }.joined()
+        }
+        for i in 1...12 { scalar += "a\(i): &a\(i) [*a\(i - 1), *a\(i - 1), *a\(i - 1), *a\(i - 1)]\n" }
+        refuses(block)
+        refuses(blockMap)
+        refuses(scalar)
         var merges = "m0: &m0 {x: 1, y: 2}\n"
         for i in 1...30 { merges += "m\(i): &m\(i) {<<: *m\(i - 1), p\(i): *m\(i - 1)}\n" }
         refuses(merges)
