@@ -36,6 +36,10 @@ struct VisualizeCommand: ParsableCommand {
     @Option(help: "Threads for BLAS and the engine.")
     var threads: Int?
 
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+    }
+
     func run() throws {
         if let threads { Threads.configure(threads) }
         let ckpt = try EvalCheckpoint.locate(checkpoint, configPath: config) { fputs("warning: \($0)\n", stderr) }

@@ -61,6 +61,23 @@ final class ReliabilityEvalTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("c.json")))
     }
 
+    /// caption: --max-length past the decoder's positions and absurd beam counts are refused up
+    /// front (not after encoding every image, not hours later); --threads 0 is refused by the
+    /// evaluation commands.
+    func testCaptionLengthBeamsAndThreadsAreChecked() throws {
+        let caption = ["caption", "--checkpoint", Self.blip.run, "--vocab", Tiny.vocab, "--data", Self.annotations!,
+                       "--image-root", root, "--out", path("c.json")]
+        try fails(caption + ["--max-length", "40", "--min-length", "35"], "--max-length 40 exceeds the decoder's 32 positions")
+        try fails(caption + ["--beams", "5000"], "--beams must be at most 256, got 5000", status: 64)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("c.json")))
+        try fails(["eval-retrieval", "--checkpoint", Self.albef.run, "--data", Self.annotations!, "--threads", "0"],
+                  "--threads must be at least 1, got 0", status: 64)
+        try fails(["visualize", "--checkpoint", Self.albef.run, "--image", "x.png", "--caption", "x", "--out", "y.png", "--threads", "0"],
+                  "--threads must be at least 1, got 0", status: 64)
+        try fails(["analyze-pruning", "--checkpoint", Self.albef.run, "--data", Self.annotations!, "--threads=-4"],
+                  "--threads must be at least 1, got -4", status: 64)
+    }
+
     // MARK: class 12
 
     /// A NaN in one ViT weight (ALBEF) or an infinity in a queue (BLIP): every command that loads
