@@ -33,6 +33,14 @@ enum OutputGuard {
         }
     }
 
+    /// Throws when `output` is a file in `folder` or its subfolders (a dataset's or reference
+    /// case's own files: manifest, shards, expected values).
+    static func check(_ output: String?, option: String = "--out", filesIn folder: String, what: String) throws {
+        guard let output, identity(output) != nil,
+              let names = FileManager.default.enumerator(atPath: folder)?.allObjects as? [String] else { return }
+        try check(output, option: option, against: names.map { (folder as NSString).appendingPathComponent($0) }, what: what)
+    }
+
     /// Throws when `output` is one of many input files (e.g. every image of an evaluation).
     static func check(_ output: String?, option: String = "--out", against files: [String], what: String) throws {
         guard let output, let out = identity(output) else { return }

@@ -183,6 +183,28 @@ final class ReliabilityEvalTests: XCTestCase {
         for (p, b) in zip(protected, before) { XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: p)), b, "\(p) was changed") }
     }
 
+    /// inspect-dataset's contact sheet and check-step's outputs may not replace a file of the
+    /// dataset or the reference case they read (manifest, a shard's data.mdb, expected values).
+    func testDatasetAndReferenceCaseFilesAreNotOutputs() throws {
+        let corpus = path("corpus"), shards = path("shards")
+        let synth = try CLI.run(["synth", "--out", corpus, "--images", "6", "--size", "32", "--quiet"])
+        XCTAssertEqual(synth.status, 0, synth.stderr)
+        let build = try CLI.run(["build-dataset", "--annotations", corpus + "/train.json", "--image-root", corpus, "--out", shards,
+                                 "--shards", "1", "--image-size", "32", "--quiet"])
+        XCTAssertEqual(build.status, 0, build.stdout + build.stderr)
+        let shard = try XCTUnwrap(try FileManager.default.contentsOfDirectory(atPath: shards).first { $0.hasPrefix("shard-") })
+        for victim in [shards + "/manifest.json", shards + "/" + shard + "/data.mdb"] {
+            let before = try Data(contentsOf: URL(fileURLWithPath: victim))
+            try fails(["inspect-dataset", shards, "--out", victim], "is a file of the dataset")
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: victim)), before, "\(victim) was changed")
+        }
+        let referenceCase = path("case")
+        try FileManager.default.createDirectory(atPath: referenceCase, withIntermediateDirectories: true)
+        try "reference values".write(toFile: referenceCase + "/expected.safetensors", atomically: true, encoding: .utf8)
+        try fails(["check-step", referenceCase, "--out", referenceCase + "/expected.safetensors"], "is a file of the reference case")
+        XCTAssertEqual(try String(contentsOfFile: referenceCase + "/expected.safetensors", encoding: .utf8), "reference values")
+    }
+
     /// An annotation entry may not read outside --image-root: `..`, an absolute path elsewhere
     /// or a symlink out of the root are refused naming the entry (eval-retrieval, caption with an
     /// annotation list or a folder, analyze-pruning).
