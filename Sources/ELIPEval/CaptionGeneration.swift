@@ -46,8 +46,8 @@ public struct CaptionImageSet {
     }
 
     public static func load(annotation path: String, imageRoot: String) throws -> CaptionImageSet {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw RetrievalError("\(path): cannot read the annotation file")
+        guard let data = EvalFile.contents(path) else {
+            throw RetrievalError("\(path): cannot read the annotation file (\(EvalFile.reason(path)))")
         }
         let node: Any
         do { node = try JSONSerialization.jsonObject(with: data) } catch {

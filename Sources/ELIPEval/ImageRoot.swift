@@ -64,3 +64,28 @@ public struct ImageRoot {
         return String(cString: r)
     }
 }
+
+/// Reads an evaluation input (annotation file, image) only when it is a regular file: a FIFO or
+/// device named `x.jpg` or `test.json` would block the read forever.
+public enum EvalFile {
+    /// The file's bytes, or nil (errno set; EINVAL for a file that is not a regular file).
+    public static func contents(_ path: String) -> Data? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        guard info.st_mode & S_IFMT == S_IFREG else { errno = EINVAL; return nil }
+        // O_NONBLOCK: a path swapped for a FIFO after the check does not block the open.
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        var opened = stat()
+        guard fstat(fd, &opened) == 0, opened.st_mode & S_IFMT == S_IFREG else { errno = EINVAL; return nil }
+        return try? handle.readToEnd() ?? Data()
+    }
+
+    /// Why `contents` returned nil, for messages.
+    public static func reason(_ path: String) -> String {
+        var info = stat()
+        if stat(path, &info) == 0 && info.st_mode & S_IFMT != S_IFREG { return "not a regular file" }
+        return "cannot read the file"
+    }
+}

@@ -34,8 +34,8 @@ public struct RetrievalDataset {
     public static func load(annotation path: String, imageRoot: String, maxWords: Int = 30,
                             cleaning: CaptionStyle.Cleaning = .albef) throws -> RetrievalDataset {
         let style = CaptionStyle(cleaning: cleaning, framing: .albef, maxLength: 1, padToMaxLength: false, maxWords: maxWords)
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw RetrievalError("\(path): cannot read the annotation file")
+        guard let data = EvalFile.contents(path) else {
+            throw RetrievalError("\(path): cannot read the annotation file (\(EvalFile.reason(path)))")
         }
         let node: Any
         do { node = try JSONSerialization.jsonObject(with: data) } catch {
@@ -91,8 +91,8 @@ public struct RetrievalDataset {
 public enum EvalImage {
     /// Decodes a JPEG or PNG file.
     public static func read(_ path: String) throws -> RGBImage {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw RetrievalError("\(path): cannot read the image file")
+        guard let data = EvalFile.contents(path) else {
+            throw RetrievalError("\(path): cannot read the image file (\(EvalFile.reason(path)))")
         }
         do {
             switch sniffImageFormat(data) {

@@ -45,8 +45,10 @@ struct AnalyzePruningCommand: ParsableCommand {
         let tokenizer = try loadTokenizer(vocab ?? ckpt.vocabulary)
         let folder = (data as NSString).deletingLastPathComponent
         let root = imageRoot ?? (folder.isEmpty ? "." : folder)
-        guard let bytes = FileManager.default.contents(atPath: data),
-              let entries = try JSONSerialization.jsonObject(with: bytes) as? [[String: Any]] else {
+        guard let bytes = EvalFile.contents(data) else {
+            throw EvalCommandError("\(data): cannot read the annotation file (\(EvalFile.reason(data)))")
+        }
+        guard let entries = (try? JSONSerialization.jsonObject(with: bytes)) as? [[String: Any]] else {
             throw EvalCommandError("\(data): not a JSON list of annotation entries")
         }
         guard !entries.isEmpty else { throw EvalCommandError("\(data): no entries") }

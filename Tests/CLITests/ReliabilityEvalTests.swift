@@ -205,6 +205,27 @@ final class ReliabilityEvalTests: XCTestCase {
         XCTAssertEqual(try String(contentsOfFile: referenceCase + "/expected.safetensors", encoding: .utf8), "reference values")
     }
 
+    /// A FIFO named as an annotation file or an image (`x.jpg`) is refused, never opened for a
+    /// read that would block forever.
+    func testFifoInputsAreRefusedWithoutBlocking() throws {
+        let fifoDir = path("fifo")
+        try FileManager.default.createDirectory(atPath: fifoDir + "/images", withIntermediateDirectories: true)
+        let fifoJSON = fifoDir + "/test.json", fifoImage = fifoDir + "/images/img_9.jpg"
+        XCTAssertEqual(mkfifo(fifoJSON, 0o600), 0)
+        XCTAssertEqual(mkfifo(fifoImage, 0o600), 0)
+        let withFifoImage = fifoDir + "/with-fifo-image.json"
+        try JSONSerialization.data(withJSONObject: [["image": "images/img_9.jpg", "caption": ["a square"], "image_id": 9]])
+            .write(to: URL(fileURLWithPath: withFifoImage))
+        let albef = ["--checkpoint", Self.albef.run, "--vocab", Tiny.vocab], blip = ["--checkpoint", Self.blip.run, "--vocab", Tiny.vocab]
+        try fails(["eval-retrieval"] + albef + ["--data", fifoJSON, "--image-root", fifoDir], "\(fifoJSON): cannot read the annotation file (not a regular file)")
+        try fails(["eval-retrieval"] + albef + ["--data", withFifoImage, "--image-root", fifoDir], "img_9.jpg: cannot read the image file (not a regular file)")
+        try fails(["caption"] + blip + ["--data", fifoJSON, "--image-root", fifoDir, "--out", path("c.json")], "cannot read the annotation file (not a regular file)")
+        try fails(["caption"] + blip + ["--data", fifoDir + "/images", "--out", path("c.json")], "img_9.jpg: cannot read the image file (not a regular file)")
+        try fails(["visualize"] + albef + ["--image", fifoImage, "--caption", "a square", "--out", path("v.png")], "cannot read the image file (not a regular file)")
+        try fails(["analyze-pruning"] + albef + ["--data", fifoJSON], "cannot read the annotation file (not a regular file)")
+        try fails(["eval-caption", "--annotations", fifoJSON, "--results", fifoJSON], "\(fifoJSON): cannot read the file (not a regular file)")
+    }
+
     /// An annotation entry may not read outside --image-root: `..`, an absolute path elsewhere
     /// or a symlink out of the root are refused naming the entry (eval-retrieval, caption with an
     /// annotation list or a folder, analyze-pruning).
