@@ -224,6 +224,11 @@ final class ReliabilityEvalTests: XCTestCase {
         try fails(["visualize"] + albef + ["--image", fifoImage, "--caption", "a square", "--out", path("v.png")], "cannot read the image file (not a regular file)")
         try fails(["analyze-pruning"] + albef + ["--data", fifoJSON], "cannot read the annotation file (not a regular file)")
         try fails(["eval-caption", "--annotations", fifoJSON, "--results", fifoJSON], "\(fifoJSON): cannot read the file (not a regular file)")
+        let fifoWeights = fifoDir + "/model.safetensors"
+        XCTAssertEqual(mkfifo(fifoWeights, 0o600), 0)
+        try fails(["diff-weights", fifoWeights, fifoWeights], "\(fifoWeights): not a regular file")
+        try fails(["eval-retrieval", "--checkpoint", fifoWeights, "--config", Self.albef.config, "--data", Self.annotations!],
+                  "\(fifoWeights): not a regular file")
     }
 
     /// An annotation entry may not read outside --image-root: `..`, an absolute path elsewhere
