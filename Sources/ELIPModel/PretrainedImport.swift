@@ -144,6 +144,9 @@ public final class BertEncoder {
         guard missing.isEmpty else {
             throw CheckpointError(file: weights.path, message: "\(missing.count) BERT parameters missing, e.g. \(missing.prefix(5).joined(separator: ", "))")
         }
+        var layout = StateDictLayout()
+        layout.arenas = [.init(arena, role: .trainable)]
+        try StateDict.requireFinite(layout, source: weights.path)
     }
 
     /// last_hidden_state [B, L, H].

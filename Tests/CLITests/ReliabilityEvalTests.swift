@@ -35,8 +35,8 @@ final class ReliabilityEvalTests: XCTestCase {
         return checkpoints.appendingPathComponent(step).appendingPathComponent("model.safetensors").path
     }
 
-    func fails(_ arguments: [String], _ needle: String, status: Int32 = 1, line: UInt = #line) throws {
-        let r = try CLI.run(arguments)
+    func fails(_ arguments: [String], _ needle: String, status: Int32 = 1, stdin: String? = nil, line: UInt = #line) throws {
+        let r = try CLI.run(arguments, stdin: stdin)
         XCTAssertEqual(r.status, status, "\(arguments.prefix(1)): exit \(r.status)\n\(r.stdout)\(r.stderr)", line: line)
         XCTAssertTrue(r.stderr.contains(needle), "\(arguments.prefix(1)): expected '\(needle)' in:\n\(r.stderr)", line: line)
     }
@@ -148,6 +148,16 @@ final class ReliabilityEvalTests: XCTestCase {
                   "visual_encoder.blocks.0.mlp.fc1.weight: 1 of ", status: 64)
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("cls.safetensors")))
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("nan.safetensors")))
+
+        // embed-text loads a BERT the same way: a NaN in it is refused, not embedded.
+        let bertJSON = path("bert_tiny.json"), nanBert = path("bert-nan.safetensors")
+        let embedded = try CLI.run(["embed-text", "--bert-weights", bert, "--bert-config", bertJSON, "--vocab", Tiny.vocab,
+                                    "--out", path("emb.safetensors")], stdin: "a red square\n")
+        XCTAssertEqual(embedded.status, 0, embedded.stdout + embedded.stderr)
+        try TinySafetensors.plant(.nan, in: "bert.encoder.layer.0.attention.self.query.weight", source: bert, destination: nanBert)
+        try fails(["embed-text", "--bert-weights", nanBert, "--bert-config", bertJSON, "--vocab", Tiny.vocab, "--out", path("emb-nan.safetensors")],
+                  "\(nanBert): encoder.layer.0.attention.self.query.weight: 1 of ", stdin: "a red square\n")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("emb-nan.safetensors")))
 
         let before = try Data(contentsOf: URL(fileURLWithPath: vit))
         try fails(["import-weights", "--config", Self.albef.config, "--vit", vit, "--bert", bert, "--out", path("./vit.safetensors")],
