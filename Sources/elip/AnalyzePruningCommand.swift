@@ -38,10 +38,7 @@ struct AnalyzePruningCommand: ParsableCommand {
         if let threads { Threads.configure(threads) }
         let ckpt = try EvalCheckpoint.locate(checkpoint, configPath: config) { fputs("warning: \($0)\n", stderr) }
         let model = try ckpt.loadModel((any TextGuidedPruningModel).self, for: "pruning analysis")
-        try OutputGuard.check(out, inputs: [OutputGuard.Input("--data", data), OutputGuard.Input("--checkpoint", ckpt.weightsPath),
-                    OutputGuard.Input("--checkpoint", ckpt.folder?.appendingPathComponent("optimizer.safetensors").path),
-                    OutputGuard.Input("--checkpoint", ckpt.folder?.appendingPathComponent("trainer.json").path),
-                    OutputGuard.Input("--config", config), OutputGuard.Input("--vocab", vocab ?? ckpt.vocabulary)])
+        try OutputGuard.check(out, inputs: [OutputGuard.Input("--data", data)] + OutputGuard.inputs(of: ckpt, config: config, vocab: vocab))
         let tokenizer = try loadTokenizer(vocab ?? ckpt.vocabulary)
         let folder = (data as NSString).deletingLastPathComponent
         let root = imageRoot ?? (folder.isEmpty ? "." : folder)

@@ -104,6 +104,10 @@ struct BenchTrainStepCommand: ParsableCommand {
             model = c.model
             hyper = c.optimizer
             source = config
+            // Said, not silently skipped: the benchmark's batches are synthetic and its --batch rules.
+            if let shards = c.dataDirectory {
+                fputs("note: \(config): data.shards (\(shards)) and batch_size are not read; bench train-step times synthetic batches of --batch \(batch)\n", stderr)
+            }
         } else {
             do { model = try ModelRegistry.preset(named: preset) } catch { throw ValidationError("\(error)") }
             source = "preset \(preset)"

@@ -91,10 +91,7 @@ struct CaptionCommand: ParsableCommand {
         } else {
             images = try CaptionImageSet.load(annotation: data, imageRoot: imageRoot ?? ".")
         }
-        try OutputGuard.check(out, inputs: [OutputGuard.Input("--data", data), OutputGuard.Input("--checkpoint", ckpt.weightsPath),
-                    OutputGuard.Input("--checkpoint", ckpt.folder?.appendingPathComponent("optimizer.safetensors").path),
-                    OutputGuard.Input("--checkpoint", ckpt.folder?.appendingPathComponent("trainer.json").path),
-                    OutputGuard.Input("--config", config), OutputGuard.Input("--vocab", vocab ?? ckpt.vocabulary)])
+        try OutputGuard.check(out, inputs: [OutputGuard.Input("--data", data)] + OutputGuard.inputs(of: ckpt, config: config, vocab: vocab))
         try OutputGuard.check(out, against: images.imagePaths, what: "an image of --data")
         let positions = model.modelConfig.maxTextPositions
         guard maxLength <= positions else {

@@ -64,10 +64,7 @@ struct EvalRetrievalCommand: ParsableCommand {
         let dataset = try RetrievalDataset.load(annotation: data, imageRoot: imageRoot, cleaning: model.modelConfig.captionStyle.cleaning)
         say("eval-retrieval: \(dataset.imagePaths.count) images, \(dataset.texts.count) captions, weights \(ckpt.weightsPath)"
             + (ckpt.step.map { " (step \($0))" } ?? "") + ", image_res \(model.modelConfig.imageRes), \(comm.size) rank(s)")
-        let inputs = [OutputGuard.Input("--data", data), OutputGuard.Input("--checkpoint", ckpt.weightsPath),
-                    OutputGuard.Input("--checkpoint", ckpt.folder?.appendingPathComponent("optimizer.safetensors").path),
-                    OutputGuard.Input("--checkpoint", ckpt.folder?.appendingPathComponent("trainer.json").path),
-                    OutputGuard.Input("--config", config), OutputGuard.Input("--vocab", vocab ?? ckpt.vocabulary)]
+        let inputs = [OutputGuard.Input("--data", data)] + OutputGuard.inputs(of: ckpt, config: config, vocab: vocab)
         for (option, path) in [("--out", out), ("--save-scores", saveScores)] {
             try OutputGuard.check(path, option: option, inputs: inputs)
             try OutputGuard.check(path, option: option, against: dataset.imagePaths, what: "an image of --data")

@@ -1,3 +1,4 @@
+import ELIPEval
 import Foundation
 
 /// Refuses an output path that is one of the command's inputs: writing there would replace a
@@ -14,6 +15,15 @@ enum OutputGuard {
             self.option = option
             self.path = path ?? ""
         }
+    }
+
+    /// The files an evaluation reads besides its data: the weights, the checkpoint folder's
+    /// optimizer state and trainer.json, the config and the vocabulary.
+    static func inputs(of checkpoint: EvalCheckpoint, config: String?, vocab: String?) -> [Input] {
+        [Input("--checkpoint", checkpoint.weightsPath),
+         Input("--checkpoint", checkpoint.folder?.appendingPathComponent("optimizer.safetensors").path),
+         Input("--checkpoint", checkpoint.folder?.appendingPathComponent("trainer.json").path),
+         Input("--config", config), Input("--vocab", vocab ?? checkpoint.vocabulary)]
     }
 
     static func identity(_ path: String) -> (UInt64, UInt64)? {

@@ -47,10 +47,7 @@ struct VisualizeCommand: ParsableCommand {
         guard let schedule = model.pruning else {
             throw EvalCommandError("\(ckpt.configSource): the model has no pruning schedule (img_prune); nothing to visualize")
         }
-        try OutputGuard.check(out, inputs: [OutputGuard.Input("--image", image), OutputGuard.Input("--checkpoint", ckpt.weightsPath),
-                    OutputGuard.Input("--checkpoint", ckpt.folder?.appendingPathComponent("optimizer.safetensors").path),
-                    OutputGuard.Input("--checkpoint", ckpt.folder?.appendingPathComponent("trainer.json").path),
-                    OutputGuard.Input("--config", config), OutputGuard.Input("--vocab", vocab ?? ckpt.vocabulary)])
+        try OutputGuard.check(out, inputs: [OutputGuard.Input("--image", image)] + OutputGuard.inputs(of: ckpt, config: config, vocab: vocab))
         let tokenizer = try loadTokenizer(vocab ?? ckpt.vocabulary)
         let res = model.modelConfig.imageRes
         let picture = try EvalImage.transform(EvalImage.read(image), res: res)
