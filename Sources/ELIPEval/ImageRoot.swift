@@ -85,7 +85,7 @@ public enum EvalFile {
     /// Why `contents` returned nil, for messages.
     public static func reason(_ path: String) -> String {
         var info = stat()
-        if stat(path, &info) == 0 && info.st_mode & S_IFMT != S_IFREG { return "not a regular file" }
-        return "cannot read the file"
+        guard stat(path, &info) == 0 else { return String(cString: strerror(errno)) }
+        return info.st_mode & S_IFMT != S_IFREG ? "not a regular file" : "unreadable"
     }
 }
