@@ -121,6 +121,16 @@ public struct TrainingConfig {
         }
     }
 
+    /// A synthetic corpus smaller than one step's global batch repeats images inside a batch,
+    /// and the contrastive losses then count copies of a positive as its negatives.
+    public func checkSyntheticCorpus(ranks: Int, file: String) throws {
+        guard dataDirectory == nil else { return }
+        let needed = batchSize * ranks
+        guard syntheticImages >= needed else {
+            throw ConfigError(file: file, key: "data.synthetic.images", message: "\(syntheticImages) images are fewer than the \(needed) one step takes (batch_size \(batchSize)\(ranks > 1 ? " x \(ranks) ranks" : "")): images would repeat inside a batch")
+        }
+    }
+
     mutating func readOptimizer(_ s: ConfigSection) throws {
         _ = try s.choice("opt", ["adamW", "adamw", "AdamW"])
         weightDecayFromOptimizerSection = s.contains("weight_decay")

@@ -103,6 +103,15 @@ final class ReliabilityConfigTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("\(bert): max_position_embeddings: must be in [2, "), r.stderr)
     }
 
+    /// A synthetic corpus smaller than one batch would repeat images inside the batch.
+    func testSyntheticCorpusSmallerThanABatchIsRefused() throws {
+        let config = try Tiny.writeConfig(.albef, folder: tmp, overrides: ["data.synthetic: {images: 3, size: 32}"])
+        let r = try CLI.run(["train", "--config", config, "--out", tmp.appendingPathComponent("out").path])
+        XCTAssertEqual(r.status, 1, r.stdout + r.stderr)
+        XCTAssertTrue(r.stderr.contains("\(config): data.synthetic.images: 3 images are fewer than the 4 one step takes (batch_size 4)"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp.appendingPathComponent("out").path))
+    }
+
     /// queue_size must hold what one step enqueues: batch_size x ranks for train, --batch for
     /// bench train-step. (Evaluation does not enqueue, so the same file evaluates.)
     func testQueueSmallerThanTheBatchIsRefused() throws {
