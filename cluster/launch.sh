@@ -16,14 +16,22 @@
 # control channel (oob_tcp) to one network, which matters on hosts with several (e.g. a slow
 # management network next to a fast one). `elip` must be at the same path on every host.
 set -euo pipefail
-HOSTFILE="" RPN=1 TPR="" IFACE="" BIND=core DRY=0 ELIP_BIN=${ELIP_BIN:-$(command -v elip || echo "$(cd "$(dirname "$0")/.." && pwd)/.build/release/elip")}
+HOSTFILE="" RPN=1 TPR="" TPR_GIVEN=0 IFACE="" BIND=core DRY=0 ELIP_BIN=${ELIP_BIN:-$(command -v elip || echo "$(cd "$(dirname "$0")/.." && pwd)/.build/release/elip")}
 STOP_GRACE=300
 usage() { sed -n '2,19p' "$0"; exit "${1:-0}"; }
+# An option's value: present and not the next option (set -u would otherwise stop with "unbound variable").
+need() { [[ $# -ge 2 && $2 != --* ]] || { echo "launch.sh: $1 needs a value" >&2; exit 2; }; }
+# Counts are checked as plain positive integers before any use: bash evaluates $(( )) operands as
+# expressions, so a value such as 'a[$(cmd)]' would run cmd.
+positive() { [[ $2 =~ ^[1-9][0-9]{0,5}$ ]] || { echo "launch.sh: $1 must be a positive integer, got '$2'" >&2; exit 2; }; }
 while [[ $# -gt 0 ]]; do
+    case $1 in
+        --hostfile|--ranks-per-node|--threads-per-rank|--iface|--bind|--elip|--stop-grace) need "$@" ;;
+    esac
     case $1 in
         --hostfile) HOSTFILE=$2; shift 2 ;;
         --ranks-per-node) RPN=$2; shift 2 ;;
-        --threads-per-rank) TPR=$2; shift 2 ;;
+        --threads-per-rank) TPR=$2; TPR_GIVEN=1; shift 2 ;;
         --iface) IFACE=$2; shift 2 ;;
         --bind) BIND=$2; shift 2 ;;
         --elip) ELIP_BIN=$2; shift 2 ;;
@@ -37,7 +45,10 @@ done
 [[ $# -gt 0 ]] || { echo "launch.sh: give the elip arguments after --" >&2; usage 2; }
 [[ -n $HOSTFILE && -f $HOSTFILE ]] || { echo "launch.sh: --hostfile FILE is required (see cluster/hosts.example)" >&2; exit 2; }
 [[ -x $ELIP_BIN ]] || { echo "launch.sh: elip not found at $ELIP_BIN (make build, or --elip PATH)" >&2; exit 2; }
-NODES=$(grep -cvE '^\s*(#|$)' "$HOSTFILE")
+positive --ranks-per-node "$RPN"
+[[ $TPR_GIVEN -eq 0 ]] || positive --threads-per-rank "$TPR"
+NODES=$(grep -cvE '^\s*(#|$)' "$HOSTFILE" || true)
+[[ $NODES -ge 1 ]] || { echo "launch.sh: $HOSTFILE lists no hosts" >&2; exit 2; }
 if [[ -z $TPR ]]; then TPR=$(( $(nproc) / RPN )); [[ $TPR -ge 1 ]] || TPR=1; fi
 NP=$(( NODES * RPN ))
 [[ $STOP_GRACE =~ ^[0-9]+$ ]] || { echo "launch.sh: --stop-grace takes whole seconds, got '$STOP_GRACE'" >&2; exit 2; }

@@ -20,7 +20,7 @@ grep -q 'scoring: inline' "$OUT/compare/inline.yaml" || { echo "compare.sh: coul
 cp configs/config_bert_tiny.json "$OUT/compare/"
 config_of() { case $1 in elip) echo configs/demo.yaml ;; *) echo "$OUT/compare/$1.yaml" ;; esac; }
 for variant in elip baseline inline; do
-    cfg=$(config_of $variant)
+    cfg=$(config_of "$variant")
     echo "== $variant: $STEPS steps"
     "${MPIRUN[@]}" "$ELIP" train --config "$cfg" --data "$OUT/shards" --out "$OUT/compare/$variant" --resume auto \
         --max-steps "$STEPS" --threads 1

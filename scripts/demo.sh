@@ -92,10 +92,16 @@ PY
 fi
 
 step "$((5 + CAPTIONS))/$N what ELIP keeps, and the training curves"
-read -r IMG CAP < <(python3 -c "
-import json; e = json.load(open('$OUT/corpus/test.json'))[0]
-c = e['caption'] if isinstance(e['caption'], str) else e['caption'][0]
-print(e['image'], c)")
+# demo-first-pair begin: the first held-out image and its caption, NUL-separated (paths and
+# captions may hold spaces or quotes; the folder reaches Python as an argument, never as code).
+{ IFS= read -r -d '' IMG && IFS= read -r -d '' CAP; } < <(python3 - "$OUT/corpus/test.json" <<'PY'
+import json, sys
+e = json.load(open(sys.argv[1]))[0]
+c = e["caption"] if isinstance(e["caption"], str) else e["caption"][0]
+sys.stdout.write(e["image"] + "\0" + c + "\0")
+PY
+)
+# demo-first-pair end
 "$ELIP" visualize --checkpoint "$OUT/run" --config "$CONFIG" --image "$OUT/corpus/$IMG" --caption "$CAP" \
     --out "$OUT/pruning.png"
 "$ELIP" plot "$OUT/run" --out "$OUT/training.png"

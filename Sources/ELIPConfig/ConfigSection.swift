@@ -43,6 +43,8 @@ public final class ConfigSection {
 
     /// Parses YAML (or JSON, a subset) whose top level is a mapping.
     public static func parse(_ text: String, source: String, ignoring: IgnoredKeys = .none) throws -> ConfigSection {
+        // Size and alias expansion are bounded before the parser expands anything.
+        try YAMLLimits.check(text, source: source)
         let node: Any?
         do { node = try Yams.load(yaml: text) } catch {
             throw ConfigError(file: source, message: "YAML syntax error: \(error)")
@@ -55,13 +57,7 @@ public final class ConfigSection {
 
     /// Reads and parses a file.
     public static func load(_ path: String, ignoring: IgnoredKeys = .none) throws -> ConfigSection {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigError(file: path, message: "cannot read the file")
-        }
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw ConfigError(file: path, message: "not UTF-8 text")
-        }
-        return try parse(text, source: path, ignoring: ignoring)
+        try parse(YAMLLimits.readText(path), source: path, ignoring: ignoring)
     }
 
     /// Dotted name of `key` in this section.

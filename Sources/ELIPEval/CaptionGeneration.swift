@@ -39,13 +39,15 @@ public struct CaptionImageSet {
         let blip = images.map(blipImageId)
         var ids = blip.compactMap { $0 }
         if ids.count != images.count || Set(ids).count != ids.count { ids = Array(1...images.count) }
-        return CaptionImageSet(annotationFile: folder, imageIds: ids, imageNames: images,
-                               imagePaths: images.map { (folder as NSString).appendingPathComponent($0) }, fromFolder: true)
+        // A symlink in the folder may not lead out of it (as for annotation files' images).
+        let root = try ImageRoot(folder)
+        let paths = try images.map { try root.file($0, what: folder) }
+        return CaptionImageSet(annotationFile: folder, imageIds: ids, imageNames: images, imagePaths: paths, fromFolder: true)
     }
 
     public static func load(annotation path: String, imageRoot: String) throws -> CaptionImageSet {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw RetrievalError("\(path): cannot read the annotation file")
+        guard let data = EvalFile.contents(path) else {
+            throw RetrievalError("\(path): cannot read the annotation file (\(EvalFile.reason(path)))")
         }
         let node: Any
         do { node = try JSONSerialization.jsonObject(with: data) } catch {
@@ -96,7 +98,17 @@ public struct CaptionImageSet {
             throw RetrievalError("\(path): expected a COCO captions object or a list of {\"image\": ...} entries")
         }
         guard !names.isEmpty else { throw RetrievalError("\(path): no images") }
-        let paths = names.map { $0.hasPrefix("/") ? $0 : (imageRoot as NSString).appendingPathComponent($0) }
+        let root = try ImageRoot(imageRoot)
+        var entryOfFile: [String: String] = [:]
+        let paths = try names.map { name -> String in
+            let file = try root.file(name, what: path)
+            // Two names for one file (a/../x.jpg and x.jpg, or a symlink) would caption it twice.
+            if let other = entryOfFile[file], other != name {
+                throw RetrievalError("\(path): images \(other) and \(name) are the same file \(file); list each image once")
+            }
+            entryOfFile[file] = name
+            return file
+        }
         return CaptionImageSet(annotationFile: path, imageIds: ids, imageNames: names, imagePaths: paths)
     }
 

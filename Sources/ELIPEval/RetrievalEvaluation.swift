@@ -28,12 +28,14 @@ public struct RetrievalDataset {
     }
 
     /// Reads an annotation file. `caption` may be a list of strings or one string. Image paths
-    /// are joined to `imageRoot` as Python's os.path.join does (absolute paths stay).
+    /// are relative to `imageRoot` and must stay inside it (`ImageRoot`). A caption with no words
+    /// (after cleaning) and an image listed twice are errors naming the entries: an empty query
+    /// or a duplicated gallery image would make the recall silently wrong.
     public static func load(annotation path: String, imageRoot: String, maxWords: Int = 30,
                             cleaning: CaptionStyle.Cleaning = .albef) throws -> RetrievalDataset {
         let style = CaptionStyle(cleaning: cleaning, framing: .albef, maxLength: 1, padToMaxLength: false, maxWords: maxWords)
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw RetrievalError("\(path): cannot read the annotation file")
+        guard let data = EvalFile.contents(path) else {
+            throw RetrievalError("\(path): cannot read the annotation file (\(EvalFile.reason(path)))")
         }
         let node: Any
         do { node = try JSONSerialization.jsonObject(with: data) } catch {
@@ -43,6 +45,8 @@ public struct RetrievalDataset {
             throw RetrievalError("\(path): expected a JSON list of {\"image\": ..., \"caption\": [...]} entries")
         }
         guard !entries.isEmpty else { throw RetrievalError("\(path): the annotation list is empty") }
+        let root = try ImageRoot(imageRoot)
+        var entryOfImage: [String: Int] = [:]
         var names: [String] = [], paths: [String] = [], texts: [String] = [], txt2img: [Int] = [], img2txt: [[Int]] = []
         for (k, e) in entries.enumerated() {
             guard let d = e as? [String: Any], let image = d["image"] as? String, !image.isEmpty else {
@@ -57,14 +61,23 @@ public struct RetrievalDataset {
                 throw RetrievalError("\(path): entry \(k) (\(image)) has no \"caption\" string or list of strings")
             }
             guard !captions.isEmpty else { throw RetrievalError("\(path): entry \(k) (\(image)) has an empty caption list") }
+            let file = try root.file(image, what: "\(path): entry \(k)")
+            if let first = entryOfImage[file] {
+                throw RetrievalError("\(path): entry \(k) (\(image)) is the same image as entry \(first) (\(names[first])); list each image once with all its captions")
+            }
+            entryOfImage[file] = k
             let i = names.count
             names.append(image)
-            paths.append(image.hasPrefix("/") ? image : (imageRoot as NSString).appendingPathComponent(image))
+            paths.append(file)
             var own: [Int] = []
-            for c in captions {
+            for (j, c) in captions.enumerated() {
+                let cleaned = style.clean(c)
+                guard !cleaned.isEmpty else {
+                    throw RetrievalError("\(path): entry \(k) (\(image)): caption \(j) (\"\(c)\") has no words" + (c.isEmpty ? "" : " after cleaning"))
+                }
                 own.append(texts.count)
                 txt2img.append(i)
-                texts.append(style.clean(c))
+                texts.append(cleaned)
             }
             img2txt.append(own)
         }
@@ -78,8 +91,8 @@ public struct RetrievalDataset {
 public enum EvalImage {
     /// Decodes a JPEG or PNG file.
     public static func read(_ path: String) throws -> RGBImage {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw RetrievalError("\(path): cannot read the image file")
+        guard let data = EvalFile.contents(path) else {
+            throw RetrievalError("\(path): cannot read the image file (\(EvalFile.reason(path)))")
         }
         do {
             switch sniffImageFormat(data) {

@@ -27,6 +27,7 @@ public struct ALBEFConfig: ModelConfig, Equatable {
 
     public init() {}
 
+    public var featureQueueSize: Int? { queueSize }
     public var kind: String { "albef" }
     /// Number of patches of the original image (N0).
     public var patchCount: Int { (imageRes / vision.patchSize) * (imageRes / vision.patchSize) }

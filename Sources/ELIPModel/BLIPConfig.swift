@@ -43,6 +43,7 @@ public struct BLIPConfig: ModelConfig, Equatable {
         return b
     }
 
+    public var featureQueueSize: Int? { queueSize }
     public var kind: String { "blip" }
     public var patchCount: Int { (imageRes / vision.patchSize) * (imageRes / vision.patchSize) }
     /// N0 of the keep counts: BLIP's create_vit hard-codes patch 16, `(image_size // 16) ** 2`.

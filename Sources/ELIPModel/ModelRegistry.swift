@@ -27,6 +27,9 @@ public protocol ModelConfig {
     var trainingRandAugment: RandAugment { get }
     /// Tokens the model adds after the tokenizer's vocabulary (BLIP: [DEC], [ENC]).
     var addedTokenCount: Int { get }
+    /// Columns of the contrastive feature queue (nil: the model keeps none). Each step writes
+    /// every rank's batch into it, so it must hold at least that many.
+    var featureQueueSize: Int? { get }
     /// Re-checks the values after a change (`imageRes`, say); `file` names the source in errors.
     func validate(file: String) throws
     /// A model with random weights laid out for this configuration.
@@ -37,6 +40,7 @@ public protocol ModelConfig {
 
 extension ModelConfig {
     public var addedTokenCount: Int { 0 }
+    public var featureQueueSize: Int? { nil }
 }
 
 /// Where a config file's relative paths (e.g. `bert_config`) are looked up.

@@ -53,8 +53,14 @@ public enum PretrainedImport {
             let source = String(entry.name.dropFirst(prefix.count))
             guard let e = file[source] else { missing.append(entry.name); continue }
             if source == "pos_embed" && e.elementCount != entry.count {
-                let resized = try resizePositionEmbedding(file.floats(source), shape: e.shape, toTokens: entry.shape[1])
-                try tensor.assign(resized)
+                guard e.shape.count == 3, e.shape.last == entry.shape.last else {
+                    throw CheckpointError(file: file.path, message: "pos_embed: shape \(e.shape), expected [1, tokens, \(entry.shape.last ?? 0)]")
+                }
+                do {
+                    try tensor.assign(resizePositionEmbedding(file.floats(source), shape: e.shape, toTokens: entry.shape[1]))
+                } catch let error as CheckpointError {
+                    throw CheckpointError(file: file.path, message: "pos_embed: \(error.message)")
+                }
                 continue
             }
             guard e.elementCount == entry.count else {
@@ -70,6 +76,11 @@ public enum PretrainedImport {
     public static func resizePositionEmbedding(_ values: [Float], shape: [Int], toTokens tokens: Int) throws -> [Float] {
         guard shape.count == 3, shape[0] == 1 else {
             throw CheckpointError(file: "pos_embed", message: "expected [1, T, D], got \(shape)")
+        }
+        // [CLS] plus at least one patch on both sides (a [CLS]-only table has no grid to resize,
+        // and a square root of a negative count would trap).
+        guard shape[1] >= 2, tokens >= 2, shape[2] >= 1, values.count == shape[1] * shape[2] else {
+            throw CheckpointError(file: "pos_embed", message: "expected [1, 1 + grid*grid, D] with at least one grid position and \(shape.reduce(1, *)) values, got \(shape) with \(values.count) values (resizing to \(tokens) tokens)")
         }
         let d = shape[2], g = Int(Double(shape[1] - 1).squareRoot()), n = Int(Double(tokens - 1).squareRoot())
         guard g * g == shape[1] - 1, n * n == tokens - 1 else {
@@ -130,6 +141,9 @@ public final class BertEncoder {
         guard missing.isEmpty else {
             throw CheckpointError(file: weights.path, message: "\(missing.count) BERT parameters missing, e.g. \(missing.prefix(5).joined(separator: ", "))")
         }
+        var layout = StateDictLayout()
+        layout.arenas = [.init(arena, role: .trainable)]
+        try StateDict.requireFinite(layout, source: weights.path)
     }
 
     private init(config: BertConfig, arena: ParameterArena) throws {

@@ -98,6 +98,30 @@ public enum StateDict {
             }
             c.set(Int(v))
         }
+        try requireFinite(layout, source: file.path)
+    }
+
+    /// Throws naming the first tensor (parameter or buffer) that holds NaN or an infinity:
+    /// weights like that make every output NaN or meaningless, so evaluating, visualising,
+    /// resuming or starting from them is an error rather than a result.
+    public static func requireFinite(_ layout: StateDictLayout, source: String) throws {
+        func check(_ name: String, _ tensor: Tensor) throws {
+            let (bad, first) = tensor.withUnsafeBufferPointer { p -> (Int, Float?) in
+                var bad = 0, first: Float?
+                for x in p where !x.isFinite {
+                    bad += 1
+                    if first == nil { first = x }
+                }
+                return (bad, first)
+            }
+            if bad > 0 {
+                throw CheckpointError(file: source, message: "\(name): \(bad) of \(tensor.count) values are not finite (e.g. \(first!)); the weights are damaged or diverged")
+            }
+        }
+        for a in layout.arenas {
+            for (entry, tensor) in zip(a.arena.entries, a.arena.tensors) { try check(entry.name, tensor) }
+        }
+        for (name, tensor) in layout.buffers { try check(name, tensor) }
     }
 
     /// Adds every tensor of the layout to `writer`: each arena's parameters, then their tied

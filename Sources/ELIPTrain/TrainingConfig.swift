@@ -92,10 +92,7 @@ public struct TrainingConfig {
 
     /// Reads a config file; a relative `bert_config` is looked up next to it.
     public static func load(_ path: String) throws -> TrainingConfig {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigError(file: path, message: "cannot read the file")
-        }
-        guard let text = String(data: data, encoding: .utf8) else { throw ConfigError(file: path, message: "not UTF-8 text") }
+        let text = try YAMLLimits.readText(path)
         return try parse(text, source: path, searchFolders: [(path as NSString).deletingLastPathComponent])
     }
 
@@ -115,6 +112,27 @@ public struct TrainingConfig {
         try c.model.validate(file: source)
         c.ignoredKeys = root.ignoredKeysPresent
         return c
+    }
+
+    /// The feature queue receives every rank's batch each step; a smaller queue would overwrite
+    /// part of a batch with the rest of it (ALBEF asserts the same).
+    /// Checked when training starts (evaluation reads the same files and has no batch).
+    public func checkQueue(ranks: Int, file: String) throws {
+        guard let queue = model.featureQueueSize else { return }
+        let written = batchSize * ranks
+        guard queue >= written else {
+            throw ConfigError(file: file, key: "queue_size", message: "\(queue) is smaller than the \(written) features each step enqueues (batch_size \(batchSize)\(ranks > 1 ? " x \(ranks) ranks" : "")); make it at least that")
+        }
+    }
+
+    /// A synthetic corpus smaller than one step's global batch repeats images inside a batch,
+    /// and the contrastive losses then count copies of a positive as its negatives.
+    public func checkSyntheticCorpus(ranks: Int, file: String) throws {
+        guard dataDirectory == nil else { return }
+        let needed = batchSize * ranks
+        guard syntheticImages >= needed else {
+            throw ConfigError(file: file, key: "data.synthetic.images", message: "\(syntheticImages) images are fewer than the \(needed) one step takes (batch_size \(batchSize)\(ranks > 1 ? " x \(ranks) ranks" : "")): images would repeat inside a batch")
+        }
     }
 
     mutating func readOptimizer(_ s: ConfigSection) throws {

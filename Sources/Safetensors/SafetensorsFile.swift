@@ -50,7 +50,9 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// Opens and validates `path`. Throws `SafetensorsError` if the file cannot be read or is not a
     /// well-formed safetensors file.
     public init(path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO returns at once (then refused below) instead of waiting for
+        // a writer; it changes nothing for the regular file that is mapped.
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         if fd < 0 { throw SafetensorsError(.io, path: path, "cannot open: \(errnoString())") }
         defer { close(fd) }
         var st = stat()

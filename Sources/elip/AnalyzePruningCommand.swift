@@ -29,24 +29,40 @@ struct AnalyzePruningCommand: ParsableCommand {
     @Option(help: "Also select with this scoring mode (look_ahead or inline) and report, per stage, the share of surviving patches both modes keep.")
     var compareScoring: String?
 
+    func validate() throws {
+        guard limit >= 1 else { throw ValidationError("--limit must be at least 1, got \(limit)") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+    }
+
     func run() throws {
         try configureThreads(threads)
         let ckpt = try EvalCheckpoint.locate(checkpoint, configPath: config) { fputs("warning: \($0)\n", stderr) }
         let model = try ckpt.loadModel((any TextGuidedPruningModel).self, for: "pruning analysis")
+        try OutputGuard.check(out, inputs: [OutputGuard.Input("--data", data)] + OutputGuard.inputs(of: ckpt, config: config, vocab: vocab))
         let tokenizer = try loadTokenizer(vocab ?? ckpt.vocabulary)
-        let root = imageRoot ?? (data as NSString).deletingLastPathComponent
-        guard let bytes = FileManager.default.contents(atPath: data),
-              let entries = try JSONSerialization.jsonObject(with: bytes) as? [[String: Any]] else {
-            throw ValidationError("\(data): not a JSON list of annotation entries")
+        let folder = (data as NSString).deletingLastPathComponent
+        let root = imageRoot ?? (folder.isEmpty ? "." : folder)
+        guard let bytes = EvalFile.contents(data) else {
+            throw EvalCommandError("\(data): cannot read the annotation file (\(EvalFile.reason(data)))")
         }
+        guard let entries = (try? JSONSerialization.jsonObject(with: bytes)) as? [[String: Any]] else {
+            throw EvalCommandError("\(data): not a JSON list of annotation entries")
+        }
+        guard !entries.isEmpty else { throw EvalCommandError("\(data): no entries") }
+        // Image and mask paths stay inside the root, as for every evaluation's images.
+        let confinement = try ImageRoot(root)
         var samples: [(image: RGBImage, caption: String, mask: RGBImage)] = []
         for (i, e) in entries.prefix(limit).enumerated() {
             guard let image = e["image"] as? String, let mask = e["mask"] as? String else {
-                throw ValidationError("\(data): entry \(i) has no \"image\" and \"mask\" (masks come from elip synth's test.json)")
+                throw EvalCommandError("\(data): entry \(i) has no \"image\" and \"mask\" (masks come from elip synth's test.json)")
             }
-            let caption = (e["caption"] as? String) ?? (e["caption"] as? [String])?.first ?? ""
-            func path(_ p: String) -> String { p.hasPrefix("/") ? p : (root as NSString).appendingPathComponent(p) }
-            samples.append((try EvalImage.read(path(image)), caption, try EvalImage.read(path(mask))))
+            guard let caption = (e["caption"] as? String) ?? (e["caption"] as? [String])?.first,
+                  !model.modelConfig.captionStyle.clean(caption).isEmpty else {
+                throw EvalCommandError("\(data): entry \(i) (\(image)) has no caption with words (the caption guides the pruning)")
+            }
+            let what = "\(data): entry \(i)"
+            samples.append((try EvalImage.read(confinement.file(image, what: what)), caption,
+                            try EvalImage.read(confinement.file(mask, what: what))))
         }
         let other = try compareScoring.map { try PruneScoring(parsing: $0, setting: "--compare-scoring") }
         let r = try PruningAnalysis.run(model: model, tokenizer: tokenizer, samples: samples, compareScoring: other)

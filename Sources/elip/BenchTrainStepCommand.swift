@@ -104,12 +104,19 @@ struct BenchTrainStepCommand: ParsableCommand {
             model = c.model
             hyper = c.optimizer
             source = config
+            // Said, not silently skipped: the benchmark's batches are synthetic and its --batch rules.
+            if let shards = c.dataDirectory {
+                fputs("note: \(config): data.shards (\(shards)) and batch_size are not read; bench train-step times synthetic batches of --batch \(batch)\n", stderr)
+            }
         } else {
             do { model = try ModelRegistry.preset(named: preset) } catch { throw ValidationError("\(error)") }
             source = "preset \(preset)"
         }
         guard batch >= 1, steps >= 1, warmup >= 0, textLength >= 2 else {
             throw ValidationError("--batch, --steps and --text-length must be positive (--text-length at least 2)")
+        }
+        if let queue = model.featureQueueSize, queue < batch {
+            throw ValidationError("\(source): queue_size \(queue) is smaller than the \(batch) features a step of --batch \(batch) enqueues")
         }
         if noPrune { model.prune = nil }
         if let scoring { model.prune?.scoring = try PruneScoring(parsing: scoring, setting: "--scoring") }

@@ -59,7 +59,10 @@ struct CaptionCommand: ParsableCommand {
     var quiet = false
 
     func validate() throws {
+        // Each step scores beams x vocabulary candidates per image: thousands of beams would run
+        // for hours with gigabytes of logits (BLIP uses 3).
         guard beams >= 1 else { throw ValidationError("--beams must be at least 1, got \(beams)") }
+        guard beams <= 256 else { throw ValidationError("--beams must be at most 256, got \(beams)") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
         guard minLength >= 0 else { throw ValidationError("--min-length must not be negative, got \(minLength)") }
         guard maxLength >= 1, maxLength >= minLength else {
@@ -87,6 +90,12 @@ struct CaptionCommand: ParsableCommand {
             images = try CaptionImageSet.folder(data)
         } else {
             images = try CaptionImageSet.load(annotation: data, imageRoot: imageRoot ?? ".")
+        }
+        try OutputGuard.check(out, inputs: [OutputGuard.Input("--data", data)] + OutputGuard.inputs(of: ckpt, config: config, vocab: vocab))
+        try OutputGuard.check(out, against: images.imagePaths, what: "an image of --data")
+        let positions = model.modelConfig.maxTextPositions
+        guard maxLength <= positions else {
+            throw EvalCommandError("--max-length \(maxLength) exceeds the decoder's \(positions) positions (max_position_embeddings of \(ckpt.configSource))")
         }
         let promptLength = 1 + tokenizer.tokenIds(prompt).count
         guard promptLength < maxLength else {

@@ -34,6 +34,7 @@ struct CheckStepCommand: ParsableCommand {
 
     func run() throws {
         try configureThreads(threads)
+        try OutputGuard.check(out, filesIn: caseDirectory, what: "a file of the reference case:")
         let output: ReferenceStep.Output
         do { output = try ReferenceStep.run(caseDirectory: caseDirectory, model: model) } catch let e as ModelRegistryError {
             throw ValidationError(e.description)

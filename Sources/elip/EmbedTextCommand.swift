@@ -38,6 +38,8 @@ struct EmbedTextCommand: ParsableCommand {
         var lines: [String] = []
         while let line = readLine(strippingNewline: true) { lines.append(line) }
         guard !lines.isEmpty else { throw ValidationError("no sentences on standard input") }
+        try OutputGuard.check(out, inputs: [OutputGuard.Input("--bert-weights", bertWeights), OutputGuard.Input("--bert-config", bertConfig),
+                                            OutputGuard.Input("--vocab", vocab)])
         let config = try BertConfig.load(bertConfig)
         let tokenizer = try BertTokenizer(vocabularyFile: vocab)
         let batch = try tokenizer.encodeBatch(lines, framing: .bert, maxLength: maxLength ?? config.maxPositionEmbeddings)

@@ -28,6 +28,7 @@ struct EvalCaptionCommand: ParsableCommand {
     var out: String?
 
     func run() throws {
+        try OutputGuard.check(out, inputs: [OutputGuard.Input("--annotations", annotations), OutputGuard.Input("--results", results)])
         // A refused or unreadable input throws CaptionEvaluationError, printed as its one line.
         let metrics = try CaptionEvaluation.evaluate(annotationsFile: annotations, resultsFile: results)
         let scores = metrics.bleu.enumerated().map { String(format: "Bleu_%d %.4f", $0.offset + 1, $0.element) }

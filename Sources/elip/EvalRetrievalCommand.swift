@@ -51,6 +51,7 @@ struct EvalRetrievalCommand: ParsableCommand {
         guard kTest >= 1 else { throw ValidationError("--k-test must be at least 1, got \(kTest)") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
         if let imageRes, imageRes < 1 { throw ValidationError("--image-res must be positive, got \(imageRes)") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
     }
 
     func run() throws {
@@ -63,6 +64,14 @@ struct EvalRetrievalCommand: ParsableCommand {
         let dataset = try RetrievalDataset.load(annotation: data, imageRoot: imageRoot, cleaning: model.modelConfig.captionStyle.cleaning)
         say("eval-retrieval: \(dataset.imagePaths.count) images, \(dataset.texts.count) captions, weights \(ckpt.weightsPath)"
             + (ckpt.step.map { " (step \($0))" } ?? "") + ", image_res \(model.modelConfig.imageRes), \(comm.size) rank(s)")
+        let inputs = [OutputGuard.Input("--data", data)] + OutputGuard.inputs(of: ckpt, config: config, vocab: vocab)
+        for (option, path) in [("--out", out), ("--save-scores", saveScores)] {
+            try OutputGuard.check(path, option: option, inputs: inputs)
+            try OutputGuard.check(path, option: option, against: dataset.imagePaths, what: "an image of --data")
+        }
+        if let out, let saveScores, URL(fileURLWithPath: out).standardizedFileURL == URL(fileURLWithPath: saveScores).standardizedFileURL {
+            throw EvalCommandError("--out and --save-scores name the same file \(out): one would overwrite the other")
+        }
         let evaluator = RetrievalEvaluator(model: model, tokenizer: tokenizer, communicator: comm)
         evaluator.progress = say
         var options = RetrievalEvaluator.Options()

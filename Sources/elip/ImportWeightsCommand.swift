@@ -31,6 +31,7 @@ struct ImportWeightsCommand: ParsableCommand {
     var seed: UInt64 = 0
 
     func run() throws {
+        try OutputGuard.check(out, inputs: [OutputGuard.Input("--config", config), OutputGuard.Input("--vit", vit), OutputGuard.Input("--bert", bert)])
         let cfg = try TrainingConfig.load(config).model
         let model = try cfg.makeModel()
         let given = ["vit": vit, "bert": bert]
@@ -38,6 +39,9 @@ struct ImportWeightsCommand: ParsableCommand {
             throw ValidationError("\(cfg.kind) models start from \(model.pretrainedSources.joined(separator: " and ")) files")
         }
         let summary = try model.importPretrained(given.mapValues { try SafetensorsFile(path: $0) }, seed: seed)
+        do { try StateDict.requireFinite(model.stateLayout, source: "the imported weights") } catch {
+            throw ValidationError("\(error) (from --vit \(vit) or --bert \(bert)); nothing written")
+        }
         var writer = SafetensorsWriter(metadata: ["format": "\(cfg.kind)-state-dict", "producer": "elip import-weights"])
         try StateDict.add(model.stateLayout, to: &writer)
         try writer.write(to: out)

@@ -32,6 +32,7 @@ struct InspectDatasetCommand: ParsableCommand {
     }
 
     func run() throws {
+        if show > 0 { try OutputGuard.check(out, filesIn: directory, what: "a file of the dataset:") }
         let result: DatasetInspection
         do {
             result = try DatasetInspector.inspect(directory: directory, verify: verify,

@@ -30,6 +30,7 @@ struct PlotCommand: ParsableCommand {
         guard FileManager.default.fileExists(atPath: url.path) else {
             throw EvalCommandError("\(url.path) does not exist: is \(runDir) a run folder of `elip train`?")
         }
+        try OutputGuard.check(out, inputs: [OutputGuard.Input("the metrics file", url.path)])
         let (records, warnings) = try TrainingPlot.readMetrics(url)
         for w in warnings.prefix(5) { fputs("warning: \(w)\n", stderr) }
         if warnings.count > 5 { fputs("warning: \(warnings.count - 5) more lines skipped\n", stderr) }

@@ -57,7 +57,13 @@ struct TokenizeCommand: ParsableCommand {
 
         var out = ""
         out.reserveCapacity(1 << 16)
-        while let line = readLine(strippingNewline: true) {
+        var lines = StrictLineReader(FileHandle.standardInput)
+        while let (number, bytes) = try lines.next() {
+            // readLine would replace invalid bytes with U+FFFD and tokenise something else.
+            guard let line = String(validating: bytes, as: UTF8.self) else {
+                flush(&out)
+                throw TokenizeCommandError("standard input, line \(number): not valid UTF-8 (byte \(StrictLineReader.firstInvalidByte(bytes)) of the line); nothing after it was tokenised")
+            }
             let text = clean ? preCaption(line) : line
             let ids = try tokenizer.encode(text, framing: framing, maxLength: limit)
             out += "["
@@ -78,4 +84,52 @@ struct TokenizeCommand: ParsableCommand {
 private struct TokenizeCommandError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// Lines of a file as raw bytes (without the "\n", and a "\r" before it), numbered from 1.
+struct StrictLineReader {
+    let handle: FileHandle
+    var buffer: [UInt8] = []
+    var start = 0
+    var atEnd = false
+    var number = 0
+
+    init(_ handle: FileHandle) { self.handle = handle }
+
+    mutating func next() throws -> (Int, [UInt8])? {
+        while true {
+            if let nl = buffer[start...].firstIndex(of: 0x0A) {
+                var line = Array(buffer[start..<nl])
+                if line.last == 0x0D { line.removeLast() }
+                start = nl + 1
+                number += 1
+                return (number, line)
+            }
+            if atEnd {
+                guard start < buffer.count else { return nil }
+                let line = Array(buffer[start...])
+                start = buffer.count
+                number += 1
+                return (number, line)
+            }
+            buffer.removeFirst(start)
+            start = 0
+            let chunk = try handle.read(upToCount: 1 << 16) ?? Data()
+            if chunk.isEmpty { atEnd = true } else { buffer.append(contentsOf: chunk) }
+        }
+    }
+
+    /// 1-based position of the first byte that breaks UTF-8 in `bytes`.
+    static func firstInvalidByte(_ bytes: [UInt8]) -> Int {
+        var parser = Unicode.UTF8.ForwardParser()
+        var input = bytes.makeIterator()
+        var offset = 0
+        while true {
+            switch parser.parseScalar(from: &input) {
+            case .valid(let scalar): offset += scalar.count
+            case .error: return offset + 1
+            case .emptyInput: return bytes.count
+            }
+        }
+    }
 }

@@ -93,6 +93,8 @@ struct TrainCommand: ParsableCommand {
         if let vocab { cfg.vocabulary = vocab }
         if let data { cfg.dataDirectory = data }
         let comm = debug ? Communicator.singleProcess() : try Communicator.world()
+        try cfg.checkQueue(ranks: comm.size, file: path)
+        try cfg.checkSyntheticCorpus(ranks: comm.size, file: path)
         let tokenizer: BertTokenizer
         do { tokenizer = try BertTokenizer(vocabularyFile: cfg.vocabulary) } catch {
             throw ValidationError("\(error)\nRun `make setup` to fetch the vocabulary, or pass --vocab FILE.")

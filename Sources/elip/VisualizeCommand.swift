@@ -36,6 +36,10 @@ struct VisualizeCommand: ParsableCommand {
     @Option(help: "Threads for BLAS and the engine.")
     var threads: Int?
 
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+    }
+
     func run() throws {
         try configureThreads(threads)
         let ckpt = try EvalCheckpoint.locate(checkpoint, configPath: config) { fputs("warning: \($0)\n", stderr) }
@@ -43,6 +47,7 @@ struct VisualizeCommand: ParsableCommand {
         guard let schedule = model.pruning else {
             throw EvalCommandError("\(ckpt.configSource): the model has no pruning schedule (img_prune); nothing to visualize")
         }
+        try OutputGuard.check(out, inputs: [OutputGuard.Input("--image", image)] + OutputGuard.inputs(of: ckpt, config: config, vocab: vocab))
         let tokenizer = try loadTokenizer(vocab ?? ckpt.vocabulary)
         let res = model.modelConfig.imageRes
         let picture = try EvalImage.transform(EvalImage.read(image), res: res)

@@ -42,7 +42,7 @@ public struct BertConfig: Equatable, Sendable {
         c.intermediateSize = try s.int("intermediate_size", default: c.intermediateSize, in: 1...(1 << 20))
         c.hiddenDropoutProb = try s.float("hidden_dropout_prob", default: c.hiddenDropoutProb, in: 0...0.999)
         c.attentionProbsDropoutProb = try s.float("attention_probs_dropout_prob", default: c.attentionProbsDropoutProb, in: 0...0.999)
-        c.maxPositionEmbeddings = try s.int("max_position_embeddings", default: c.maxPositionEmbeddings, in: 1...(1 << 20))
+        c.maxPositionEmbeddings = try s.int("max_position_embeddings", default: c.maxPositionEmbeddings, in: 2...(1 << 20))  // [CLS] and at least one word
         c.typeVocabSize = try s.int("type_vocab_size", default: c.typeVocabSize, in: 0...(1 << 16))
         c.layerNormEps = try s.float("layer_norm_eps", default: c.layerNormEps, in: 1e-30...1)
         _ = try s.choice("hidden_act", ["gelu"])

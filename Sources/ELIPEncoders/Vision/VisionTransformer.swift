@@ -38,7 +38,16 @@ public struct VisionConfig: Equatable, Sendable {
         guard res >= patchSize, res % patchSize == 0 else {
             throw ConfigError(file: file, key: key, message: "\(res) must be a positive multiple of patch_size \(patchSize)")
         }
+        // Attention is quadratic in the tokens: past this grid a forward needs tens of GB and
+        // hours, so a mistyped resolution is an error rather than a run that never ends.
+        let grid = res / patchSize
+        guard grid <= Self.maxPatchGrid else {
+            throw ConfigError(file: file, key: key, message: "\(res) px makes a \(grid) x \(grid) grid of \(patchSize)-px patches; at most \(Self.maxPatchGrid) x \(Self.maxPatchGrid) (\(Self.maxPatchGrid * patchSize) px) is supported")
+        }
     }
+
+    /// Largest patch grid side (64 x 64 = 4096 tokens; ALBEF and BLIP use at most 24 x 24).
+    public static let maxPatchGrid = 64
 }
 
 /// ViT with ELIP's text-guided token pruning (timm names: `patch_embed.proj`, `cls_token`,

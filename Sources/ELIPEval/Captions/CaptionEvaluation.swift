@@ -161,9 +161,9 @@ public enum CaptionEvaluation {
     }
 
     private static func readJSON(_ path: String) throws -> Any {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard let data = EvalFile.contents(path) else {
             let exists = FileManager.default.fileExists(atPath: path)
-            throw CaptionEvaluationError("\(path): cannot read the file" + (exists ? "" : " (it does not exist)"))
+            throw CaptionEvaluationError("\(path): cannot read the file" + (exists ? (EvalFile.reason(path) == "not a regular file" ? " (not a regular file)" : "") : " (it does not exist)"))
         }
         do { return try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) } catch {
             throw CaptionEvaluationError("\(path): not valid JSON (\(oneLine(error)))")
