@@ -139,10 +139,24 @@ public final class Trainer {
         if timeout > 0, let why = try comm.startWatchdog(timeoutSeconds: timeout), comm.size > 1, comm.isRoot {
             print("collective watchdog off: \(why)")
         }
+        let runFolder = options.runDirectory.path
+        let folderExisted = FileManager.default.fileExists(atPath: runFolder)
         if comm.isRoot {
-            runLock = try FolderLock(folder: options.runDirectory.path, purpose: "elip train")
+            runLock = try FolderLock(folder: runFolder, purpose: "elip train")
         }
-        try initialiseState()
+        do {
+            try initialiseState()
+        } catch {
+            // A run that fails before its first step (bad --init-weights, a refused resume) leaves
+            // no trace: the folder it created for its lock goes again (rmdir: only if still empty).
+            if comm.isRoot, !folderExisted {
+                runLock?.release()
+                runLock = nil
+                try? FileManager.default.removeItem(atPath: (runFolder as NSString).appendingPathComponent(FolderLock.fileName))
+                rmdir(runFolder)
+            }
+            throw error
+        }
     }
 
     static func fingerprint(_ parts: String..., worldSize: Int) -> String {

@@ -31,7 +31,7 @@ struct AnalyzePruningCommand: ParsableCommand {
 
     func validate() throws {
         guard limit >= 1 else { throw ValidationError("--limit must be at least 1, got \(limit)") }
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        try checkThreads(threads)
     }
 
     func run() throws {

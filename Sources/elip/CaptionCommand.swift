@@ -73,7 +73,7 @@ struct CaptionCommand: ParsableCommand {
             throw ValidationError("--repetition-penalty must be a positive number, got \(repetitionPenalty)")
         }
         if let imageRes, imageRes < 1 { throw ValidationError("--image-res must be positive, got \(imageRes)") }
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        try checkThreads(threads)
     }
 
     func run() throws {

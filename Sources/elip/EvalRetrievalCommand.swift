@@ -51,7 +51,7 @@ struct EvalRetrievalCommand: ParsableCommand {
         guard kTest >= 1 else { throw ValidationError("--k-test must be at least 1, got \(kTest)") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
         if let imageRes, imageRes < 1 { throw ValidationError("--image-res must be positive, got \(imageRes)") }
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        try checkThreads(threads)
     }
 
     func run() throws {

@@ -37,7 +37,7 @@ struct VisualizeCommand: ParsableCommand {
     var threads: Int?
 
     func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        try checkThreads(threads)
     }
 
     func run() throws {

@@ -71,11 +71,11 @@ final class ReliabilityEvalTests: XCTestCase {
         try fails(caption + ["--beams", "5000"], "--beams must be at most 256, got 5000", status: 64)
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("c.json")))
         try fails(["eval-retrieval", "--checkpoint", Self.albef.run, "--data", Self.annotations!, "--threads", "0"],
-                  "--threads must be at least 1, got 0", status: 64)
+                  "--threads must be in [1, 4096], got 0", status: 64)
         try fails(["visualize", "--checkpoint", Self.albef.run, "--image", "x.png", "--caption", "x", "--out", "y.png", "--threads", "0"],
-                  "--threads must be at least 1, got 0", status: 64)
+                  "--threads must be in [1, 4096], got 0", status: 64)
         try fails(["analyze-pruning", "--checkpoint", Self.albef.run, "--data", Self.annotations!, "--threads=-4"],
-                  "--threads must be at least 1, got -4", status: 64)
+                  "--threads must be in [1, 4096], got -4", status: 64)
     }
 
     // MARK: class 12
