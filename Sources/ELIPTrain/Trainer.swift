@@ -397,7 +397,15 @@ public final class Trainer {
         }
         times.optimizer += ProcessStats.now() - t0
         state.step += 1
-        for (name, count) in source.dataCounters { values[name] = count }   // e.g. bad records skipped so far
+        // Data counters (e.g. bad records skipped so far) summed over ranks: each rank reads its own
+        // shards, and the record speaks for the job. Every rank has the same source type, so the
+        // same keys.
+        let counters = source.dataCounters.sorted { $0.key < $1.key }
+        if !counters.isEmpty {
+            var totals = counters.map(\.value)
+            try comm.allReduce(&totals, op: .sum)
+            for (i, c) in counters.enumerated() { values[c.key] = totals[i] }
+        }
         return MetricsRecord(step: state.step, epoch: state.epoch, losses: losses, values: values, lr: Double(lr),
                              gradNorm: Double(norm),
                              imagesPerSecond: Double(config.batchSize * micro * comm.size) / max(times.total, 1e-9),
