@@ -38,6 +38,32 @@ enum FileOps {
         }
     }
 
+    /// How `preadExactly` ended: the bytes, or where it stopped and why.
+    enum ReadOutcome {
+        case bytes([UInt8])
+        /// pread failed at this byte offset (errno kept for the message).
+        case failed(at: Int, errno: Int32)
+        /// The file ended at this byte offset before `count` bytes were read.
+        case ended(at: Int)
+    }
+
+    /// Reads exactly `count` bytes at `offset` from `fd`, retrying short reads and EINTR. Callers
+    /// check the range against the file size first and turn the outcome into their own error.
+    static func preadExactly(_ fd: Int32, offset: Int, count: Int) -> ReadOutcome {
+        var out = [UInt8](repeating: 0, count: count)
+        var got = 0
+        while got < count {
+            let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + got, count - got, off_t(offset + got)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return .failed(at: offset + got, errno: errno)
+            }
+            if n == 0 { return .ended(at: offset + got) }
+            got += n
+        }
+        return .bytes(out)
+    }
+
     /// Writes `data` to `path` (truncating) and fsyncs it (unless `sync` is false). Never follows a
     /// symlink at `path`; with `exclusive` the file must not exist yet (O_EXCL).
     static func writeSynced(_ data: [UInt8], to path: String, sync: Bool = true, exclusive: Bool = false) throws {

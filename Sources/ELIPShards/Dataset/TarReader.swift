@@ -80,20 +80,12 @@ public final class TarReader: @unchecked Sendable {
         guard offset >= 0, count >= 0, offset <= fileSize, count <= fileSize - offset else {
             throw TarError.truncated(path: path, offset: offset, what: "read of \(count) bytes past the end of the archive (\(fileSize) bytes)")
         }
-        var out = [UInt8](repeating: 0, count: count)
-        var got = 0
-        try out.withUnsafeMutableBytes { raw in
-            while got < count {
-                let n = pread(fd, raw.baseAddress! + got, count - got, off_t(offset + got))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw TarError.io(path, "read failed at byte \(offset + got): \(FileOps.errnoString())")
-                }
-                if n == 0 { throw TarError.truncated(path: path, offset: offset + got, what: "file shrank while reading") }
-                got += n
-            }
+        switch FileOps.preadExactly(fd, offset: offset, count: count) {
+        case let .bytes(out): return out
+        case let .failed(at, code):
+            throw TarError.io(path, "read failed at byte \(at): \(String(cString: strerror(code)))")
+        case let .ended(at): throw TarError.truncated(path: path, offset: at, what: "file shrank while reading")
         }
-        return out
     }
 
     /// The bytes of a member, refusing members above `limit` bytes.

@@ -97,20 +97,11 @@ public enum LMDBStructure {
             guard offset >= 0, count >= 0, offset <= fileBytes, count <= fileBytes - offset else {
                 throw LMDBStructure.corrupted(path, "read of \(count) bytes at \(offset) is beyond the end of the file (\(fileBytes) bytes)")
             }
-            var out = [UInt8](repeating: 0, count: count)
-            var got = 0
-            try out.withUnsafeMutableBytes { raw in
-                while got < count {
-                    let n = pread(fd, raw.baseAddress! + got, count - got, off_t(offset + got))
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        throw LMDBError(errno, "pread", path: path)
-                    }
-                    if n == 0 { throw LMDBStructure.corrupted(path, "file ended while reading \(count) bytes at \(offset)") }
-                    got += n
-                }
+            switch FileOps.preadExactly(fd, offset: offset, count: count) {
+            case let .bytes(out): return out
+            case let .failed(_, code): throw LMDBError(code, "pread", path: path)
+            case .ended: throw LMDBStructure.corrupted(path, "file ended while reading \(count) bytes at \(offset)")
             }
-            return out
         }
 
         func meta(_ index: Int, pageSize: Int) throws -> Meta? {
