@@ -7,21 +7,8 @@ import XCTest
 /// destroys a finished dataset (7), stale shards rebuilt when an image changes (8), FIFOs do not
 /// hang (9), unpredictable temp files (14), one builder per folder (15), symlinked duplicates,
 /// zero-byte tars and lone surrogates (18).
-final class BuilderReliabilityTests: XCTestCase {
+final class BuilderReliabilityTests: TemporaryFoldersTestCase {
     typealias F = DatasetFixtures
-    var tempDirs: [String] = []
-
-    override func tearDown() {
-        for d in tempDirs { try? FileManager.default.removeItem(atPath: d) }
-        tempDirs = []
-        super.tearDown()
-    }
-
-    func temporary(_ tag: String) throws -> String {
-        let d = try F.temporaryDirectory(tag)
-        tempDirs.append(d)
-        return d
-    }
 
     /// `count` scene images under ROOT/img and ROOT/train.json listing them.
     func corpus(_ count: Int = 12) throws -> String {

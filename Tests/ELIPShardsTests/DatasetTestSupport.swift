@@ -132,3 +132,20 @@ enum DatasetFixtures {
         return try text.split(separator: "\n").map { try JSONDecoder().decode(RejectRecord.self, from: Data($0.utf8)) }
     }
 }
+
+/// A test case whose `temporary(tag)` folders are removed after each test.
+class TemporaryFoldersTestCase: XCTestCase {
+    private var tempDirs: [String] = []
+
+    override func tearDown() {
+        for d in tempDirs { try? FileManager.default.removeItem(atPath: d) }
+        tempDirs = []
+        super.tearDown()
+    }
+
+    func temporary(_ tag: String) throws -> String {
+        let d = try DatasetFixtures.temporaryDirectory(tag)
+        tempDirs.append(d)
+        return d
+    }
+}

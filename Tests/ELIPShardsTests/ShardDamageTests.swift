@@ -8,20 +8,7 @@ import XCTest
 /// counted skips or clear errors, never a signal; the loader cross-checks the manifest and refuses
 /// mismatches (shard_count, a missing entry, too few records, an unknown format_version, a shard
 /// replaced by a copy of another). Plus the fuzz test of the LMDB record reader and the decoders.
-final class ShardDamageTests: XCTestCase {
-    var tempDirs: [String] = []
-
-    override func tearDown() {
-        for d in tempDirs { try? FileManager.default.removeItem(atPath: d) }
-        tempDirs = []
-        super.tearDown()
-    }
-
-    func temporary(_ tag: String) throws -> String {
-        let d = try DatasetFixtures.temporaryDirectory(tag)
-        tempDirs.append(d)
-        return d
-    }
+final class ShardDamageTests: TemporaryFoldersTestCase {
 
     /// `images` small scenes built into `shards` shards by the real builder.
     func builtDataset(images: Int = 24, shards: Int = 2, size: Int = 40) throws -> String {
@@ -219,8 +206,9 @@ final class ShardDamageTests: XCTestCase {
     /// thousand cases in a bounded time: every outcome is a value or a thrown error (a signal
     /// would kill the test process).
     func testFuzzedShardsAndImagesNeverCrash() throws {
-        var g = FuzzRandom(seed: ProcessInfo.processInfo.environment["ELIP_FUZZ_SEED"].flatMap(UInt64.init) ?? 15)
-        print("fuzz seed \(g.seed) (set ELIP_FUZZ_SEED to replay)")
+        let seed = ProcessInfo.processInfo.environment["ELIP_FUZZ_SEED"].flatMap(UInt64.init) ?? 15
+        var g = SplitMix(seed: seed)
+        print("fuzz seed \(seed) (set ELIP_FUZZ_SEED to replay)")
         // Small records (values inside leaf pages) and large ones (values on overflow pages).
         var originals: [[UInt8]] = []
         for size in [24, 96] {
@@ -275,7 +263,7 @@ final class ShardDamageTests: XCTestCase {
         XCTAssertEqual(decoded, readable, "every record that passes its CRC holds a decodable image")
     }
 
-    static func mutate(_ b: inout [UInt8], _ g: inout FuzzRandom) {
+    static func mutate(_ b: inout [UInt8], _ g: inout SplitMix) {
         guard !b.isEmpty else { return }
         switch g.below(4) {
         case 0: b.removeLast(g.below(b.count))                                  // truncation
@@ -290,21 +278,8 @@ final class ShardDamageTests: XCTestCase {
     }
 }
 
-/// SplitMix64: a seeded, reproducible stream for the fuzz test.
-struct FuzzRandom {
-    let seed: UInt64
-    var state: UInt64
-    init(seed: UInt64) {
-        self.seed = seed
-        state = seed
-    }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// The fuzz test's draws from ELIPShards' seeded SplitMix64.
+extension SplitMix {
     mutating func below(_ n: Int) -> Int { n <= 1 ? 0 : Int(next() % UInt64(n)) }
 }
 
