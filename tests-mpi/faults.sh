@@ -65,18 +65,24 @@ else
     fail "slow checkpoints: exit $rc" "$W/slow.log"
 fi
 
+# SIGTERM to PID once RUN has written its first metrics; sets rc to PID's exit status. A guard
+# SIGKILLs PID after 240 s so a broken signal path cannot hang the suite.
+term_after_first_metrics() {
+    local pid=$1 run=$2 guard
+    ( sleep 240; kill -9 "$pid" 2>/dev/null ) &
+    guard=$!
+    rc=0
+    wait_for_metrics "$run" || true
+    kill -TERM "$pid"
+    wait "$pid" || rc=$?
+    kill "$guard" 2>/dev/null || true
+}
+
 # 3. SIGTERM to cluster/launch.sh: SIGUSR1 to mpirun, the ranks checkpoint and exit 0, launch.sh 143.
 printf 'localhost slots=2\n' >"$W/hosts"
 cluster/launch.sh --hostfile "$W/hosts" --ranks-per-node 2 --threads-per-rank 1 --bind none --elip "$ELIP" -- \
     train --config "$W/long.yaml" --vocab "$VOCAB" --out "$W/launch" >"$W/launch.log" 2>&1 &
-pid=$!
-( sleep 240; kill -9 "$pid" 2>/dev/null ) &
-guard=$!
-rc=0
-wait_for_metrics "$W/launch" || true
-kill -TERM "$pid"
-wait "$pid" || rc=$?
-kill "$guard" 2>/dev/null || true
+term_after_first_metrics $! "$W/launch"
 if [[ $rc -eq 143 ]] && grep -q "stop signal (SIGUSR1): checkpointed at step" "$W/launch.log" &&
     ls "$W/launch/checkpoints" | grep -q '^step-'; then
     pass "SIGTERM to launch.sh: $(grep -o 'checkpointed at step [0-9]*' "$W/launch.log"), exit 143"
@@ -88,14 +94,7 @@ fi
 #    odls_base_sigkill_timeout (default 1 s); raised to 10 s the ranks checkpoint in time.
 "${MPIRUN[@]}" --mca odls_base_sigkill_timeout 10 -np 2 "$ELIP" train --config "$W/long.yaml" --vocab "$VOCAB" \
     --out "$W/term" --threads 1 >"$W/term.log" 2>&1 &
-pid=$!
-( sleep 240; kill -9 "$pid" 2>/dev/null ) &
-guard=$!
-rc=0
-wait_for_metrics "$W/term" || true
-kill -TERM "$pid"
-wait "$pid" || rc=$?
-kill "$guard" 2>/dev/null || true
+term_after_first_metrics $! "$W/term"
 if grep -q "stopped: stop signal (SIGTERM): checkpointed at step" "$W/term.log" && ls "$W/term/checkpoints" | grep -q '^step-'; then
     pass "SIGTERM to mpirun (sigkill timeout 10 s): $(grep -o 'checkpointed at step [0-9]*' "$W/term.log"), mpirun exit $rc"
 else
