@@ -128,21 +128,28 @@ public enum StateDict {
     /// names, buffers, counters and constants.
     public static func add(_ layout: StateDictLayout, to writer: inout SafetensorsWriter) throws {
         for a in layout.arenas { try add(a.arena, to: &writer) }
-        for (name, tensor) in layout.buffers {
-            try tensor.withUnsafeBufferPointer { try writer.add(name, floats: Array($0), shape: tensor.shape) }
-        }
+        for (name, tensor) in layout.buffers { try addStreamed(tensor, as: name, to: &writer) }
         for c in layout.counters { try writer.add(c.name, int64s: [Int64(c.get())], shape: [1]) }
         for k in layout.constants { try writer.add(k.name, int64s: k.values, shape: k.shape) }
     }
 
     /// Adds every parameter of `arena` under its name, then under each alias.
     public static func add(_ arena: ParameterArena, to writer: inout SafetensorsWriter) throws {
-        for (entry, tensor) in zip(arena.entries, arena.tensors) {
-            try tensor.withUnsafeBufferPointer { try writer.add(entry.name, floats: Array($0), shape: entry.shape) }
-        }
+        for (entry, tensor) in zip(arena.entries, arena.tensors) { try addStreamed(tensor, as: entry.name, to: &writer) }
         for alias in arena.aliases {
             guard let t = arena.tensor(alias.target) else { continue }
-            try t.withUnsafeBufferPointer { try writer.add(alias.name, floats: Array($0), shape: t.shape) }
+            try addStreamed(t, as: alias.name, to: &writer)
+        }
+    }
+
+    /// The tensor's values are read while the file is written, not copied when added: a copy of
+    /// a whole model (and its momentum twin) would double the memory a checkpoint needs.
+    static func addStreamed(_ tensor: Tensor, as name: String, to writer: inout SafetensorsWriter) throws {
+        #if !_endian(little)
+        #error("safetensors stores little-endian floats; this copy-free path assumes the host's order is the same")
+        #endif
+        try writer.add(name, dtype: .f32, shape: tensor.shape) { emit in
+            try tensor.withUnsafeBufferPointer { try emit(UnsafeRawBufferPointer($0)) }
         }
     }
 

@@ -68,9 +68,11 @@ public final class CachingAllocator: @unchecked Sendable {
         stats.peakBytesInUse = max(stats.peakBytesInUse, stats.bytesInUse)
         lock.unlock()
         var raw: UnsafeMutableRawPointer?
-        guard posix_memalign(&raw, 64, cls * 4) == 0, let raw else {
-            fatalError("out of memory allocating \(cls * 4) bytes")
+        if posix_memalign(&raw, 64, cls * 4) != 0 {
+            trim()  // cached buffers of other sizes may be what stands in the way
+            if posix_memalign(&raw, 64, cls * 4) != 0 { raw = nil }
         }
+        guard let raw else { AddressSpace.outOfMemory(bytes: cls * 4, for: "a tensor") }
         return (raw.bindMemory(to: Float.self, capacity: cls), cls)
     }
 

@@ -82,6 +82,11 @@ public final class AdamW {
         exp_avg_sq.replaceSubrange(entry.offset..<(entry.offset + entry.count), with: expAvgSq)
     }
 
+    /// Both moment buffers in place (arena layout), e.g. to broadcast them without a copy.
+    func withMutableMoments<R>(_ body: (UnsafeMutableBufferPointer<Float>, UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+        try exp_avg.withUnsafeMutableBufferPointer { m in try exp_avg_sq.withUnsafeMutableBufferPointer { v in try body(m, v) } }
+    }
+
     /// Sets the step count (bias correction) of restored moments.
     func restoreStep(_ step: Int) { self.step = step }
 

@@ -198,10 +198,18 @@ public struct CheckpointStore {
     /// AdamW's moments as `exp_avg.NAME` and `exp_avg_sq.NAME` per parameter, so a checkpoint
     /// stays valid whatever order a later version lays the parameters out in.
     static func addMoments(_ optimizer: AdamW, to writer: inout SafetensorsWriter) throws {
+        // Streamed from the optimizer's buffers while the file is written: no copy of the
+        // moments (twice the parameters' size) is ever made.
+        #if !_endian(little)
+        #error("safetensors stores little-endian floats; this copy-free path assumes the host's order is the same")
+        #endif
         for entry in optimizer.arena.entries {
-            let (m, v) = optimizer.moments(of: entry)
-            try writer.add("exp_avg.\(entry.name)", floats: Array(m), shape: entry.shape)
-            try writer.add("exp_avg_sq.\(entry.name)", floats: Array(v), shape: entry.shape)
+            for (name, second) in [("exp_avg.\(entry.name)", false), ("exp_avg_sq.\(entry.name)", true)] {
+                try writer.add(name, dtype: .f32, shape: entry.shape) { emit in
+                    let (m, v) = optimizer.moments(of: entry)
+                    try (second ? v : m).withUnsafeBytes { try emit($0) }
+                }
+            }
         }
     }
 

@@ -127,6 +127,9 @@ public final class Trainer {
         self.source = source
         model = try config.model.makeModel()
         let m = model
+        // The moments are two more copies of the parameters; under `ulimit -v` a shortfall here
+        // would be a runtime abort, so it is checked first.
+        try AddressSpace.require(2 * 4 * model.parameters.used + (64 << 20), for: "AdamW's moments of \(model.parameters.used) parameter floats")
         optimizer = AdamW(arena: model.parameters, hyper: config.optimizer, decays: { m.decays(parameter: $0, shape: $1) })
         reducer = try GradientReducer(communicator: comm, bucketBytes: config.bucketMB << 20)
         store = CheckpointStore(runDirectory: options.runDirectory, keep: config.keepCheckpoints)
@@ -193,11 +196,12 @@ public final class Trainer {
         try comm.broadcast(&counters)
         for (c, v) in zip(layout.counters, counters) { c.set(Int(v)) }
         state = try comm.broadcastValue(comm.isRoot ? state : nil)
-        var moments = optimizer.exp_avg + optimizer.exp_avg_sq
-        try comm.broadcast(&moments)
-        let used = model.parameters.used
-        try optimizer.restore(step: try comm.broadcastValue(comm.isRoot ? optimizer.step : nil),
-                              expAvg: Array(moments[0..<used]), expAvgSq: Array(moments[used...]))
+        // In place: a copy of the moments would need twice the parameters' memory again.
+        try optimizer.withMutableMoments { m, v in
+            try comm.broadcast(m)
+            try comm.broadcast(v)
+        }
+        optimizer.restoreStep(try comm.broadcastValue(comm.isRoot ? optimizer.step : nil))
         if comm.isRoot {
             try FileManager.default.createDirectory(at: options.runDirectory, withIntermediateDirectories: true)
             metrics = try MetricsLog(url: options.runDirectory.appendingPathComponent("metrics.jsonl"))

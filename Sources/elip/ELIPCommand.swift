@@ -1,5 +1,6 @@
 import Foundation
 import ArgumentParser
+import ELIPTensor
 
 @main
 struct ELIPCommand: ParsableCommand {
@@ -38,6 +39,7 @@ struct ELIPCommand: ParsableCommand {
         // writer reports which file could not be written.
         signal(SIGXFSZ, SIG_IGN)
         BLASKernels.ensureFullKernels()
+        AddressSpace.checkRoomForBLASPool()
         main(nil)
     }
 }

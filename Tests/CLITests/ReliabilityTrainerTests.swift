@@ -166,6 +166,24 @@ final class ReliabilityTrainerTests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("stopped: reached step 1"), r.stdout)
     }
 
+    /// Address-space limits far below the model's need end in a clear error, never in an abort
+    /// (Swift's allocation failure), a trap, or a hang (OpenBLAS retries a failed buffer
+    /// allocation forever, and `exit` then waits for its thread). From tiny to just enough, each
+    /// run either trains or exits 1 naming the limit, within the timeout.
+    func testTinyAddressSpaceLimitsAreClearErrorsNeverAbortsOrHangs() throws {
+        for (i, kib) in [150_000, 300_000, 400_000, 500_000, 650_000].enumerated() {
+            let out = dir.appendingPathComponent("ulimit-\(i)").path
+            let r = try shell("ulimit -v \(kib); exec timeout -s KILL 120 '\(CLI.executable.path)' train --config '\(configPath!)' --vocab '\(Self.vocab)' --out '\(out)' --threads 1 --max-steps 1")
+            XCTAssertTrue(r.status == 0 || r.status == 1, "ulimit -v \(kib): exit \(r.status) (137 = killed by the timeout: a hang; 134 = an abort)\n\(r.stderr.suffix(2000))")
+            if r.status == 0 {
+                XCTAssertTrue(r.stdout.contains("stopped: reached step 1"), r.stdout)
+            } else {
+                XCTAssertTrue(r.stderr.contains("address-space limit"), "ulimit -v \(kib): \(r.stderr.suffix(2000))")
+                XCTAssertFalse(r.stderr.contains("Fatal error"), r.stderr)
+            }
+        }
+    }
+
     // MARK: class 15
 
     /// A second trainer on a run folder in use is refused with the holder's pid; the first one
