@@ -17,6 +17,9 @@ final class METEREncoderReferenceTests: XCTestCase {
         let embeddings: RobertaEmbeddings
         let text: BertLayerStack
         let vit: CLIPVisionTransformer
+        let fusion: METERCoAttentionFusion
+        let mlmHead: METERMLMHead
+        let itmHead: Linear
         let schedule: PruneConfig
         let keepBase: Int
         let lengthsPerBlock: [Int]
@@ -48,21 +51,31 @@ final class METEREncoderReferenceTests: XCTestCase {
         vitConfig.patchSize = vitJSON["patch"] as! Int
         vitConfig.layerNormEps = Float(vitJSON["ln_eps"] as! Double)
 
-        let arena = ParameterArena(capacity: 1 << 22, withGradients: false)
+        var fusionConfig = METERFusionConfig()
+        fusionConfig.hidden = meter["hidden_size"] as! Int
+        fusionConfig.heads = meter["num_heads"] as! Int
+        fusionConfig.layers = meter["num_top_layer"] as! Int
+        fusionConfig.textWidth = meter["input_text_embed_size"] as! Int
+        fusionConfig.imageWidth = meter["input_image_embed_size"] as! Int
+
+        let arena = ParameterArena(capacity: 1 << 22, withGradients: true)
         let root = Scope(arena: arena)
         let embeddings = try RobertaEmbeddings(root["text_transformer"]["embeddings"], config: textConfig,
                                                paddingIndex: roberta["pad_token_id"] as! Int)
         let text = try BertLayerStack(root["text_transformer"]["encoder"], config: textConfig,
                                       layers: 0..<textConfig.numHiddenLayers, crossAttention: { _ in false })
         let vit = try CLIPVisionTransformer(root["vit_model"]["visual"], config: vitConfig, imageRes: vitJSON["image_res"] as! Int)
+        let fusion = try METERCoAttentionFusion(root, config: fusionConfig)
+        let mlmHead = try METERMLMHead(root["mlm_score"], hidden: fusionConfig.hidden, vocabSize: textConfig.vocabSize)
+        let itmHead = try Linear(root["itm_score"]["fc"], in: 2 * fusionConfig.hidden, out: 2)
         let weights = try SafetensorsFile(path: file("weights.safetensors"))
         let missing = try StateDict.load(arena, from: weights)
-        XCTAssertEqual(missing, [], "weights.safetensors lacks these encoder tensors")
+        XCTAssertEqual(missing, [], "weights.safetensors lacks these tensors")
         let schedule = PruneConfig(beginLayer: prune["begin_layer"] as! [Int], numActLayers: prune["num_act_layers"] as! [Int],
                                    keepRatio: prune["keep_ratio"] as! [Double])
         let keepBase = config["keep_base_tokens"] as! Int
         XCTAssertEqual(schedule.keepCounts(patchCount: keepBase), config["num_keep_tokens"] as! [Int])
-        return Case(arena: arena, embeddings: embeddings, text: text, vit: vit, schedule: schedule, keepBase: keepBase,
+        return Case(arena: arena, embeddings: embeddings, text: text, vit: vit, fusion: fusion, mlmHead: mlmHead, itmHead: itmHead, schedule: schedule, keepBase: keepBase,
                     lengthsPerBlock: config["seq_len_per_block"] as! [Int],
                     batch: try SafetensorsFile(path: file("batch.safetensors")),
                     expected: try SafetensorsFile(path: file("expected.safetensors")))
@@ -77,6 +90,10 @@ final class METEREncoderReferenceTests: XCTestCase {
     }
 
     private func checkPass(_ c: Case, pass: String, idsName: String, images: Tensor) throws {
+        try Autograd.noGrad { try checkPassForward(c, pass: pass, idsName: idsName, images: images) }
+    }
+
+    private func checkPassForward(_ c: Case, pass: String, idsName: String, images: Tensor) throws {
         let ids = try c.batch.int64s(idsName).map(Int.init), masks = try c.batch.int64s("text_masks").map(Int.init)
         let shape = try c.batch.entry(idsName).shape
         let text = try TextBatch(ids: ids, mask: masks, batch: shape[0], length: shape[1])
@@ -105,15 +122,21 @@ final class METEREncoderReferenceTests: XCTestCase {
         try checkPass(c, pass: "mlm", idsName: "text_ids_mlm", images: image)
     }
 
-    func testITMPassEncodersMatchTheReference() throws {
-        let c = try Self.load()
+    /// The images the ITM pass feeds: `false_image` where `itm_labels` is 0.
+    static func itmImages(_ c: Case) throws -> Tensor {
         let shape = try c.batch.entry("image").shape
         let own = try c.batch.floats("image"), negative = try c.batch.floats("false_image")
         let labels = try c.batch.int64s("itm_labels")
         let per = own.count / shape[0]
         var fed = own
         for (b, label) in labels.enumerated() where label == 0 { fed.replaceSubrange((b * per)..<((b + 1) * per), with: negative[(b * per)..<((b + 1) * per)]) }
+        return try Tensor(fed, shape: shape)
+    }
+
+    func testITMPassEncodersMatchTheReference() throws {
+        let c = try Self.load()
+        let labels = try c.batch.int64s("itm_labels")
         XCTAssertTrue(labels.contains(0) && labels.contains(1), "the case should have positives and negatives")
-        try checkPass(c, pass: "itm", idsName: "text_ids", images: Tensor(fed, shape: shape))
+        try checkPass(c, pass: "itm", idsName: "text_ids", images: Self.itmImages(c))
     }
 }
