@@ -112,4 +112,25 @@ final class TokenizeRobertaCommandTests: XCTestCase {
         XCTAssertEqual(out[1].ids, [0, 2])  // an empty line is an empty text
         XCTAssertEqual(out[0].tokens.first, "<s>")
     }
+
+    /// --jsonl works for the WordPiece styles too: the JSON string gives the same ids as the raw line.
+    func testJsonlInputForBertStyle() throws {
+        let vocab = Tiny.vocab
+        let raw = try CLI.run(["tokenize", "--vocab", vocab, "--style", "bert"], stdin: "a square\n")
+        let json = try CLI.run(["tokenize", "--vocab", vocab, "--style", "bert", "--jsonl"], stdin: "\"a squ\\u0061re\"\n")
+        XCTAssertEqual(raw.status, 0, raw.stderr)
+        XCTAssertEqual(json.status, 0, json.stderr)
+        XCTAssertEqual(json.stdout, raw.stdout)
+        XCTAssertFalse(raw.stdout.isEmpty)
+        let bad = try CLI.run(["tokenize", "--vocab", vocab, "--style", "bert", "--jsonl"], stdin: "\"ok\"\n\"unterminated\n")
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("line 2"), bad.stderr)
+    }
+
+    /// Options of one style given to another are refused, not ignored.
+    func testRobertaOptionsNeedRobertaStyle() throws {
+        let r = try CLI.run(["tokenize", "--vocab", Tiny.vocab, "--merges", "m.txt"], stdin: "a\n")
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("--style roberta"), r.stderr)
+    }
 }

@@ -6,8 +6,8 @@ import Foundation
 /// BPE runs on ids: every merge's parts and result must be vocabulary tokens (checked when
 /// loading), so the pair (id A, id B) determines the merged token's id.
 public struct BPEVocabulary: Sendable {
-    /// Token of each id (nil for ids the file does not use).
-    public let tokensById: [String?]
+    /// Token of each id (a dictionary: HF allows gaps, and a stray huge id must not allocate).
+    public let tokensById: [Int32: String]
     /// The vocabulary file (for messages).
     public let vocabularyPath: String
     /// Id of the byte-level symbol of each byte.
@@ -22,7 +22,7 @@ public struct BPEVocabulary: Sendable {
     public func id(for token: String) -> Int32? { idsByScalars[Array(token.unicodeScalars)] }
 
     public func token(for id: Int32) -> String? {
-        tokensById.indices.contains(Int(id)) ? tokensById[Int(id)] : nil
+        tokensById[id]
     }
 
     public init(vocabularyJSON vocabPath: String, merges mergesPath: String) throws {
@@ -37,19 +37,19 @@ public struct BPEVocabulary: Sendable {
         if entries.isEmpty { throw BPEFileError.malformedJSON(path: vocabPath, line: 1, reason: "the object has no tokens") }
         var ids: [[Unicode.Scalar]: Int32] = [:]
         var lineOfToken: [[Unicode.Scalar]: Int] = [:]
-        let maxId = Int(entries.map(\.value).max()!)
-        var tokens = [String?](repeating: nil, count: maxId + 1)
+        var tokens: [Int32: String] = [:]
+        tokens.reserveCapacity(entries.count)
         for e in entries {
             let key = Array(e.key.unicodeScalars)
             if let first = lineOfToken[key] {
                 throw BPEFileError.duplicateToken(path: vocabPath, token: e.key, firstLine: first, line: e.line)
             }
-            if let other = tokens[Int(e.value)] {
+            if let other = tokens[e.value] {
                 throw BPEFileError.duplicateId(path: vocabPath, id: e.value, firstToken: other, token: e.key, line: e.line)
             }
             ids[key] = e.value
             lineOfToken[key] = e.line
-            tokens[Int(e.value)] = e.key
+            tokens[e.value] = e.key
         }
         self.idsByScalars = ids
         self.tokensById = tokens
