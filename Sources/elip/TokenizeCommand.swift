@@ -35,8 +35,9 @@ struct TokenizeCommand: ParsableCommand {
         case albef, bert, roberta
     }
 
-    @Option(help: ArgumentHelp("WordPiece vocabulary, one token per line.", valueName: "file"))
-    var vocab: String = TokenizeCommand.defaultVocabulary
+    @Option(help: ArgumentHelp("albef/bert style: WordPiece vocabulary, one token per line (default: \(TokenizeCommand.defaultVocabulary)).",
+                               valueName: "file"))
+    var vocab: String?
 
     @Option(help: "Framing: albef ([CLS] tokens, captions cleaned), bert ([CLS] tokens [SEP]) or roberta (byte-level BPE, <s> tokens </s>).")
     var style: Style = .albef
@@ -53,7 +54,7 @@ struct TokenizeCommand: ParsableCommand {
     @Flag(help: "roberta style: pad to --max-length with <pad>; output attention_mask and special_tokens_mask too.")
     var pad = false
 
-    @Option(help: ArgumentHelp("Maximum sequence length, special tokens included (albef default: \(BertTokenizer.albefMaxLength); bert default: no limit).",
+    @Option(help: ArgumentHelp("Maximum sequence length, special tokens included (albef default: \(BertTokenizer.albefMaxLength); bert and roberta default: no limit; roberta at least 3).",
                                valueName: "n"))
     var maxLength: Int?
 
@@ -70,6 +71,7 @@ struct TokenizeCommand: ParsableCommand {
             }
             if pad && maxLength == nil { throw ValidationError("--pad needs --max-length.") }
             if noClean { throw ValidationError("--no-clean applies to --style albef only (roberta never cleans).") }
+            if vocab != nil { throw ValidationError("--vocab is a WordPiece vocabulary; --style roberta reads --vocab-json and --merges.") }
             return
         }
         if vocabJson != nil || merges != nil || pad {
@@ -83,7 +85,8 @@ struct TokenizeCommand: ParsableCommand {
 
     func run() throws {
         if style == .roberta { return try runRoberta() }
-        if vocab == Self.defaultVocabulary && !FileManager.default.fileExists(atPath: vocab) {
+        let vocab = self.vocab ?? Self.defaultVocabulary
+        if self.vocab == nil && !FileManager.default.fileExists(atPath: vocab) {
             throw TokenizeCommandError("""
                 vocabulary not found at \(vocab) (relative to \(FileManager.default.currentDirectoryPath)): \
                 run `make setup` in the elip checkout to download it, or pass --vocab FILE.

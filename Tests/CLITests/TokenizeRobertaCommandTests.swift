@@ -132,5 +132,9 @@ final class TokenizeRobertaCommandTests: XCTestCase {
         let r = try CLI.run(["tokenize", "--vocab", Tiny.vocab, "--merges", "m.txt"], stdin: "a\n")
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("--style roberta"), r.stderr)
+        let (vocab, merges, _) = try cases()
+        let w = try CLI.run(["tokenize", "--style", "roberta", "--vocab", Tiny.vocab, "--vocab-json", vocab, "--merges", merges], stdin: "a\n")
+        XCTAssertNotEqual(w.status, 0)
+        XCTAssertTrue(w.stderr.contains("--vocab-json"), w.stderr)
     }
 }
