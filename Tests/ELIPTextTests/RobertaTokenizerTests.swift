@@ -92,6 +92,11 @@ final class RobertaTokenizerTests: XCTestCase {
         XCTAssertEqual(padded.attentionMask, [1, 1, 1, 1, 0, 0])
         XCTAssertEqual(padded.specialTokensMask, [1, 0, 0, 1, 1, 1])
         XCTAssertThrowsError(try t.encode("x", maxLength: 2))
+        let batch = try t.encodeBatch(["the", " the lower"], maxLength: 5)
+        XCTAssertEqual(batch.length, 5)
+        XCTAssertEqual(Array(batch.ids(row: 0)), padded.ids.prefix(5).map { $0 })
+        XCTAssertEqual(Array(batch.mask(row: 0)), [1, 1, 1, 1, 0])
+        XCTAssertEqual(Array(batch.ids(row: 1)), try t.encode(" the lower", maxLength: 5))
     }
 
     // MARK: - broken files

@@ -128,6 +128,12 @@ public final class RobertaTokenizer: @unchecked Sendable {
             specialTokensMask: special)
     }
 
+    /// Captions as METER feeds them: each `<s> tokens </s>` cut to `maxLength` and padded to it
+    /// with `<pad>` (attention mask 0 on pads).
+    public func encodeBatch(_ texts: [String], maxLength: Int) throws -> TokenBatch {
+        TokenBatch(sequences: try texts.map { try encode($0, maxLength: maxLength) }, padId: specialIds.pad, padTo: maxLength)
+    }
+
     private func specialToken(in s: [Unicode.Scalar], at i: Int) -> (length: Int, id: Int32, stripsWhitespaceBefore: Bool)? {
         for t in specialTokens where s.count - i >= t.scalars.count && s[i..<(i + t.scalars.count)].elementsEqual(t.scalars) {
             return (t.scalars.count, t.id, t.stripsWhitespaceBefore)
