@@ -31,6 +31,23 @@ extension Tensor {
         }
     }
 
+    /// Hyperbolic tangent (the tanh of BERT-style poolers, METER's cross-modal poolers).
+    public func tanh() -> Tensor {
+        let x = self, y = Tensor.empty(shape)
+        Kernels.map(count) { s, n in
+            let px = x.data + s, py = y.data + s
+            for i in 0..<n { py[i] = tanhf(px[i]) }
+        }
+        return Autograd.record(y, inputs: [x]) { dy in
+            let dx = x.gradPointer()
+            Kernels.map(x.count) { s, n in
+                // Recomputed from x: the output may have been reused by the time backward runs.
+                let px = x.data + s, pg = dy + s, pd = dx + s
+                for i in 0..<n { let t = tanhf(px[i]); pd[i] += pg[i] * (1 - t * t) }
+            }
+        }
+    }
+
     /// Softmax over the last dimension.
     public func softmax() -> Tensor {
         let x = self, y = Tensor.empty(shape), cols = lastDim

@@ -1,0 +1,96 @@
+import ELIPEncoders
+import ELIPNN
+import ELIPTensor
+import XCTest
+
+/// METER's encoder parts on hand-made inputs (no shared/ needed): RoBERTa's position ids, the
+/// errors for shapes that do not fit, and the parameter names the official state_dict uses.
+final class METERPartsTests: XCTestCase {
+    private func robertaConfig(positions: Int) -> BertConfig {
+        var c = BertConfig()
+        c.vocabSize = 10
+        c.hiddenSize = 8
+        c.numAttentionHeads = 2
+        c.intermediateSize = 16
+        c.maxPositionEmbeddings = positions
+        c.typeVocabSize = 1
+        c.layerNormEps = 1e-5
+        return c
+    }
+
+    func testRobertaPositionsComeFromTheIds() throws {
+        let arena = ParameterArena(capacity: 1 << 16)
+        let e = try RobertaEmbeddings(Scope(arena: arena)["embeddings"], config: robertaConfig(positions: 10))
+        // Row 0: <s> a <pad> b </s> <pad> (a pad inside shifts nothing before it, later tokens
+        // continue the count); row 1: all pads.
+        let text = try TextBatch(ids: [0, 5, 1, 7, 2, 1, 1, 1, 1, 1, 1, 1], mask: [1, 1, 1, 1, 1, 0] + [Int](repeating: 0, count: 6),
+                                 batch: 2, length: 6)
+        XCTAssertEqual(e.positionIds(text), [2, 3, 1, 4, 5, 1, 1, 1, 1, 1, 1, 1])
+        arena.initialise(seed: 3)
+        let x = try e(text, dropout: nil)
+        XCTAssertEqual(x.shape, [2, 6, 8])
+        // Same id at the same position id gives the same embedding: row 0 position 2 (<pad>, pos 1)
+        // equals row 1 position 0 (<pad>, pos 1).
+        let a = Array(x.toArray()[16..<24]), b = Array(x.toArray()[48..<56])
+        for (u, v) in zip(a, b) { XCTAssertEqual(u, v, accuracy: 1e-6) }
+        XCTAssertEqual(Set(arena.entries.map(\.name)), ["embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
+                                                         "embeddings.token_type_embeddings.weight", "embeddings.LayerNorm.weight",
+                                                         "embeddings.LayerNorm.bias"])
+    }
+
+    func testRobertaRefusesSequencesPastThePositionTable() throws {
+        let arena = ParameterArena(capacity: 1 << 16)
+        let e = try RobertaEmbeddings(Scope(arena: arena), config: robertaConfig(positions: 6))
+        let text = try TextBatch(ids: [0, 4, 4, 4, 2], mask: [1, 1, 1, 1, 1], batch: 1, length: 5)  // needs position 6
+        XCTAssertThrowsError(try e(text, dropout: nil)) { XCTAssertTrue("\($0)".contains("max_position_embeddings"), "\($0)") }
+    }
+
+    func testCLIPViTNamesAndShapeErrors() throws {
+        var c = CLIPVisionConfig()
+        c.width = 8
+        c.heads = 2
+        c.blocks = 2
+        c.patchSize = 4
+        let arena = ParameterArena(capacity: 1 << 16)
+        let vit = try CLIPVisionTransformer(Scope(arena: arena)["visual"], config: c, imageRes: 8)
+        let names = Set(arena.entries.map(\.name))
+        for n in ["visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding", "visual.ln_pre.weight",
+                  "visual.transformer.resblocks.1.attn.in_proj_weight", "visual.transformer.resblocks.1.attn.in_proj_bias",
+                  "visual.transformer.resblocks.1.attn.out_proj.weight", "visual.transformer.resblocks.1.mlp.c_fc.weight",
+                  "visual.transformer.resblocks.1.mlp.c_proj.bias", "visual.transformer.resblocks.1.ln_2.bias", "visual.ln_post.bias"] {
+            XCTAssertTrue(names.contains(n), n)
+        }
+        XCTAssertFalse(names.contains("visual.conv1.bias"))
+        XCTAssertEqual(arena.tensor("visual.positional_embedding")?.shape, [5, 8])
+        arena.initialise(seed: 1)
+        let out = try vit(Tensor.zeros([1, 3, 8, 8]))
+        XCTAssertEqual(out.tokens.shape, [1, 5, 8])
+        XCTAssertThrowsError(try vit(Tensor.zeros([1, 3, 12, 12])))
+        XCTAssertThrowsError(try CLIPVisionTransformer(Scope(arena: ParameterArena(capacity: 1 << 16)), config: c, imageRes: 10))
+        c.heads = 3
+        XCTAssertThrowsError(try CLIPVisionTransformer(Scope(arena: ParameterArena(capacity: 1 << 16)), config: c, imageRes: 8))
+    }
+
+    func testFusionChecksTokenTypeAndShapes() throws {
+        var c = METERFusionConfig()
+        c.hidden = 8
+        c.heads = 2
+        c.layers = 1
+        c.textWidth = 6
+        c.imageWidth = 4
+        let arena = ParameterArena(capacity: 1 << 16)
+        let fusion = try METERCoAttentionFusion(Scope(arena: arena), config: c)
+        arena.initialise(seed: 2)
+        let text = try TextBatch(ids: [0, 5, 2, 1], mask: [1, 1, 1, 0], batch: 1, length: 4)
+        let out = try fusion(text: Tensor.zeros([1, 4, 6]), textMask: text, image: Tensor.zeros([1, 3, 4]), dropout: nil)
+        XCTAssertEqual(out.text.shape, [1, 4, 8])
+        XCTAssertEqual(out.image.shape, [1, 3, 8])
+        XCTAssertEqual(out.clsFeats.shape, [1, 16])
+        XCTAssertTrue(out.clsFeats.toArray().allSatisfy { abs($0) <= 1 })  // tanh
+        XCTAssertThrowsError(try fusion(text: Tensor.zeros([1, 4, 6]), textMask: text, image: Tensor.zeros([1, 3, 4]),
+                                        imageTokenType: 2, dropout: nil))
+        XCTAssertThrowsError(try fusion(text: Tensor.zeros([1, 4, 6]), textMask: text, image: Tensor.zeros([2, 3, 4]), dropout: nil))
+        XCTAssertNotNil(arena.tensor("cross_modal_image_layers.0.crossattention.self.key.weight"))
+        XCTAssertEqual(arena.tensor("cross_modal_image_layers.0.crossattention.self.key.weight")?.shape, [8, 8])
+    }
+}
