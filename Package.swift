@@ -58,7 +58,7 @@ let package = Package(
         // (dataset build/inspection, the training loader, the synthetic corpus).
         .target(name: "ELIPText", swiftSettings: swiftSettings),
         .target(name: "ELIPImage", dependencies: ["CTurboJPEG", "CPNG"], swiftSettings: swiftSettings),
-        .target(name: "ELIPShards", dependencies: ["CLMDB", "ELIPText", "ELIPImage"], swiftSettings: swiftSettings),
+        .target(name: "ELIPShards", dependencies: ["CLMDB", "ELIPText", "ELIPImage", "Safetensors"], swiftSettings: swiftSettings),
         // Training generic over the model: config file, trainer, checkpoints, optimizer, metrics.
         .target(name: "ELIPTrain", dependencies: ["CKernels", "ELIPConfig", "ELIPDistributed", "ELIPImage", "ELIPModel", "ELIPNN",
                                                   "ELIPObjectives", "ELIPShards", "ELIPTensor", "ELIPText", "Safetensors"],

@@ -254,11 +254,15 @@ public struct CheckpointStore {
         return String(format: "%016llx", h)
     }
 
+    /// Writes a small file of the checkpoint (inside its temporary folder, which is renamed into
+    /// place as a whole) and fsyncs it; errors name the file.
     static func writeSynced(_ data: Data, to url: URL) throws {
-        guard FileManager.default.createFile(atPath: url.path, contents: data) else {
-            throw TrainError.checkpoint("cannot create \(url.path)")
-        }
-        fsync(path: url.path)
+        let fd = open(url.path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw TrainError.checkpoint("cannot create \(url.path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let fail: (String) -> Error = { TrainError.checkpoint("\(url.path): \($0)") }
+        try data.withUnsafeBytes { try AtomicFile.writeAll(fd, $0, fail: fail) }
+        guard Glibc.fsync(fd) == 0 else { throw fail("fsync failed: \(String(cString: strerror(errno)))") }
     }
 
     static func fsync(path: String) {

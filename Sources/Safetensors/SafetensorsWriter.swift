@@ -166,42 +166,8 @@ public struct SafetensorsWriter {
             return
         }
 
-        let slash = path.lastIndex(of: "/")
-        let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
-        let base = slash.map { String(path[path.index(after: $0)...]) } ?? path
-        let temp = (slash.map { String(path[...$0]) } ?? "")
-            + ".\(base).tmp-\(getpid())-\(String(UInt64.random(in: 0...UInt64.max), radix: 16))"
-
-        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        if fd < 0 {
-            throw SafetensorsError(.io, path: path, "cannot create temporary file \(temp): \(errnoString())")
-        }
-        do {
+        try AtomicFile.write(to: path, fail: { SafetensorsError(.io, path: path, $0) }) { fd in
             try writeAll(to: fd, path: path)
-            if fsync(fd) != 0 { throw SafetensorsError(.io, path: path, "fsync failed: \(errnoString())") }
-        } catch {
-            close(fd)
-            unlink(temp)
-            throw error
-        }
-        if close(fd) != 0 {
-            let message = errnoString()
-            unlink(temp)
-            throw SafetensorsError(.io, path: path, "close failed: \(message)")
-        }
-        if rename(temp, path) != 0 {
-            let message = errnoString()
-            unlink(temp)
-            throw SafetensorsError(.io, path: path, "cannot rename \(temp) over the target: \(message)")
-        }
-        // Make the rename itself durable. Some file systems cannot fsync a directory (EINVAL); the
-        // file is complete and in place by now, so that alone is not worth failing for.
-        let dirFD = open(directory, O_RDONLY | O_CLOEXEC)
-        if dirFD >= 0 {
-            let ok = fsync(dirFD) == 0 || errno == EINVAL || errno == ENOTSUP
-            let message = errnoString()
-            close(dirFD)
-            if !ok { throw SafetensorsError(.io, path: path, "fsync of directory \(directory) failed: \(message)") }
         }
     }
 
@@ -453,25 +419,7 @@ private final class FileSink {
     }
 
     private func writeFully(_ start: UnsafeRawPointer, _ count: Int) throws {
-        var done = 0
-        while done < count {
-            let n = systemWrite(fd, start + done, count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SafetensorsError(.io, path: path, "write failed: \(errnoString())")
-            }
-            if n == 0 { throw SafetensorsError(.io, path: path, "write made no progress") }
-            done += n
-        }
+        try AtomicFile.writeAll(fd, UnsafeRawBufferPointer(start: start, count: count),
+                                fail: { SafetensorsError(.io, path: path, $0) })
     }
-}
-
-/// `write` is shadowed inside types that have a `write` method; this names the C function.
-@inline(__always)
-private func systemWrite(_ fd: Int32, _ buf: UnsafeRawPointer, _ count: Int) -> Int {
-    #if canImport(Glibc)
-    return Glibc.write(fd, buf, count)
-    #else
-    return Darwin.write(fd, buf, count)
-    #endif
 }

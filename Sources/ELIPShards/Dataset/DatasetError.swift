@@ -1,4 +1,5 @@
 import Foundation
+import Safetensors
 
 /// Errors of the dataset tools (build, inspect, synth). Bad *records* are never errors: the builder
 /// turns them into counted rejects; these are for problems that stop an operation.
@@ -70,39 +71,16 @@ enum FileOps {
         let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (exclusive ? O_EXCL : O_TRUNC), 0o644)
         guard fd >= 0 else { throw DatasetError.io(path, "cannot create: \(errnoString())") }
         defer { close(fd) }
-        var off = 0
-        try data.withUnsafeBytes { raw in
-            while off < raw.count {
-                let n = write(fd, raw.baseAddress! + off, raw.count - off)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw DatasetError.io(path, "write failed: \(errnoString())")
-                }
-                off += n
-            }
-        }
+        try data.withUnsafeBytes { try AtomicFile.writeAll(fd, $0, fail: { DatasetError.io(path, $0) }) }
         guard !sync || Glibc.fsync(fd) == 0 else { throw DatasetError.io(path, "fsync failed: \(errnoString())") }
     }
 
-    /// Atomically replaces `path` with `data`: write a temporary sibling, fsync, rename, fsync dir.
-    /// The temporary name is unpredictable (`.NAME.tmp-PID-RANDOM`, as the safetensors/checkpoint
-    /// writer does) and created with O_EXCL | O_NOFOLLOW, so a planted file or symlink can neither
-    /// redirect the write nor be overwritten.
+    /// Atomically replaces `path` with `data` (`AtomicFile`: an unpredictable O_EXCL | O_NOFOLLOW
+    /// temporary sibling, fsync, rename, fsync of the directory).
     static func writeAtomically(_ data: [UInt8], to path: String) throws {
-        let dir = (path as NSString).deletingLastPathComponent
-        let base = (path as NSString).lastPathComponent
-        let tmp = (dir.isEmpty ? "" : dir + "/") + ".\(base).tmp-\(getpid())-\(String(UInt64.random(in: 0...UInt64.max), radix: 16))"
-        do { try writeSynced(data, to: tmp, exclusive: true) } catch {
-            unlink(tmp)
-            throw error
+        try AtomicFile.write(to: path, fail: { DatasetError.io(path, $0) }) { fd in
+            try data.withUnsafeBytes { try AtomicFile.writeAll(fd, $0, fail: { DatasetError.io(path, $0) }) }
         }
-        guard rename(tmp, path) == 0 else {
-            let e = errnoString()
-            unlink(tmp)
-            throw DatasetError.io(path, "rename failed: \(e)")
-        }
-        try? fsync(path: (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent,
-                   isDirectory: true)
     }
 
     static func errnoString() -> String { String(cString: strerror(errno)) }
