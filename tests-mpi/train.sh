@@ -121,6 +121,34 @@ else
     fail "LMDB data path" "$W/shard-train.log"
 fi
 
+# 7b. Damaged shards under 2 ranks (non-strict): their records are skipped and counted, and the
+#     count in metrics.jsonl (written by rank 0) is the whole job's, summed over the ranks. Four
+#     shards, 1 and 2 damaged: whether ranks take shards round-robin or in blocks, each rank reads
+#     one damaged and one good shard, so the total needs both ranks' counts.
+if [[ -d $W/corpus ]] &&
+    timeout -k 5 300 "${MPIRUN[@]}" -np 2 "$ELIP" build-dataset --annotations "$W/corpus/train.json" --image-root "$W/corpus" \
+        --out "$W/shards4" --shards 4 --image-size 40 >"$W/build4.log" 2>&1; then
+    want=0
+    for s in 1 2; do
+        dmdb="$W/shards4/shard-0000$s-of-00004/data.mdb"
+        truncate -s $(( $(stat -c %s "$dmdb") / 2 )) "$dmdb"
+        want=$(( want + $(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print([s["records"] for s in m["shards"] if s["name"]==sys.argv[2]][0])' "$W/shards4/manifest.json" "shard-0000$s-of-00004") ))
+    done
+    sed "s#data: .*#data: {shards: $W/shards4, loader_threads: 1}#" "$W/s.yaml" >"$W/sd.yaml"
+    got=
+    if timeout -k 5 300 "${MPIRUN[@]}" -np 2 "$ELIP" train --config "$W/sd.yaml" --vocab "$VOCAB" --out "$W/damaged-run" --threads 1 \
+            --max-steps 2 >"$W/damaged-train.log" 2>&1 &&
+        got=$(python3 -c 'import json,sys; print(int([json.loads(l) for l in open(sys.argv[1])][-1]["values"]["data_records_in_damaged_shards"]))' "$W/damaged-run/metrics.jsonl") &&
+        [[ $want -gt 0 && $got -eq $want ]] && grep -q "\[rank 0\] warning: shard" "$W/damaged-train.log" && grep -q "\[rank 1\] warning: shard" "$W/damaged-train.log"; then
+        pass "damaged shards under 2 ranks: $got skipped records, counted on both ranks and summed (manifest: $want)"
+    else
+        echo "manifest records of the damaged shards: $want, metrics: ${got:-?}" >>"$W/damaged-train.log"
+        fail "damaged shard counts summed over ranks" "$W/damaged-train.log"
+    fi
+else
+    fail "damaged shard counts: building 4 shards failed" "$W/build4.log"
+fi
+
 # 8. cluster/launch.sh builds the mpirun line (dry run: ranks, threads, binding, interface).
 if out=$(cluster/launch.sh --hostfile cluster/hosts.example --ranks-per-node 2 --threads-per-rank 4 --iface eth0 \
         --elip "$ELIP" --dry-run -- train --config configs/debug.yaml 2>&1) &&
