@@ -7,7 +7,7 @@ import Safetensors
 struct CheckStepCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check-step",
-        abstract: "Replay one pre-training step from a reference case of the official code and compare.",
+        abstract: "Replay one step (or the checkpoint loading) of a reference case of the official code and compare.",
         discussion: """
         CASE_DIR is laid out like shared/reference/<model>-tiny; the model is recognised from its
         files (ALBEF: Pretrain.yaml, config_bert.json, weights.safetensors, batch.safetensors) or
@@ -17,6 +17,11 @@ struct CheckStepCommand: ParsableCommand {
         after.* momentum weights, grad.* for every trainable parameter. With expected.safetensors in
         CASE_DIR, prints the worst relative error per group and exits non-zero when a tolerance is
         exceeded.
+        A checkpoint-loading case (albef-load-*: load_args.json and load.safetensors) runs the
+        official task scripts' loading instead: interpolate_pos_embed on every interp.<g0>to<g1>.in
+        and the position tables each task model holds after loading (<script>.visual_encoder[_m].pos_embed),
+        compared with load.safetensors (1e-5 absolute), and the key maps of each keymap.<script>.json
+        re-derived from their key lists.
         """
     )
 
@@ -39,8 +44,10 @@ struct CheckStepCommand: ParsableCommand {
         do { output = try ReferenceStep.run(caseDirectory: caseDirectory, model: model) } catch let e as ModelRegistryError {
             throw ValidationError(e.description)
         }
-        print(output.lossNames.map { String(format: "loss_%@ %.6f", $0, output.floats["loss_\($0)"]!.values[0]) }.joined(separator: "  "))
-        let expectedPath = (caseDirectory as NSString).appendingPathComponent("expected.safetensors")
+        if !output.lossNames.isEmpty {
+            print(output.lossNames.map { String(format: "loss_%@ %.6f", $0, output.floats["loss_\($0)"]!.values[0]) }.joined(separator: "  "))
+        }
+        let expectedPath = ReferenceStep.expectedPath(caseDirectory: caseDirectory)
         var expectedNames: Set<String>? = nil
         var failed = false
         if FileManager.default.fileExists(atPath: expectedPath) {
@@ -55,10 +62,10 @@ struct CheckStepCommand: ParsableCommand {
                 failed = failed || !r.passed
             }
         } else {
-            print("no expected.safetensors in \(caseDirectory): nothing to compare")
+            print("no \((expectedPath as NSString).lastPathComponent) in \(caseDirectory): nothing to compare")
         }
         if let out {
-            try ReferenceStep.write(output, to: out, onlyNames: expectedNames)
+            try ReferenceStep.write(output, to: out, onlyNames: output.writesEveryOutput ? nil : expectedNames)
             print("wrote \(out)")
         }
         if failed { throw ExitCode(1) }
