@@ -24,6 +24,7 @@ struct ELIPCommand: ParsableCommand {
             DiffWeightsCommand.self,
             EvalRetrievalCommand.self,
             EvalCaptionCommand.self,
+            EvalVQACommand.self,
             VisualizeCommand.self,
             PlotCommand.self,
             AnalyzePruningCommand.self,
