@@ -17,6 +17,9 @@ struct CheckStepCommand: ParsableCommand {
         after.* momentum weights, grad.* for every trainable parameter. With expected.safetensors in
         CASE_DIR, prints the worst relative error per group and exits non-zero when a tolerance is
         exceeded.
+        Task cases: albef-ve-* (VE.yaml) replays one SNLI-VE fine-tuning step (loss, prediction,
+        prediction_m, grad.*, after.*) and the evaluation on the batch (eval.prediction, eval.acc);
+        attention key-bias gradients, zero in exact arithmetic, are reported as their own group.
         A checkpoint-loading case (albef-load-*: load_args.json and load.safetensors) runs the
         official task scripts' loading instead: interpolate_pos_embed on every interp.<g0>to<g1>.in
         and the position tables each task model holds after loading (<script>.visual_encoder[_m].pos_embed),
@@ -45,7 +48,7 @@ struct CheckStepCommand: ParsableCommand {
             throw ValidationError(e.description)
         }
         if !output.lossNames.isEmpty {
-            print(output.lossNames.map { String(format: "loss_%@ %.6f", $0, output.floats["loss_\($0)"]!.values[0]) }.joined(separator: "  "))
+            print(output.lossNames.map { String(format: "%@ %.6f", ReferenceStep.lossOutputName($0), output.floats[ReferenceStep.lossOutputName($0)]!.values[0]) }.joined(separator: "  "))
         }
         let expectedPath = ReferenceStep.expectedPath(caseDirectory: caseDirectory)
         var expectedNames: Set<String>? = nil
