@@ -33,7 +33,7 @@ public struct ALBEFTaskEncoders {
 
     /// The [CLS] rows [B, H] of states [B, L, H].
     public static func cls(_ x: Tensor) throws -> Tensor {
-        try x.slice(axis: 0, start: 0, length: x.shape[0]).slice(axis: 1, start: 0, length: 1).reshaped([x.shape[0], x.shape[2]])
+        try x.slice(axis: 1, start: 0, length: 1).reshaped([x.shape[0], x.shape[2]])
     }
 }
 
