@@ -183,4 +183,20 @@ final class VQAEvaluationTests: XCTestCase {
         refused(questions, try write("a5.json", #"{"annotations": [{"question_id": 1, "answer_type": "yes/no", "answers": [\#(answers)]}]}"#), results,
                 "annotations[0] has no \"question_type\"")
     }
+
+    /// task_type "Multiple Choice": every answer must be one of its question's choices, as the
+    /// official loadRes asserts.
+    func testMultipleChoiceAnswersMustBeAmongTheChoices() throws {
+        let questions = try write("mc.json", #"{"info": {}, "task_type": "Multiple Choice", "data_type": "mscoco", "data_subtype": "val2014", "license": {}, "questions": [{"question_id": 1, "multiple_choices": ["yes", "no"]}]}"#)
+        let answers = (1...10).map { #"{"answer": "no", "answer_confidence": "yes", "answer_id": \#($0)}"# }.joined(separator: ",")
+        let annotations = try write("a.json", #"{"annotations": [{"question_id": 1, "question_type": "is", "answer_type": "yes/no", "answers": [\#(answers)]}]}"#)
+        XCTAssertEqual(try VQAEvaluation.evaluate(questionsFile: questions, annotationsFile: annotations,
+                                                  resultsFile: write("ok.json", #"[{"question_id": 1, "answer": "no"}]"#)).overall, 100)
+        XCTAssertThrowsError(try VQAEvaluation.evaluate(questionsFile: questions, annotationsFile: annotations,
+                                                        resultsFile: write("bad.json", #"[{"question_id": 1, "answer": "maybe"}]"#))) {
+            XCTAssertTrue("\($0)".contains("not one of its multiple choices"), "\($0)")
+        }
+        let noChoices = try write("mc2.json", #"{"info": {}, "task_type": "Multiple Choice", "data_type": "m", "data_subtype": "v", "license": {}, "questions": [{"question_id": 1}]}"#)
+        XCTAssertThrowsError(try VQAEvaluation.loadQuestions(noChoices)) { XCTAssertTrue("\($0)".contains("multiple_choices"), "\($0)") }
+    }
 }

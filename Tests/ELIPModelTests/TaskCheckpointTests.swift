@@ -124,4 +124,37 @@ final class TaskCheckpointTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("visual_encoder.pos_embed missing"), "\($0)")
         }
     }
+
+    /// A load case with bad load_args.json or tensors: an error naming the file and the key.
+    func testBadLoadCases() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("elip-loadcase-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var w = SafetensorsWriter()
+        try w.add("pretrain.visual_encoder.pos_embed", floats: [Float](repeating: 0.1, count: 5 * 4), shape: [1, 5, 4])
+        try w.write(to: dir.appendingPathComponent("load.safetensors").path)
+        let args = dir.appendingPathComponent("load_args.json")
+        for (text, reason) in [("{\"res_from\": 32", "res_from"), ("{\"res_from\": 32}", "res_to"),
+                               ("{\"res_from\": 32, \"res_to\": 40}", "res_to 40 is not a multiple of the patch size 16"),
+                               ("{\"res_from\": 32, \"res_to\": true}", "res_to"), ("{\"res_from\": 0, \"res_to\": 48}", "res_from must be in")] {
+            try Data(text.utf8).write(to: args)
+            XCTAssertTrue(CheckpointLoadCase.isCase(dir.path))
+            XCTAssertThrowsError(try ReferenceStep.run(caseDirectory: dir.path), text) {
+                XCTAssertTrue("\($0)".contains("load_args.json") && "\($0)".contains(reason), "\(text): \($0)")
+            }
+        }
+        // The scripts resize both ViTs' tables: a checkpoint without the momentum one is refused
+        // (the official code stops with a KeyError).
+        try Data(#"{"res_from": 48, "res_to": 64}"#.utf8).write(to: args)
+        XCTAssertThrowsError(try ReferenceStep.run(caseDirectory: dir.path)) {
+            XCTAssertTrue("\($0)".contains("visual_encoder_m.pos_embed missing"), "\($0)")
+        }
+        // Without the pre-training table there is nothing to load.
+        var empty = SafetensorsWriter()
+        try empty.add("interp.2to3.in", floats: [Float](repeating: 0, count: 5), shape: [1, 5, 1])
+        try empty.write(to: dir.appendingPathComponent("load.safetensors").path)
+        XCTAssertThrowsError(try ReferenceStep.run(caseDirectory: dir.path)) {
+            XCTAssertTrue("\($0)".contains("pretrain.visual_encoder.pos_embed missing"), "\($0)")
+        }
+    }
 }
