@@ -72,7 +72,9 @@ public enum PretrainedImport {
     }
 
     /// ALBEF's interpolate_pos_embed: [1, 1 + g*g, D] -> [1, 1 + n*n, D]; the [CLS] entry is kept,
-    /// the grid is resized with PyTorch's bicubic interpolation (align_corners=False, A = -0.75).
+    /// the grid is resized as `torch.nn.functional.interpolate(mode='bicubic', align_corners=False)`
+    /// computes it in float32 (A = -0.75; for each output, four taps along x per tap row, then the
+    /// four rows combined along y). Equal grids return the input unchanged, as the official code does.
     public static func resizePositionEmbedding(_ values: [Float], shape: [Int], toTokens tokens: Int) throws -> [Float] {
         guard shape.count == 3, shape[0] == 1 else {
             throw CheckpointError(file: "pos_embed", message: "expected [1, T, D], got \(shape)")
@@ -86,40 +88,54 @@ public enum PretrainedImport {
         guard g * g == shape[1] - 1, n * n == tokens - 1 else {
             throw CheckpointError(file: "pos_embed", message: "position grids must be square: \(shape[1] - 1) -> \(tokens - 1) tokens")
         }
+        if g == n { return values }
+        let taps = cubicTaps(input: g, output: n)
         var out = Array(values[0..<d])
-        // grid[y][x][c] -> resized with separable bicubic weights.
-        let wy = bicubicWeights(input: g, output: n), wx = wy
-        var rows = [Float](repeating: 0, count: n * g * d)  // resize along y first: [n, g, d]
+        out.reserveCapacity(tokens * d)
         for oy in 0..<n {
-            for (iy, w) in wy[oy] {
-                for x in 0..<g { for c in 0..<d { rows[(oy * g + x) * d + c] += w * values[d + (iy * g + x) * d + c] } }
-            }
-        }
-        var grid = [Float](repeating: 0, count: n * n * d)
-        for oy in 0..<n {
+            let ty = taps[oy]
             for ox in 0..<n {
-                for (ix, w) in wx[ox] { for c in 0..<d { grid[(oy * n + ox) * d + c] += w * rows[(oy * g + ix) * d + c] } }
+                let tx = taps[ox]
+                for c in 0..<d {
+                    func at(_ y: Int, _ x: Int) -> Float { values[d + (y * g + x) * d + c] }
+                    var sum: Float = 0
+                    for j in 0..<4 {
+                        let y = ty.index[j]
+                        var row = at(y, tx.index[0]) * tx.weight[0]
+                        for k in 1..<4 { row += at(y, tx.index[k]) * tx.weight[k] }
+                        if j == 0 { sum = row * ty.weight[0] } else { sum += row * ty.weight[j] }
+                    }
+                    out.append(sum)
+                }
             }
         }
-        out += grid
         return out
     }
 
-    /// For each output index: (input index, weight) pairs of PyTorch's bicubic upsampling with
-    /// align_corners=False and border clamping.
-    public static func bicubicWeights(input: Int, output: Int) -> [[(Int, Float)]] {
-        let a: Double = -0.75
-        let scale = Double(input) / Double(output)
-        func near(_ x: Double) -> Double { ((a + 2) * x - (a + 3)) * x * x + 1 }
-        func far(_ x: Double) -> Double { ((a * x - 5 * a) * x + 8 * a) * x - 4 * a }
+    /// For each output index: the four source indices (clamped to the border) and weights of
+    /// PyTorch's bicubic kernel with align_corners=False, computed in float32 as
+    /// `HelperInterpCubic` does (scale = in/out, source = scale * (i + 0.5) - 0.5).
+    public static func cubicTaps(input: Int, output: Int) -> [(index: [Int], weight: [Float])] {
+        let a: Float = -0.75
+        let scale = Float(input) / Float(output)
+        func near(_ x: Float) -> Float { ((a + 2) * x - (a + 3)) * x * x + 1 }
+        func far(_ x: Float) -> Float { ((a * x - 5 * a) * x + 8 * a) * x - 4 * a }
         return (0..<output).map { o in
-            let src = (Double(o) + 0.5) * scale - 0.5
-            let x0 = Int(src.rounded(.down)), t = src - Double(x0)
-            let w = [far(t + 1), near(t), near(1 - t), far(2 - t)]
+            let src = scale * (Float(o) + 0.5) - 0.5
+            let x0 = min(Int(src.rounded(.down)), input - 1)
+            let t = min(max(src - Float(x0), 0), 1)
+            let weight = [far(t + 1), near(t), near(1 - t), far((1 - t) + 1)]
+            let index = (0..<4).map { min(max(x0 - 1 + $0, 0), input - 1) }
+            return (index, weight)
+        }
+    }
+
+    /// `cubicTaps` with taps that clamp to the same index merged: (input index, weight) pairs.
+    public static func bicubicWeights(input: Int, output: Int) -> [[(Int, Float)]] {
+        cubicTaps(input: input, output: output).map { t in
             var taps: [(Int, Float)] = []
-            for k in 0..<4 {
-                let i = min(max(x0 - 1 + k, 0), input - 1)
-                if let j = taps.firstIndex(where: { $0.0 == i }) { taps[j].1 += Float(w[k]) } else { taps.append((i, Float(w[k]))) }
+            for (i, w) in zip(t.index, t.weight) {
+                if let j = taps.firstIndex(where: { $0.0 == i }) { taps[j].1 += w } else { taps.append((i, w)) }
             }
             return taps
         }

@@ -4,13 +4,16 @@ import ELIPPruning
 import ELIPTensor
 import Safetensors
 
-/// One training batch: normalised images [B, 3, res, res] and their captions.
+/// One training batch: normalised images [B, 3, res, res] and their captions; for
+/// classification tasks (SNLI-VE, NLVR2) one class label per caption.
 public struct ImageTextBatch {
     public let images: Tensor
     public let text: TextBatch
-    public init(images: Tensor, text: TextBatch) {
+    public var labels: [Int]?
+    public init(images: Tensor, text: TextBatch, labels: [Int]? = nil) {
         self.images = images
         self.text = text
+        self.labels = labels
     }
 }
 

@@ -9,6 +9,9 @@ public enum ParameterInit: Equatable, Sendable {
     case truncatedNormal(std: Float)
     /// Left alone: the model sets it (a temperature from the config, say).
     case setByModel
+    /// U(-bound, bound): PyTorch's default nn.Linear initialisation, bound = 1/sqrt(fan_in)
+    /// (new task heads such as ALBEF's cls_head keep it when fine-tuning starts).
+    case uniform(bound: Float)
 }
 
 /// All parameters of a model in one contiguous block of values and one of gradients.
@@ -195,6 +198,8 @@ public final class ParameterArena {
             case .zeros: t.data.update(repeating: 0, count: t.count)
             case .ones: t.data.update(repeating: 1, count: t.count)
             case .setByModel: continue
+            case let .uniform(bound):
+                for i in 0..<t.count { t.data[i] = (2 * g.nextUniform() - 1) * bound }
             case let .truncatedNormal(std):
                 for i in 0..<t.count {
                     var v = g.nextNormal()

@@ -25,6 +25,7 @@ struct ELIPCommand: ParsableCommand {
             DiffWeightsCommand.self,
             EvalRetrievalCommand.self,
             EvalCaptionCommand.self,
+            EvalVQACommand.self,
             VisualizeCommand.self,
             PlotCommand.self,
             AnalyzePruningCommand.self,

@@ -160,60 +160,19 @@ public enum CaptionEvaluation {
         }
     }
 
-    private static func readJSON(_ path: String) throws -> Any {
-        guard let data = EvalFile.contents(path) else {
-            let exists = FileManager.default.fileExists(atPath: path)
-            throw CaptionEvaluationError("\(path): cannot read the file" + (exists ? (EvalFile.reason(path) == "not a regular file" ? " (not a regular file)" : "") : " (it does not exist)"))
-        }
-        do { return try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) } catch {
-            throw CaptionEvaluationError("\(path): not valid JSON (\(oneLine(error)))")
-        }
+    // The JSON reading is shared with the VQA evaluation (EvalJSON); its errors become this
+    // evaluation's one-line errors.
+    private static func wrap<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as EvalJSONError { throw CaptionEvaluationError(e.message) }
     }
-
-    private static func oneLine(_ error: Error) -> String {
-        let ns = error as NSError
-        let detail = (ns.userInfo[NSDebugDescriptionErrorKey] as? String) ?? ns.localizedDescription
-        return detail.split(whereSeparator: \.isNewline).joined(separator: " ")
-    }
-
+    private static func readJSON(_ path: String) throws -> Any { try wrap { try EvalJSON.read(path) } }
     private static func list(_ object: [String: Any], _ key: String, in path: String) throws -> [Any] {
-        guard let value = object[key] else { throw CaptionEvaluationError("\(path): missing key \"\(key)\"") }
-        guard let items = value as? [Any] else { throw CaptionEvaluationError("\(path): \"\(key)\" is not a list") }
-        return items
+        try wrap { try EvalJSON.list(object, key, in: path) }
     }
-
-    private static func field(_ entry: Any, _ key: String, in path: String, at place: String) throws -> Any {
-        guard let object = entry as? [String: Any] else { throw CaptionEvaluationError("\(path): \(place) is not an object") }
-        guard let value = object[key] else { throw CaptionEvaluationError("\(path): \(place) has no \"\(key)\"") }
-        return value
-    }
-
-    /// An integral JSON number (1.0 counts, as Python's dictionaries treat it like 1; true does not).
     private static func integer(_ entry: Any, _ key: String, in path: String, at place: String) throws -> Int {
-        let value = try field(entry, key, in: path, at: place)
-        guard let number = value as? NSNumber, String(cString: number.objCType) != "c", let id = value as? Int else {
-            throw CaptionEvaluationError("\(path): \(place): \"\(key)\" is not an integer (\(describe(value)))")
-        }
-        return id
+        try wrap { try EvalJSON.integer(entry, key, in: path, at: place) }
     }
-
     private static func string(_ entry: Any, _ key: String, in path: String, at place: String) throws -> String {
-        let value = try field(entry, key, in: path, at: place)
-        guard let s = value as? String else {
-            throw CaptionEvaluationError("\(path): \(place): \"\(key)\" is not a string (\(describe(value)))")
-        }
-        return s
-    }
-
-    /// A short rendering of a JSON value for an error message.
-    private static func describe(_ value: Any) -> String {
-        switch value {
-        case is NSNull: return "null"
-        case let s as String: return "the string \"\(s.prefix(40))\"".replacingOccurrences(of: "\n", with: " ")
-        case let n as NSNumber: return String(cString: n.objCType) == "c" ? (n.boolValue ? "true" : "false") : "\(n)"
-        case is [Any]: return "a list"
-        case is [String: Any]: return "an object"
-        default: return "\(type(of: value))"
-        }
+        try wrap { try EvalJSON.string(entry, key, in: path, at: place) }
     }
 }

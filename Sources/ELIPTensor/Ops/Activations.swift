@@ -48,6 +48,22 @@ extension Tensor {
         }
     }
 
+    /// ReLU, max(x, 0) (the ALBEF task heads' nn.ReLU; gradient 0 at 0, as PyTorch's).
+    public func relu() -> Tensor {
+        let x = self, y = Tensor.empty(shape)
+        Kernels.map(count) { s, n in
+            let px = x.data + s, py = y.data + s
+            for i in 0..<n { py[i] = px[i] > 0 ? px[i] : 0 }
+        }
+        return Autograd.record(y, inputs: [x]) { dy in
+            let dx = x.gradPointer()
+            Kernels.map(x.count) { s, n in
+                let px = x.data + s, pg = dy + s, pd = dx + s
+                for i in 0..<n where px[i] > 0 { pd[i] += pg[i] }
+            }
+        }
+    }
+
     /// Softmax over the last dimension.
     public func softmax() -> Tensor {
         let x = self, y = Tensor.empty(shape), cols = lastDim
