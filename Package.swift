@@ -38,6 +38,8 @@ let package = Package(
 
         // MARK: Swift modules, bottom to top (docs/ARCHITECTURE.md draws the graph)
         .target(name: "Safetensors", swiftSettings: swiftSettings),
+        // PyTorch checkpoints (torch.save zip and legacy formats) read with a restricted unpickler.
+        .target(name: "TorchCheckpoint", dependencies: ["Safetensors"], swiftSettings: swiftSettings),
         // Tensor engine: tensors, autograd, parameter arena, ops with their backward, kernels.
         .target(name: "ELIPTensor", dependencies: ["CBLAS", "CKernels"], swiftSettings: swiftSettings),
         // Typed configuration reading (unknown keys, ranges) shared by every config file.
@@ -69,7 +71,7 @@ let package = Package(
         .executableTarget(name: "elip", dependencies: [
             "CBLAS", "CKernels", "ELIPDistributed", "ELIPEncoders", "ELIPEval", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPObjectives",
             "ELIPPruning", "ELIPShards",
-            "ELIPTensor", "ELIPText", "ELIPTrain", "Safetensors",
+            "ELIPTensor", "ELIPText", "ELIPTrain", "Safetensors", "TorchCheckpoint",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
 
@@ -89,6 +91,7 @@ let package = Package(
         // End-to-end tests of the `elip` command (runs the built executable).
         .testTarget(name: "CLITests", dependencies: ["elip", "Safetensors"], swiftSettings: swiftSettings),
         .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"], swiftSettings: swiftSettings),
+        .testTarget(name: "TorchCheckpointTests", dependencies: ["Safetensors", "TorchCheckpoint"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPTextTests", dependencies: ["ELIPText"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPImageTests", dependencies: ["ELIPImage"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPShardsTests", dependencies: ["ELIPShards", "ELIPText", "ELIPImage"], swiftSettings: swiftSettings),

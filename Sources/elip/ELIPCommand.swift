@@ -17,6 +17,7 @@ struct ELIPCommand: ParsableCommand {
             TokenizeCommand.self,
             EmbedTextCommand.self,
             ImportWeightsCommand.self,
+            ConvertCheckpointCommand.self,
             TrainCommand.self,
             SynthCommand.self,
             BuildDatasetCommand.self,
