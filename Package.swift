@@ -63,7 +63,7 @@ let package = Package(
         .target(name: "ELIPShards", dependencies: ["CLMDB", "ELIPText", "ELIPImage"], swiftSettings: swiftSettings),
         // Training generic over the model: config file, trainer, checkpoints, optimizer, metrics.
         .target(name: "ELIPTrain", dependencies: ["CKernels", "ELIPConfig", "ELIPDistributed", "ELIPImage", "ELIPModel", "ELIPNN",
-                                                  "ELIPObjectives", "ELIPShards", "ELIPTensor", "ELIPText", "Safetensors"],
+                                                  "ELIPObjectives", "ELIPShards", "ELIPTensor", "ELIPText", "Safetensors", "TorchCheckpoint"],
                 swiftSettings: swiftSettings),
         // Evaluation and pictures: retrieval, pruning pictures and analysis, training plots, charts.
         .target(name: "ELIPEval", dependencies: ["ELIPDistributed", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPPruning",
@@ -89,9 +89,11 @@ let package = Package(
                                                            "Safetensors"],
                     swiftSettings: swiftSettings),
         // End-to-end tests of the `elip` command (runs the built executable).
-        .testTarget(name: "CLITests", dependencies: ["elip", "Safetensors"], swiftSettings: swiftSettings),
+        .testTarget(name: "CLITests", dependencies: ["elip", "Safetensors", "TorchSaveFixtures"], swiftSettings: swiftSettings),
         .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"], swiftSettings: swiftSettings),
-        .testTarget(name: "TorchCheckpointTests", dependencies: ["Safetensors", "TorchCheckpoint"], swiftSettings: swiftSettings),
+        // Writes torch.save's bytes without PyTorch: fixtures for the checkpoint reader's tests.
+        .target(name: "TorchSaveFixtures", path: "Tests/TorchSaveFixtures", swiftSettings: swiftSettings),
+        .testTarget(name: "TorchCheckpointTests", dependencies: ["Safetensors", "TorchCheckpoint", "TorchSaveFixtures"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPTextTests", dependencies: ["ELIPText"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPImageTests", dependencies: ["ELIPImage"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPShardsTests", dependencies: ["ELIPShards", "ELIPText", "ELIPImage"], swiftSettings: swiftSettings),

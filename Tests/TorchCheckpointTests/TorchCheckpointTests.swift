@@ -1,6 +1,7 @@
 import Foundation
 import Safetensors
 @testable import TorchCheckpoint
+import TorchSaveFixtures
 import XCTest
 
 final class TorchCheckpointTests: XCTestCase {

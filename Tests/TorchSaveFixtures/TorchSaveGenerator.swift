@@ -24,27 +24,32 @@ import Foundation
 ///   dict, global and reduced object memoized with BINPUT (LONG_BINPUT from index 256) and met again
 ///   as BINGET; OrderedDict pickles as GLOBAL, EMPTY_TUPLE, REDUCE, its items by SETITEMS and its
 ///   instance __dict__ (a state_dict's `_metadata`) by BUILD.
-struct TorchSaveGenerator {
+public struct TorchSaveGenerator {
+    public init() {}
+
     /// A tensor: a strided view of a storage.
-    struct Tensor {
-        var storage: Storage
-        var offset: Int
-        var size: [Int]
-        var stride: [Int]
-        var requiresGrad = false
+    public struct Tensor {
+        public var storage: Storage
+        public var offset: Int
+        public var size: [Int]
+        public var stride: [Int]
+        public var requiresGrad = false
         /// Same identity = the same Python tensor object (pickled once, then BINGET).
-        var identity: String? = nil
+        public var identity: String? = nil
+        public init(storage: Storage, offset: Int, size: [Int], stride: [Int], requiresGrad: Bool = false, identity: String? = nil) {
+            (self.storage, self.offset, self.size, self.stride, self.requiresGrad, self.identity) = (storage, offset, size, stride, requiresGrad, identity)
+        }
     }
 
     /// A storage: its Python type name (FloatStorage, HalfStorage, ...), raw bytes, element size.
-    final class Storage {
-        let typeName: String
-        let bytes: [UInt8]
-        let elementSize: Int
-        init(_ typeName: String, bytes: [UInt8], elementSize: Int) { (self.typeName, self.bytes, self.elementSize) = (typeName, bytes, elementSize) }
+    public final class Storage {
+        public let typeName: String
+        public let bytes: [UInt8]
+        public let elementSize: Int
+        public init(_ typeName: String, bytes: [UInt8], elementSize: Int) { (self.typeName, self.bytes, self.elementSize) = (typeName, bytes, elementSize) }
     }
 
-    indirect enum Object {
+    public indirect enum Object {
         case none, bool(Bool), int(Int64), float(Double), str(String)
         case list([Object]), tuple([Object])
         case dict([(String, Object)])
@@ -57,12 +62,12 @@ struct TorchSaveGenerator {
 
     // MARK: pickling (protocol 2, as Python's pickle.Pickler writes it)
 
-    private(set) var out: [UInt8] = []
+    public private(set) var out: [UInt8] = []
     private var memo: [String: Int] = [:]
     private var memoCount = 0
     /// Storages in first-use order with their keys; `legacy` adds view metadata to persistent ids.
-    private(set) var storages: [(key: String, storage: Storage)] = []
-    var legacy = false
+    public private(set) var storages: [(key: String, storage: Storage)] = []
+    public var legacy = false
 
     private mutating func memoize(_ identity: String?) {
         if let identity { memo[identity] = memoCount }
@@ -188,7 +193,7 @@ struct TorchSaveGenerator {
     }
 
     /// One complete pickle of `o`.
-    mutating func pickle(_ o: Object) -> [UInt8] {
+    public mutating func pickle(_ o: Object) -> [UInt8] {
         out = [0x80, 0x02]
         memo = [:]; memoCount = 0
         save(o)
@@ -199,7 +204,7 @@ struct TorchSaveGenerator {
     // MARK: files
 
     /// torch.save's zip: data.pkl, byteorder, data/<key> sorted, version.
-    static func zipCheckpoint(_ o: Object, archive: String = "archive") -> [UInt8] {
+    public static func zipCheckpoint(_ o: Object, archive: String = "archive") -> [UInt8] {
         var g = TorchSaveGenerator()
         let pkl = g.pickle(o)
         var records: [(String, [UInt8])] = [("data.pkl", pkl), ("byteorder", Array("little".utf8))]
@@ -209,7 +214,7 @@ struct TorchSaveGenerator {
     }
 
     /// The legacy (pre-1.6) stream.
-    static func legacyCheckpoint(_ o: Object) -> [UInt8] {
+    public static func legacyCheckpoint(_ o: Object) -> [UInt8] {
         var g = TorchSaveGenerator()
         g.legacy = true
         var file: [UInt8] = [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19, 0x2E]
@@ -227,7 +232,7 @@ struct TorchSaveGenerator {
     }
 
     /// A zip of stored records as miniz writes them for PyTorch (64-byte aligned data).
-    static func storedZip(_ records: [(String, [UInt8])]) -> [UInt8] {
+    public static func storedZip(_ records: [(String, [UInt8])]) -> [UInt8] {
         func le16(_ v: Int) -> [UInt8] { [UInt8(v & 0xFF), UInt8((v >> 8) & 0xFF)] }
         func le32(_ v: Int) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
         var file: [UInt8] = [], central: [UInt8] = []
@@ -249,7 +254,7 @@ struct TorchSaveGenerator {
         return file
     }
 
-    static func crc32(_ data: [UInt8]) -> UInt32 {
+    public static func crc32(_ data: [UInt8]) -> UInt32 {
         var c: UInt32 = 0xFFFF_FFFF
         for b in data {
             c ^= UInt32(b)
