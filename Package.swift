@@ -71,7 +71,7 @@ let package = Package(
                 swiftSettings: swiftSettings),
         // Evaluation and pictures: retrieval, pruning pictures and analysis, training plots, charts.
         .target(name: "ELIPEval", dependencies: ["ELIPDistributed", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPPruning",
-                                                 "ELIPTensor", "ELIPText", "ELIPTrain", "Safetensors"], swiftSettings: swiftSettings),
+                                                 "ELIPTensor", "ELIPText", "ELIPTrain", "Safetensors", "TorchCheckpoint"], swiftSettings: swiftSettings),
         .executableTarget(name: "elip", dependencies: [
             "CBLAS", "CKernels", "ELIPDistributed", "ELIPEncoders", "ELIPEval", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPObjectives",
             "ELIPPruning", "ELIPShards",

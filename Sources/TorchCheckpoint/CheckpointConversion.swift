@@ -164,6 +164,25 @@ extension TorchCheckpoint {
             }
             return out
         }
+        // Contiguous float32 (most tensors): one bulk copy instead of a per-element walk.
+        var contiguous = true, expected = 1
+        for (size, stride) in zip(t.shape, t.strides).reversed() where size != 1 {
+            if stride != expected { contiguous = false }
+            expected *= size
+        }
+        if contiguous && storage.dtype == .float32 && count > 0 {
+            let start = t.storageOffset * 4
+            let floats = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[start..<(start + 4 * count)]))
+                initialized = count
+            }
+            #if _endian(big)
+            let values = floats.map { Float(bitPattern: UInt32(littleEndian: $0.bitPattern)) }
+            #else
+            let values = floats
+            #endif
+            return ConvertedTensor(name: name, sourceDType: storage.dtype, shape: t.shape, values: .floats(values))
+        }
         func load<T>(_ i: Int, _ type: T.Type) -> T { bytes.loadUnaligned(fromByteOffset: i * MemoryLayout<T>.size, as: T.self) }
         let values: ConvertedTensor.Values
         switch storage.dtype {

@@ -18,6 +18,7 @@ struct ELIPCommand: ParsableCommand {
             EmbedTextCommand.self,
             ImportWeightsCommand.self,
             ConvertCheckpointCommand.self,
+            ExportCommand.self,
             TrainCommand.self,
             SynthCommand.self,
             BuildDatasetCommand.self,

@@ -254,11 +254,16 @@ public struct TorchSaveGenerator {
         return file
     }
 
+    static let crcTable: [UInt32] = (0..<256).map { n -> UInt32 in
+        var c = UInt32(n)
+        for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+        return c
+    }
+
     public static func crc32(_ data: [UInt8]) -> UInt32 {
         var c: UInt32 = 0xFFFF_FFFF
-        for b in data {
-            c ^= UInt32(b)
-            for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+        crcTable.withUnsafeBufferPointer { t in
+            data.withUnsafeBufferPointer { d in for b in d { c = t[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) } }
         }
         return c ^ 0xFFFF_FFFF
     }
