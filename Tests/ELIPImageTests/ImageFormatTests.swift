@@ -123,4 +123,36 @@ final class ImageFormatTests: XCTestCase {
         }
         for n in 0..<b8.count { _ = try? BMP.decode(Array(b8.prefix(n))) }  // never traps
     }
+
+    // MARK: damaged input
+
+    /// Random byte flips and truncations of valid GIF, WebP, BMP and PNG files: an error or an
+    /// image, never a trap or a hang.
+    func testDamagedFilesNeverTrap() throws {
+        let palette: [(UInt8, UInt8, UInt8)] = [(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255)]
+        let files: [(String, [UInt8], ([UInt8]) throws -> RGBImage)] = [
+            ("GIF", F.gif(width: 8, height: 6, palette: palette, frames: [((0, 0), (8, 6), (0..<48).map { UInt8($0 % 4) })], interlace: true),
+             { try GIF.decode($0, maxPixels: 1 << 20) }),
+            ("WebP", F.webp(width: 8, height: 6, pixels: (0..<144).map { UInt8($0) }, alpha: false), { try WebP.decode($0, maxPixels: 1 << 20) }),
+            ("BMP", F.bmp(width: 3, height: 2, bitsPerPixel: 8, palette: palette, pixelRows: [[0, 1, 2, 0], [3, 2, 1, 0]]), { try BMP.decode($0, maxPixels: 1 << 20) }),
+            ("PNG", F.png(width: 4, height: 1, colorType: 3, bitDepth: 2, rows: [F.pack([0, 1, 2, 3], bits: 2)], palette: palette, transparency: [0]),
+             { try PNG.decode($0, options: PNGDecodeOptions(maxPixels: 1 << 20)) }),
+        ]
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next() -> Int { state = state &* 6364136223846793005 &+ 1442695040888963407; return Int(truncatingIfNeeded: state >> 33) }
+        for (name, good, decode) in files {
+            XCTAssertNoThrow(try decode(good), name)
+            var failures = 0
+            for round in 0..<300 {
+                var bytes = good
+                if round % 3 == 0 {
+                    bytes = Array(bytes.prefix(next() % bytes.count))
+                } else {
+                    for _ in 0..<(1 + next() % 4) { bytes[next() % bytes.count] = UInt8(truncatingIfNeeded: next()) }
+                }
+                if (try? decode(bytes)) == nil { failures += 1 }
+            }
+            XCTAssertGreaterThan(failures, 50, name)  // damage is noticed, not decoded into silence
+        }
+    }
 }
