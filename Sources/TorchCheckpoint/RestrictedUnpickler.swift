@@ -227,6 +227,9 @@ struct RestrictedUnpickler {
     }
 
     private func allowed(_ module: String, _ name: String) throws -> AllowedGlobal {
+        if module == "torch", name.hasSuffix("Storage"), AllowedGlobal(module: module, name: name) == nil {
+            throw PickleProblem("storage type torch.\(name) is not supported (float32, float16, bfloat16, float64, int64, int32, int16, int8, uint8 and bool tensors are)")
+        }
         guard let g = AllowedGlobal(module: module, name: name) else {
             throw PickleProblem("refused global \(module).\(name): a checkpoint may only name collections.OrderedDict, torch._utils._rebuild_tensor_v2/_rebuild_parameter and torch.*Storage types; nothing was executed")
         }

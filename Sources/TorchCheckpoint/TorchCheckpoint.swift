@@ -27,12 +27,24 @@ public final class TorchCheckpoint {
         if StoredZip.looksLikeZip(bytes) {
             format = .zip
             (root, storageBytes) = try Self.readZip(bytes, path: path)
-        } else if bytes.count >= 2 && bytes[0] == 0x80 && bytes[1] <= 5 {
+        } else if Self.looksLikeLegacy(bytes) {
             format = .legacy
             (root, storageBytes) = try Self.readLegacy(bytes, path: path)
         } else {
-            throw TorchCheckpointError(path, "not a PyTorch checkpoint: starts with neither a zip header (torch.save since 1.6) nor a pickle (legacy torch.save); the tar format of PyTorch < 0.4 and TorchScript archives are not supported")
+            throw TorchCheckpointError(path, "not a PyTorch checkpoint: starts with neither a zip header (torch.save since 1.6) nor torch.save's legacy magic number (a plain pickle is not read, it could run code); the tar format of PyTorch < 0.4 is not supported")
         }
+    }
+
+    /// True when the bytes start with torch.save's legacy magic number pickle: PROTO 2-5, an
+    /// optional FRAME, then LONG1 of the 10-byte magic. (Checking the magic itself, not just a
+    /// PROTO byte, keeps a safetensors file whose header length starts 0x80 0x01 from matching.)
+    static func looksLikeLegacy(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard bytes.count >= 2, bytes[0] == 0x80, (2...5).contains(bytes[1]) else { return false }
+        var p = 2
+        if bytes.count > p, bytes[p] == 0x95 { p += 9 }
+        let expected: [UInt8] = [0x8A, 0x0A] + legacyMagic
+        guard bytes.count >= p + expected.count else { return false }
+        return (0..<expected.count).allSatisfy { bytes[p + $0] == expected[$0] }
     }
 
     // MARK: zip

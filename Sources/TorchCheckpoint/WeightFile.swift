@@ -17,9 +17,13 @@ public enum WeightFile {
         #endif
         guard fd >= 0 else { return false }
         defer { close(fd) }
-        var head = [UInt8](repeating: 0, count: 4)
-        guard read(fd, &head, 4) == 4 else { return false }
-        return (head == [0x50, 0x4B, 0x03, 0x04]) || (head[0] == 0x80 && head[1] <= 5)
+        var head = [UInt8](repeating: 0, count: 32)
+        let n = read(fd, &head, 32)
+        guard n >= 4 else { return false }
+        return head.withUnsafeBytes { raw in
+            let bytes = UnsafeRawBufferPointer(rebasing: raw[0..<n])
+            return StoredZip.looksLikeZip(bytes) || TorchCheckpoint.looksLikeLegacy(bytes)
+        }
     }
 
     /// The weights as a safetensors file: a PyTorch checkpoint is converted in memory (its state

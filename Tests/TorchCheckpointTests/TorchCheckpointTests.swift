@@ -172,6 +172,24 @@ final class TorchCheckpointTests: XCTestCase {
         // A plain pickle that is not torch.save's legacy stream is not read at all.
         assertThrows(try TorchCheckpoint(path: write([0x80, 0x02, 0x4B, 0x01, 0x2E], "plain.pkl")), contains: "magic number")
         assertThrows(try TorchCheckpoint(path: write(Array("hello".utf8), "text.pth")), contains: "not a PyTorch checkpoint")
+        let complex = G.Storage("ComplexFloatStorage", bytes: Array(repeating: 0, count: 8), elementSize: 8)
+        assertThrows(try TorchCheckpoint(path: write(G.zipCheckpoint(.dict([("z", .tensor(.init(storage: complex, offset: 0, size: [1], stride: [1])))])), "c.pth")),
+                     contains: "storage type torch.ComplexFloatStorage is not supported")
+    }
+
+    func testSafetensorsIsNotTakenForALegacyPickle() throws {
+        // A safetensors header of 384 bytes starts 0x80 0x01, like a pickle's PROTO opcode.
+        var writer = SafetensorsWriter(metadata: ["note": String(repeating: "x", count: 300)])
+        try writer.add("w", floats: [1, 2], shape: [2])
+        var bytes = try writer.serialized()
+        let pad = 384 - (bytes.count - 8 - 8)  // aim the header length at 384
+        writer.metadata["note"] = String(repeating: "x", count: 300 + pad)
+        bytes = try writer.serialized()
+        XCTAssertEqual(Array(bytes.prefix(2)), [0x80, 0x01])
+        let path = try write(bytes, "model.safetensors")
+        XCTAssertFalse(WeightFile.isTorchCheckpoint(path))
+        XCTAssertEqual(try WeightFile.open(path).file.floats("w"), [1, 2])
+        XCTAssertTrue(WeightFile.isTorchCheckpoint(try write(G.legacyCheckpoint(.dict([])), "legacy.pth")))
     }
 
     // MARK: damaged files
