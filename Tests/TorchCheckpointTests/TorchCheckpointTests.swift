@@ -119,6 +119,18 @@ final class TorchCheckpointTests: XCTestCase {
         try checkAlbefLike(st, c)
     }
 
+    func testZip64CheckpointConvertsEveryValueEqual() throws {
+        // Files past 4 GiB carry their sizes and offsets in zip64 fields; the same content here.
+        let bytes = G.zipCheckpoint(Self.albefLike(), zip64: true)
+        let (c, st) = try converted(try write(bytes))
+        try checkAlbefLike(st, c)
+        // A zip64 locator pointing outside the file is a clear error.
+        var damaged = bytes
+        let locator = bytes.count - 22 - 20
+        damaged[locator + 8] = 0xFF; damaged[locator + 14] = 0x7F
+        assertThrows(try TorchCheckpoint(path: write(damaged, "z64.pth")), contains: "zip64 end record")
+    }
+
     func testLegacyCheckpointConvertsEveryValueEqual() throws {
         let path = try write(G.legacyCheckpoint(Self.albefLike()))
         XCTAssertEqual(try TorchCheckpoint(path: path).format, .legacy)

@@ -204,13 +204,13 @@ public struct TorchSaveGenerator {
     // MARK: files
 
     /// torch.save's zip: data.pkl, byteorder, data/<key> sorted, version.
-    public static func zipCheckpoint(_ o: Object, archive: String = "archive") -> [UInt8] {
+    public static func zipCheckpoint(_ o: Object, archive: String = "archive", zip64: Bool = false) -> [UInt8] {
         var g = TorchSaveGenerator()
         let pkl = g.pickle(o)
         var records: [(String, [UInt8])] = [("data.pkl", pkl), ("byteorder", Array("little".utf8))]
         for (key, s) in g.storages.sorted(by: { $0.key < $1.key }) { records.append(("data/" + key, s.bytes)) }
         records.append(("version", Array("3\n".utf8)))
-        return storedZip(records.map { (archive + "/" + $0.0, $0.1) })
+        return storedZip(records.map { (archive + "/" + $0.0, $0.1) }, zip64: zip64)
     }
 
     /// The legacy (pre-1.6) stream.
@@ -232,7 +232,8 @@ public struct TorchSaveGenerator {
     }
 
     /// A zip of stored records as miniz writes them for PyTorch (64-byte aligned data).
-    public static func storedZip(_ records: [(String, [UInt8])]) -> [UInt8] {
+    /// `zip64`: every size and offset goes through zip64 fields (as miniz writes a file past 4 GiB).
+    public static func storedZip(_ records: [(String, [UInt8])], zip64: Bool = false) -> [UInt8] {
         func le16(_ v: Int) -> [UInt8] { [UInt8(v & 0xFF), UInt8((v >> 8) & 0xFF)] }
         func le32(_ v: Int) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
         var file: [UInt8] = [], central: [UInt8] = []
@@ -245,12 +246,25 @@ public struct TorchSaveGenerator {
             let crc = Int(crc32(data))
             file += le32(0x0403_4B50) + le16(0) + le16(0) + le16(0) + le16(0) + le16(0x21) + le32(crc) + le32(data.count) + le32(data.count)
                 + le16(nameBytes.count) + le16(extra.count) + nameBytes + extra + data
-            central += le32(0x0201_4B50) + le16(0) + le16(0) + le16(0) + le16(0) + le16(0) + le16(0x21) + le32(crc) + le32(data.count)
-                + le32(data.count) + le16(nameBytes.count) + le16(0) + le16(0) + le16(0) + le16(0) + le32(0) + le32(offset) + nameBytes
+            func le64(_ v: Int) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+            let big = 0xFFFF_FFFF
+            let extra64 = zip64 ? le16(1) + le16(24) + le64(data.count) + le64(data.count) + le64(offset) : []
+            central += le32(0x0201_4B50) + le16(45) + le16(45) + le16(0) + le16(0) + le16(0) + le16(0x21) + le32(crc)
+                + le32(zip64 ? big : data.count) + le32(zip64 ? big : data.count) + le16(nameBytes.count) + le16(extra64.count) + le16(0) + le16(0)
+                + le16(0) + le32(0) + le32(zip64 ? big : offset) + nameBytes + extra64
         }
         let cdOffset = file.count
         file += central
-        file += le32(0x0605_4B50) + le16(0) + le16(0) + le16(records.count) + le16(records.count) + le32(central.count) + le32(cdOffset) + le16(0)
+        if zip64 {
+            func le64(_ v: Int) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+            let record = file.count
+            file += le32(0x0606_4B50) + le64(44) + le16(45) + le16(45) + le32(0) + le32(0) + le64(records.count) + le64(records.count)
+                + le64(central.count) + le64(cdOffset)
+            file += le32(0x0706_4B50) + le32(0) + le64(record) + le32(1)
+            file += le32(0x0605_4B50) + le16(0) + le16(0) + le16(0xFFFF) + le16(0xFFFF) + le32(0xFFFF_FFFF) + le32(0xFFFF_FFFF) + le16(0)
+        } else {
+            file += le32(0x0605_4B50) + le16(0) + le16(0) + le16(records.count) + le16(records.count) + le32(central.count) + le32(cdOffset) + le16(0)
+        }
         return file
     }
 
