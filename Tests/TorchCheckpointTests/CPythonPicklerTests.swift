@@ -8,7 +8,7 @@ import XCTest
 /// the reader must give back every value. Skips when python3 is absent.
 final class CPythonPicklerTests: XCTestCase {
     static let script = #"""
-    import sys, types, pickle, zipfile, struct, io, collections, array
+    sys, types, pickle, zipfile, struct, io, collections, array = map(__import__, ['sys', 'types', 'pickle', 'zipfile', 'struct', 'io', 'collections', 'array'])
     torch = types.ModuleType('torch'); utils = types.ModuleType('torch._utils')
     sys.modules['torch'] = torch; sys.modules['torch._utils'] = utils
     def _rebuild_tensor_v2(*a): pass
