@@ -64,7 +64,7 @@ final class MixedImageFormatsCommandTests: XCTestCase {
             XCTAssertTrue(rejects.contains("\"item\": \"images/\(name)\", \"reason\": \"\(b.1)\""), "\(name): \(rejects)")
         }
         for name in good.keys { XCTAssertFalse(rejects.contains("images/\(name)\""), "\(name) rejected: \(rejects)") }
-        let verify = try CLI.run(["inspect-dataset", out, "--verify"])
+        let verify = try CLI.run(["inspect-dataset", out, "--verify", "--out", dir.appendingPathComponent("sheet.png").path])
         XCTAssertTrue(verify.stdout.contains("verify: OK (\(good.count) records checked in 1 shards)"), verify.stdout + verify.stderr)
 
         // --only-jpeg: only a.jpg is kept; the other good images are unsupported, named with the flag.
