@@ -46,7 +46,7 @@ final class CPythonPicklerTests: XCTestCase {
                 storages[key] = o
                 return ('storage', o.typ, key, 'cpu', len(o.data) // o.esize)
             return None
-    buf = io.BytesIO(); P(buf, protocol=2).dump(obj)
+    buf = io.BytesIO(); P(buf, protocol=int(sys.argv[2])).dump(obj)
     with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_STORED) as z:
         z.writestr('archive/data.pkl', buf.getvalue())
         z.writestr('archive/byteorder', 'little')
@@ -54,7 +54,13 @@ final class CPythonPicklerTests: XCTestCase {
         z.writestr('archive/version', '3\n')
     """#
 
+    /// Protocol 2 is torch.save's default; 4 (torch.save(..., pickle_protocol=4)) adds FRAME,
+    /// SHORT_BINUNICODE, MEMOIZE and STACK_GLOBAL.
     func testReadsWhatCPythonsPicklerWrites() throws {
+        for proto in ["2", "4", "5"] { try check(protocol: proto) }
+    }
+
+    func check(protocol proto: String) throws {
         guard let python = ["/usr/bin/python3", "/usr/local/bin/python3"].first(where: FileManager.default.isExecutableFile) else {
             throw XCTSkip("python3 not found; the cross-check against CPython's pickler needs it")
         }
@@ -64,7 +70,7 @@ final class CPythonPicklerTests: XCTestCase {
         let pth = dir.appendingPathComponent("ckpt.pth").path
         let p = Process()
         p.executableURL = URL(fileURLWithPath: python)
-        p.arguments = ["-c", Self.script, pth]
+        p.arguments = ["-c", Self.script, pth, proto]
         try p.run()
         p.waitUntilExit()
         XCTAssertEqual(p.terminationStatus, 0)
