@@ -31,6 +31,10 @@ let package = Package(
                        providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CGIF", pkgConfig: "libgif",
+                       providers: [.apt(["libgif-dev"])]),
+        .systemLibrary(name: "CWebP", pkgConfig: "libwebp",
+                       providers: [.apt(["libwebp-dev"])]),
         // MPI's predefined handles are C macros; this shim turns them into functions.
         .target(name: "CMPIShim", dependencies: ["CMPI"]),
         // Small C kernels: FMA peak probe and hot loops that need guaranteed vectorisation.
@@ -38,6 +42,8 @@ let package = Package(
 
         // MARK: Swift modules, bottom to top (docs/ARCHITECTURE.md draws the graph)
         .target(name: "Safetensors", swiftSettings: swiftSettings),
+        // PyTorch checkpoints (torch.save zip and legacy formats) read with a restricted unpickler.
+        .target(name: "TorchCheckpoint", dependencies: ["Safetensors"], swiftSettings: swiftSettings),
         // Tensor engine: tensors, autograd, parameter arena, ops with their backward, kernels.
         .target(name: "ELIPTensor", dependencies: ["CBLAS", "CKernels"], swiftSettings: swiftSettings),
         // Typed configuration reading (unknown keys, ranges) shared by every config file.
@@ -57,19 +63,19 @@ let package = Package(
         // Data: text (tokenizers, pre_caption), images (codecs, resize, augmentation), LMDB shards
         // (dataset build/inspection, the training loader, the synthetic corpus).
         .target(name: "ELIPText", swiftSettings: swiftSettings),
-        .target(name: "ELIPImage", dependencies: ["CTurboJPEG", "CPNG"], swiftSettings: swiftSettings),
+        .target(name: "ELIPImage", dependencies: ["CGIF", "CPNG", "CTurboJPEG", "CWebP"], swiftSettings: swiftSettings),
         .target(name: "ELIPShards", dependencies: ["CLMDB", "ELIPText", "ELIPImage", "Safetensors"], swiftSettings: swiftSettings),
         // Training generic over the model: config file, trainer, checkpoints, optimizer, metrics.
         .target(name: "ELIPTrain", dependencies: ["CKernels", "ELIPConfig", "ELIPDistributed", "ELIPImage", "ELIPModel", "ELIPNN",
-                                                  "ELIPObjectives", "ELIPShards", "ELIPTensor", "ELIPText", "Safetensors"],
+                                                  "ELIPObjectives", "ELIPShards", "ELIPTensor", "ELIPText", "Safetensors", "TorchCheckpoint"],
                 swiftSettings: swiftSettings),
         // Evaluation and pictures: retrieval, pruning pictures and analysis, training plots, charts.
         .target(name: "ELIPEval", dependencies: ["ELIPDistributed", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPPruning",
-                                                 "ELIPTensor", "ELIPText", "ELIPTrain", "Safetensors"], swiftSettings: swiftSettings),
+                                                 "ELIPTensor", "ELIPText", "ELIPTrain", "Safetensors", "TorchCheckpoint"], swiftSettings: swiftSettings),
         .executableTarget(name: "elip", dependencies: [
             "CBLAS", "CKernels", "ELIPDistributed", "ELIPEncoders", "ELIPEval", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPObjectives",
             "ELIPPruning", "ELIPShards",
-            "ELIPTensor", "ELIPText", "ELIPTrain", "Safetensors",
+            "ELIPTensor", "ELIPText", "ELIPTrain", "Safetensors", "TorchCheckpoint",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
 
@@ -87,10 +93,15 @@ let package = Package(
                                                            "Safetensors"],
                     swiftSettings: swiftSettings),
         // End-to-end tests of the `elip` command (runs the built executable).
-        .testTarget(name: "CLITests", dependencies: ["elip", "Safetensors"], swiftSettings: swiftSettings),
+        .testTarget(name: "CLITests", dependencies: ["elip", "ImageFormatFixtures", "Safetensors", "TorchSaveFixtures"], swiftSettings: swiftSettings),
         .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"], swiftSettings: swiftSettings),
+        // Writes torch.save's bytes without PyTorch: fixtures for the checkpoint reader's tests.
+        .target(name: "TorchSaveFixtures", path: "Tests/TorchSaveFixtures", swiftSettings: swiftSettings),
+        .testTarget(name: "TorchCheckpointTests", dependencies: ["Safetensors", "TorchCheckpoint", "TorchSaveFixtures"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPTextTests", dependencies: ["ELIPText"], swiftSettings: swiftSettings),
-        .testTarget(name: "ELIPImageTests", dependencies: ["ELIPImage"], swiftSettings: swiftSettings),
+        // Writes PNG/GIF/WebP/BMP/JPEG test images (libraries' encoders or bytes by hand).
+        .target(name: "ImageFormatFixtures", dependencies: ["CGIF", "CWebP", "ELIPImage"], path: "Tests/ImageFormatFixtures", swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPImageTests", dependencies: ["ELIPImage", "ImageFormatFixtures"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPShardsTests", dependencies: ["ELIPShards", "ELIPText", "ELIPImage"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPEvalTests", dependencies: ["ELIPDistributed", "ELIPEval", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPShards",
                                                           "ELIPTensor", "ELIPText", "ELIPTrain"], swiftSettings: swiftSettings),

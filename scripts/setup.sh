@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(pkg-config libopenblas-dev libopenmpi-dev openmpi-bin liblmdb-dev libturbojpeg0-dev libpng-dev unzip iproute2)
+PACKAGES=(pkg-config libopenblas-dev libopenmpi-dev openmpi-bin liblmdb-dev libturbojpeg0-dev libpng-dev libgif-dev libwebp-dev unzip iproute2)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,10 +3,11 @@ import ELIPTensor
 import ELIPTrain
 import Foundation
 import Safetensors
+import TorchCheckpoint
 
 /// The weights and configuration an evaluation or picture uses, found from a `--checkpoint` path:
 /// a checkpoint folder (`RUN/checkpoints/step-N`), a run folder (its newest valid checkpoint) or
-/// a state dict (`.safetensors`). The configuration is `--config` when given, otherwise
+/// a state dict (`.safetensors`, or a PyTorch `.pth`/`.bin` such as an official release). The configuration is `--config` when given, otherwise
 /// the config text recorded in the checkpoint's trainer.json.
 public struct EvalCheckpoint {
     /// The state dict file.
@@ -100,7 +101,8 @@ public struct EvalCheckpoint {
     /// position grids are resized bicubically (ALBEF's interpolate_pos_embed) and the returned
     /// model runs at that resolution (pruning turned off when its schedule does not fit there).
     public func loadModel(imageRes: Int? = nil) throws -> any TrainableModel {
-        let file = try SafetensorsFile(path: weightsPath)
+        // A run's model.safetensors, or an official .pth/.bin read directly (same names).
+        let file = try WeightFile.open(weightsPath).file
         let model = try config.makeModel()
         try StateDict.load(model.stateLayout, from: file)
         guard let res = imageRes, res != config.imageRes else { return model }

@@ -101,6 +101,17 @@ public enum StateDict {
         try requireFinite(layout, source: file.path)
     }
 
+    /// The file's tensors that no entry of `layout` takes (PyTorch's `unexpected_keys`): not a
+    /// parameter of any arena (name or tied alias), buffer, counter or constant.
+    public static func unexpectedNames(_ layout: StateDictLayout, in file: SafetensorsFile) -> [String] {
+        var known = Set<String>()
+        for a in layout.arenas { for e in a.arena.entries { known.formUnion(a.arena.names(of: e.name)) } }
+        known.formUnion(layout.buffers.map(\.name))
+        known.formUnion(layout.counters.map(\.name))
+        known.formUnion(layout.constants.map(\.name))
+        return file.names.filter { !known.contains($0) }
+    }
+
     /// Throws naming the first tensor (parameter or buffer) that holds NaN or an infinity:
     /// weights like that make every output NaN or meaningless, so evaluating, visualising,
     /// resuming or starting from them is an error rather than a result.

@@ -6,6 +6,7 @@ import ELIPObjectives
 import ELIPShards
 import ELIPTensor
 import Foundation
+import TorchCheckpoint
 
 /// Set from signal handlers to the signal's number: SIGUSR1 (Slurm pre-emption), SIGTERM and
 /// SIGINT ask every rank to finish the current step, checkpoint and stop. A second SIGINT ends
@@ -174,7 +175,14 @@ public final class Trainer {
         if comm.isRoot {
             try model.initialiseRandomly(seed: config.seed)
             if let w = options.initialWeights {
-                try StateDict.load(model.stateLayout, from: .init(path: w))
+                // .safetensors or a PyTorch checkpoint (an official ALBEF/BLIP .pth: identity names).
+                let (file, note) = try WeightFile.open(w)
+                if let note { print("init-weights: \(note)") }
+                try StateDict.load(model.stateLayout, from: file)
+                let unexpected = StateDict.unexpectedNames(model.stateLayout, in: file)
+                if !unexpected.isEmpty {
+                    warn("init-weights: \(unexpected.count) tensors of \(w) match no parameter or buffer and were not used (unexpected_keys): \(unexpected.prefix(8).joined(separator: ", "))\(unexpected.count > 8 ? ", ..." : "")")
+                }
             }
             if let folder = try resumeSource() {
                 state = try store.load(folder, into: model, optimizer: optimizer)

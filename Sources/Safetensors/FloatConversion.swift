@@ -3,10 +3,10 @@
 /// Done by hand rather than with Swift's `Float16` because that type does not exist on every
 /// platform we build on (macOS on Intel); the results are identical to IEEE conversions with
 /// round-to-nearest-even, and NaNs stay NaN (quiet, with the top payload bits kept).
-enum FloatConversion {
+public enum FloatConversion {
     /// IEEE binary16 -> binary32. Exact (every half is representable as a float).
     @inline(__always)
-    static func float(fromF16 h: UInt16) -> Float {
+    public static func float(fromF16 h: UInt16) -> Float {
         let sign = UInt32(h & 0x8000) << 16
         let exponent = UInt32(h >> 10) & 0x1F
         let mantissa = UInt32(h & 0x3FF)
@@ -52,7 +52,7 @@ enum FloatConversion {
 
     /// bfloat16 -> binary32. Exact.
     @inline(__always)
-    static func float(fromBF16 b: UInt16) -> Float {
+    public static func float(fromBF16 b: UInt16) -> Float {
         Float(bitPattern: UInt32(b) << 16)
     }
 

@@ -13,6 +13,10 @@ struct BuildDatasetCommand: ParsableCommand {
         shards (NNNNN.jpg + NNNNN.txt members; a directory means its *.tar files, a glob is expanded).
         Entries naming the same image are merged into one record with all their distinct captions.
 
+        Image formats: JPEG, PNG (every bit depth, grey, palette, alpha), GIF (first frame), still WebP \
+        and BMP (uncompressed 1/4/8/24/32-bit) are decoded; alpha is dropped as PIL's convert('RGB') \
+        in ALBEF's loader drops it. --only-jpeg rejects everything but JPEG.
+
         Output: DIR/shard-XXXXX-of-NNNNN/ (LMDB, keys 0.. big-endian UInt64, values = DatasetRecord: \
         every caption, a source id and the JPEG re-encoded with the shorter side at most --image-size, \
         EXIF orientation applied, RGB), DIR/manifest.json and DIR/rejects.jsonl. Item i of the input \
@@ -62,8 +66,8 @@ struct BuildDatasetCommand: ParsableCommand {
     var allowLostSources = false
     @Option(help: "Reject images whose header declares more pixels than this (decompression bombs).")
     var maxPixels: Int = 100_000_000
-    @Flag(name: .customLong("allow-png"), help: "Decode PNG inputs (default: rejected as unsupported; the 4M corpus is JPEG).")
-    var allowPNG = false
+    @Flag(name: .customLong("only-jpeg"), help: "Decode JPEG inputs only; reject PNG, GIF, WebP and BMP as unsupported (default: all are decoded, as ALBEF's PIL loader would, and stored as JPEG).")
+    var onlyJPEG = false
     @Option(help: ArgumentHelp("Records per LMDB write transaction.", visibility: .hidden))
     var batch: Int = 512
     @Flag(help: "No progress output.")
@@ -86,7 +90,7 @@ struct BuildDatasetCommand: ParsableCommand {
         options.annotationFiles = annotations
         options.tarInputs = tarShards
         options.imageRoot = imageRoot
-        options.policy = ImagePolicy(shorterSide: imageSize, quality: quality, maxPixels: maxPixels, acceptPNG: allowPNG)
+        options.policy = ImagePolicy(shorterSide: imageSize, quality: quality, maxPixels: maxPixels, onlyJPEG: onlyJPEG)
         options.workers = workers ?? Self.defaultWorkers()
         options.allowAbsolutePaths = allowAbsolutePaths
         options.maxRejectFraction = maxRejectFraction

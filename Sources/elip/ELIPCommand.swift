@@ -18,6 +18,8 @@ struct ELIPCommand: ParsableCommand {
             TokenizeCommand.self,
             EmbedTextCommand.self,
             ImportWeightsCommand.self,
+            ConvertCheckpointCommand.self,
+            ExportCommand.self,
             TrainCommand.self,
             SynthCommand.self,
             BuildDatasetCommand.self,

@@ -48,7 +48,7 @@ struct TrainCommand: ParsableCommand {
     var timeLimitMinutes: Double = 0
     @Option(help: "Threads per rank for BLAS and the engine.")
     var threads: Int?
-    @Option(help: "Initial weights: the model's state_dict (.safetensors), e.g. from import-weights.")
+    @Option(help: "Initial weights: the model's state_dict (.safetensors from import-weights, or an official ALBEF/BLIP .pth checkpoint read directly).")
     var initWeights: String?
     @Option(help: "WordPiece vocabulary.")
     var vocab: String?

@@ -93,6 +93,7 @@ final class DatasetBuilderTests: XCTestCase {
         var o = F.options(out, shards: 3, annotations: m.annotations, tars: [m.tars], root: m.root)
         o.maxRejectFraction = 1
         o.allowLostSources = true        // b.json is malformed: a lost source
+        o.policy.onlyJPEG = true         // --only-jpeg: the PNG is an unsupported format (PNG is decoded by default)
         let report = try F.build(o)
         XCTAssertNil(report.failure)
         XCTAssertEqual(report.totalRecords, 11)
@@ -362,15 +363,21 @@ final class DatasetBuilderTests: XCTestCase {
         let sof = try XCTUnwrap((2..<bomb.count - 1).first { bomb[$0] == 0xFF && bomb[$0 + 1] == 0xC0 })
         XCTAssertEqual(reason(Array(bomb.prefix(sof + 12))), .tooManyPixels)
         XCTAssertEqual(reason(Array(try F.sceneJPEG(2, size: 64).prefix(400))), .truncatedImage)
-        XCTAssertEqual(reason(try F.png(width: 4, height: 4)), .unsupportedFormat)
-        XCTAssertEqual(reason(Array("GIF89a....".utf8)), .unsupportedFormat)
+        XCTAssertNil(reason(try F.png(width: 4, height: 4)))  // decoded by default since issue 16
+        XCTAssertEqual(reason(Array("GIF89a".utf8) + [4, 0]), .truncatedImage)
+        XCTAssertEqual(reason(Array("II*\u{0}....".utf8)), .unsupportedFormat)  // TIFF
         XCTAssertEqual(reason(Array("hello world".utf8)), .notAnImage)
         XCTAssertEqual(reason([0xFF, 0xD8, 0xFF, 0xE0, 0x00]), .truncatedImage)
-        let withPNG = try ImageIngestor(policy: ImagePolicy(shorterSide: 32, acceptPNG: true))
-        if case let .success(img) = withPNG.ingest(try F.png(width: 40, height: 20)) {
+        if case let .success(img) = ing.ingest(try F.png(width: 40, height: 20)) {
             XCTAssertEqual([img.width, img.height], [40, 20])
         } else {
-            XCTFail("PNG rejected with --allow-png")
+            XCTFail("PNG rejected by default")
+        }
+        let onlyJPEG = try ImageIngestor(policy: ImagePolicy(shorterSide: 32, onlyJPEG: true))
+        for bytes in [try F.png(width: 4, height: 4), Array("GIF89a".utf8) + [4, 0, 4, 0]] {
+            guard case let .failure(f) = onlyJPEG.ingest(bytes) else { XCTFail("accepted with --only-jpeg"); continue }
+            XCTAssertEqual(f.reason, .unsupportedFormat)
+            XCTAssertTrue(f.detail.contains("only JPEG is accepted with --only-jpeg"), f.detail)
         }
         // Random garbage after a JPEG magic never traps.
         var g = SplitMix(seed: 5)

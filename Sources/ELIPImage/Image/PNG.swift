@@ -12,8 +12,10 @@
 //   - `.compositeOnBlack` / `.compositeOnWhite`: out = (c * a + bg * (255 - a) + 127) / 255 per
 //     channel, in the stored (sRGB-encoded) values, not in linear light.
 // Differences from PIL (documented, rare in photo datasets): libpng applies a gAMA chunk that
-// differs from sRGB when producing 8-bit output, and reduces 16-bit samples with sRGB-aware
-// rounding where PIL truncates (>> 8).
+// differs from sRGB when producing 8-bit output; 16-bit samples are read as sRGB-encoded and
+// rounded to 8 bits (v / 257) where PIL keeps the high byte (v >> 8), at most one level apart;
+// and for 16-bit greyscale PIL's "I;16" -> RGB conversion clips every value above 255 to white,
+// which is not reproduced (the grey levels are kept, as for 16-bit colour).
 // The pixel limit (default 100 MP) is checked after the header is read and before the pixel buffer
 // is allocated.
 
@@ -68,6 +70,7 @@ enum PNGConst {
     static let flagLinear: UInt32 = 0x04
     static let flagColormap: UInt32 = 0x08
     static let version: UInt32 = 1       // PNG_IMAGE_VERSION
+    static let flag16BitSRGB: UInt32 = 0x04  // PNG_IMAGE_FLAG_16BIT_sRGB
 }
 
 public enum PNG {
@@ -122,6 +125,9 @@ public enum PNG {
         let image = try beginRead(raw)
         defer { release(image) }               // png_image_free is idempotent
 
+        // 16-bit samples without gAMA/sRGB are sRGB-encoded as PIL reads them, not linear light
+        // (libpng's default for 16-bit, which would brighten them): PNG_IMAGE_FLAG_16BIT_sRGB.
+        image.pointee.flags |= PNGConst.flag16BitSRGB
         let width = Int(image.pointee.width), height = Int(image.pointee.height)
         guard width > 0, height > 0 else { throw ImageError.corrupt("zero image size") }
         try JPEGDecoder.checkLimit(width: width, height: height, limit: options.maxPixels)

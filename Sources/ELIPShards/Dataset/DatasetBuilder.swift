@@ -222,7 +222,7 @@ public final class DatasetBuilder {
         add("elip-build \(Self.builderVersion) record ELR1 batch \(options.batchSize)")
         add("shard \(s) of \(options.shardCount)")
         let p = options.policy
-        add("policy \(p.shorterSide) \(p.quality) \(p.maxPixels) \(p.acceptPNG) \(p.maxFileBytes)")
+        add("policy \(p.shorterSide) \(p.quality) \(p.maxPixels) only_jpeg=\(p.onlyJPEG) \(p.maxFileBytes)")
         for i in itemIndices(shard: s, plan: plan) {
             let item = plan.items[i]
             add(item.sourceID)

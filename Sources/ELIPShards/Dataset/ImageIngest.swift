@@ -22,8 +22,9 @@ public struct IngestedImage: Sendable {
 /// Turns arbitrary input bytes into the dataset's JPEG, or a classified failure. Owns a JPEG
 /// decoder and encoder: one per thread.
 ///
-/// Order of checks: empty -> container sniffing (JPEG; PNG only when the policy accepts it; GIF,
-/// WebP, BMP, TIFF, HEIF named as unsupported; anything else "not an image") -> header dimensions
+/// Order of checks: empty -> container sniffing (JPEG; PNG, GIF (first frame), WebP (still) and BMP
+/// unless the policy is JPEG-only; TIFF, HEIF, JPEG 2000 named as unsupported; anything else "not
+/// an image") -> header dimensions
 /// against the pixel limit BEFORE any pixel buffer exists (decompression bombs, even when the rest
 /// of the file is missing) -> decode (EXIF orientation applied, grey/CMYK -> RGB, truncation
 /// rejected) -> shorter side resized down to the policy size (never up) -> JPEG re-encode.
@@ -48,17 +49,19 @@ public final class ImageIngestor {
                 if let (w, h) = Self.peekJPEGSize(bytes), let f = limitFailure(w, h) { return .failure(f) }
                 image = try decoder.decode(bytes, options: JPEGDecodeOptions(maxPixels: policy.maxPixels, applyEXIFOrientation: true))
             case .png:
-                guard policy.acceptPNG else {
-                    return .failure(IngestFailure(.unsupportedFormat, "PNG (only JPEG is accepted; see --allow-png)"))
-                }
+                if policy.onlyJPEG { return .failure(IngestFailure(.unsupportedFormat, "PNG (only JPEG is accepted with --only-jpeg)")) }
                 let h = try PNG.header(bytes)
                 if let f = limitFailure(h.width, h.height) { return .failure(f) }
                 image = try PNG.decode(bytes, options: PNGDecodeOptions(maxPixels: policy.maxPixels))
             case .other:
-                if let name = Self.otherFormatName(bytes) {
-                    return .failure(IngestFailure(.unsupportedFormat, name))
+                guard let name = Self.otherFormatName(bytes) else {
+                    return .failure(IngestFailure(.notAnImage, "unrecognised content (first bytes \(Self.hexPrefix(bytes)))"))
                 }
-                return .failure(IngestFailure(.notAnImage, "unrecognised content (first bytes \(Self.hexPrefix(bytes)))"))
+                guard let decodable = Self.decodableOther(name) else { return .failure(IngestFailure(.unsupportedFormat, name)) }
+                if policy.onlyJPEG { return .failure(IngestFailure(.unsupportedFormat, "\(name) (only JPEG is accepted with --only-jpeg)")) }
+                let (w, h) = try decodable.header(bytes)
+                if let f = limitFailure(w, h) { return .failure(f) }
+                image = try decodable.decode(bytes, policy.maxPixels)
             }
         } catch let e as ImageError {
             return .failure(Self.classify(e))
@@ -129,11 +132,21 @@ public final class ImageIngestor {
         return nil
     }
 
+    /// Header reader and decoder of the formats besides JPEG and PNG that are decoded by default.
+    static func decodableOther(_ name: String) -> (header: ([UInt8]) throws -> (Int, Int), decode: ([UInt8], Int) throws -> RGBImage)? {
+        switch name {
+        case "GIF": return ({ try GIF.header($0) }, { try GIF.decode($0, maxPixels: $1) })
+        case "WebP": return ({ let h = try WebP.header($0); return (h.width, h.height) }, { try WebP.decode($0, maxPixels: $1) })
+        case "BMP": return ({ try BMP.header($0) }, { try BMP.decode($0, maxPixels: $1) })
+        default: return nil
+        }
+    }
+
     static func otherFormatName(_ b: [UInt8]) -> String? {
         func starts(_ s: [UInt8], at o: Int = 0) -> Bool { b.count >= o + s.count && Array(b[o..<(o + s.count)]) == s }
         if starts(Array("GIF87a".utf8)) || starts(Array("GIF89a".utf8)) { return "GIF" }
         if starts(Array("RIFF".utf8)) && starts(Array("WEBP".utf8), at: 8) { return "WebP" }
-        if starts([0x42, 0x4D]) && b.count >= 26 { return "BMP" }
+        if starts([0x42, 0x4D]) && b.count >= 18 { return "BMP" }
         if starts([0x49, 0x49, 0x2A, 0x00]) || starts([0x4D, 0x4D, 0x00, 0x2A]) { return "TIFF" }
         if starts(Array("ftyp".utf8), at: 4) {
             let brand = b.count >= 12 ? String(decoding: b[8..<12], as: UTF8.self) : ""

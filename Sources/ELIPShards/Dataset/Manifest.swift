@@ -85,12 +85,12 @@ public struct ImagePolicy: Codable, Equatable, Sendable {
     public var chromaSubsampling: String
     /// Header-declared width * height above this is rejected before decoding.
     public var maxPixels: Int
-    /// Whether PNG inputs are decoded (otherwise rejected as unsupported).
-    public var acceptPNG: Bool
+    /// Only JPEG inputs are decoded; PNG, GIF, WebP and BMP are rejected as unsupported.
+    public var onlyJPEG: Bool
     /// Input files larger than this are rejected without being read.
     public var maxFileBytes: Int
 
-    public init(shorterSide: Int = 384, quality: Int = 95, maxPixels: Int = 100_000_000, acceptPNG: Bool = false,
+    public init(shorterSide: Int = 384, quality: Int = 95, maxPixels: Int = 100_000_000, onlyJPEG: Bool = false,
                 maxFileBytes: Int = 256 << 20) {
         self.shorterSide = shorterSide
         self.quality = quality
@@ -100,15 +100,49 @@ public struct ImagePolicy: Codable, Equatable, Sendable {
         self.resample = "bicubic (Pillow-exact), shorter side"
         self.chromaSubsampling = "4:2:0"
         self.maxPixels = maxPixels
-        self.acceptPNG = acceptPNG
+        self.onlyJPEG = onlyJPEG
         self.maxFileBytes = maxFileBytes
     }
 
     enum CodingKeys: String, CodingKey {
         case shorterSide = "shorter_side", quality, neverUpscale = "never_upscale"
         case exifOrientationApplied = "exif_orientation_applied", colour, resample
-        case chromaSubsampling = "chroma_subsampling", maxPixels = "max_pixels", acceptPNG = "accept_png"
+        case chromaSubsampling = "chroma_subsampling", maxPixels = "max_pixels", onlyJPEG = "only_jpeg"
         case maxFileBytes = "max_file_bytes"
+        case legacyAcceptPNG = "accept_png"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        shorterSide = try c.decode(Int.self, forKey: .shorterSide)
+        quality = try c.decode(Int.self, forKey: .quality)
+        neverUpscale = try c.decode(Bool.self, forKey: .neverUpscale)
+        exifOrientationApplied = try c.decode(Bool.self, forKey: .exifOrientationApplied)
+        colour = try c.decode(String.self, forKey: .colour)
+        resample = try c.decode(String.self, forKey: .resample)
+        chromaSubsampling = try c.decode(String.self, forKey: .chromaSubsampling)
+        maxPixels = try c.decode(Int.self, forKey: .maxPixels)
+        maxFileBytes = try c.decode(Int.self, forKey: .maxFileBytes)
+        // Manifests written before issue 16 say accept_png (false: only JPEG was decoded).
+        if let only = try c.decodeIfPresent(Bool.self, forKey: .onlyJPEG) {
+            onlyJPEG = only
+        } else {
+            onlyJPEG = !(try c.decode(Bool.self, forKey: .legacyAcceptPNG))
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(shorterSide, forKey: .shorterSide)
+        try c.encode(quality, forKey: .quality)
+        try c.encode(neverUpscale, forKey: .neverUpscale)
+        try c.encode(exifOrientationApplied, forKey: .exifOrientationApplied)
+        try c.encode(colour, forKey: .colour)
+        try c.encode(resample, forKey: .resample)
+        try c.encode(chromaSubsampling, forKey: .chromaSubsampling)
+        try c.encode(maxPixels, forKey: .maxPixels)
+        try c.encode(onlyJPEG, forKey: .onlyJPEG)
+        try c.encode(maxFileBytes, forKey: .maxFileBytes)
     }
 }
 
