@@ -21,7 +21,7 @@ public enum PretrainedImport {
     @discardableResult
     public static func loadBert(_ file: SafetensorsFile, into arena: ParameterArena, bertPrefix: String,
                                 headPrefix: String? = nil) throws -> [String] {
-        var missing: [String] = []
+        var missing: [String] = [], mismatched: [String] = []
         for (entry, tensor) in zip(arena.entries, arena.tensors) {
             let candidates: [String]
             if entry.name.hasPrefix(bertPrefix) {
@@ -37,10 +37,12 @@ public enum PretrainedImport {
                 continue
             }
             guard e.elementCount == entry.count else {
-                throw CheckpointError(file: file.path, message: "\(source): shape \(e.shape), expected \(entry.shape)")
+                mismatched.append("\(source): shape \(e.shape), the model's \(entry.name) is \(entry.shape)")
+                continue
             }
             try tensor.withUnsafeMutableBufferPointer { try file.copyFloats(source, into: $0.baseAddress!, count: entry.count) }
         }
+        try refuseSizeMismatches(mismatched, file: file)
         return missing
     }
 
@@ -48,7 +50,7 @@ public enum PretrainedImport {
     /// position grid when it differs. Returns the parameters not found.
     @discardableResult
     public static func loadViT(_ file: SafetensorsFile, into arena: ParameterArena, prefix: String) throws -> [String] {
-        var missing: [String] = []
+        var missing: [String] = [], mismatched: [String] = []
         for (entry, tensor) in zip(arena.entries, arena.tensors) where entry.name.hasPrefix(prefix) {
             let source = String(entry.name.dropFirst(prefix.count))
             guard let e = file[source] else { missing.append(entry.name); continue }
@@ -64,11 +66,21 @@ public enum PretrainedImport {
                 continue
             }
             guard e.elementCount == entry.count else {
-                throw CheckpointError(file: file.path, message: "\(source): shape \(e.shape), expected \(entry.shape)")
+                mismatched.append("\(source): shape \(e.shape), the model's \(entry.name) is \(entry.shape)")
+                continue
             }
             try tensor.withUnsafeMutableBufferPointer { try file.copyFloats(source, into: $0.baseAddress!, count: entry.count) }
         }
+        try refuseSizeMismatches(mismatched, file: file)
         return missing
+    }
+
+    /// Every size mismatch of a file in one error. As PyTorch's `load_state_dict` (which raises on
+    /// a size mismatch even with strict=False, and the official init code relies on it): a
+    /// mis-shaped tensor is never loaded and never silently left at its initialisation.
+    static func refuseSizeMismatches(_ mismatched: [String], file: SafetensorsFile) throws {
+        guard !mismatched.isEmpty else { return }
+        throw CheckpointError(file: file.path, message: "\(mismatched.count) size mismatch(es): \(mismatched.prefix(20).joined(separator: "; "))\(mismatched.count > 20 ? "; ..." : "")")
     }
 
     /// ALBEF's interpolate_pos_embed: [1, 1 + g*g, D] -> [1, 1 + n*n, D]; the [CLS] entry is kept,

@@ -22,7 +22,9 @@ struct ImportWeightsCommand: ParsableCommand {
         deit_base_patch16_224-b5f2ef4d.pth and HuggingFace's pytorch_model.bin), read as
         convert-checkpoint does (state dict from 'model', 'state_dict' or the top level). Tensors of
         an input that no parameter takes (a classifier head, BERT's pooler and NSP head) are listed
-        as unexpected_keys; --strict makes them an error.
+        as unexpected_keys; --strict makes them an error. Tensors whose shape differs from the
+        parameter's are all named in one error and nothing is written (PyTorch's load_state_dict
+        raises on a size mismatch even with strict=False); only the ViT position grid is resized.
         """
     )
 

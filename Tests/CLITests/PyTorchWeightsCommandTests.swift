@@ -87,6 +87,18 @@ final class PyTorchWeightsCommandTests: XCTestCase {
         XCTAssertTrue(strict.stderr.contains("--strict: --bert \(bertPath): 1 unexpected_keys: cls.seq_relationship.weight"), strict.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("strict.safetensors")))
 
+        // Tensors whose shape differs are all named in one error and nothing is written (as
+        // PyTorch's load_state_dict raises on a size mismatch even with strict=False).
+        let wrong = bert.map { n, o in n.hasSuffix("attention.self.query.weight") ? (n, extra([3, 16])) : (n, o) }
+        let wrongPath = path("wrong-shapes.bin")
+        try Data(G.legacyCheckpoint(.orderedDict(wrong, metadata: true))).write(to: URL(fileURLWithPath: wrongPath))
+        let mismatched = wrong.filter { $0.0.hasSuffix("attention.self.query.weight") }.count
+        XCTAssertGreaterThan(mismatched, 1)
+        let sized = try CLI.run(["import-weights", "--config", Self.albef.config, "--vit", vitPath, "--bert", wrongPath, "--out", path("sized.safetensors")])
+        XCTAssertEqual(sized.status, 1, sized.stdout + sized.stderr)
+        XCTAssertTrue(sized.stderr.contains("\(mismatched) size mismatch(es)") && sized.stderr.contains("layer.0.attention.self.query.weight: shape [3, 16]"), sized.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("sized.safetensors")))
+
         // A checkpoint naming a forbidden global is refused before anything is written.
         let evil = path("evil.pth")
         try Data(G.zipCheckpoint(.dict([("model", .reduce(module: "os", name: "system", args: [.str("true")]))]))).write(to: URL(fileURLWithPath: evil))
