@@ -57,10 +57,13 @@ extension ALBEFRetrievalModel {
         var c = ReferenceCase(model: model, batch: batch, context: context, normFloor: 1e-6) {
             try model.evaluate(images: images, texts: texts, txt2img: txt2img)
         }
-        // Attention key-bias gradients are rounding noise on both sides (~1e-9 here, softmax
-        // ignores a shift shared by every key); with the 1e-6 floor even an exact zero would
-        // fail, so they form their own group with floor 1e-5, as in the SNLI-VE case.
-        c.keyBiasGradientFloor = 1e-5
+        // Attention key-bias gradients are zero in exact arithmetic (softmax ignores a shift
+        // shared by every key), so both sides are rounding noise and they form their own group,
+        // as in the SNLI-VE case. The allowed difference is 1e-3 x floor. SNLI-VE's reference
+        // noise is 1.4e-9 (floor 1e-5: 1e-8, ~7x margin); here the ITC gradients (temp 0.07)
+        // are larger and the reference's own key-bias noise reaches 1.2e-8 (ours 1e-8 to 1.6e-8,
+        // depending on the kernels' summation order), so the floor is 1e-4 for the same margin.
+        c.keyBiasGradientFloor = 1e-4
         // The reference README: queues, sims and scores 1e-4 absolute; R@K exact.
         for name in ["eval.sims_matrix", "eval.score_i2t", "eval.score_t2i"] { c.evaluationGroups[name] = "evaluation scores" }
         for prefix in ["txt", "img"] {

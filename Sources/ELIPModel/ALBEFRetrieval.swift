@@ -69,7 +69,9 @@ public final class ALBEFRetrievalModel: TrainableModel, ImageTextRetrievalModel 
                     .init(momentumParameters, role: .momentum, whenAbsent: { [momentum] in momentum.copyOnlineToMomentum() })]
         l.buffers = [("image_queue", queue.imageQueue), ("text_queue", queue.textQueue)]
         l.counters = [.init(name: "queue_ptr", limit: config.queueSize, get: { [queue] in queue.pointer }, set: { [queue] in queue.pointer = $0 })]
-        l.integerBuffers = [.init(name: "idx_queue", shape: [1, config.queueSize], range: Int64(ContrastiveQueue.emptyId)...Int64(Int32.max),
+        l.integerBuffers = [.init(name: "idx_queue", shape: [1, config.queueSize],
+                                  isValid: { $0 == Int64(ContrastiveQueue.emptyId) || (0...Int64(Int32.max)).contains($0) },
+                                  valid: "an image id in [0, \(Int32.max)] or \(ContrastiveQueue.emptyId) (empty)",
                                   get: { [queue] in (queue.idQueue ?? []).map(Int64.init) },
                                   set: { [queue] in queue.idQueue = $0.map { Int($0) } })]
         let n = config.bert.maxPositionEmbeddings

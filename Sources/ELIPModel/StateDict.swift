@@ -35,18 +35,21 @@ public struct StateDictLayout {
         }
     }
 
-    /// An integer state tensor (int64 in the file; e.g. retrieval's `idx_queue`); values
-    /// outside `range` in a file are an error.
+    /// An integer state tensor (int64 in the file; e.g. retrieval's `idx_queue`); a value in a
+    /// file that `isValid` rejects is an error, described by `valid`.
     public struct IntegerBuffer {
         public let name: String
         public let shape: [Int]
-        public let range: ClosedRange<Int64>
+        public let isValid: (Int64) -> Bool
+        public let valid: String
         public let get: () -> [Int64]
         public let set: ([Int64]) -> Void
-        public init(name: String, shape: [Int], range: ClosedRange<Int64>, get: @escaping () -> [Int64], set: @escaping ([Int64]) -> Void) {
+        public init(name: String, shape: [Int], isValid: @escaping (Int64) -> Bool, valid: String,
+                    get: @escaping () -> [Int64], set: @escaping ([Int64]) -> Void) {
             self.name = name
             self.shape = shape
-            self.range = range
+            self.isValid = isValid
+            self.valid = valid
             self.get = get
             self.set = set
         }
@@ -58,8 +61,8 @@ public struct StateDictLayout {
                 throw CheckpointError(file: file.path, message: "\(source): shape \(e.shape), expected \(shape) for \(name)")
             }
             let values = try file.int64s(source)
-            if let bad = values.first(where: { !range.contains($0) }) {
-                throw CheckpointError(file: file.path, message: "\(source): value \(bad) outside \(range) for \(name)")
+            if let bad = values.first(where: { !isValid($0) }) {
+                throw CheckpointError(file: file.path, message: "\(source): value \(bad) for \(name), which must be \(valid)")
             }
             set(values)
         }
