@@ -142,7 +142,7 @@ public final class ALBEFRetrievalModel: TrainableModel, ImageTextRetrievalModel 
         try Autograd.noGrad {
             let allImages = try c.exchange.map { try teacher.1.allGatherRows($0) } ?? teacher.1
             let allTexts = try c.exchange.map { try teacher.2.allGatherRows($0) } ?? teacher.2
-            let allIds = try c.exchange.map { try $0.allGather(ids.map(Float.init)).map { Int($0) } } ?? ids
+            let allIds = try c.exchange.map { try Self.gatherIds(ids, $0) } ?? ids
             try queue.enqueue(imageFeatures: allImages, textFeatures: allTexts, ids: allIds)
         }
 
@@ -170,6 +170,13 @@ public final class ALBEFRetrievalModel: TrainableModel, ImageTextRetrievalModel 
         out.tensors = ["image_feat": imageFeat, "text_feat": textFeat, "itm_logits": itmLogits]
         out.scalars = ["alpha": Double(alpha), "temp": Double(temp.scalar)]
         return out
+    }
+
+    /// Every rank's image ids in rank order. The exchange carries float32, exact only below
+    /// 2^24, so each id travels as two 16-bit halves (ids are checked to be below 2^31).
+    static func gatherIds(_ ids: [Int], _ exchange: FeatureExchange) throws -> [Int] {
+        let halves = try exchange.allGather(ids.flatMap { [Float($0 >> 16), Float($0 & 0xFFFF)] })
+        return stride(from: 0, to: halves.count - 1, by: 2).map { Int(halves[$0]) << 16 | Int(halves[$0 + 1]) }
     }
 
     // MARK: ImageTextRetrievalModel (Retrieval.py evaluation)

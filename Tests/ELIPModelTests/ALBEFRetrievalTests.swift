@@ -221,4 +221,28 @@ final class ALBEFRetrievalTests: XCTestCase {
             for (b, j) in drawn.enumerated() { XCTAssertNotEqual(ids[j], ids[b]) }
         }
     }
+
+    /// Under several ranks the enqueue takes every rank's momentum features and ids in rank
+    /// order; ids beyond float32's exact range (2^24) arrive intact. The exchange here plays
+    /// rank 0 of 2 whose peer holds the same batch.
+    func testEnqueueGathersEveryRanksFeaturesAndIds() throws {
+        final class MirroredPeer: FeatureExchange {
+            let rank = 0, worldSize = 2
+            func allGather(_ local: [Float]) throws -> [Float] { local + local }
+            func allReduceSum(_ values: [Float]) throws -> [Float] { values.map { $0 * 2 } }
+        }
+        let model = try ALBEFRetrievalModel(config: tinyRetrieval(imageRes: 32))
+        try model.initialiseRandomly(seed: 2)
+        model.queue.pointer = 10
+        let ids = [20_000_001, 20_000_003, 5]
+        var context = StepContext(seed: 1, dropout: false)
+        context.exchange = MirroredPeer()
+        let out = try model.step(batch(3, seed: 6, ids: ids), context: &context)
+        XCTAssertEqual(model.queue.pointer, 4)  // 10 + 2 x 3 mod 12
+        XCTAssertEqual(model.queue.idQueue, [ids[2], ids[0], ids[1], ids[2], -100, -100, -100, -100, -100, -100, ids[0], ids[1]])
+        let img = try XCTUnwrap(out.tensors["image_feat"]).toArray(), iq = model.queue.imageQueue.toArray()
+        for (s, col) in [10, 11, 0, 1, 2, 3].enumerated() {
+            for d in 0..<8 { XCTAssertEqual(iq[d * 12 + col], img[(s % 3) * 8 + d], accuracy: 1e-4) }
+        }
+    }
 }
