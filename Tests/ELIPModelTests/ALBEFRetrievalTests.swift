@@ -1,3 +1,4 @@
+import ELIPConfig
 import ELIPEncoders
 import ELIPModel
 import ELIPNN
@@ -243,6 +244,26 @@ final class ALBEFRetrievalTests: XCTestCase {
         let img = try XCTUnwrap(out.tensors["image_feat"]).toArray(), iq = model.queue.imageQueue.toArray()
         for (s, col) in [10, 11, 0, 1, 2, 3].enumerated() {
             for d in 0..<8 { XCTAssertEqual(iq[d * 12 + col], img[(s % 3) * 8 + d], accuracy: 1e-4) }
+        }
+    }
+
+    /// Retrieval.yaml's model keys: values read with their ranges; a vision_width other than
+    /// the ViT's, an out-of-range key or a misspelt key is an error naming it.
+    func testConfigKeys() throws {
+        func read(_ yaml: String) throws -> ALBEFRetrievalConfig {
+            let root = try ConfigSection.parse(yaml, source: "Retrieval.yaml")
+            let c = try ALBEFRetrievalConfig.read(root, location: ConfigLocation(searchFolders: []))
+            try root.finish()
+            return c
+        }
+        let c = try read("{image_res: 64, queue_size: 24, embed_dim: 12, temp: 0.05, k_test: 7, alpha: 0.3, distill: false, warm_up: false, momentum: 0.9, vision_width: 768}")
+        XCTAssertEqual([c.imageRes, c.queueSize, c.embedDim, c.kTest], [64, 24, 12, 7])
+        XCTAssertEqual([c.temp, c.alpha, c.momentum], [0.05, 0.3, 0.9])
+        XCTAssertFalse(c.distill)
+        XCTAssertFalse(c.warmUp)
+        for (yaml, key) in [("{vision_width: 32}", "vision_width"), ("{queue_size: 0}", "queue_size"), ("{k_test: -1}", "k_test"),
+                            ("{temp: 0}", "temp"), ("{quue_size: 8}", "quue_size")] {
+            XCTAssertThrowsError(try read(yaml), yaml) { XCTAssertTrue("\($0)".contains(key), "\($0)") }
         }
     }
 }
