@@ -54,6 +54,12 @@ extension ALBEFRetrievalModel {
                                   mask: batchFile.int64s("eval.attention_mask").map { Int(clamping: $0) },
                                   batch: evalIds.shape[0], length: evalIds.shape[1])
         let txt2img = try batchFile.int64s("eval.txt2img").map { Int(clamping: $0) }
+        guard evalImage.shape.count == 4, txt2img.count == texts.batch, txt2img.allSatisfy({ (0..<evalImage.shape[0]).contains($0) }) else {
+            throw CheckpointError(file: batchFile.path, message: "eval.txt2img must give each of the \(texts.batch) captions an image in [0, \(evalImage.shape.first ?? 0)) of eval.image \(evalImage.shape)")
+        }
+        if let bad = batch.labels!.first(where: { $0 < 0 }) {
+            throw CheckpointError(file: batchFile.path, message: "idx holds \(bad); image ids are >= 0")
+        }
         var c = ReferenceCase(model: model, batch: batch, context: context, normFloor: 1e-6) {
             try model.evaluate(images: images, texts: texts, txt2img: txt2img)
         }

@@ -266,4 +266,42 @@ final class ALBEFRetrievalTests: XCTestCase {
             XCTAssertThrowsError(try read(yaml), yaml) { XCTAssertTrue("\($0)".contains(key), "\($0)") }
         }
     }
+
+    /// A damaged copy of the reference case is an error naming the file and the tensor: a
+    /// negative image id, a caption of the evaluation split without a valid image, a recorded
+    /// ITM negative of the caption's own image.
+    func testDamagedReferenceCaseIsAClearError() throws {
+        let dir = try SharedData.path("reference/albef-retrieval-tiny")
+        let fm = FileManager.default
+        let tmp = fm.temporaryDirectory.appendingPathComponent("elip-retrieval-case-\(UUID().uuidString)")
+        try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
+        defer { try? fm.removeItem(at: tmp) }
+        for f in ["Retrieval.yaml", "config_bert.json", "weights.safetensors", "expected.safetensors"] {
+            try fm.createSymbolicLink(atPath: tmp.appendingPathComponent(f).path, withDestinationPath: (dir as NSString).appendingPathComponent(f))
+        }
+        let batch = try SafetensorsFile(path: (dir as NSString).appendingPathComponent("batch.safetensors"))
+        let idx = try batch.int64s("idx")
+        let sameId = try XCTUnwrap(idx.indices.first { j in idx.indices.contains { $0 != j && idx[$0] == idx[j] } })
+        let partner = idx.indices.first { $0 != sameId && idx[$0] == idx[sameId] }!
+        var negText = try batch.int64s("itm_neg_text_index")
+        negText[sameId] = Int64(partner)
+        for (name, values, message) in [("idx", [-1] + idx.dropFirst(), "idx holds -1"),
+                                         ("eval.txt2img", [99] + (try batch.int64s("eval.txt2img")).dropFirst(), "eval.txt2img"),
+                                         ("itm_neg_text_index", negText, "own id \(idx[sameId])")] {
+            var w = SafetensorsWriter()
+            for e in batch.entries {
+                if e.name == name {
+                    try w.add(e.name, int64s: values, shape: e.shape)
+                } else if e.dtype.isInteger {
+                    try w.add(e.name, int64s: batch.int64s(e.name), shape: e.shape)
+                } else {
+                    try w.add(e.name, floats: batch.floats(e.name), shape: e.shape)
+                }
+            }
+            try w.write(to: tmp.appendingPathComponent("batch.safetensors").path)
+            XCTAssertThrowsError(try ReferenceStep.run(caseDirectory: tmp.path), name) {
+                XCTAssertTrue("\($0)".contains(message), "\($0)")
+            }
+        }
+    }
 }
