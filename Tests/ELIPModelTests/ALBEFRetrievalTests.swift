@@ -304,4 +304,28 @@ final class ALBEFRetrievalTests: XCTestCase {
             }
         }
     }
+
+    /// A training step (dropout on, negatives drawn, warm-up alpha) is finite, reaches temp and
+    /// every parameter, and repeats bitwise from the same weights, queues and seed.
+    func testTrainingStepIsDeterministicAndReachesEveryParameter() throws {
+        func run() throws -> ([Float], [Float], [Int]) {
+            let model = try ALBEFRetrievalModel(config: tinyRetrieval(imageRes: 32))
+            try model.initialiseRandomly(seed: 11)
+            var context = StepContext(seed: 5, dropout: true)
+            context.progress = TrainingProgress(epoch: 0, iteration: 3, iterationsPerEpoch: 6)
+            model.parameters.zeroGradients()
+            let out = try model.step(batch(4, seed: 8, ids: [1, 2, 1, 3]), context: &context)
+            XCTAssertEqual(try XCTUnwrap(out.scalars["alpha"]), 0.2, accuracy: 1e-7)  // 0.4 x 3/6
+            try Autograd.backward(from: out.total)
+            let grads = model.parameters.tensors.flatMap { $0.grad?.toArray() ?? [] }
+            XCTAssertEqual(grads.count, model.parameters.entries.reduce(0) { $0 + $1.count })
+            XCTAssertTrue(grads.allSatisfy(\.isFinite))
+            XCTAssertNotEqual(model.temp.grad?.toArray().first ?? 0, 0)
+            return ([out.total.scalar] + grads, model.queue.textQueue.toArray(), model.queue.idQueue!)
+        }
+        let a = try run(), b = try run()
+        XCTAssertEqual(a.0, b.0)
+        XCTAssertEqual(a.1, b.1)
+        XCTAssertEqual(a.2, b.2)
+    }
 }
