@@ -16,8 +16,9 @@ public struct ReferenceCase {
     /// When set, the gradients of attention key biases (zero in exact arithmetic: softmax
     /// ignores a shift equal for every key, so both sides are rounding noise) are reported as
     /// their own group with this norm floor. The task cases scale query/key weights up, which
-    /// makes that noise ~1e-9 on both sides: with the 1e-6 floor even an exact zero would miss
-    /// 1e-3 (the floor METER's spec sets for the same reason is 1e-5).
+    /// makes that noise ~1e-9 on both sides (~1e-8 in the retrieval case): with the 1e-6 floor
+    /// even an exact zero would miss 1e-3 (the floor METER's spec sets for the same reason is
+    /// 1e-5; each case sets a floor for the same margin over its reference's own noise).
     public var keyBiasGradientFloor: Double?
     /// Groups of particular evaluation outputs (default "evaluation").
     public var evaluationGroups: [String: String] = [:]
