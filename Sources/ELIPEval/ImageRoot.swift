@@ -1,3 +1,4 @@
+import ELIPModel
 import Foundation
 
 /// The folder an annotation file's image paths are relative to, and the only place they may be

@@ -180,7 +180,7 @@ public enum ALBEFTaskCheckpoint {
         for a in layout.arenas {
             for e in a.arena.entries { keys += a.arena.names(of: e.name) }
         }
-        keys += layout.buffers.map(\.name) + layout.counters.map(\.name) + layout.constants.map(\.name)
+        keys += layout.buffers.map(\.name) + layout.counters.map(\.name) + layout.integerBuffers.map(\.name) + layout.constants.map(\.name)
         return keys
     }
 
@@ -223,6 +223,8 @@ public enum ALBEFTaskCheckpoint {
                     throw CheckpointError(file: file.path, message: "\(source) outside [0, \(counter.limit)) for \(target)")
                 }
                 counter.set(Int(v))
+            } else if let buffer = layout.integerBuffers.first(where: { $0.name == target }) {
+                try buffer.load(from: file, source: source)
             }
             // Constants (position_ids) are the same arange in every checkpoint.
         }

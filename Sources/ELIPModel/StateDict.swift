@@ -35,10 +35,44 @@ public struct StateDictLayout {
         }
     }
 
+    /// An integer state tensor (int64 in the file; e.g. retrieval's `idx_queue`); a value in a
+    /// file that `isValid` rejects is an error, described by `valid`.
+    public struct IntegerBuffer {
+        public let name: String
+        public let shape: [Int]
+        public let isValid: (Int64) -> Bool
+        public let valid: String
+        public let get: () -> [Int64]
+        public let set: ([Int64]) -> Void
+        public init(name: String, shape: [Int], isValid: @escaping (Int64) -> Bool, valid: String,
+                    get: @escaping () -> [Int64], set: @escaping ([Int64]) -> Void) {
+            self.name = name
+            self.shape = shape
+            self.isValid = isValid
+            self.valid = valid
+            self.get = get
+            self.set = set
+        }
+
+        /// Sets the values of `source` in `file`, checking shape (unit axes aside) and range.
+        func load(from file: SafetensorsFile, source: String) throws {
+            let e = try file.entry(source), count = shape.reduce(1, *)
+            guard e.elementCount == count, e.shape.filter({ $0 != 1 }) == shape.filter({ $0 != 1 }) else {
+                throw CheckpointError(file: file.path, message: "\(source): shape \(e.shape), expected \(shape) for \(name)")
+            }
+            let values = try file.int64s(source)
+            if let bad = values.first(where: { !isValid($0) }) {
+                throw CheckpointError(file: file.path, message: "\(source): value \(bad) for \(name), which must be \(valid)")
+            }
+            set(values)
+        }
+    }
+
     public var arenas: [Arena] = []
     /// Float state tensors; a file without one leaves it as it is.
     public var buffers: [(name: String, tensor: Tensor)] = []
     public var counters: [Counter] = []
+    public var integerBuffers: [IntegerBuffer] = []
     /// Written for PyTorch's sake, ignored when loading.
     public var constants: [(name: String, values: [Int64], shape: [Int])] = []
 
@@ -98,6 +132,7 @@ public enum StateDict {
             }
             c.set(Int(v))
         }
+        for b in layout.integerBuffers where file.contains(b.name) { try b.load(from: file, source: b.name) }
         try requireFinite(layout, source: file.path)
     }
 
@@ -108,6 +143,7 @@ public enum StateDict {
         for a in layout.arenas { for e in a.arena.entries { known.formUnion(a.arena.names(of: e.name)) } }
         known.formUnion(layout.buffers.map(\.name))
         known.formUnion(layout.counters.map(\.name))
+        known.formUnion(layout.integerBuffers.map(\.name))
         known.formUnion(layout.constants.map(\.name))
         return file.names.filter { !known.contains($0) }
     }
@@ -141,6 +177,7 @@ public enum StateDict {
         for a in layout.arenas { try add(a.arena, to: &writer) }
         for (name, tensor) in layout.buffers { try addStreamed(tensor, as: name, to: &writer) }
         for c in layout.counters { try writer.add(c.name, int64s: [Int64(c.get())], shape: [1]) }
+        for b in layout.integerBuffers { try writer.add(b.name, int64s: b.get(), shape: b.shape) }
         for k in layout.constants { try writer.add(k.name, int64s: k.values, shape: k.shape) }
     }
 

@@ -11,8 +11,13 @@ public final class ContrastiveQueue {
     public var pointer = 0
     public let dim: Int
     public let size: Int
+    /// With id-aware positives (ALBEF retrieval fine-tuning's `idx_queue`): the sample id of
+    /// each queue column, `emptyId` where nothing was written yet; nil otherwise.
+    public var idQueue: [Int]?
+    /// The id of a never-written column: matches no sample id (ids are dataset indices >= 0).
+    public static let emptyId = -100
 
-    public init(dim: Int, size: Int) throws {
+    public init(dim: Int, size: Int, tracksIds: Bool = false) throws {
         guard dim > 0, size > 0 else {
             throw TensorError.invalidArgument(op: "ContrastiveQueue", reason: "feature width \(dim) and queue size \(size) must be positive")
         }
@@ -20,6 +25,7 @@ public final class ContrastiveQueue {
         self.size = size
         imageQueue = Tensor.zeros([dim, size])
         textQueue = Tensor.zeros([dim, size])
+        idQueue = tracksIds ? [Int](repeating: Self.emptyId, count: size) : nil
     }
 
     /// Random normal columns normalised along the feature dimension (ALBEF's initialisation);
@@ -39,6 +45,29 @@ public final class ContrastiveQueue {
             }
         }
         pointer = 0
+        if idQueue != nil { idQueue = [Int](repeating: Self.emptyId, count: size) }
+    }
+
+    /// Id-aware ITC targets (ALBEF retrieval): candidate j is a positive of row b iff their ids
+    /// are equal; each row's positives share weight 1 (`pos / rowsum(pos)`). The candidates are
+    /// `batchIds` (every candidate row of the batch) then the id queue. Throws when a row has no
+    /// positive (its own candidate must carry its id).
+    public func idAwarePositives(rowIds: [Int], batchIds: [Int]) throws -> Tensor {
+        guard let idQueue else {
+            throw TensorError.invalidArgument(op: "ContrastiveQueue.idAwarePositives", reason: "this queue keeps no ids")
+        }
+        let candidates = batchIds + idQueue, cols = candidates.count
+        let t = Tensor.zeros([rowIds.count, cols])
+        try t.withUnsafeMutableBufferPointer { p in
+            for (b, id) in rowIds.enumerated() {
+                let hits = candidates.indices.filter { candidates[$0] == id }
+                guard !hits.isEmpty, id != Self.emptyId else {
+                    throw TensorError.invalidArgument(op: "ITC positives", reason: "sample id \(id) of row \(b) matches no candidate")
+                }
+                for j in hits { p[b * cols + j] = 1 / Float(hits.count) }
+            }
+        }
+        return t
     }
 
     /// The momentum side of a step (no gradient).
@@ -52,16 +81,20 @@ public final class ContrastiveQueue {
     /// Targets from the momentum features of this rank's rows (`imageFeatM`, `textFeatM`, [B, dim])
     /// against the candidate rows `batchImages`/`batchTexts` ([n, dim]: this rank's rows, or every
     /// rank's with global negatives) and the queue. Row i's positive is candidate
-    /// `positiveOffset + i`.
+    /// `positiveOffset + i`, unless `positives` ([B, n + size], rows summing to 1, e.g.
+    /// `idAwarePositives`) gives the targets' hard part.
     public func teacher(imageFeatM: Tensor, textFeatM: Tensor, batchImages: Tensor, batchTexts: Tensor,
-                        temperature: Float, alpha: Float, positiveOffset: Int) throws -> Teacher {
+                        temperature: Float, alpha: Float, positiveOffset: Int, positives: Tensor? = nil) throws -> Teacher {
         try Autograd.noGrad {
             let textAll = try Tensor.concat([batchTexts.transposed(), textQueue], axis: 1)
             let imageAll = try Tensor.concat([batchImages.transposed(), imageQueue], axis: 1)
             let t = Tensor(scalar: temperature)
             let simI2T = try imageFeatM.matmul(textAll) / t
             let simT2I = try textFeatM.matmul(imageAll) / t
-            let eye = Self.oneHot(rows: imageFeatM.shape[0], cols: simI2T.shape[1], columnOffset: positiveOffset)
+            let eye = positives ?? Self.oneHot(rows: imageFeatM.shape[0], cols: simI2T.shape[1], columnOffset: positiveOffset)
+            guard eye.shape == simI2T.shape else {
+                throw TensorError.shapeMismatch(op: "ContrastiveQueue.teacher (positives)", lhs: eye.shape, rhs: simI2T.shape)
+            }
             let targetI2T = try simI2T.softmax().scaled(alpha) + eye.scaled(1 - alpha)
             let targetT2I = try simT2I.softmax().scaled(alpha) + eye.scaled(1 - alpha)
             return Teacher(imageToText: targetI2T, textToImage: targetT2I, imageCandidates: imageAll, textCandidates: textAll)
@@ -84,12 +117,21 @@ public final class ContrastiveQueue {
         return Student(loss: try (lossI2T + lossT2I).scaled(0.5), imageToText: simI2T, textToImage: simT2I)
     }
 
-    /// Writes momentum features [n, dim] into the queues at the pointer, wrapping around.
-    public func enqueue(imageFeatures: Tensor, textFeatures: Tensor) throws {
+    /// Writes momentum features [n, dim] (and, for a queue that keeps ids, their `ids`) into the
+    /// queues at the pointer, wrapping around.
+    public func enqueue(imageFeatures: Tensor, textFeatures: Tensor, ids: [Int]? = nil) throws {
         guard imageFeatures.rank == 2, imageFeatures.shape == textFeatures.shape, imageFeatures.shape[1] == dim else {
             throw TensorError.shapeMismatch(op: "ContrastiveQueue.enqueue", lhs: imageFeatures.shape, rhs: [textFeatures.shape[0], dim])
         }
         let n = imageFeatures.shape[0], e = dim, q = size
+        guard (idQueue == nil) == (ids == nil), ids.map({ $0.count == n }) ?? true else {
+            throw TensorError.invalidArgument(op: "ContrastiveQueue.enqueue", reason: idQueue == nil
+                ? "this queue keeps no ids" : "needs one id per enqueued row (\(n)), got \(ids?.count ?? 0)")
+        }
+        if let ids, var queueIds = idQueue {
+            for (s, id) in ids.enumerated() { queueIds[(pointer + s) % q] = id }
+            idQueue = queueIds
+        }
         let img = imageFeatures.toArray(), txt = textFeatures.toArray()
         imageQueue.withUnsafeMutableBufferPointer { iq in
             textQueue.withUnsafeMutableBufferPointer { tq in

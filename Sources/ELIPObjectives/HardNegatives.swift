@@ -45,6 +45,35 @@ public enum HardNegatives {
         }
     }
 
+    /// ALBEF retrieval fine-tuning's sampling weights (SPEC-ALBEF-TASKS §2 step 6): softmax
+    /// over the first `candidates` columns of `sim`, every candidate j with
+    /// `candidateIds[j] == candidateIds[rowOffset + b]` (the row's own positive included) set to
+    /// 0. A row left without any weight (every candidate shares its id) is an error, as in
+    /// torch.multinomial. [rows, candidates], no gradient.
+    public static func idAwareWeights(_ sim: Tensor, candidateIds: [Int], rowOffset: Int) throws -> Tensor {
+        try Autograd.noGrad {
+            let rows = sim.shape[0], n = candidateIds.count
+            guard n <= sim.shape[1], rowOffset + rows <= n else {
+                throw TensorError.invalidArgument(op: "ITM negatives", reason: "\(n) candidate ids for \(sim.shape[1]) similarity columns, rows \(rowOffset)..<\(rowOffset + rows)")
+            }
+            let w = try sim.slice(axis: 1, start: 0, length: n).softmax()
+            try w.withUnsafeMutableBufferPointer { p in
+                for b in 0..<rows {
+                    let id = candidateIds[rowOffset + b]
+                    var left: Float = 0
+                    for j in 0..<n {
+                        if candidateIds[j] == id { p[b * n + j] = 0 }
+                        left += p[b * n + j]
+                    }
+                    guard left > 0 else {
+                        throw TensorError.invalidArgument(op: "ITM negatives", reason: "row \(rowOffset + b): every candidate shares its id \(id); a batch needs samples of at least two ids")
+                    }
+                }
+            }
+            return w
+        }
+    }
+
     /// One candidate per row of non-negative weights [rows, candidates] (torch.multinomial on
     /// unnormalised weights); the uniform draw is indexed by the global row `rowOffset + b`.
     public static func draw(weights: Tensor, rowOffset: Int, seed: UInt64, stream: Int) -> [Int] {
@@ -72,6 +101,21 @@ public enum HardNegatives {
             throw TensorError.invalidArgument(op: "ITM negatives", reason: "need \(count) indices in [0, \(candidates)) for each direction")
         }
         return (imageForText, textForImage)
+    }
+
+    /// `checkGiven`, and no given negative shares its row's id (`ids` of the candidates, the
+    /// rows being candidates `rowOffset ..< rowOffset + count`).
+    public static func checkGiven(imageForText: [Int], textForImage: [Int], count: Int, ids: [Int], rowOffset: Int) throws -> ([Int], [Int]) {
+        let given = try checkGiven(imageForText: imageForText, textForImage: textForImage, count: count, candidates: ids.count)
+        guard rowOffset >= 0, rowOffset + count <= ids.count else {
+            throw TensorError.invalidArgument(op: "ITM negatives", reason: "rows \(rowOffset)..<\(rowOffset + count) outside the \(ids.count) candidates")
+        }
+        for (direction, drawn) in [("image for text", imageForText), ("text for image", textForImage)] {
+            for (b, j) in drawn.enumerated() where ids[j] == ids[rowOffset + b] {
+                throw TensorError.invalidArgument(op: "ITM negatives", reason: "negative \(direction) row \(rowOffset + b) is \(j), which has the row's own id \(ids[j])")
+            }
+        }
+        return given
     }
 
     /// The image tokens the fusion encoder attends to and, for each text b, the row of its

@@ -203,6 +203,11 @@ public final class Trainer {
         var counters = layout.counters.map { Int64($0.get()) }
         try comm.broadcast(&counters)
         for (c, v) in zip(layout.counters, counters) { c.set(Int(v)) }
+        for b in layout.integerBuffers {
+            var values = b.get()
+            try comm.broadcast(&values)
+            b.set(values)
+        }
         state = try comm.broadcastValue(comm.isRoot ? state : nil)
         // In place: a copy of the moments would need twice the parameters' memory again.
         try optimizer.withMutableMoments { m, v in

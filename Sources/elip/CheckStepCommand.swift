@@ -21,7 +21,12 @@ struct CheckStepCommand: ParsableCommand {
         Task cases: albef-ve-* (VE.yaml) replays one SNLI-VE fine-tuning step (loss, prediction, \
         prediction_m, grad.*, after.*) and the evaluation on the batch (eval.prediction, eval.acc); \
         attention key-bias gradients, zero in exact arithmetic, are reported as their own group \
-        (norm floor 1e-5).
+        (norm floor 1e-5). albef-retrieval-* (Retrieval.yaml) replays one retrieval fine-tuning \
+        step with the recorded ITM negatives (loss_ita, loss_itm, image_feat, text_feat, \
+        itm_logits, queues, idx_queue and queue_ptr after the enqueue, grad.*, after.*; key-bias \
+        floor 1e-4) and the evaluation on the case's split (eval.image_embed/text_embed, \
+        eval.sims_matrix, eval.score_i2t/t2i from the ITC top k_test re-ranked by ITM, R@1/5/10); \
+        queues, sims and scores are compared 1e-4 absolute, R@K exactly.
 
         A checkpoint-loading case (albef-load-*: load_args.json and load.safetensors) runs the \
         official task scripts' loading instead: interpolate_pos_embed on every interp.<g0>to<g1>.in \

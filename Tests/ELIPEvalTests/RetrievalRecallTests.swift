@@ -1,4 +1,5 @@
 @testable import ELIPEval
+import ELIPModel
 import ELIPTrain
 import Foundation
 import XCTest
