@@ -92,6 +92,7 @@ public enum ModelRegistry {
         ALBEFModel.kind,
         BLIPModel.kind,
         ALBEFVEModel.kind,
+        ALBEFVQAModel.kind,
     ]
 
     /// The model called `name`; otherwise an error listing the known ones.

@@ -19,6 +19,15 @@ public struct ReferenceCase {
     /// makes that noise ~1e-9 on both sides: with the 1e-6 floor even an exact zero would miss
     /// 1e-3 (the floor METER's spec sets for the same reason is 1e-5).
     public var keyBiasGradientFloor: Double?
+    /// Evaluation outputs that are indices (compared exactly, written as int64), e.g. VQA's
+    /// `eval.topk_ids`.
+    public var integerEvaluationOutputs: Set<String> = []
+    /// Evaluation outputs compared by the largest absolute difference, with their bound (VQA's
+    /// `eval.topk_probs`: 1e-4), each in its own group.
+    public var absoluteEvaluationTolerance: [String: Double] = [:]
+    /// Checks that are not tensors, run after the evaluation (VQA: the answers of
+    /// `eval_result.json`), reported with the groups.
+    public var extraChecks: (() throws -> [ReferenceStep.GroupResult])?
 
     public init(model: any TrainableModel, batch: ImageTextBatch, context: StepContext, normFloor: Double,
                 evaluation: (() throws -> [String: Tensor])? = nil) {
@@ -101,6 +110,7 @@ public enum ReferenceStep {
         let model = c.model
         var context = c.context
         let evaluation = try c.evaluation?() ?? [:]
+        let extra = try c.extraChecks?() ?? []
         model.parameters.zeroGradients()
         let out = try model.step(c.batch, context: &context)
         try Autograd.backward(from: out.total)
@@ -108,8 +118,19 @@ public enum ReferenceStep {
         var r = Output()
         r.normFloor = c.normFloor
         r.lossNames = out.losses.keys.sorted()
+        r.extraResults = extra
         for (name, loss) in out.losses { r.add(lossOutputName(name), loss, group: "losses") }
-        for (name, t) in evaluation { r.add(name, t, group: "evaluation") }
+        for (name, t) in evaluation {
+            if c.integerEvaluationOutputs.contains(name) {
+                r.ints[name] = (t.shape, t.toArray().map { Int64($0) })
+                r.groups[name] = "evaluation indices"
+            } else if let tolerance = c.absoluteEvaluationTolerance[name] {
+                r.add(name, t, group: "absolute: \(name.replacingOccurrences(of: "eval.", with: ""))")
+                r.absoluteTolerance[r.groups[name]!] = tolerance
+            } else {
+                r.add(name, t, group: "evaluation")
+            }
+        }
         for (name, t) in out.tensors { r.add(name, t, group: "activations") }
         for (j, kept) in out.keptIndices.enumerated() {
             r.ints["kept_index.stage\(j)"] = ([kept.count, kept.first?.count ?? 0], kept.flatMap { $0.map(Int64.init) })
