@@ -70,6 +70,12 @@ public struct AnswerRanking {
     /// Per question, k answer-list indices, best first, and their re-ranked probabilities.
     public var topkIds: [[Int]]
     public var topkProbs: [[Float]]
+    public init(probFirstToken: [Float], answerLoss: [Float], topkIds: [[Int]], topkProbs: [[Float]]) {
+        self.probFirstToken = probFirstToken
+        self.answerLoss = answerLoss
+        self.topkIds = topkIds
+        self.topkProbs = topkProbs
+    }
 }
 
 /// VQA fine-tuning of ALBEF (SPEC-ALBEF-TASKS §3; models/model_vqa.py, VQA.py): question states
