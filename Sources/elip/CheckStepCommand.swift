@@ -21,7 +21,10 @@ struct CheckStepCommand: ParsableCommand {
         Task cases: albef-ve-* (VE.yaml) replays one SNLI-VE fine-tuning step (loss, prediction, \
         prediction_m, grad.*, after.*) and the evaluation on the batch (eval.prediction, eval.acc); \
         attention key-bias gradients, zero in exact arithmetic, are reported as their own group \
-        (norm floor 1e-5).
+        (norm floor 1e-5). albef-vqa-* (VQA.yaml) replays one VQA step (loss, answer_loss, grad.*, \
+        after.*) and rank_answer on the eval.* inputs (eval.prob_first_token, eval.answer_loss, \
+        eval.topk_ids compared exactly, eval.topk_probs 1e-4 absolute), and compares the best \
+        answers with eval_result.json when the case has one.
 
         A checkpoint-loading case (albef-load-*: load_args.json and load.safetensors) runs the \
         official task scripts' loading instead: interpolate_pos_embed on every interp.<g0>to<g1>.in \
