@@ -29,26 +29,29 @@ public enum AnswerSequenceLoss {
         if let t = teacherProbabilities, t.shape != logits.shape {
             throw TensorError.shapeMismatch(op: "answer sequence loss (teacher vs logits)", lhs: t.shape, rhs: logits.shape)
         }
-        let hardWeight = teacherProbabilities == nil ? 1 : 1 - alpha
         let logp = logits.logSoftmax()
-        let lp = logp.toArray(), q = teacherProbabilities?.toArray()
+        let rowWeight = sequenceOf.map { (weights?[$0] ?? 1) * scale }
+        var perSequence = [Double](repeating: 0, count: sequences)
+        guard let teacherProbabilities else {
+            // Hard targets only (rank_answer, no distillation): pick -log p[label] per row rather
+            // than a dense [R, V] target matrix (R = questions x k x tokens at test time).
+            for r in 0..<rows { perSequence[sequenceOf[r]] -= Double(logp[flat: r * vocab + labels[r]]) }
+            let picked = try logp.reshaped([rows * vocab, 1]).gatherRows((0..<rows).map { $0 * vocab + labels[$0] })
+            let total = try (picked * Tensor(rowWeight, shape: [rows, 1])).sum().scaled(-1)
+            return (total, perSequence.map(Float.init))
+        }
+        let lp = logp.toArray(), q = teacherProbabilities.toArray()
         // Target matrix: the loss is -sum(log p * targets); row r's targets carry its sequence's weight.
         var targets = [Float](repeating: 0, count: rows * vocab)
-        var perSequence = [Double](repeating: 0, count: sequences)
         for r in 0..<rows {
-            let s = sequenceOf[r], base = r * vocab
-            let w = (weights?[s] ?? 1) * scale
-            var rowLoss = -Double(hardWeight) * Double(lp[base + labels[r]])
-            targets[base + labels[r]] += hardWeight * w
-            if let q {
-                var soft = 0.0
-                for v in 0..<vocab {
-                    soft -= Double(lp[base + v]) * Double(q[base + v])
-                    targets[base + v] += alpha * w * q[base + v]
-                }
-                rowLoss += Double(alpha) * soft
+            let base = r * vocab, w = rowWeight[r]
+            var soft = 0.0
+            for v in 0..<vocab {
+                soft -= Double(lp[base + v]) * Double(q[base + v])
+                targets[base + v] = alpha * w * q[base + v]
             }
-            perSequence[s] += rowLoss
+            targets[base + labels[r]] += (1 - alpha) * w
+            perSequence[sequenceOf[r]] += Double(1 - alpha) * -Double(lp[base + labels[r]]) + Double(alpha) * soft
         }
         let total = try (logp * Tensor(targets, shape: [rows, vocab])).sum().scaled(-1)
         return (total, perSequence.map(Float.init))

@@ -41,6 +41,16 @@ final class AnswerSequenceLossTests: XCTestCase {
                                         teacherProbabilities: teacher, alpha: 0.4, weights: [1, 0.5, 2], scale: 0.5).total
         }
         XCTAssertGreaterThan(r.checked, 0)
+        // The hard-target path (no teacher) picks rows instead of building dense targets.
+        let plain = try GradientCheck.check(inputs: [logits]) {
+            try AnswerSequenceLoss.loss(logits: logits, labels: labels, sequenceOf: sequenceOf, sequences: 3,
+                                        teacherProbabilities: nil, alpha: 0.4, weights: [1, 0.5, 2], scale: 0.5).total
+        }
+        XCTAssertGreaterThan(plain.checked, 0)
+        let t = try AnswerSequenceLoss.loss(logits: logits, labels: labels, sequenceOf: sequenceOf, sequences: 3,
+                                            teacherProbabilities: nil, alpha: 0.4, weights: [1, 0.5, 2], scale: 0.5)
+        let expected = zip(t.perSequence, [Float(1), 0.5, 2]).reduce(Float(0)) { $0 + $1.0 * $1.1 } * 0.5
+        XCTAssertEqual(t.total.scalar, expected, accuracy: 1e-5)
     }
 
     func testBadInputs() throws {
