@@ -223,8 +223,8 @@ public final class ALBEFVQAModel: TrainableModel {
     /// model_vqa.py's `rank_answer` (no gradient): per question, the `k` answers of `answerList`
     /// (`[CLS] answer [SEP]`, padded) whose first token is likeliest after [CLS], re-scored by
     /// `log p(first token) - sum of the answer's token losses` (the first token counts twice, as
-    /// in the official code) and re-sorted by the softmax of those scores. Ties in the first-token
-    /// probability (answers sharing a first token) keep answer-list order.
+    /// in the official code) and re-sorted by the softmax of those scores. Both selections order
+    /// ties as PyTorch's CPU topk does (`TorchTopK`): answers sharing a first token tie.
     public func rankAnswers(images: Tensor, questions: TextBatch, answerList: TextBatch, k: Int) throws -> AnswerRanking {
         let bs = questions.batch, n = answerList.batch, la = answerList.length
         guard images.shape.first == bs else {
@@ -253,7 +253,7 @@ public final class ALBEFVQAModel: TrainableModel {
             for q in 0..<bs {
                 let probs = firstTokens.map { vocab[q * v + $0] }
                 ranking.probFirstToken += probs
-                let top = probs.indices.sorted { probs[$0] != probs[$1] ? probs[$0] > probs[$1] : $0 < $1 }.prefix(k)
+                let top = TorchTopK.largest(probs, k: k)
                 candidates += top
                 firstProbs += top.map { probs[$0] }
             }
@@ -271,7 +271,7 @@ public final class ALBEFVQAModel: TrainableModel {
                 let m = scores.max()!
                 let e = scores.map { exp($0 - m) }, z = e.reduce(0, +)
                 let probs = e.map { $0 / z }
-                let order = probs.indices.sorted { probs[$0] != probs[$1] ? probs[$0] > probs[$1] : $0 < $1 }
+                let order = TorchTopK.largest(probs, k: k)
                 ranking.topkIds.append(order.map { candidates[qi * k + $0] })
                 ranking.topkProbs.append(order.map { probs[$0] })
             }
