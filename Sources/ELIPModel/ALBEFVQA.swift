@@ -253,7 +253,7 @@ public final class ALBEFVQAModel: TrainableModel {
             for q in 0..<bs {
                 let probs = firstTokens.map { vocab[q * v + $0] }
                 ranking.probFirstToken += probs
-                let top = TorchTopK.largest(probs, k: k)
+                let top = try TorchTopK.largest(probs, k: k)
                 candidates += top
                 firstProbs += top.map { probs[$0] }
             }
@@ -271,7 +271,7 @@ public final class ALBEFVQAModel: TrainableModel {
                 let m = scores.max()!
                 let e = scores.map { exp($0 - m) }, z = e.reduce(0, +)
                 let probs = e.map { $0 / z }
-                let order = TorchTopK.largest(probs, k: k)
+                let order = try TorchTopK.largest(probs, k: k)
                 ranking.topkIds.append(order.map { candidates[qi * k + $0] })
                 ranking.topkProbs.append(order.map { probs[$0] })
             }

@@ -1,3 +1,5 @@
+import ELIPTensor
+
 /// The order in which PyTorch's CPU `topk(k, largest=True, sorted=True)` returns indices when
 /// values tie (aten TopKImpl.h): pairs (value, index) compared by value only, then
 /// `std::partial_sort` when k * 64 <= n, else `std::nth_element(k - 1)` followed by `std::sort`
@@ -8,8 +10,10 @@ public enum TorchTopK {
     typealias Element = (value: Float, index: Int)
 
     /// Indices of the k largest `values`, in PyTorch's CPU order (NaN counts as largest).
-    public static func largest(_ values: [Float], k: Int) -> [Int] {
-        precondition(k >= 0 && k <= values.count, "topk: k \(k) outside 0...\(values.count)")
+    public static func largest(_ values: [Float], k: Int) throws -> [Int] {
+        guard k >= 0, k <= values.count else {
+            throw TensorError.invalidArgument(op: "topk", reason: "k \(k) outside 0...\(values.count)")
+        }
         guard k > 0 else { return [] }
         var q: [Element] = values.enumerated().map { ($0.element, $0.offset) }
         let n = q.count

@@ -132,7 +132,7 @@ final class ALBEFVQATests: XCTestCase {
         XCTAssertEqual(Double(out.total.scalar), Double(0.5 * perAnswer[0] + 0.25 * perAnswer[1] + 0.25 * perAnswer[2] + perAnswer[3]) / 2, accuracy: 1e-5)
         // rank_answer with k = all 4 answers scores every answer for each question.
         let ranking = try model.rankAnswers(images: images, questions: questions, answerList: answers, k: 4)
-        let order0 = TorchTopK.largest(Array(ranking.probFirstToken[0..<4]), k: 4)
+        let order0 = try TorchTopK.largest(Array(ranking.probFirstToken[0..<4]), k: 4)
         for (j, a) in order0.enumerated() where a < 3 {
             XCTAssertEqual(ranking.answerLoss[j], perAnswer[a], accuracy: 1e-4 * max(1, abs(perAnswer[a])))
         }

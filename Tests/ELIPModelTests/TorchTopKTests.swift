@@ -5,7 +5,7 @@ import XCTest
 /// (g++: std::nth_element + std::sort of the first k - 1, or std::partial_sort when k * 64 <= n,
 /// with TopKImpl.h's comparator), covering both paths, sorts longer than 16 and all-equal input.
 final class TorchTopKTests: XCTestCase {
-    func testTiesAreOrderedAsLibstdcxxOrdersThem() {
+    func testTiesAreOrderedAsLibstdcxxOrdersThem() throws {
         // (k, values as digits d -> d / 4, expected indices)
         let cases: [(Int, String, [Int])] = [
             (4, "212122220102", [7, 5, 0, 6]),
@@ -18,18 +18,20 @@ final class TorchTopKTests: XCTestCase {
         ]
         for (k, digits, expected) in cases {
             let values = digits.map { Float(Int(String($0))!) / 4 }
-            XCTAssertEqual(TorchTopK.largest(values, k: k), expected, digits)
+            XCTAssertEqual(try TorchTopK.largest(values, k: k), expected, digits)
         }
     }
 
     /// Without ties the result is simply the k largest, descending.
-    func testDistinctValuesAreSortedDescending() {
+    func testDistinctValuesAreSortedDescending() throws {
         var g = SystemRandomNumberGenerator()
         for n in [1, 5, 17, 64, 300] {
             let values = (0..<n).map { _ in Float.random(in: -1...1, using: &g) }
             for k in Set([1, n / 2 + 1, n]) {
-                XCTAssertEqual(TorchTopK.largest(values, k: k), Array(values.indices.sorted { values[$0] > values[$1] }.prefix(k)))
+                XCTAssertEqual(try TorchTopK.largest(values, k: k), Array(values.indices.sorted { values[$0] > values[$1] }.prefix(k)))
             }
         }
+        XCTAssertEqual(try TorchTopK.largest([1, 2], k: 0), [])
+        XCTAssertThrowsError(try TorchTopK.largest([1, 2], k: 3)) { XCTAssertTrue("\($0)".contains("k 3"), "\($0)") }
     }
 }
