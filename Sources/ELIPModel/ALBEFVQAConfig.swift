@@ -33,8 +33,9 @@ public struct ALBEFVQAConfig: ModelConfig, Equatable {
     public var patchCount: Int { (imageRes / vision.patchSize) * (imageRes / vision.patchSize) }
     public var vocabularySize: Int { bert.vocabSize }
     public var maxTextPositions: Int { bert.maxPositionEmbeddings }
-    /// vqa_dataset.py: `pre_question(question, 50)`, padded to the longest.
-    public var captionStyle: CaptionStyle { .albef(maxLength: min(50, bert.maxPositionEmbeddings)) }
+    /// vqa_dataset.py cleans questions with `pre_question` (ELIPText.preQuestion: 30 words in
+    /// training, 50 at test), padded to the longest; this is the nearest caption style.
+    public var captionStyle: CaptionStyle { .albef(maxLength: min(30, bert.maxPositionEmbeddings)) }
     public var trainingRandAugment: RandAugment { .albef }
     public var fusionLayer: Int { bert.fusionLayer ?? 6 }
     public func makeModel() throws -> any TrainableModel { try ALBEFVQAModel(config: self) }
