@@ -107,6 +107,14 @@ public final class ALBEFVQAModel: TrainableModel {
                       momentumParameters: ParameterArena(capacity: max(probe.momentumParameters.used, 1), withGradients: false))
     }
 
+    /// Parameter counts of a configuration without allocating it: trainable (online), of which
+    /// the answer decoder, and momentum.
+    public static func parameterCounts(_ config: ALBEFVQAConfig) throws -> (trainable: Int, decoder: Int, momentum: Int) {
+        let probe = try ALBEFVQAModel(config: config, parameters: .measuring(), momentumParameters: .measuring(withGradients: false))
+        let decoder = probe.parameters.entries.filter { $0.name.hasPrefix("text_decoder.") }.reduce(0) { $0 + $1.count }
+        return (probe.parameters.parameterCount, decoder, probe.momentumParameters.parameterCount)
+    }
+
     init(config: ALBEFVQAConfig, parameters: ParameterArena, momentumParameters: ParameterArena) throws {
         self.config = config
         self.parameters = parameters

@@ -24,6 +24,14 @@ final class ALBEFVQATests: XCTestCase {
         XCTAssertEqual(output.ints["eval.topk_ids"]?.values, try expected.int64s("eval.topk_ids"))
     }
 
+    /// The base model's size as SPEC-ALBEF-TASKS §3 counts it (PyTorch's parameters(): ties once).
+    func testBaseParameterCounts() throws {
+        let counts = try ALBEFVQAModel.parameterCounts(ALBEFVQAConfig())
+        XCTAssertEqual(counts.trainable, 290_336_058)
+        XCTAssertEqual(counts.decoder, 81_170_490)
+        XCTAssertEqual(counts.momentum, 290_336_058)
+    }
+
     /// A result file whose answer differs from the ranking is reported (not silently passed).
     func testAnswerMismatchIsReported() throws {
         let dir = try SharedData.path("reference/albef-vqa-tiny")
