@@ -177,6 +177,44 @@ final class ALBEFVQATests: XCTestCase {
         XCTAssertGreaterThan(abs(try loss(model, alpha: 0.4) - reference), 1e-3)
     }
 
+    /// The loss divides by the number of questions, so W ranks x B questions with gradients
+    /// averaged (DDP) equal one rank x W*B: here the step on 2 questions equals the mean of the
+    /// steps on each question alone (fresh models, so each sees the same single EMA update).
+    func testTwoHalvesEqualTheWholeBatch() throws {
+        let config = try tinyVQA()
+        func fresh() throws -> ALBEFVQAModel {
+            let m = try ALBEFVQAModel(config: config)
+            try m.initialiseRandomly(seed: 1)
+            m.momentumParameters.initialise(seed: 4)
+            return m
+        }
+        let (images, questions, answers) = try inputs(config)
+        func run(_ rows: [Int], answerRows: [Int], counts: [Int], weights: [Float]) throws -> (loss: Float, grad: [Float]) {
+            let m = try fresh()
+            let r = config.imageRes
+            var batch = ImageTextBatch(images: try images.gatherRows(rows).reshaped([rows.count, 3, r, r]), text: try questions.rows(rows))
+            batch.answers = AnswerBatch(text: try answers.rows(answerRows), weights: weights, counts: counts)
+            var context = StepContext(seed: 0, dropout: false)
+            context.recorded.floats["alpha"] = [0.4]
+            m.parameters.zeroGradients()
+            let out = try m.step(batch, context: &context)
+            try Autograd.backward(from: out.total)
+            return (out.total.scalar, Array(m.parameters.gradients))
+        }
+        let whole = try run([0, 1], answerRows: [0, 1, 2, 3], counts: [3, 1], weights: [0.5, 0.25, 0.25, 1])
+        let first = try run([0], answerRows: [0, 1, 2], counts: [3], weights: [0.5, 0.25, 0.25])
+        let second = try run([1], answerRows: [3], counts: [1], weights: [1])
+        XCTAssertEqual(whole.loss, (first.loss + second.loss) / 2, accuracy: 1e-5 * abs(whole.loss))
+        var diff = 0.0, norm = 0.0
+        for i in whole.grad.indices {
+            let mean = (Double(first.grad[i]) + Double(second.grad[i])) / 2
+            diff += (Double(whole.grad[i]) - mean) * (Double(whole.grad[i]) - mean)
+            norm += mean * mean
+        }
+        XCTAssertGreaterThan(norm, 0)
+        XCTAssertLessThan((diff / norm).squareRoot(), 1e-4)
+    }
+
     /// Bad batches and k values get errors naming what is wrong.
     func testInputChecks() throws {
         let config = try tinyVQA(distill: false)
