@@ -93,6 +93,7 @@ public enum ModelRegistry {
         BLIPModel.kind,
         ALBEFVEModel.kind,
         ALBEFRetrievalModel.kind,
+        ALBEFVQAModel.kind,
     ]
 
     /// The model called `name`; otherwise an error listing the known ones.

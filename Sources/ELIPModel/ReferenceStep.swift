@@ -25,6 +25,15 @@ public struct ReferenceCase {
     /// Groups compared by the largest absolute difference (e.g. retrieval's queues and scores:
     /// 1e-4 in the reference README).
     public var absoluteTolerance: [String: Double] = [:]
+    /// Evaluation outputs that are indices (compared exactly, written as int64), e.g. VQA's
+    /// `eval.topk_ids`.
+    public var integerEvaluationOutputs: Set<String> = []
+    /// Evaluation outputs compared by the largest absolute difference, with their bound (VQA's
+    /// `eval.topk_probs`: 1e-4), each in its own group.
+    public var absoluteEvaluationTolerance: [String: Double] = [:]
+    /// Checks that are not tensors, run after the evaluation (VQA: the answers of
+    /// `eval_result.json`), reported with the groups.
+    public var extraChecks: (() throws -> [ReferenceStep.GroupResult])?
 
     public init(model: any TrainableModel, batch: ImageTextBatch, context: StepContext, normFloor: Double,
                 evaluation: (() throws -> [String: Tensor])? = nil) {
@@ -107,6 +116,7 @@ public enum ReferenceStep {
         let model = c.model
         var context = c.context
         let evaluation = try c.evaluation?() ?? [:]
+        let extra = try c.extraChecks?() ?? []
         model.parameters.zeroGradients()
         let out = try model.step(c.batch, context: &context)
         try Autograd.backward(from: out.total)
@@ -114,8 +124,19 @@ public enum ReferenceStep {
         var r = Output()
         r.normFloor = c.normFloor
         r.lossNames = out.losses.keys.sorted()
+        r.extraResults = extra
         for (name, loss) in out.losses { r.add(lossOutputName(name), loss, group: "losses") }
-        for (name, t) in evaluation { r.add(name, t, group: c.evaluationGroups[name] ?? "evaluation") }
+        for (name, t) in evaluation {
+            if c.integerEvaluationOutputs.contains(name) {
+                r.ints[name] = (t.shape, t.toArray().map { Int64($0) })
+                r.groups[name] = "evaluation indices"
+            } else if let tolerance = c.absoluteEvaluationTolerance[name] {
+                r.add(name, t, group: "absolute: \(name.replacingOccurrences(of: "eval.", with: ""))")
+                r.absoluteTolerance[r.groups[name]!] = tolerance
+            } else {
+                r.add(name, t, group: c.evaluationGroups[name] ?? "evaluation")
+            }
+        }
         r.absoluteTolerance.merge(c.absoluteTolerance) { _, new in new }
         for (name, t) in out.tensors { r.add(name, t, group: "activations") }
         for (j, kept) in out.keptIndices.enumerated() {

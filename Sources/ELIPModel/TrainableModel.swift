@@ -10,6 +10,8 @@ public struct ImageTextBatch {
     public let images: Tensor
     public let text: TextBatch
     public var labels: [Int]?
+    /// VQA: each question's answers (ids, weights, counts); nil for other tasks.
+    public var answers: AnswerBatch? = nil
     public init(images: Tensor, text: TextBatch, labels: [Int]? = nil) {
         self.images = images
         self.text = text

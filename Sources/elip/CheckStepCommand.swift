@@ -26,7 +26,11 @@ struct CheckStepCommand: ParsableCommand {
         itm_logits, queues, idx_queue and queue_ptr after the enqueue, grad.*, after.*; key-bias \
         floor 1e-4) and the evaluation on the case's split (eval.image_embed/text_embed, \
         eval.sims_matrix, eval.score_i2t/t2i from the ITC top k_test re-ranked by ITM, R@1/5/10); \
-        queues, sims and scores are compared 1e-4 absolute, R@K exactly.
+        queues, sims and scores are compared 1e-4 absolute, R@K exactly. \
+        albef-vqa-* (VQA.yaml) replays one VQA step (loss, answer_loss, grad.*, \
+        after.*) and rank_answer on the eval.* inputs (eval.prob_first_token, eval.answer_loss, \
+        eval.topk_ids compared exactly, eval.topk_probs 1e-4 absolute), and compares the best \
+        answers with eval_result.json when the case has one.
 
         A checkpoint-loading case (albef-load-*: load_args.json and load.safetensors) runs the \
         official task scripts' loading instead: interpolate_pos_embed on every interp.<g0>to<g1>.in \
