@@ -182,7 +182,7 @@ public final class ALBEFModel: TrainableModel, ImageTextRetrievalModel, TextGuid
 
     /// The ViT, pruned under the guidance of the caption's text [CLS].
     func encodeImages(_ images: Tensor, guidance textCLS: Tensor) throws -> (tokens: Tensor, features: Tensor, keptIndices: [[[Int]]]) {
-        let p = pruning.map { ELIPPruning(schedule: $0, patchCount: config.patchCount, textCLS: textCLS, lambda: config.pruneLambda) }
+        let p = pruning.map { ELIPPruning(schedule: $0, patchCount: config.patchCount, textCLS: textCLS) }
         let out = try visualEncoder(images, pruning: p)
         return (out.tokens, try visionProj(Self.cls(out.tokens)).l2Normalized(), out.keptIndices)
     }

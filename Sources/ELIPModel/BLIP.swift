@@ -132,7 +132,7 @@ public final class BLIPModel: TrainableModel, ImageTextRetrievalModel, TextGuide
         let text = try StepProfiler.section("text") { try textLayers(textEmbeddings(batch.text, dropout: dropout), mask: batch.text, dropout: dropout) }
         let textCLS = try Self.cls(text), textFeat = try textProj(textCLS).l2Normalized()
         let vision = try StepProfiler.section("vision") { () throws -> PrunedBlocksOutput in
-            try visualEncoder(batch.images, pruning: pruning.map { ELIPPruning(schedule: $0, patchCount: config.keepBase, textCLS: textCLS, lambda: config.pruneLambda) })
+            try visualEncoder(batch.images, pruning: pruning.map { ELIPPruning(schedule: $0, patchCount: config.keepBase, textCLS: textCLS) })
         }
         let imageFeat = try visionProj(Self.cls(vision.tokens)).l2Normalized()
         let teacher = try StepProfiler.section("momentum") {
