@@ -17,7 +17,7 @@ public struct ModuleFLOPs: Equatable {
     public var backward: [String: Double] = [:]
     /// Forward FLOPs of the pruning's scoring passes (look-ahead or inline; part of vision).
     public var scoring = 0.0
-    /// Forward FLOPs of the momentum model (no gradient; part of vision and text).
+    /// Forward FLOPs of the momentum model (no gradient; part of vision, text and fusion).
     public var momentum = 0.0
 
     /// The module of a section path ("" outside every section: other).
@@ -31,7 +31,8 @@ public struct ModuleFLOPs: Equatable {
             guard !Self.nonForwardSections.contains(top) else { continue }
             forward[Self.module(ofSection: path), default: 0] += f
             if path.hasSuffix("look-ahead") || path.hasSuffix("inline-scoring") { scoring += f }
-            if top == "momentum" { momentum += f }
+            // The momentum encoders, and ALBEF's momentum fusion pass for MLM distillation.
+            if top == "momentum" || path.split(separator: "/").contains("teacher") { momentum += f }
         }
         for (path, f) in backwardFlops { backward[Self.module(ofSection: path), default: 0] += f }
     }

@@ -297,7 +297,7 @@ struct BenchTrainStepCommand: ParsableCommand {
             print(moduleNames[k]!.padding(toLength: 28, withPad: " ", startingAt: 0)
                   + String(format: "%14.2f %5.1f%% %15.2f %5.1f%%", f / 1e9, 100 * m.forwardShare(k), t / 1e9, 100 * m.trainingShare(k)))
         }
-        print(String(format: "(vision includes %.2f GFLOP of pruning scoring passes; vision and text include %.2f GFLOP of the momentum model, forward only)",
+        print(String(format: "(vision includes %.2f GFLOP of pruning scoring passes; vision, text and fusion include %.2f GFLOP of the momentum model, forward only)",
                      m.scoring / 1e9, m.momentum / 1e9))
     }
 

@@ -64,6 +64,10 @@ final class ModuleFLOPsTests: XCTestCase {
         // The bench's own phases are not forward work.
         let m = ModuleFLOPs(sectionFlops: ["backward": 5, "optimizer": 1, "text": 2], backwardFlops: [:])
         XCTAssertEqual(m.forwardTotal, 2)
+        // ALBEF's momentum fusion pass (MLM distillation) is fusion work by the momentum model.
+        let teacher = ModuleFLOPs(sectionFlops: ["fusion/teacher": 4, "momentum/vision": 3, "fusion": 1], backwardFlops: [:])
+        XCTAssertEqual(teacher.forward["fusion"], 5)
+        XCTAssertEqual(teacher.momentum, 7)
         let med = ModuleFLOPs.median([ModuleFLOPs(sectionFlops: ["text": 1], backwardFlops: [:]), ModuleFLOPs(sectionFlops: ["text": 3], backwardFlops: [:]),
                                       ModuleFLOPs(sectionFlops: ["text": 10, "fusion": 2], backwardFlops: [:])])
         XCTAssertEqual(med.forward["text"], 3)
