@@ -27,6 +27,7 @@ struct ELIPCommand: ParsableCommand {
             VisualizeCommand.self,
             PlotCommand.self,
             AnalyzePruningCommand.self,
+            AnalyzeTokensCommand.self,
             CaptionCommand.self,
             InfoCommand.self,
         ]
