@@ -92,7 +92,7 @@ let package = Package(
         .testTarget(name: "ELIPTextTests", dependencies: ["ELIPText"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPImageTests", dependencies: ["ELIPImage"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPShardsTests", dependencies: ["ELIPShards", "ELIPText", "ELIPImage"], swiftSettings: swiftSettings),
-        .testTarget(name: "ELIPEvalTests", dependencies: ["ELIPDistributed", "ELIPEval", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPShards",
+        .testTarget(name: "ELIPEvalTests", dependencies: ["ELIPDistributed", "ELIPEncoders", "ELIPEval", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPShards",
                                                           "ELIPTensor", "ELIPText", "ELIPTrain"], swiftSettings: swiftSettings),
     ],
     swiftLanguageModes: [.v5]
