@@ -306,8 +306,10 @@ struct BenchTrainStepCommand: ParsableCommand {
         let colors = [RGB(66, 114, 196), RGB(237, 125, 49), RGB(112, 173, 71), RGB(150, 150, 150)]
         var bars: [(label: String, shares: [Double])] = []
         for (name, m) in variants {
-            bars.append((String(format: "%@\nforward\n%.3g GFLOP", name, m.forwardTotal / 1e9), ModuleFLOPs.modules.map { m.forwardShare($0) }))
-            bars.append((String(format: "%@\nfwd+bwd\n%.3g GFLOP", name, m.trainingTotal / 1e9), ModuleFLOPs.modules.map { m.trainingShare($0) }))
+            // "910 GFLOP", "1007 GFLOP", "0.231 GFLOP": no exponents under the bars.
+            func gflop(_ f: Double) -> String { String(format: f >= 1e11 ? "%.0f GFLOP" : "%.3g GFLOP", f / 1e9) }
+            bars.append(("\(name)\nforward\n\(gflop(m.forwardTotal))", ModuleFLOPs.modules.map { m.forwardShare($0) }))
+            bars.append(("\(name)\nfwd+bwd\n\(gflop(m.trainingTotal))", ModuleFLOPs.modules.map { m.trainingShare($0) }))
         }
         let chart = StackedBarChart(title: title, bars: bars, segments: zip(ModuleFLOPs.modules, colors).map { (moduleNames[$0]!, $1) })
         return try chart.render()
