@@ -103,7 +103,7 @@ let package = Package(
         .target(name: "ImageFormatFixtures", dependencies: ["CGIF", "CWebP", "ELIPImage"], path: "Tests/ImageFormatFixtures", swiftSettings: swiftSettings),
         .testTarget(name: "ELIPImageTests", dependencies: ["ELIPImage", "ImageFormatFixtures"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPShardsTests", dependencies: ["ELIPShards", "ELIPText", "ELIPImage"], swiftSettings: swiftSettings),
-        .testTarget(name: "ELIPEvalTests", dependencies: ["ELIPDistributed", "ELIPEval", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPShards",
+        .testTarget(name: "ELIPEvalTests", dependencies: ["ELIPDistributed", "ELIPEncoders", "ELIPEval", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPShards",
                                                           "ELIPTensor", "ELIPText", "ELIPTrain"], swiftSettings: swiftSettings),
     ],
     swiftLanguageModes: [.v5]

@@ -42,7 +42,9 @@ public struct PruningTrace: Equatable {
     /// reports them for one sample). Stage 0's input tokens are the N0 patches in order; stage
     /// j's input is `[kept tokens of stage j-1 in order, merged token]`, so position `T - 2` of a
     /// later stage (the last one) is the previous merged token, which is not an original patch.
-    public static func survivingPatches(keptIndices: [[Int]], patchCount: Int) throws -> (patches: [[Int]], mergedKept: [Bool]) {
+    /// With `merged: false` (`img_prune: {merge: false}`) there is no merged token: stage j's
+    /// input is the kept tokens of stage j-1 only.
+    public static func survivingPatches(keptIndices: [[Int]], patchCount: Int, merged mergesPruned: Bool = true) throws -> (patches: [[Int]], mergedKept: [Bool]) {
         var origins: [Int?] = Array(0..<patchCount)  // what each non-[CLS] position holds
         var patches: [[Int]] = [], merged: [Bool] = []
         for (j, kept) in keptIndices.enumerated() {
@@ -54,7 +56,7 @@ public struct PruningTrace: Equatable {
             }
             patches.append(kept.compactMap { origins[$0] })
             merged.append(kept.contains { origins[$0] == nil })
-            origins = kept.map { origins[$0] } + [nil]
+            origins = kept.map { origins[$0] } + (mergesPruned ? [nil] : [])
         }
         return (patches, merged)
     }
@@ -82,7 +84,7 @@ public struct PruningTrace: Equatable {
             for i in 0..<schedule.beginLayer[0] { x = try vit.runBlock(i, x) }
             let scores = try pruning.scores(0, tokens: x, encoder: vit)
             let patchCount = vit.patchGrid * vit.patchGrid
-            let mapped = try survivingPatches(keptIndices: kept, patchCount: patchCount)
+            let mapped = try survivingPatches(keptIndices: kept, patchCount: patchCount, merged: schedule.merge)
             return PruningTrace(grid: vit.patchGrid, survivingPatches: mapped.patches,
                                 mergedTokenKept: mapped.mergedKept, keptCounts: kept.map(\.count),
                                 firstStageScores: scores, beginLayers: schedule.beginLayer)

@@ -50,7 +50,7 @@ extension ALBEFModel {
     /// The text encoder's output [CLS] of `text` guides the pruning, as in `step`.
     public func pruning(guidedBy text: TextBatch, schedule: PruneConfig) throws -> ELIPPruning {
         let states = try Autograd.noGrad { try textLayers(textEmbeddings(text, dropout: nil), mask: text, dropout: nil) }
-        return ELIPPruning(schedule: schedule, patchCount: config.patchCount, textCLS: try Self.cls(states), lambda: config.pruneLambda)
+        return ELIPPruning(schedule: schedule, patchCount: config.patchCount, textCLS: try Self.cls(states))
     }
 
     // MARK: initial checkpoint

@@ -182,7 +182,7 @@ public final class ALBEFModel: TrainableModel, ImageTextRetrievalModel, TextGuid
 
     /// The ViT, pruned under the guidance of the caption's text [CLS].
     func encodeImages(_ images: Tensor, guidance textCLS: Tensor) throws -> (tokens: Tensor, features: Tensor, keptIndices: [[[Int]]]) {
-        let p = pruning.map { ELIPPruning(schedule: $0, patchCount: config.patchCount, textCLS: textCLS, lambda: config.pruneLambda) }
+        let p = pruning.map { ELIPPruning(schedule: $0, patchCount: config.patchCount, textCLS: textCLS) }
         let out = try visualEncoder(images, pruning: p)
         return (out.tokens, try visionProj(Self.cls(out.tokens)).l2Normalized(), out.keptIndices)
     }
@@ -199,11 +199,12 @@ public final class ALBEFModel: TrainableModel, ImageTextRetrievalModel, TextGuid
                          global: FeatureExchange?, offset: Int) throws -> Teacher {
         try Autograd.noGrad {
             StepProfiler.section("ema") { momentum.update() }
-            let states = try textLayersM(textEmbeddingsM(rows, dropout: nil), mask: rows, dropout: nil)
+            // Sections "momentum/text" and "momentum/vision": bench train-step counts their FLOPs per module.
+            let states = try StepProfiler.section("text") { try textLayersM(textEmbeddingsM(rows, dropout: nil), mask: rows, dropout: nil) }
             let textM = rows.batch > bs ? try states.slice(axis: 0, start: 0, length: bs) : states
             let mlmStates = rows.batch > bs ? try states.slice(axis: 0, start: bs, length: bs) : nil
             let textFeat = try textProjM(Self.cls(textM)).l2Normalized()
-            let imageTokens = try visualEncoderM(images).tokens
+            let imageTokens = try StepProfiler.section("vision") { try visualEncoderM(images).tokens }
             let imageFeat = try visionProjM(Self.cls(imageTokens)).l2Normalized()
             let allImages = try exchange.map { try imageFeat.allGatherRows($0) } ?? imageFeat
             let allTexts = try exchange.map { try textFeat.allGatherRows($0) } ?? textFeat

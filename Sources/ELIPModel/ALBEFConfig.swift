@@ -7,7 +7,7 @@ import ELIPText
 import Foundation
 
 /// ALBEF pre-training configuration: the model keys of ALBEF's `Pretrain.yaml` (SPEC §3) plus
-/// ELIP's `img_prune`, the `vision:` section (ALBEF hard-codes ViT-B/16) and `prune_lambda`.
+/// ELIP's `img_prune` (λ and merging included), the `vision:` section (ALBEF hard-codes ViT-B/16).
 public struct ALBEFConfig: ModelConfig, Equatable {
     public var imageRes = 256
     public var visionWidth = 768
@@ -19,8 +19,6 @@ public struct ALBEFConfig: ModelConfig, Equatable {
     public var alpha: Float = 0.4
     /// nil: no pruning (plain ALBEF).
     public var prune: PruneConfig? = .albef
-    /// Weight of the image [CLS] in the fused query (the text [CLS] gets 1 - lambda).
-    public var pruneLambda: Float = 0.8
     public var vision = VisionConfig()
     public var bert = BertConfig.albefBase
     public var specialTokens = SpecialTokens.bertBaseUncased
@@ -41,7 +39,7 @@ public struct ALBEFConfig: ModelConfig, Equatable {
 
     public var summary: String {
         "ALBEF: ViT \(vision.depth)x\(vision.embedDim) (patch \(vision.patchSize)) at \(imageRes) px, BERT \(fusionLayer)+\(bert.numHiddenLayers - fusionLayer) layers x \(bert.hiddenSize), queue \(queueSize), pruning "
-            + (prune.map { "keeps \($0.keepCounts(patchCount: patchCount)) of \(patchCount) (\($0.scoring.rawValue))" } ?? "off")
+            + (prune.map { "keeps \($0.keepCounts(patchCount: patchCount)) of \(patchCount) (\($0.modeDescription))" } ?? "off")
     }
 
     /// The model keys of a config file's top level; `bert_config` is resolved against
@@ -57,8 +55,8 @@ public struct ALBEFConfig: ModelConfig, Equatable {
         c.queueSize = try s.int("queue_size", default: c.queueSize, in: 1...(1 << 24))
         c.momentum = try s.float("momentum", default: c.momentum, in: 0...1)
         c.alpha = try s.float("alpha", default: c.alpha, in: 0...1)
-        c.pruneLambda = try s.float("prune_lambda", default: c.pruneLambda, in: 0...1)
-        c.prune = try PruneConfig.read(s, fallback: c.prune)
+        // λ lives in img_prune.lambda; the older top-level `prune_lambda` still sets it.
+        c.prune = try PruneConfig.read(s, fallback: c.prune, legacyLambda: "prune_lambda")
         if let v = try s.section("vision") {
             c.vision = try VisionConfig.read(v)
         } else {

@@ -80,7 +80,7 @@ extension BLIPModel: CaptionModel {
     /// The unimodal text encoder's output [CLS] of `text` guides the pruning, as in `step`.
     public func pruning(guidedBy text: TextBatch, schedule: PruneConfig) throws -> ELIPPruning {
         let states = try Autograd.noGrad { try textLayers(textEmbeddings(text, dropout: nil), mask: text, dropout: nil) }
-        return ELIPPruning(schedule: schedule, patchCount: config.keepBase, textCLS: try Self.cls(states), lambda: config.pruneLambda)
+        return ELIPPruning(schedule: schedule, patchCount: config.keepBase, textCLS: try Self.cls(states))
     }
 
     // MARK: initial checkpoint (SPEC-BLIP §3.6)

@@ -132,7 +132,7 @@ public final class BLIPModel: TrainableModel, ImageTextRetrievalModel, TextGuide
         let text = try StepProfiler.section("text") { try textLayers(textEmbeddings(batch.text, dropout: dropout), mask: batch.text, dropout: dropout) }
         let textCLS = try Self.cls(text), textFeat = try textProj(textCLS).l2Normalized()
         let vision = try StepProfiler.section("vision") { () throws -> PrunedBlocksOutput in
-            try visualEncoder(batch.images, pruning: pruning.map { ELIPPruning(schedule: $0, patchCount: config.keepBase, textCLS: textCLS, lambda: config.pruneLambda) })
+            try visualEncoder(batch.images, pruning: pruning.map { ELIPPruning(schedule: $0, patchCount: config.keepBase, textCLS: textCLS) })
         }
         let imageFeat = try visionProj(Self.cls(vision.tokens)).l2Normalized()
         let teacher = try StepProfiler.section("momentum") {
@@ -172,9 +172,10 @@ public final class BLIPModel: TrainableModel, ImageTextRetrievalModel, TextGuide
     func momentumTeacher(_ batch: ImageTextBatch, alpha: Float, exchange: FeatureExchange?, global: FeatureExchange?, offset: Int) throws -> Teacher {
         try Autograd.noGrad {
             StepProfiler.section("ema") { momentum.update() }
-            let textM = try textLayersM(textEmbeddingsM(batch.text, dropout: nil), mask: batch.text, dropout: nil)
+            // Sections "momentum/text" and "momentum/vision": bench train-step counts their FLOPs per module.
+            let textM = try StepProfiler.section("text") { try textLayersM(textEmbeddingsM(batch.text, dropout: nil), mask: batch.text, dropout: nil) }
             let textFeat = try textProjM(Self.cls(textM)).l2Normalized()
-            let imageTokens = try visualEncoderM(batch.images).tokens
+            let imageTokens = try StepProfiler.section("vision") { try visualEncoderM(batch.images).tokens }
             let imageFeat = try visionProjM(Self.cls(imageTokens)).l2Normalized()
             let allImages = try exchange.map { try imageFeat.allGatherRows($0) } ?? imageFeat
             let allTexts = try exchange.map { try textFeat.allGatherRows($0) } ?? textFeat

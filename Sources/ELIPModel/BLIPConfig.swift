@@ -20,8 +20,6 @@ public struct BLIPConfig: ModelConfig, Equatable {
     /// The distillation weight ramps up over this many epochs (BLIP: 2).
     public var alphaRampEpochs = 2
     public var prune: PruneConfig? = .albef
-    /// Weight of the image [CLS] in the fused query (`lamd` = 0.8 in the official code).
-    public var pruneLambda: Float = 0.8
     /// Captions are `[CLS] ... [SEP]`, padded to this many tokens.
     public var maxTextLength = 30
     /// Label smoothing of the captioning (LM) loss.
@@ -61,7 +59,7 @@ public struct BLIPConfig: ModelConfig, Equatable {
 
     public var summary: String {
         "BLIP: ViT \(vision.depth)x\(vision.embedDim) (patch \(vision.patchSize)) at \(imageRes) px, BERT \(bert.numHiddenLayers) layers x \(bert.hiddenSize) with a shared causal decoder, queue \(queueSize), pruning "
-            + (prune.map { "keeps \($0.keepCounts(patchCount: keepBase)) of \(patchCount) (\($0.scoring.rawValue))" } ?? "off")
+            + (prune.map { "keeps \($0.keepCounts(patchCount: keepBase)) of \(patchCount) (\($0.modeDescription))" } ?? "off")
     }
 
     /// The model keys of a config file's top level (not validated; see `ModelKind.readConfig`).
@@ -73,9 +71,10 @@ public struct BLIPConfig: ModelConfig, Equatable {
         c.queueSize = try s.int("queue_size", default: c.queueSize, in: 1...(1 << 24))
         c.momentum = try s.float("momentum", default: c.momentum, in: 0...1)
         c.alpha = try s.float("alpha", default: c.alpha, in: 0...1)
-        c.pruneLambda = try s.float("lambda", default: c.pruneLambda, in: 0...1)
         c.maxTextLength = try s.int("max_length", default: c.maxTextLength, in: 3...(1 << 16))
-        c.prune = try PruneConfig.read(s, fallback: c.prune)
+        // λ (`lamd` = 0.8 in the official code) lives in img_prune.lambda; the top-level `lambda`
+        // still sets it.
+        c.prune = try PruneConfig.read(s, fallback: c.prune, legacyLambda: "lambda")
         switch try s.choice("vit", ["base", "large"]) ?? "base" {
         case "large": c.vision.embedDim = 1024; c.vision.depth = 24; c.vision.numHeads = 16
         default: break

@@ -68,6 +68,10 @@ extension PrunableVisionEncoder {
 ///     constants, the features carry gradients;
 ///  6. new sequence: [CLS, kept..., merged] of length K_j + 2.
 ///
+/// With `merge: false` (an ablation) step 5 is skipped and the pruned tokens are dropped: the new
+/// sequence is [CLS, kept...] of length K_j + 1, and a later stage's candidates are the kept
+/// tokens only (its kept positions still index its non-[CLS] input tokens).
+///
 /// With `scoring: inline` (an ablation, not the paper's method) step 2 is skipped: the scores are
 /// the fused query's attention in the stage's FIRST layer, on the stage's input tokens.
 public struct ELIPPruning {
@@ -75,14 +79,13 @@ public struct ELIPPruning {
     public let keepCounts: [Int]
     /// Text [CLS] output states [B, D] of the paired captions (used as constants).
     public let textCLS: Tensor
-    /// λ: weight of the image [CLS] in the fused query.
-    public let lambda: Float
+    /// λ: weight of the image [CLS] in the fused query (the schedule's `lambda`).
+    public var lambda: Float { schedule.lambda }
 
-    public init(schedule: PruneConfig, patchCount: Int, textCLS: Tensor, lambda: Float = 0.8) {
+    public init(schedule: PruneConfig, patchCount: Int, textCLS: Tensor) {
         self.schedule = schedule
         self.keepCounts = schedule.keepCounts(patchCount: patchCount)
         self.textCLS = textCLS.detached()
-        self.lambda = lambda
     }
 
     public struct StageResult {
@@ -172,10 +175,11 @@ public struct ELIPPruning {
     }
 
     /// Step 6: [CLS, kept..., merged] from the real tokens; gradients flow into the kept and the
-    /// merged features, not into the selection.
+    /// merged features, not into the selection. Without merging, [CLS, kept...].
     public func apply(_ selection: Selection, to x: Tensor) throws -> Tensor {
         let b = x.shape[0], t = x.shape[1], d = x.shape[2], keep = selection.kept.first?.count ?? 0
         let keptTokens = try x.reshaped([b * t, d]).gatherRows(selection.gatherIndex).reshaped([b, keep + 1, d])
+        guard schedule.merge else { return keptTokens }
         let merged = try x.mergeRows(weights: selection.mergeWeights)
         return try Tensor.concat([keptTokens, merged], axis: 1)
     }

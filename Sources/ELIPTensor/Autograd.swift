@@ -14,6 +14,8 @@ public enum Autograd {
         let backward: () throws -> Void
         let finalizes: [Tensor]
         let op: StaticString
+        /// The profiler's section of the forward op (nil when not profiling).
+        let section: String?
     }
 
     nonisolated(unsafe) static var tape: [Entry] = []
@@ -77,7 +79,7 @@ public enum Autograd {
         }
         let hook = onParameterGradientFinal
         while let entry = tape.popLast() {
-            try StepProfiler.timeBackward(entry.op, entry.backward)
+            try StepProfiler.timeBackward(entry.op, section: entry.section, entry.backward)
             if let hook { for p in entry.finalizes { try hook(p) } }
         }
     }
@@ -105,7 +107,7 @@ public enum Autograd {
         tape.append(Entry(backward: {
             // The output may be unreachable from the loss: then no gradient was allocated.
             if let g = output.existingGrad { try backward(g) }
-        }, finalizes: finalizes, op: op))
+        }, finalizes: finalizes, op: op, section: StepProfiler.enabled ? StepProfiler.currentPath : nil))
         return output
     }
 }

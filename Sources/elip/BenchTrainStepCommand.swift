@@ -1,6 +1,8 @@
 import ArgumentParser
 import CKernels
 import Dispatch
+import ELIPEval
+import ELIPImage
 import ELIPModel
 import ELIPNN
 import ELIPObjectives
@@ -23,6 +25,13 @@ struct BenchTrainStepCommand: ParsableCommand {
         effective GFLOP/s against the measured FMA peak and sgemm peak, time per phase and per op
         kind (non-GEMM time; forward ops are charged the time since the previous op finished), and
         resident memory. Build with -c release.
+
+        FLOPs by module (the paper's Figure 2(b)): the step's sgemm FLOPs in the vision encoder
+        (the pruned ViT, its scoring passes and the momentum ViT), the text encoder (and its
+        momentum copy), the fusion layers (ALBEF's fusion BERT; BLIP's image-grounded encoder and
+        decoder) and the rest, forward only and forward+backward (a backward GEMM counts for the
+        module of the op it differentiates). --variants look_ahead,none shows them with and
+        without pruning; --flops-chart draws them as stacked bars.
         """
     )
     @Option(help: "Training config (model and optimizer sections); default: --preset.")
@@ -54,6 +63,8 @@ struct BenchTrainStepCommand: ParsableCommand {
     var threads: Int?
     @Flag(help: "Print one JSON line instead of tables.")
     var json = false
+    @Option(help: "Write the FLOPs share by module (vision, text, fusion, other; forward and forward+backward, per variant) as a stacked bar chart PNG.")
+    var flopsChart: String?
 
     /// One thing to time: a pruning setting.
     struct Variant {
@@ -85,6 +96,7 @@ struct BenchTrainStepCommand: ParsableCommand {
     struct Measured {
         var times: [Double] = [], flops: [Double] = [], gemmSeconds: [Double] = [], rss: [Double] = [], liveMiB: [Double] = []
         var sections: [[String: Double]] = [], ops: [[String: Double]] = []
+        var modules: [ModuleFLOPs] = []
     }
 
     func run() throws {
@@ -120,6 +132,7 @@ struct BenchTrainStepCommand: ParsableCommand {
         }
         if noPrune { model.prune = nil }
         if let scoring { model.prune?.scoring = try PruneScoring(parsing: scoring, setting: "--scoring") }
+        try OutputGuard.check(flopsChart, option: "--flops-chart", inputs: [OutputGuard.Input("--config", config)])
         let variantList = try parseVariants(base: model.prune)
         // Variants share one schedule (only the scoring differs): check it against the model once.
         if let schedule = variantList.lazy.compactMap(\.prune).first {
@@ -188,6 +201,7 @@ struct BenchTrainStepCommand: ParsableCommand {
                 measured[vi].liveMiB.append(Double(CachingAllocator.shared.statistics.peakBytesInUse - liveBefore) / 1_048_576)
                 measured[vi].sections.append(StepProfiler.sectionSeconds)
                 measured[vi].ops.append(StepProfiler.opSeconds)
+                measured[vi].modules.append(ModuleFLOPs(sectionFlops: StepProfiler.sectionFlops, backwardFlops: StepProfiler.backwardFlops))
             }
         }
 
@@ -199,7 +213,10 @@ struct BenchTrainStepCommand: ParsableCommand {
         let peakMiB = Double(ProcessStats.peakResidentBytes()) / 1_048_576
         let baseTime = median(measured[0].times)
         var reports: [[String: Any]] = []
+        var moduleMedians: [(String, ModuleFLOPs)] = []
         for (v, m) in zip(variantList, measured) {
+            let byModule = ModuleFLOPs.median(m.modules)
+            moduleMedians.append((v.name, byModule))
             let t = median(m.times), f = median(m.flops), gs = median(m.gemmSeconds)
             let phase = medians(m.sections)
             let covered = phase.filter { !$0.key.contains("/") }.values.reduce(0, +)
@@ -215,6 +232,7 @@ struct BenchTrainStepCommand: ParsableCommand {
                 "phase_seconds": phase.merging(["other": max(0, t - covered)]) { a, _ in a },
                 "op_seconds": opKinds, "rss_mib_per_step": m.rss,
                 "peak_live_tensor_mib": m.liveMiB.max() ?? 0,
+                "flops_by_module": Self.moduleReport(byModule),
             ]
             reports.append(report)
             if json { continue }
@@ -234,8 +252,14 @@ struct BenchTrainStepCommand: ParsableCommand {
             for (k, val) in opKinds.sorted(by: { $0.value > $1.value }) where val >= 0.0005 {
                 print(k.padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: "%9.3f  %5.1f%%", val, 100 * val / t))
             }
+            Self.printModules(byModule)
             print(String(format: "resident memory after the timed steps: %.0f -> %.0f MiB; peak of live step tensors (activations, gradients of non-parameters, workspaces) %.0f MiB",
                          m.rss.first!, m.rss.last!, m.liveMiB.max() ?? 0))
+        }
+        if let flopsChart {
+            let image = try Self.flopsChart(moduleMedians, title: "share of step FLOPs by module: \(model.kind), batch \(batch)")
+            do { try PNG.write(image, toFile: flopsChart) } catch { throw ValidationError("--flops-chart \(flopsChart): \(error)") }
+            if !json { print("wrote \(flopsChart) (\(image.width)x\(image.height))") }
         }
         if json {
             let all: [String: Any] = [
@@ -250,6 +274,45 @@ struct BenchTrainStepCommand: ParsableCommand {
             print(String(format: "\npeak resident memory of the process: %.0f MiB (%.0f MiB before the first step: weights, gradients, optimizer state, momentum model, queues; the steps add up to %.0f MiB)",
                          peakMiB, residentBeforeSteps, peakMiB - residentBeforeSteps))
         }
+    }
+
+    static let moduleNames = ["vision": "vision encoder", "text": "text encoder", "fusion": "fusion", "other": "other"]
+
+    static func moduleReport(_ m: ModuleFLOPs) -> [String: Any] {
+        var forward: [String: Double] = [:], backward: [String: Double] = [:], fShare: [String: Double] = [:], tShare: [String: Double] = [:]
+        for k in ModuleFLOPs.modules {
+            forward[k] = (m.forward[k] ?? 0) / 1e9
+            backward[k] = (m.backward[k] ?? 0) / 1e9
+            fShare[k] = m.forwardShare(k)
+            tShare[k] = m.trainingShare(k)
+        }
+        return ["forward_gflop": forward, "backward_gflop": backward, "forward_share": fShare, "forward_backward_share": tShare,
+                "scoring_forward_gflop": m.scoring / 1e9, "momentum_forward_gflop": m.momentum / 1e9]
+    }
+
+    static func printModules(_ m: ModuleFLOPs) {
+        print("\nsgemm FLOPs by module         forward GFLOP  share   fwd+bwd GFLOP  share")
+        for k in ModuleFLOPs.modules {
+            let f = m.forward[k] ?? 0, t = f + (m.backward[k] ?? 0)
+            print(moduleNames[k]!.padding(toLength: 28, withPad: " ", startingAt: 0)
+                  + String(format: "%14.2f %5.1f%% %15.2f %5.1f%%", f / 1e9, 100 * m.forwardShare(k), t / 1e9, 100 * m.trainingShare(k)))
+        }
+        print(String(format: "(vision includes %.2f GFLOP of pruning scoring passes; vision, text and fusion include %.2f GFLOP of the momentum model, forward only)",
+                     m.scoring / 1e9, m.momentum / 1e9))
+    }
+
+    /// The stacked bar chart of --flops-chart: per variant, a forward and a forward+backward bar.
+    static func flopsChart(_ variants: [(String, ModuleFLOPs)], title: String) throws -> RGBImage {
+        let colors = [RGB(66, 114, 196), RGB(237, 125, 49), RGB(112, 173, 71), RGB(150, 150, 150)]
+        var bars: [(label: String, shares: [Double])] = []
+        for (name, m) in variants {
+            // "910 GFLOP", "1007 GFLOP", "0.231 GFLOP": no exponents under the bars.
+            func gflop(_ f: Double) -> String { String(format: f >= 1e11 ? "%.0f GFLOP" : "%.3g GFLOP", f / 1e9) }
+            bars.append(("\(name)\nforward\n\(gflop(m.forwardTotal))", ModuleFLOPs.modules.map { m.forwardShare($0) }))
+            bars.append(("\(name)\nfwd+bwd\n\(gflop(m.trainingTotal))", ModuleFLOPs.modules.map { m.trainingShare($0) }))
+        }
+        let chart = StackedBarChart(title: title, bars: bars, segments: zip(ModuleFLOPs.modules, colors).map { (moduleNames[$0]!, $1) })
+        return try chart.render()
     }
 
     /// sgemm GFLOP/s on the ViT-B qkv shape (best of 5): the GEMM ceiling the step can reach.

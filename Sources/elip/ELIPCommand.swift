@@ -31,6 +31,7 @@ struct ELIPCommand: ParsableCommand {
             VisualizeCommand.self,
             PlotCommand.self,
             AnalyzePruningCommand.self,
+            AnalyzeTokensCommand.self,
             CaptionCommand.self,
             InfoCommand.self,
         ]
