@@ -38,6 +38,14 @@ public final class ALBEFNLVRModel: TrainableModel {
                       momentumParameters: ParameterArena(capacity: max(probe.momentumParameters.used, 1), withGradients: false))
     }
 
+    /// Parameter counts as PyTorch's `parameters()` gives them (a shared key/value once),
+    /// measured without allocating: trainable, of which in `text_encoder`, and momentum.
+    public static func parameterCounts(_ config: ALBEFNLVRConfig) throws -> (trainable: Int, textEncoder: Int, momentum: Int) {
+        let probe = try ALBEFNLVRModel(config: config, parameters: .measuring(), momentumParameters: .measuring(withGradients: false))
+        let text = probe.parameters.entries.filter { $0.name.hasPrefix("text_encoder.") }.reduce(0) { $0 + $1.count }
+        return (probe.parameters.parameterCount, text, probe.momentumParameters.parameterCount)
+    }
+
     init(config: ALBEFNLVRConfig, parameters: ParameterArena, momentumParameters: ParameterArena) throws {
         self.config = config
         self.parameters = parameters

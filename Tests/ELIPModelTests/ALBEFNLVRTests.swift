@@ -24,6 +24,15 @@ final class ALBEFNLVRTests: XCTestCase {
         XCTAssertEqual(output.floats["eval.acc"]?.values.first ?? -1, 2.0 / 3.0, accuracy: 1e-6)
     }
 
+    /// The base model's size as SPEC-ALBEF-TASKS §4 counts it (PyTorch's parameters(): each
+    /// shared key/value once).
+    func testBaseParameterCounts() throws {
+        let counts = try ALBEFNLVRModel.parameterCounts(ALBEFNLVRConfig())
+        XCTAssertEqual(counts.trainable, 259_381_250)
+        XCTAssertEqual(counts.textEncoder, 172_698_624)
+        XCTAssertEqual(counts.momentum, 259_381_250)
+    }
+
     private func tinyNLVR(imageRes: Int = 32, distill: Bool = true) throws -> ALBEFNLVRConfig {
         let p = try tinyConfig(imageRes: 32, prune: nil)
         var c = ALBEFNLVRConfig()
