@@ -88,11 +88,38 @@ public final class ALBEFNLVRModel: TrainableModel {
 
     /// Loads a text-assignment checkpoint as NLVR.py does (keys unchanged, the online ViT's
     /// position grid resized to this resolution; the heads and the whole momentum model keep
-    /// their initialisation: NLVR.py loads no `*_m` key).
+    /// their initialisation: NLVR.py loads no `*_m` key). An ALBEF pre-training checkpoint
+    /// (`text_encoder.bert.*` keys) goes through the text-assignment stage's map first
+    /// (Pretrain_nlvr.py: `bert.` dropped, fusion layer N -> layers 2(N-6)+6 and 2(N-6)+7), as if
+    /// that stage had run no step (albef-load-tiny's keymap.nlvr_from_pretrain).
     @discardableResult
     public func loadPretrainingCheckpoint(_ file: SafetensorsFile) throws -> ALBEFTaskCheckpoint.Plan {
-        try ALBEFTaskCheckpoint.load(.nlvr, from: file, into: stateLayout)
+        guard Self.isPretrainingCheckpoint(file.names) else {
+            return try ALBEFTaskCheckpoint.load(.nlvr, from: file, into: stateLayout)
+        }
+        // The text-assignment model has no momentum copy: only the online weights are loaded.
+        var online = stateLayout
+        online.arenas = online.arenas.filter { $0.role == .trainable }
+        online.constants = online.constants.filter { !Self.isMomentumKey($0.name) }
+        var plan = try ALBEFTaskCheckpoint.load(.nlvrTextAssignment, from: file, into: online)
+        plan.keptAtInit = (plan.keptAtInit + ALBEFTaskCheckpoint.stateDictKeys(stateLayout).filter(Self.isMomentumKey)).sorted()
+        return plan
     }
+
+    /// The plan of `loadPretrainingCheckpoint` for a pre-training checkpoint, on key names alone.
+    public static func pretrainingPlan(sourceKeys: [String], modelKeys: [String], gridChanges: (String) -> Bool) throws -> ALBEFTaskCheckpoint.Plan {
+        var plan = try ALBEFTaskCheckpoint.plan(.nlvrTextAssignment, sourceKeys: sourceKeys,
+                                                modelKeys: modelKeys.filter { !isMomentumKey($0) }, gridChanges: gridChanges)
+        plan.keptAtInit = (plan.keptAtInit + modelKeys.filter(isMomentumKey)).sorted()
+        return plan
+    }
+
+    /// A pre-training state dict (ALBEF's BertForMaskedLM keeps its `bert.` level), not a
+    /// text-assignment or NLVR2 one.
+    static func isPretrainingCheckpoint(_ keys: [String]) -> Bool { keys.contains { $0.hasPrefix("text_encoder.bert.") } }
+
+    /// Keys of the momentum model (`visual_encoder_m.*`, `text_encoder_m.*`, `cls_head_m.*`).
+    static func isMomentumKey(_ key: String) -> Bool { key.split(separator: ".").first?.hasSuffix("_m") ?? false }
 
     public var pretrainedSources: [String] { [] }
     public func importPretrained(_ files: [String: SafetensorsFile], seed: UInt64) throws -> [String] {

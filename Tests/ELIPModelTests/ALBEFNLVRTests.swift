@@ -155,4 +155,46 @@ final class ALBEFNLVRTests: XCTestCase {
         XCTAssertEqual(model.parameters.tensor("visual_encoder.pos_embed")!.toArray(),
                        try PretrainedImport.resizePositionEmbedding(pos.toArray(), shape: pos.shape, toTokens: 37))
     }
+
+    /// A pre-training checkpoint goes through the text-assignment map (layer N of the
+    /// pre-training BERT -> layers 2(N-6)+6 and 2(N-6)+7), the momentum model and the heads
+    /// stay at init; on key names the plan equals albef-load-tiny's keymap.nlvr_from_pretrain.
+    func testLoadsAPretrainingCheckpointThroughTheTextAssignmentMap() throws {
+        var pc = try tinyConfig(imageRes: 32, prune: nil)
+        pc.bert.numHiddenLayers = 12
+        pc.bert.fusionLayer = 6
+        try pc.validate(file: "tiny")
+        let pretrain = try ALBEFModel(config: pc)
+        try pretrain.initialiseRandomly(seed: 3)
+        var w = SafetensorsWriter()
+        try StateDict.add(pretrain.stateLayout, to: &w)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("elip-nlvr-pretrain-\(UUID().uuidString).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try w.write(to: path)
+
+        let model = try ALBEFNLVRModel(config: tinyNLVR(imageRes: 48))
+        try model.initialiseRandomly(seed: 5)
+        let momentumBefore = model.momentumParameters.tensors.map { $0.toArray() }
+        let head = model.parameters.tensor("cls_head.0.weight")!.toArray()
+        let plan = try model.loadPretrainingCheckpoint(SafetensorsFile(path: path))
+        XCTAssertEqual(plan.resized, ["visual_encoder.pos_embed": "visual_encoder.pos_embed"])
+        XCTAssertTrue(plan.keptAtInit.contains("text_encoder_m.encoder.layer.7.crossattention.self.key.weight"))
+        XCTAssertEqual(model.momentumParameters.tensors.map { $0.toArray() }, momentumBefore)
+        XCTAssertEqual(model.parameters.tensor("cls_head.0.weight")!.toArray(), head)
+        for (mine, theirs) in [(6, 6), (7, 6), (16, 11), (17, 11)] {
+            for leaf in ["crossattention.self.query.weight", "attention.output.dense.bias"] {
+                XCTAssertEqual(model.parameters.tensor("text_encoder.encoder.layer.\(mine).\(leaf)")!.toArray(),
+                               pretrain.parameters.tensor("text_encoder.bert.encoder.layer.\(theirs).\(leaf)")!.toArray(), "\(mine) \(leaf)")
+            }
+        }
+        XCTAssertEqual(model.parameters.tensor("text_encoder.encoder.layer.3.attention.self.key.weight")!.toArray(),
+                       pretrain.parameters.tensor("text_encoder.bert.encoder.layer.3.attention.self.key.weight")!.toArray())
+
+        let dir = try SharedData.path("reference/albef-load-tiny")
+        let map = try KeymapCheck.Keymap(path: (dir as NSString).appendingPathComponent("keymap.nlvr_from_pretrain.json"))
+        let interpolated = Set(map.interpolated.values)
+        let keyPlan = try ALBEFNLVRModel.pretrainingPlan(sourceKeys: map.sourceKeys, modelKeys: map.modelKeys) { interpolated.contains($0) }
+        XCTAssertEqual(KeymapCheck.differences(keyPlan, map), [])
+        XCTAssertGreaterThan(keyPlan.copied.count, 500)
+    }
 }
