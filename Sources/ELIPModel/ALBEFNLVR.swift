@@ -230,6 +230,8 @@ public final class ALBEFNLVRModel: TrainableModel {
         // absolute). Floor 1e-5 (1e-8 absolute) keeps a 6x margin over that noise while staying
         // six orders below the key-weight gradients (~1e-2), as for SNLI-VE.
         c.keyBiasGradientFloor = 1e-5
+        // Accuracy is (correct pairs) / (pairs) in float32 on both sides: compared exactly.
+        c.absoluteEvaluationTolerance["eval.acc"] = 0
         return c
     }
 }

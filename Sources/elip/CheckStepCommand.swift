@@ -34,7 +34,7 @@ struct CheckStepCommand: ParsableCommand {
         albef-nlvr-* (NLVR.yaml) replays one NLVR2 step (image = the left images then the right \
         ones; loss, prediction, prediction_m, grad.* with the shared cross-attention key/value \
         once under the even layer, after.*; key-bias floor 1e-5) and the evaluation on the batch \
-        (eval.prediction, eval.acc).
+        (eval.prediction; eval.acc exactly).
 
         A checkpoint-loading case (albef-load-*: load_args.json and load.safetensors) runs the \
         official task scripts' loading instead: interpolate_pos_embed on every interp.<g0>to<g1>.in \

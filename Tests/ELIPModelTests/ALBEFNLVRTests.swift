@@ -15,7 +15,7 @@ final class ALBEFNLVRTests: XCTestCase {
         let output = try ReferenceStep.run(caseDirectory: dir)
         let expected = try SafetensorsFile(path: (dir as NSString).appendingPathComponent("expected.safetensors"))
         let results = try ReferenceStep.compare(output, expected: expected)
-        XCTAssertEqual(Set(results.map(\.group)), ["losses", "activations", "evaluation", "gradients", ReferenceStep.keyBiasGroup, "momentum (after EMA)"])
+        XCTAssertEqual(Set(results.map(\.group)), ["losses", "activations", "evaluation", "absolute: acc", "gradients", ReferenceStep.keyBiasGroup, "momentum (after EMA)"])
         for r in results { XCTAssertTrue(r.passed, "\(r.group): \(r.worstName) error \(r.worstError) > \(r.tolerance)") }
         for n in expected.names { XCTAssertTrue(output.floats[n] != nil || output.ints[n] != nil, n) }
         // The shared key/value gradient is reported once, under the even layer.
