@@ -111,6 +111,38 @@ final class ALBEFNLVRTests: XCTestCase {
         XCTAssertNotEqual(try model.predict(b).toArray(), try model.predict(swapped).toArray())
     }
 
+    /// What 2 ranks x B = 1 rank x 2B rests on: the step on 2 pairs (images L0 L1 R0 R1) equals
+    /// the mean of the steps on each pair alone (L0 R0; L1 R1), loss and every gradient, with
+    /// distillation on (fresh models, so each sees the same single EMA update).
+    func testTwoHalvesEqualTheWholeBatch() throws {
+        let config = try tinyNLVR()
+        let whole = try batch(pairs: 2, seed: 6)
+        func run(_ pairs: [Int]) throws -> (loss: Float, grad: [Float]) {
+            let m = try ALBEFNLVRModel(config: config)
+            try m.initialiseRandomly(seed: 1)
+            m.momentumParameters.initialise(seed: 4)
+            let imageRows = pairs + pairs.map { $0 + 2 }
+            let b = ImageTextBatch(images: try whole.images.gatherRows(imageRows).reshaped([imageRows.count, 3, 32, 32]),
+                                   text: try whole.text.rows(pairs), labels: pairs.map { whole.labels![$0] })
+            var context = StepContext(seed: 0, dropout: false)
+            context.recorded.floats["alpha"] = [0.4]
+            m.parameters.zeroGradients()
+            let out = try m.step(b, context: &context)
+            try Autograd.backward(from: out.total)
+            return (out.total.scalar, Array(m.parameters.gradients))
+        }
+        let both = try run([0, 1]), first = try run([0]), second = try run([1])
+        XCTAssertEqual(both.loss, (first.loss + second.loss) / 2, accuracy: 1e-5 * abs(both.loss))
+        var diff = 0.0, norm = 0.0
+        for i in both.grad.indices {
+            let mean = (Double(first.grad[i]) + Double(second.grad[i])) / 2
+            diff += (Double(both.grad[i]) - mean) * (Double(both.grad[i]) - mean)
+            norm += mean * mean
+        }
+        XCTAssertGreaterThan(norm, 0)
+        XCTAssertLessThan((diff / norm).squareRoot(), 1e-4)
+    }
+
     /// Two images per sentence, labels 0/1 only; NLVR2 needs fusion_layer 6 of 18 layers.
     func testBadInput() throws {
         let model = try ALBEFNLVRModel(config: tinyNLVR())
