@@ -11,14 +11,17 @@ public struct ALBEFTaskEncoders {
     public let embeddings: BertEmbeddings
     public let textLayers: BertLayerStack, fusionLayers: BertLayerStack
 
-    /// `suffix` "" for the online model, "_m" for the momentum copy.
-    public init(_ scope: Scope, suffix: String = "", vision: VisionConfig, imageRes: Int, bert: BertConfig) throws {
+    /// `suffix` "" for the online model, "_m" for the momentum copy. `imagePairs`: NLVR2's
+    /// fusion layers, alternating left/right image with key/value shared per layer pair.
+    public init(_ scope: Scope, suffix: String = "", vision: VisionConfig, imageRes: Int, bert: BertConfig, imagePairs: Bool = false) throws {
         let fusion = bert.fusionLayer ?? 6
         visual = try VisionTransformer(scope["visual_encoder" + suffix], config: vision, imageRes: imageRes)
         let text = scope["text_encoder" + suffix]
         embeddings = try BertEmbeddings(text["embeddings"], config: bert)
         textLayers = try BertLayerStack(text["encoder"], config: bert, layers: 0..<fusion, crossAttention: { _ in false })
-        fusionLayers = try BertLayerStack(text["encoder"], config: bert, layers: fusion..<bert.numHiddenLayers, crossAttention: { _ in true })
+        fusionLayers = imagePairs
+            ? try .alternatingImagePairs(text["encoder"], config: bert, layers: fusion..<bert.numHiddenLayers)
+            : try BertLayerStack(text["encoder"], config: bert, layers: fusion..<bert.numHiddenLayers, crossAttention: { _ in true })
     }
 
     /// Image tokens [B, T, D] of the unpruned ViT.
@@ -29,6 +32,13 @@ public struct ALBEFTaskEncoders {
     public func multimodal(_ text: TextBatch, imageTokens: Tensor, imageRows: [Int]? = nil, dropout: DropoutStream?) throws -> Tensor {
         let states = try textLayers(embeddings(text, dropout: dropout), mask: text, dropout: dropout)
         return try fusionLayers(states, mask: text, images: fusionLayers.crossAttentionContext(imageTokens), imageRows: imageRows, dropout: dropout)
+    }
+
+    /// NLVR2's multi_modal pass: fusion layers alternate between the left and the right image
+    /// tokens ([B, T, D] each) of each text's pair.
+    public func multimodal(_ text: TextBatch, left: Tensor, right: Tensor, dropout: DropoutStream?) throws -> Tensor {
+        let states = try textLayers(embeddings(text, dropout: dropout), mask: text, dropout: dropout)
+        return try fusionLayers.alternating(states, mask: text, imageTokens: [left, right], dropout: dropout)
     }
 
     /// The [CLS] rows [B, H] of states [B, L, H].

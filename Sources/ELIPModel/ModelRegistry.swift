@@ -94,6 +94,7 @@ public enum ModelRegistry {
         ALBEFVEModel.kind,
         ALBEFRetrievalModel.kind,
         ALBEFVQAModel.kind,
+        ALBEFNLVRModel.kind,
     ]
 
     /// The model called `name`; otherwise an error listing the known ones.

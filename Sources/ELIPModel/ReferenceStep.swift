@@ -156,7 +156,9 @@ public enum ReferenceStep {
         for a in layout.arenas {
             for (entry, t) in zip(a.arena.entries, a.arena.tensors) {
                 switch a.role {
-                case .momentum: r.add("after.\(entry.name)", t, group: "momentum (after EMA)")
+                case .momentum:
+                    // A shared tensor is in the state dict (and the case) under each of its names.
+                    for name in a.arena.names(of: entry.name) { r.add("after.\(name)", t, group: "momentum (after EMA)") }
                 case .trainable:
                     r.floats["grad.\(entry.name)"] = (entry.shape, t.grad?.toArray() ?? [Float](repeating: 0, count: entry.count))
                     if let floor = c.keyBiasGradientFloor, entry.name.hasSuffix(".self.key.bias") {

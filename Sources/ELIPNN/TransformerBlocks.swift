@@ -58,6 +58,24 @@ public final class PostNormTransformerLayer {
             layerNorm = try LayerNorm(scope["output"]["LayerNorm"], dim: hidden, eps: eps)
         }
 
+        /// A cross-attention whose key and value Linears are `other`'s (one parameter each, also
+        /// named under this scope): ALBEF's NLVR2 `share_cross_attention`. Query, output dense
+        /// and LayerNorm are its own.
+        public init(_ scope: Scope, hidden: Int, heads: Int, eps: Float, sharingKeyValueOf other: Sublayer) throws {
+            guard case let .separate(_, key, value) = other.attention.projections else {
+                throw TensorError.invalidArgument(op: "shared cross-attention", reason: "needs separate key and value projections")
+            }
+            let s = scope["self"]
+            let query = try Linear(s["query"], in: hidden, out: hidden)
+            for (leaf, shared) in [("key", key), ("value", value)] {
+                try s[leaf].tie("weight", to: shared.weight)
+                if let bias = shared.bias { try s[leaf].tie("bias", to: bias) }
+            }
+            attention = try MultiHeadAttention(projections: .separate(query: query, key: key, value: value),
+                                               output: Linear(scope["output"]["dense"], in: hidden, out: hidden), heads: heads)
+            layerNorm = try LayerNorm(scope["output"]["LayerNorm"], dim: hidden, eps: eps)
+        }
+
         public var parameters: [Tensor] { attention.parameters + layerNorm.parameters }
 
         /// LN(x + dropout(h)).

@@ -30,7 +30,11 @@ struct CheckStepCommand: ParsableCommand {
         albef-vqa-* (VQA.yaml) replays one VQA step (loss, answer_loss, grad.*, \
         after.*) and rank_answer on the eval.* inputs (eval.prob_first_token, eval.answer_loss, \
         eval.topk_ids compared exactly, eval.topk_probs 1e-4 absolute), and compares the best \
-        answers with eval_result.json when the case has one.
+        answers with eval_result.json when the case has one. \
+        albef-nlvr-* (NLVR.yaml) replays one NLVR2 step (image = the left images then the right \
+        ones; loss, prediction, prediction_m, grad.* with the shared cross-attention key/value \
+        once under the even layer, after.*; key-bias floor 1e-5) and the evaluation on the batch \
+        (eval.prediction; eval.acc exactly).
 
         A checkpoint-loading case (albef-load-*: load_args.json and load.safetensors) runs the \
         official task scripts' loading instead: interpolate_pos_embed on every interp.<g0>to<g1>.in \
