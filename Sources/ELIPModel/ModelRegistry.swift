@@ -91,6 +91,7 @@ public enum ModelRegistry {
     public static let kinds: [ModelKind] = [
         ALBEFModel.kind,
         BLIPModel.kind,
+        METERModel.kind,
     ]
 
     /// The model called `name`; otherwise an error listing the known ones.

@@ -74,6 +74,8 @@ public struct StepOutput {
     public let losses: [String: Tensor]
     /// Per pruning stage, per sample: kept token positions (empty without pruning).
     public var keptIndices: [[[Int]]] = []
+    /// Kept positions of steps that run the vision encoder more than once (METER: "mlm", "itm").
+    public var keptIndicesByPass: [String: [[[Int]]]] = [:]
     /// Named tensors for inspection and parity checks ("image_embeds", ...).
     public var tensors: [String: Tensor] = [:]
     /// Named scalars worth logging ("alpha", "temp").
