@@ -69,6 +69,9 @@ public final class METERModel: TrainableModel, TextGuidedPruningModel {
         !["bias", "LayerNorm.weight", "LayerNorm.bias"].contains { name.contains($0) }
     }
 
+    /// METER steps with transformers.AdamW (SPEC-METER §7).
+    public var adamWVariant: AdamWVariant { .huggingFace }
+
     /// lr ×`lr_mult_cross_modal` for names containing "cross_modal", ×`lr_mult_head` for the heads.
     public func learningRateMultiplier(parameter name: String) -> Double {
         if name.contains("cross_modal") { return config.lrMultCrossModal }

@@ -133,7 +133,8 @@ struct BenchTrainStepCommand: ParsableCommand {
         let gemmPeak = try Self.measureGEMMPeak()
         let net = try model.makeModel()
         try net.initialiseRandomly(seed: 1)
-        let optimizer = AdamW(arena: net.parameters, hyper: hyper, decays: { net.decays(parameter: $0, shape: $1) })
+        let optimizer = AdamW(arena: net.parameters, hyper: hyper, decays: { net.decays(parameter: $0, shape: $1) },
+                              lrMultiplier: { net.learningRateMultiplier(parameter: $0) }, variant: net.adamWVariant)
         let input = try Self.syntheticBatch(config: model, batch: batch, length: textLength, seed: 7)
         func describe(_ p: PruneConfig?) -> String {
             p.map { "\($0.scoring.rawValue) (keeps \($0.keepCounts(patchCount: model.patchCount).map(String.init).joined(separator: "/")) of \(model.patchCount))" } ?? "off"

@@ -74,7 +74,7 @@ final class ConfigFileTests: XCTestCase {
     func testModelKey() throws {
         XCTAssertEqual(try TrainingConfig.load(try file("a.yaml", "model: albef")).model.kind, "albef")
         XCTAssertThrowsError(try TrainingConfig.load(try file("b.yaml", "model: albeff"))) { e in
-            XCTAssertTrue("\(e)".contains("model: must be albef or blip, not 'albeff' (did you mean albef?)"), "\(e)")
+            XCTAssertTrue("\(e)".contains("model: must be albef, blip or meter, not 'albeff' (did you mean albef?)"), "\(e)")
         }
     }
 
@@ -128,7 +128,7 @@ final class ConfigFileTests: XCTestCase {
             ("train: {dropout: 3}", "train.dropout: must be true or false"),
             ("schedular: {warmup_step_size: 0}", "schedular.warmup_step_size: must be in [1, "),
             ("schedular: {epochs: 0}", "schedular.epochs: must be in [1, "),
-            ("schedular: {sched: linear}", "schedular.sched: must be cosine, not 'linear'"),
+            ("schedular: {sched: linear}", "schedular.sched: must be cosine or polynomial, not 'linear'"),
             ("optimizer: {eps: 0}", "optimizer.eps: must be in [1e-30, 1], got 0"),
             ("optimizer: {lr: -1}", "optimizer.lr: must be in"),
             ("optimizer: {betas: [0.9]}", "optimizer.betas: must be [beta1, beta2]"),
