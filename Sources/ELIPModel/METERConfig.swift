@@ -51,6 +51,7 @@ public struct METERConfig: ModelConfig, Equatable {
     public var vocabularySize: Int { roberta.vocabSize }
     public var maxTextPositions: Int { maxTextLength }
     public var captionStyle: CaptionStyle { .meter(maxLength: maxTextLength) }
+    public var usesByteLevelBPE: Bool { true }
     /// METER pre-trains without augmentation (transform "clip"); this is only used where a
     /// config turns augmentation on.
     public var trainingRandAugment: RandAugment { .albef }

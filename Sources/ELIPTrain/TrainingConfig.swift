@@ -18,7 +18,7 @@ import Foundation
 ///             grad_clip: 0, grad_accumulation: 1, bucket_mb: 25, max_nonfinite_in_a_row: 5,
 ///             max_text_length: 25, global_negatives: false, dropout: true,
 ///             collective_timeout_minutes: 10}
-///     data: {shards: DIR, vocab: FILE, loader_threads: 2, prefetch_batches: 2, strict: false,
+///     data: {shards: DIR, vocab: FILE, merges: FILE (byte-level BPE models), loader_threads: 2, prefetch_batches: 2, strict: false,
 ///            crop_scale: [0.2, 1.0], flip: 0.5, randaugment: true}
 ///                                     # or data: {synthetic: {images: N, size: PX}}
 ///
@@ -63,8 +63,10 @@ public struct TrainingConfig {
     /// Synthetic corpus size and image size, when no shard folder is given (size 0: image_res).
     public var syntheticImages = 512
     public var syntheticSize = 0
-    /// Vocabulary file (bert-base-uncased).
+    /// Vocabulary file (bert-base-uncased's vocab.txt; for a byte-level BPE model, vocab.json).
     public var vocabulary = "assets/bert-base-uncased-vocab.txt"
+    /// merges.txt of a byte-level BPE model (METER); nil for WordPiece models.
+    public var merges: String?
     /// `train.max_text_length`: overrides the model's caption token limit (ALBEF 25, BLIP max_length).
     public var maxTextLength: Int?
     /// The file's text, kept in checkpoints.
@@ -118,6 +120,11 @@ public struct TrainingConfig {
         if let s = try root.section("train") { try c.readTrain(s) }
         if let s = try root.section("data") { try c.readData(s) }
         try root.finish()
+        if c.model.usesByteLevelBPE != (c.merges != nil) {
+            throw c.model.usesByteLevelBPE
+                ? ConfigError(file: source, key: "data.merges", message: "\(c.model.kind) tokenises with RoBERTa's byte-level BPE: give data.vocab (vocab.json) and data.merges (merges.txt)")
+                : ConfigError(file: source, key: "data.merges", message: "\(c.model.kind) tokenises with WordPiece (data.vocab); merges.txt is for byte-level BPE models")
+        }
         if let p = c.polynomialDecay {
             if c.stepDecay != nil { throw root.error("schedular", "sched: polynomial cannot be mixed with BLIP's schedule keys") }
             if c.maxSteps == 0 { c.maxSteps = p.maxSteps }
@@ -237,6 +244,7 @@ public struct TrainingConfig {
     mutating func readData(_ s: ConfigSection) throws {
         dataDirectory = try s.string("shards") ?? dataDirectory
         vocabulary = try s.string("vocab") ?? vocabulary
+        merges = try s.string("merges")
         loaderThreads = try s.int("loader_threads", in: 0...1024)
         prefetchBatches = try s.int("prefetch_batches", default: prefetchBatches, in: 1...1024)
         strictData = try s.bool("strict", default: strictData)
@@ -258,12 +266,12 @@ public struct TrainingConfig {
 extension TrainingConfig {
     /// Takes the special-token ids from the tokenizer the run uses (masking never hard-codes
     /// them), and checks that its vocabulary fits the model's word embeddings.
-    public mutating func useVocabulary(of tokenizer: BertTokenizer) throws {
-        let n = tokenizer.vocabulary.tokens.count
+    public mutating func useVocabulary(of tokenizer: any CaptionTokenizer) throws {
+        let n = tokenizer.idCount
         guard n + model.addedTokenCount <= model.vocabularySize else {
             throw ConfigError(file: vocabulary, message: "\(n) tokens\(model.addedTokenCount > 0 ? " + \(model.addedTokenCount) the model adds" : ""), but the model's word embeddings have \(model.vocabularySize) rows (vocab_size)")
         }
-        let ids = tokenizer.specialIds
-        model.specialTokens = SpecialTokens(pad: Int(ids.pad), unknown: Int(ids.unknown), cls: Int(ids.cls), sep: Int(ids.sep), mask: Int(ids.mask))
+        let ids = tokenizer.captionSpecialIds
+        model.specialTokens = SpecialTokens(pad: ids.pad, unknown: ids.unknown, cls: ids.cls, sep: ids.sep, mask: ids.mask)
     }
 }
