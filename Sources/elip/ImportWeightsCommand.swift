@@ -8,7 +8,7 @@ import Safetensors
 struct ImportWeightsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "import-weights",
-        abstract: "Build an initial ALBEF checkpoint from a DeiT/timm ViT and a HuggingFace BERT (safetensors).",
+        abstract: "Build an initial checkpoint from pretrained parts: ALBEF/BLIP from a DeiT/timm ViT and a HuggingFace BERT, METER from OpenAI CLIP and HuggingFace RoBERTa (safetensors).",
         discussion: """
         As ALBEF does: the ViT comes from --vit (timm names: patch_embed.proj.weight, cls_token, pos_embed,
         blocks.N.*, norm.*; the position grid is resized bicubically when the checkpoint's resolution
@@ -16,31 +16,38 @@ struct ImportWeightsCommand: ParsableCommand {
         without the 'bert.' prefix, legacy LayerNorm gamma/beta accepted). Cross-attention layers,
         projections and the ITM head start random (--seed); the momentum model is a copy; the queues
         are random unit vectors. The output is an ALBEF state_dict in safetensors.
+        METER (model: meter) takes --clip (OpenAI CLIP names visual.*; the last block and visual.proj
+        are not used, the position grid is resized bicubically) and --roberta (HuggingFace names, with
+        or without 'roberta.'); the co-attention layers, poolers and heads start random.
         """
     )
 
     @Option(help: "Pretrain.yaml (ALBEF keys; its bert_config names the BERT shape).")
     var config: String
-    @Option(help: "DeiT/timm ViT weights (.safetensors).")
-    var vit: String
-    @Option(help: "HuggingFace BERT weights (.safetensors).")
-    var bert: String
+    @Option(help: "DeiT/timm ViT weights (.safetensors; ALBEF, BLIP).")
+    var vit: String?
+    @Option(help: "HuggingFace BERT weights (.safetensors; ALBEF, BLIP).")
+    var bert: String?
+    @Option(help: "OpenAI CLIP weights (.safetensors, names visual.*; METER).")
+    var clip: String?
+    @Option(help: "HuggingFace RoBERTa weights (.safetensors; METER).")
+    var roberta: String?
     @Option(help: "Output checkpoint (.safetensors).")
     var out: String
     @Option(help: "Seed for the randomly initialised parts.")
     var seed: UInt64 = 0
 
     func run() throws {
-        try OutputGuard.check(out, inputs: [OutputGuard.Input("--config", config), OutputGuard.Input("--vit", vit), OutputGuard.Input("--bert", bert)])
+        let given = ["vit": vit, "bert": bert, "clip": clip, "roberta": roberta].compactMapValues { $0 }
+        try OutputGuard.check(out, inputs: [OutputGuard.Input("--config", config)] + given.keys.sorted().map { OutputGuard.Input("--\($0)", given[$0]!) })
         let cfg = try TrainingConfig.load(config).model
         let model = try cfg.makeModel()
-        let given = ["vit": vit, "bert": bert]
         guard Set(model.pretrainedSources) == Set(given.keys) else {
-            throw ValidationError("\(cfg.kind) models start from \(model.pretrainedSources.joined(separator: " and ")) files")
+            throw ValidationError("\(cfg.kind) models start from \(model.pretrainedSources.map { "--\($0)" }.joined(separator: " and ")) files")
         }
         let summary = try model.importPretrained(given.mapValues { try SafetensorsFile(path: $0) }, seed: seed)
         do { try StateDict.requireFinite(model.stateLayout, source: "the imported weights") } catch {
-            throw ValidationError("\(error) (from --vit \(vit) or --bert \(bert)); nothing written")
+            throw ValidationError("\(error) (from \(given.keys.sorted().map { "--\($0) \(given[$0]!)" }.joined(separator: " or "))); nothing written")
         }
         var writer = SafetensorsWriter(metadata: ["format": "\(cfg.kind)-state-dict", "producer": "elip import-weights"])
         try StateDict.add(model.stateLayout, to: &writer)

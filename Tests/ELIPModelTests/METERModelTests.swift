@@ -3,6 +3,8 @@ import ELIPModel
 import ELIPNN
 import ELIPPruning
 import ELIPTensor
+import Foundation
+import Safetensors
 import XCTest
 
 /// `model: meter` without reference data: config keys and their errors, the keep rule, the
@@ -92,5 +94,52 @@ final class METERModelTests: XCTestCase {
         XCTAssertEqual(a.keptIndicesByPass["itm"]?.map { $0.first?.count ?? 0 }, [14, 11, 7])
         XCTAssertEqual(a.tensors["itm_logits"]?.shape, [bs, 2])
         XCTAssertEqual(a.tensors["image_embeds.itm"]?.shape, [bs, 9, 32])
+    }
+
+    /// OpenAI CLIP names (`visual.*`, plus a 12th block and `proj` the model does not use) and
+    /// HuggingFace RoBERTa names (`roberta.*`) land under `vit_model.visual.*` and
+    /// `text_transformer.*`; a smaller position grid is resized; a missing tensor is an error.
+    func testImportFromCLIPAndRoBERTaNames() throws {
+        let source = try METERModel(config: Self.config())
+        try source.initialiseRandomly(seed: 1)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("meter-import-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var clip = SafetensorsWriter(), roberta = SafetensorsWriter()
+        for (e, t) in zip(source.parameters.entries, source.parameters.tensors) {
+            if e.name.hasPrefix("vit_model.") {
+                var shape = e.shape, values = t.toArray()
+                if e.name.hasSuffix("positional_embedding") {  // a 2x2 grid: resized to 4x4
+                    shape = [5, e.shape[1]]
+                    values = Array(values[0..<(5 * e.shape[1])])
+                }
+                try clip.add(String(e.name.dropFirst("vit_model.".count)), floats: values, shape: shape)
+            } else if e.name.hasPrefix("text_transformer.") {
+                try roberta.add("roberta." + e.name.dropFirst("text_transformer.".count), floats: t.toArray(), shape: e.shape)
+            }
+        }
+        try clip.add("visual.proj", floats: [Float](repeating: 0, count: 32 * 8), shape: [32, 8])
+        let clipPath = dir.appendingPathComponent("clip.safetensors").path, robertaPath = dir.appendingPathComponent("roberta.safetensors").path
+        try clip.write(to: clipPath)
+        try roberta.write(to: robertaPath)
+
+        let target = try METERModel(config: Self.config())
+        let summary = try target.importPretrained(["clip": SafetensorsFile(path: clipPath), "roberta": SafetensorsFile(path: robertaPath)], seed: 5)
+        XCTAssertEqual(summary.count, 3)
+        for (e, t) in zip(target.parameters.entries, target.parameters.tensors) where e.name.hasPrefix("text_transformer.") || e.name.contains("conv1") {
+            XCTAssertEqual(t.toArray(), source.parameters.tensor(e.name)?.toArray(), e.name)
+        }
+        let pos = try XCTUnwrap(target.parameters.tensor("vit_model.visual.positional_embedding")).toArray()
+        let given = try XCTUnwrap(source.parameters.tensor("vit_model.visual.positional_embedding")).toArray()
+        XCTAssertEqual(Array(pos[0..<32]), Array(given[0..<32]), "the CLS row is kept")
+        XCTAssertEqual(pos.count, 17 * 32)
+
+        var partial = SafetensorsWriter()
+        try partial.add("roberta.embeddings.word_embeddings.weight", floats: [Float](repeating: 0, count: 60 * 32), shape: [60, 32])
+        let partialPath = dir.appendingPathComponent("partial.safetensors").path
+        try partial.write(to: partialPath)
+        XCTAssertThrowsError(try target.importPretrained(["clip": SafetensorsFile(path: clipPath), "roberta": SafetensorsFile(path: partialPath)], seed: 5)) {
+            XCTAssertTrue("\($0)".contains("missing (RoBERTa)"), "\($0)")
+        }
     }
 }

@@ -91,6 +91,7 @@ final class METEROptimizerTests: XCTestCase {
         num_top_layer: 1
         max_text_len: 8
         optimizer: {opt: adamW, weight_decay: 0.01, betas: [0.9, 0.98], eps: 1.0e-8}
+        data: {vocab: v.json, merges: m.txt}
         """
 
     func testPolynomialScheduleKeys() throws {
@@ -119,5 +120,30 @@ final class METEROptimizerTests: XCTestCase {
         XCTAssertEqual(model.adamWVariant, .huggingFace)
         XCTAssertEqual(model.learningRateMultiplier(parameter: "cross_modal_image_layers.0.output.dense.weight"), 5)
         XCTAssertEqual(model.learningRateMultiplier(parameter: "vit_model.visual.conv1.weight"), 1)
+    }
+
+    /// The shipped METER configs decode; the 4M one has the paper's values and the official keep
+    /// base, the demo the N0 rule; byte-level BPE models need data.merges, WordPiece ones refuse it.
+    func testShippedConfigsAndTokenizerKeys() throws {
+        let configs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("configs")
+        let full = try TrainingConfig.load(configs.appendingPathComponent("pretrain-meter-4m.yaml").path)
+        let m = try XCTUnwrap(full.model as? METERConfig)
+        XCTAssertEqual(m.prune?.keepCounts(patchCount: m.keepBase), [44, 34, 22])
+        XCTAssertEqual(m.patchCount, 324)
+        XCTAssertEqual(full.gradAccumulation * full.batchSize * 8, 4096)
+        XCTAssertEqual(full.polynomialDecay?.warmupSteps, 10_000)
+        XCTAssertEqual(full.optimizer.beta2, 0.98)
+        let demo = try TrainingConfig.load(configs.appendingPathComponent("demo-meter.yaml").path)
+        XCTAssertEqual(demo.model.keepBase, demo.model.patchCount)
+        XCTAssertNotNil(demo.merges)
+
+        let withoutMerges = Self.meterYAML.replacingOccurrences(of: "data: {vocab: v.json, merges: m.txt}", with: "")
+        XCTAssertThrowsError(try TrainingConfig.parse(withoutMerges, source: "m.yaml", searchFolders: [])) {
+            XCTAssertTrue("\($0)".contains("data.merges") && "\($0)".contains("byte-level BPE"), "\($0)")
+        }
+        XCTAssertThrowsError(try TrainingConfig.parse("model: albef\ndata: {merges: m.txt}", source: "a.yaml", searchFolders: [])) {
+            XCTAssertTrue("\($0)".contains("data.merges"), "\($0)")
+        }
     }
 }
