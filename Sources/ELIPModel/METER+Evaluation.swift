@@ -8,7 +8,20 @@ import Safetensors
 
 // METER outside pre-training steps: the initial checkpoint from pretrained parts and the
 // reference case's replay.
-extension METERModel {
+extension METERModel: PairMatchingModel {
+    // MARK: PairMatchingModel (compute_irtr_recall without rank_output: the ITM head)
+
+    /// The ITM "match" logit of each (caption b, image b) from a full `infer()`, the ViT pruned
+    /// under caption b as officially in every evaluation pass. The official retrieval ranks by
+    /// the fine-tuned `rank_output`; a pre-trained model has none, so its ITM head's match row
+    /// (which `rank_output` is initialised from) scores instead.
+    public func pairMatchScores(texts: TextBatch, images: Tensor) throws -> [Float] {
+        try Autograd.noGrad {
+            let logits = try itmHead(infer(texts, images: images, dropout: nil).fused.clsFeats).toArray()
+            return (0..<texts.batch).map { logits[2 * $0 + 1] }
+        }
+    }
+
     // MARK: initial checkpoint (SPEC-METER §2, §4)
 
     public var pretrainedSources: [String] { ["clip", "roberta"] }

@@ -173,6 +173,13 @@ public struct RetrievalShapes: Equatable, Sendable {
     }
 }
 
+/// A model that scores image-text pairs only jointly (METER: no unimodal features, and the ViT
+/// is pruned under each pair's caption), so retrieval ranks every pair through the full model.
+public protocol PairMatchingModel: ConfiguredModel {
+    /// Match score of caption b with image b, for each row b (no gradient).
+    func pairMatchScores(texts: TextBatch, images: Tensor) throws -> [Float]
+}
+
 /// A model whose vision encoder ELIP prunes under the guidance of the caption.
 public protocol TextGuidedPruningModel: ConfiguredModel {
     var prunableVisionEncoder: any PrunableVisionEncoder { get }
