@@ -79,7 +79,7 @@ let package = Package(
         .testTarget(name: "ELIPNNTests", dependencies: ["ELIPNN", "ELIPTensor"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPPruningTests", dependencies: ["ELIPEncoders", "ELIPNN", "ELIPPruning", "ELIPTensor"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPObjectivesTests", dependencies: ["ELIPNN", "ELIPObjectives", "ELIPTensor"], swiftSettings: swiftSettings),
-        .testTarget(name: "ELIPModelTests", dependencies: ["ELIPEncoders", "ELIPModel", "ELIPNN", "ELIPObjectives", "ELIPPruning",
+        .testTarget(name: "ELIPModelTests", dependencies: ["ELIPConfig", "ELIPEncoders", "ELIPModel", "ELIPNN", "ELIPObjectives", "ELIPPruning",
                                                            "ELIPTensor", "Safetensors"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPDistributedTests", dependencies: ["ELIPDistributed", "ELIPTensor"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPTrainTests", dependencies: ["ELIPConfig", "ELIPDistributed", "ELIPEncoders", "ELIPImage", "ELIPModel", "ELIPNN",
