@@ -70,7 +70,8 @@ public final class PairRankingEvaluator {
             for i in imageRows { batchPixels += pixels[(i * per)..<((i + 1) * per)] }
             let s = try model.pairMatchScores(texts: text.rows(textRows), images: Tensor(batchPixels, shape: [range.count, 3, res, res]))
             for (k, p) in range.enumerated() { scores[p] = s[k] }
-            if comm.size == 1 && c % 50 == 0 { progress?("pairs \(range.upperBound)/\(pairs)") }
+            // Rank 0 reports its share (the ranks advance together).
+            if comm.rank == 0 && (c / comm.size) % 50 == 0 { progress?("pairs: chunk \(c / comm.size + 1) of \((chunks + comm.size - 1) / comm.size) on each rank, \(options.batchSize) pairs each") }
         }
         if comm.size > 1 { try comm.allReduce(&scores, op: .sum) }
         let i2t = RetrievalScores(dense: (0..<nImg).map { Array(scores[($0 * nTxt)..<(($0 + 1) * nTxt)]) })
