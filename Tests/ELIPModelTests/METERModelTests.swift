@@ -96,6 +96,23 @@ final class METERModelTests: XCTestCase {
         XCTAssertEqual(a.tensors["image_embeds.itm"]?.shape, [bs, 9, 32])
     }
 
+    /// A batch whose captions hold only special tokens gets no masked token: MLM contributes 0
+    /// (officially NaN) and the step stays finite.
+    func testBatchWithoutMaskedTokensSkipsMLM() throws {
+        let model = try METERModel(config: Self.config())
+        try model.initialiseRandomly(seed: 4)
+        let bs = 2, l = 8
+        let ids = (0..<bs).flatMap { _ in [0, 2] + [Int](repeating: 1, count: l - 2) }
+        let mask = (0..<bs).flatMap { _ in [1, 1] + [Int](repeating: 0, count: l - 2) }
+        let images = try Tensor((0..<(bs * 3 * 64 * 64)).map { Float($0 % 13) / 6 - 1 }, shape: [bs, 3, 64, 64])
+        var c = StepContext(seed: 1, dropout: false)
+        defer { Autograd.reset() }
+        let out = try model.step(ImageTextBatch(images: images, text: TextBatch(ids: ids, mask: mask, batch: bs, length: l)), context: &c)
+        XCTAssertEqual(out.losses["mlm"]?.scalar, 0)
+        XCTAssertTrue(out.total.scalar.isFinite)
+        try Autograd.backward(from: out.total)
+    }
+
     /// OpenAI CLIP names (`visual.*`, plus a 12th block and `proj` the model does not use) and
     /// HuggingFace RoBERTa names (`roberta.*`) land under `vit_model.visual.*` and
     /// `text_transformer.*`; a smaller position grid is resized; a missing tensor is an error.
