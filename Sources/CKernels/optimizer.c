@@ -23,6 +23,20 @@ MULTI void elip_adamw(float *p, const float *g, float *m, float *v, int64_t n, f
     }
 }
 
+MULTI void elip_adamw_hf(float *p, const float *g, float *m, float *v, int64_t n, float lr_times_decay,
+                         float beta1, float beta2, float eps, float step_size) {
+    const float shrink = -lr_times_decay;
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i];
+        float mi = beta1 * m[i] + (1.f - beta1) * gi;
+        float vi = beta2 * v[i] + (1.f - beta2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        float pi = p[i] - step_size * (mi / (sqrtf(vi) + eps));
+        p[i] = pi + shrink * pi;
+    }
+}
+
 MULTI void elip_ema(float *dst, const float *src, int64_t n, float momentum) {
     const float rest = 1.f - momentum;
     for (int64_t i = 0; i < n; i++) dst[i] = dst[i] * momentum + src[i] * rest;

@@ -34,5 +34,7 @@ public struct IgnoredKeys: Sendable {
         "gradient_checkpointing": "a memory option of PyTorch; no effect on the result",
         "use_cache": "a generation option of HuggingFace",
         "classifier_dropout": "no classifier head of HuggingFace's is built",
+        "bos_token_id": "special ids come from the tokenizer's vocabulary (roberta-base's config.json)",
+        "eos_token_id": "special ids come from the tokenizer's vocabulary (roberta-base's config.json)",
     ])
 }

@@ -21,6 +21,8 @@ public struct EvalCheckpoint {
     public let configSource: String
     /// `data.vocab` of the config, if it names one.
     public let vocabulary: String?
+    /// merges.txt of a byte-level BPE config (METER), nil for WordPiece.
+    public var merges: String?
 
     /// Resolves `path` (see the type's comment). `warn` receives notes such as skipped damaged
     /// checkpoints.
@@ -51,7 +53,7 @@ public struct EvalCheckpoint {
         }
 
         var state: TrainerState?
-        var vocabulary: String?
+        var vocabulary: String?, merges: String?
         if let folder {
             let store = CheckpointStore(runDirectory: folder.deletingLastPathComponent().deletingLastPathComponent())
             state = try store.verifiedState(folder)
@@ -61,6 +63,7 @@ public struct EvalCheckpoint {
             let c = try TrainingConfig.load(configPath)
             config = c.model
             vocabulary = c.vocabulary
+            merges = c.merges
             source = configPath
         } else if let state, let folder {
             guard !state.configText.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
@@ -73,11 +76,14 @@ public struct EvalCheckpoint {
             }
             config = c.model
             vocabulary = c.vocabulary
+            merges = c.merges
         } else {
             throw TrainError.config("--checkpoint \(path) is a bare state dict: pass --config FILE (the model configuration it was trained with)")
         }
-        return EvalCheckpoint(weightsPath: weights, folder: folder, step: state?.step, config: config,
-                              configSource: source, vocabulary: vocabulary)
+        var located = EvalCheckpoint(weightsPath: weights, folder: folder, step: state?.step, config: config,
+                                     configSource: source, vocabulary: vocabulary)
+        located.merges = merges
+        return located
     }
 
     /// Folders where a relative `bert_config` of a recorded config may live: the working

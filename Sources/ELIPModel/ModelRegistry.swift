@@ -15,6 +15,9 @@ public protocol ModelConfig {
     var prune: PruneConfig? { get set }
     /// Patches of the original image (N0).
     var patchCount: Int { get }
+    /// The base of the keep counts K_j = floor(base · ratio_j): N0 unless the official code
+    /// hard-codes another (BLIP: (image_size // 16)², METER: (resolution_before // 32)²).
+    var keepBase: Int { get }
     /// Ids of the tokenizer's special tokens ([PAD], [CLS], [MASK], ...).
     var specialTokens: SpecialTokens { get set }
     /// Rows of the word-embedding table.
@@ -25,6 +28,9 @@ public protocol ModelConfig {
     var captionStyle: CaptionStyle { get }
     /// The RandAugment of its official pre-training transform.
     var trainingRandAugment: RandAugment { get }
+    /// Whether captions are tokenised with RoBERTa's byte-level BPE (vocab.json + merges.txt)
+    /// rather than WordPiece (vocab.txt).
+    var usesByteLevelBPE: Bool { get }
     /// Tokens the model adds after the tokenizer's vocabulary (BLIP: [DEC], [ENC]).
     var addedTokenCount: Int { get }
     /// Columns of the contrastive feature queue (nil: the model keeps none). Each step writes
@@ -39,6 +45,8 @@ public protocol ModelConfig {
 }
 
 extension ModelConfig {
+    public var keepBase: Int { patchCount }
+    public var usesByteLevelBPE: Bool { false }
     public var addedTokenCount: Int { 0 }
     public var featureQueueSize: Int? { nil }
 }
@@ -95,6 +103,7 @@ public enum ModelRegistry {
         ALBEFRetrievalModel.kind,
         ALBEFVQAModel.kind,
         ALBEFNLVRModel.kind,
+        METERModel.kind,
     ]
 
     /// The model called `name`; otherwise an error listing the known ones.

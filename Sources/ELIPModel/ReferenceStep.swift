@@ -139,10 +139,15 @@ public enum ReferenceStep {
         }
         r.absoluteTolerance.merge(c.absoluteTolerance) { _, new in new }
         for (name, t) in out.tensors { r.add(name, t, group: "activations") }
-        for (j, kept) in out.keptIndices.enumerated() {
-            r.ints["kept_index.stage\(j)"] = ([kept.count, kept.first?.count ?? 0], kept.flatMap { $0.map(Int64.init) })
-            r.groups["kept_index.stage\(j)"] = "kept_index"
+        r.add("loss", out.total, group: "losses")
+        func addKept(_ stages: [[[Int]]], prefix: String) {
+            for (j, kept) in stages.enumerated() {
+                r.ints["\(prefix)stage\(j)"] = ([kept.count, kept.first?.count ?? 0], kept.flatMap { $0.map(Int64.init) })
+                r.groups["\(prefix)stage\(j)"] = "kept_index"
+            }
         }
+        addKept(out.keptIndices, prefix: "kept_index.")
+        for (pass, stages) in out.keptIndicesByPass { addKept(stages, prefix: "kept_index.\(pass).") }
         let layout = model.stateLayout
         for (name, t) in layout.buffers { r.add(name, t, group: "state") }
         for counter in layout.counters {

@@ -79,6 +79,8 @@ public struct StepOutput {
     public let losses: [String: Tensor]
     /// Per pruning stage, per sample: kept token positions (empty without pruning).
     public var keptIndices: [[[Int]]] = []
+    /// Kept positions of steps that run the vision encoder more than once (METER: "mlm", "itm").
+    public var keptIndicesByPass: [String: [[[Int]]]] = [:]
     /// Named tensors for inspection and parity checks ("image_embeds", ...).
     public var tensors: [String: Tensor] = [:]
     /// Named scalars worth logging ("alpha", "temp").
@@ -115,12 +117,30 @@ public protocol TrainableModel: ConfiguredModel {
     func step(_ batch: ImageTextBatch, context: inout StepContext) throws -> StepOutput
     /// Whether AdamW's weight decay applies to a parameter (the official optimizer's rule).
     func decays(parameter name: String, shape: [Int]) -> Bool
+    /// Factor on the scheduled learning rate for a parameter (METER: x5 for cross-modal layers
+    /// and heads); 1 by default.
+    func learningRateMultiplier(parameter name: String) -> Double
+    /// Which AdamW the official code steps with (torch's by default).
+    var adamWVariant: AdamWVariant { get }
     /// Roles of the pretrained files `import-weights` takes (e.g. "vit", "bert"), and the import.
     var pretrainedSources: [String] { get }
     func importPretrained(_ files: [String: SafetensorsFile], seed: UInt64) throws -> [String]
 }
 
+/// The two AdamW formulations the official codes use.
+public enum AdamWVariant: String, Sendable {
+    /// torch.optim.AdamW (ALBEF, BLIP): p *= 1 - lr wd, then the Adam step with eps added to the
+    /// bias-corrected sqrt(v).
+    case torch
+    /// transformers.AdamW (METER): the Adam step with eps added to the raw sqrt(v) and the bias
+    /// corrections folded into the step size, then p -= lr wd p on the updated p.
+    case huggingFace
+}
+
 extension TrainableModel {
+    public func learningRateMultiplier(parameter name: String) -> Double { 1 }
+    public var adamWVariant: AdamWVariant { .torch }
+
     /// timm's rule, used by ALBEF's create_optimizer: no decay on 1-D tensors and biases.
     public func decays(parameter name: String, shape: [Int]) -> Bool {
         !(shape.count == 1 || name.hasSuffix(".bias"))
@@ -156,6 +176,13 @@ public struct RetrievalShapes: Equatable, Sendable {
         self.imageWidth = imageWidth
         self.featureWidth = featureWidth
     }
+}
+
+/// A model that scores image-text pairs only jointly (METER: no unimodal features, and the ViT
+/// is pruned under each pair's caption), so retrieval ranks every pair through the full model.
+public protocol PairMatchingModel: ConfiguredModel {
+    /// Match score of caption b with image b, for each row b (no gradient).
+    func pairMatchScores(texts: TextBatch, images: Tensor) throws -> [Float]
 }
 
 /// A model whose vision encoder ELIP prunes under the guidance of the caption.

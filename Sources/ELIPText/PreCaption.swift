@@ -87,7 +87,8 @@ public func preCaptionBLIP(_ caption: String, maxWords: Int = 30) -> String {
 /// How a model's captions become token ids: the cleaning rule, the framing, the token limit and
 /// whether batches are padded to it (BLIP) or to their longest caption (ALBEF).
 public struct CaptionStyle: Sendable, Equatable {
-    public enum Cleaning: String, Sendable { case albef, blip }
+    /// `none`: the caption as given (METER: no cleaning, no lowercasing).
+    public enum Cleaning: String, Sendable { case albef, blip, none }
     public var cleaning: Cleaning
     public var framing: TextFraming
     /// Token limit, special tokens included.
@@ -113,11 +114,17 @@ public struct CaptionStyle: Sendable, Equatable {
         CaptionStyle(cleaning: .blip, framing: .bert, maxLength: maxLength, padToMaxLength: true)
     }
 
+    /// METER: the caption as given, `<s> tokens </s>`, padded to `max_text_len` (50).
+    public static func meter(maxLength: Int = 50) -> CaptionStyle {
+        CaptionStyle(cleaning: .none, framing: .bert, maxLength: maxLength, padToMaxLength: true)
+    }
+
     /// The caption as the model's dataset cleans it.
     public func clean(_ caption: String) -> String {
         switch cleaning {
         case .albef: return preCaption(caption, maxWords: maxWords)
         case .blip: return preCaptionBLIP(caption, maxWords: maxWords)
+        case .none: return caption
         }
     }
 }

@@ -31,11 +31,11 @@ public final class SyntheticBatchSource: BatchSource {
     public let batchSize: Int
     public let rank: Int, worldSize: Int
     public let seed: UInt64
-    let tokenizer: BertTokenizer
+    let tokenizer: any CaptionTokenizer
     let captionStyle: CaptionStyle
 
     public init(images: Int, imageSize: Int, batchSize: Int, rank: Int, worldSize: Int, seed: UInt64,
-                tokenizer: BertTokenizer, captionStyle: CaptionStyle = .albef()) {
+                tokenizer: any CaptionTokenizer, captionStyle: CaptionStyle = .albef()) {
         self.images = images
         self.imageSize = imageSize
         self.batchSize = batchSize
@@ -75,7 +75,7 @@ public final class SyntheticBatchSource: BatchSource {
             let choice = Int(CounterRandom.uniform(seed: captionSeed, index: position) * Float(scene.captions.count))
             captions.append(scene.captions[min(choice, scene.captions.count - 1)])
         }
-        let tokens = try tokenizer.encodeBatch(captions, style: captionStyle)
+        let tokens = try tokenizer.encodeBatch(captions, style: captionStyle, cleaned: false)
         let text = try TextBatch(ids: tokens.inputIds.map(Int.init), mask: tokens.attentionMask.map(Int.init),
                                  batch: tokens.batchSize, length: tokens.length)
         return ImageTextBatch(images: try Tensor(pixels, shape: [batchSize, 3, imageSize, imageSize]), text: text)

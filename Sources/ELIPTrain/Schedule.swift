@@ -67,3 +67,28 @@ public struct StepDecaySchedule: Codable, Equatable, Sendable {
         return max(minLR, initLR * pow(decayRate, Double(epoch)))
     }
 }
+
+/// METER's schedule (meter_utils.set_schedule: transformers' get_polynomial_decay_schedule_with_warmup,
+/// stepped after every optimizer step): before update s (0-based), the factor is s / warmup while
+/// s < warmup, then (lr - endLR) (1 - (s - warmup) / (maxSteps - warmup))^power + endLR, and endLR
+/// past maxSteps. The first update therefore uses lr 0, as officially.
+public struct PolynomialDecaySchedule: Codable, Equatable, Sendable {
+    public var lr: Double = 1e-5
+    public var endLR: Double = 0
+    public var power: Double = 1
+    public var warmupSteps: Int = 10_000
+    public var maxSteps: Int = 100_000
+
+    public init() {}
+
+    /// METER's `warmup_steps` given as a float: that fraction of `maxSteps`, truncated (int()).
+    public static func warmup(fraction: Double, maxSteps: Int) -> Int { Int(fraction * Double(maxSteps)) }
+
+    /// The learning rate of optimizer update `step` (0 = the first).
+    public func learningRate(step: Int) -> Double {
+        if step < warmupSteps { return lr * Double(step) / Double(max(warmupSteps, 1)) }
+        if step > maxSteps { return endLR }
+        let remaining = 1 - Double(step - warmupSteps) / Double(max(maxSteps - warmupSteps, 1))
+        return (lr - endLR) * pow(remaining, power) + endLR
+    }
+}

@@ -19,7 +19,7 @@ public final class ShardBatchSource: BatchSource {
     }
 
     public init(directory: String, rank: Int, worldSize: Int, seed: UInt64, batchSize: Int, imageSize: Int,
-                tokenizer: BertTokenizer, captionStyle: CaptionStyle = .albef(), workerThreads: Int? = nil,
+                tokenizer: any CaptionTokenizer, captionStyle: CaptionStyle = .albef(), workerThreads: Int? = nil,
                 prefetchDepth: Int = 2, strict: Bool = false, augmentation: Augmentation = Augmentation()) throws {
         var options = ShardLoader.Options(transform: .pretrain(PretrainTransform(
             imageSize: imageSize, scale: augmentation.cropScale, flipProbability: augmentation.flipProbability,

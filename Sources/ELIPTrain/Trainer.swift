@@ -131,7 +131,8 @@ public final class Trainer {
         // The moments are two more copies of the parameters; under `ulimit -v` a shortfall here
         // would be a runtime abort, so it is checked first.
         try AddressSpace.require(2 * 4 * model.parameters.used + (64 << 20), for: "AdamW's moments of \(model.parameters.used) parameter floats")
-        optimizer = AdamW(arena: model.parameters, hyper: config.optimizer, decays: { m.decays(parameter: $0, shape: $1) })
+        optimizer = AdamW(arena: model.parameters, hyper: config.optimizer, decays: { m.decays(parameter: $0, shape: $1) },
+                          lrMultiplier: { m.learningRateMultiplier(parameter: $0) }, variant: m.adamWVariant)
         reducer = try GradientReducer(communicator: comm, bucketBytes: config.bucketMB << 20)
         store = CheckpointStore(runDirectory: options.runDirectory, keep: config.keepCheckpoints)
         fingerprint = Trainer.fingerprint(config.text, source.summary, codeVersion, worldSize: communicator.size)
@@ -337,7 +338,7 @@ public final class Trainer {
         comm.setWatchdogContext("step \(state.step + 1)")
         var times = PhaseTimes()
         model.parameters.zeroGradients()
-        let lr = Float(config.learningRate(epoch: state.epoch, iteration: state.batchInEpoch))
+        let lr = Float(config.learningRate(step: state.step, epoch: state.epoch, iteration: state.batchInEpoch))
         var losses: [String: Double] = [:], values: [String: Double] = [:]
         var kept: [Int] = []
         var localFinite = true

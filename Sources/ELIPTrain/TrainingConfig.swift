@@ -13,11 +13,12 @@ import Foundation
 ///     schedular: {sched: cosine, lr: 1e-4, epochs: 30, min_lr: 1e-5, warmup_lr: 1e-5, warmup_epochs: 20}
 ///                                     # or BLIP's top-level keys: init_lr, min_lr, warmup_lr,
 ///                                     # warmup_steps, lr_decay_rate, max_epoch, weight_decay
+///                                     # or METER's {sched: polynomial, lr, warmup: 0.1, max_steps, end_lr: 0, power: 1}
 ///     train: {max_steps: 0, checkpoint_every: 1000, keep_checkpoints: 3, log_every: 10, seed: 42,
 ///             grad_clip: 0, grad_accumulation: 1, bucket_mb: 25, max_nonfinite_in_a_row: 5,
 ///             max_text_length: 25, global_negatives: false, dropout: true,
 ///             collective_timeout_minutes: 10}
-///     data: {shards: DIR, vocab: FILE, loader_threads: 2, prefetch_batches: 2, strict: false,
+///     data: {shards: DIR, vocab: FILE, merges: FILE (byte-level BPE models), loader_threads: 2, prefetch_batches: 2, strict: false,
 ///            crop_scale: [0.2, 1.0], flip: 0.5, randaugment: true}
 ///                                     # or data: {synthetic: {images: N, size: PX}}
 ///
@@ -32,6 +33,8 @@ public struct TrainingConfig {
     public var schedule = LearningRateSchedule()
     /// BLIP's warm-up and step decay, from its top-level keys (init_lr, ...).
     public var stepDecay: StepDecaySchedule?
+    /// METER's per-step warm-up and linear decay (`schedular: {sched: polynomial, ...}`).
+    public var polynomialDecay: PolynomialDecaySchedule?
     public var maxSteps: Int = 0
     public var checkpointEvery = 1000
     public var keepCheckpoints = 3
@@ -60,8 +63,10 @@ public struct TrainingConfig {
     /// Synthetic corpus size and image size, when no shard folder is given (size 0: image_res).
     public var syntheticImages = 512
     public var syntheticSize = 0
-    /// Vocabulary file (bert-base-uncased).
+    /// Vocabulary file (bert-base-uncased's vocab.txt; for a byte-level BPE model, vocab.json).
     public var vocabulary = "assets/bert-base-uncased-vocab.txt"
+    /// merges.txt of a byte-level BPE model (METER); nil for WordPiece models.
+    public var merges: String?
     /// `train.max_text_length`: overrides the model's caption token limit (ALBEF 25, BLIP max_length).
     public var maxTextLength: Int?
     /// The file's text, kept in checkpoints.
@@ -80,8 +85,14 @@ public struct TrainingConfig {
         stepDecay?.learningRate(epoch: epoch, iteration: iteration) ?? schedule.learningRate(epoch: epoch, iteration: iteration)
     }
 
-    /// Epochs the schedule runs.
-    public var epochs: Int { stepDecay?.epochs ?? schedule.epochs }
+    /// The learning rate of optimizer update `step` (0-based) taken before iteration `iteration`
+    /// of `epoch`: METER's schedule counts updates, ALBEF's and BLIP's count epochs and batches.
+    public func learningRate(step: Int, epoch: Int, iteration: Int) -> Double {
+        polynomialDecay?.learningRate(step: step) ?? learningRate(epoch: epoch, iteration: iteration)
+    }
+
+    /// Epochs the schedule runs (a per-step schedule ends by `max_steps`, not by epochs).
+    public var epochs: Int { polynomialDecay != nil ? 1_000_000 : stepDecay?.epochs ?? schedule.epochs }
 
     /// How captions are tokenised: the model's style, with `train.max_text_length` if given.
     public var captionStyle: CaptionStyle {
@@ -109,6 +120,15 @@ public struct TrainingConfig {
         if let s = try root.section("train") { try c.readTrain(s) }
         if let s = try root.section("data") { try c.readData(s) }
         try root.finish()
+        if c.model.usesByteLevelBPE != (c.merges != nil) {
+            throw c.model.usesByteLevelBPE
+                ? ConfigError(file: source, key: "data.merges", message: "\(c.model.kind) tokenises with RoBERTa's byte-level BPE: give data.vocab (vocab.json) and data.merges (merges.txt)")
+                : ConfigError(file: source, key: "data.merges", message: "\(c.model.kind) tokenises with WordPiece (data.vocab); merges.txt is for byte-level BPE models")
+        }
+        if let p = c.polynomialDecay {
+            if c.stepDecay != nil { throw root.error("schedular", "sched: polynomial cannot be mixed with BLIP's schedule keys") }
+            if c.maxSteps == 0 { c.maxSteps = p.maxSteps }
+        }
         try c.model.validate(file: source)
         c.ignoredKeys = root.ignoredKeysPresent
         return c
@@ -149,13 +169,36 @@ public struct TrainingConfig {
     }
 
     mutating func readSchedule(_ s: ConfigSection) throws {
-        _ = try s.choice("sched", ["cosine"])
+        if try s.choice("sched", ["cosine", "polynomial"]) == "polynomial" { return try readPolynomialSchedule(s) }
         schedule.lr = try s.double("lr", default: schedule.lr, in: 1e-12...10)
         schedule.minLR = try s.double("min_lr", default: schedule.minLR, in: 0...10)
         schedule.warmupLR = try s.double("warmup_lr", default: schedule.warmupLR, in: 0...10)
         schedule.warmupEpochs = try s.int("warmup_epochs", default: schedule.warmupEpochs, in: 0...1_000_000)
         schedule.epochs = try s.int("epochs", default: schedule.epochs, in: 1...1_000_000)
         schedule.stepSize = try s.int("warmup_step_size", default: schedule.stepSize, in: 1...1_000_000_000)
+    }
+
+    /// METER's schedule: `{sched: polynomial, lr, end_lr: 0, power: 1, warmup: 0.1 (a fraction of
+    /// max_steps) or warmup_steps: N, max_steps}`; max_steps also ends the run unless
+    /// train.max_steps says otherwise.
+    mutating func readPolynomialSchedule(_ s: ConfigSection) throws {
+        var p = PolynomialDecaySchedule()
+        p.lr = try s.double("lr", default: p.lr, in: 1e-12...10)
+        p.endLR = try s.double("end_lr", default: p.endLR, in: 0...10)
+        p.power = try s.double("power", default: p.power, in: 0...100)
+        guard let maxSteps = try s.int("max_steps", in: 1...1_000_000_000_000) else { throw s.missing("max_steps") }
+        p.maxSteps = maxSteps
+        let fraction = try s.double("warmup", in: 0...1), steps = try s.int("warmup_steps", in: 0...maxSteps)
+        switch (fraction, steps) {
+        case let (f?, nil): p.warmupSteps = PolynomialDecaySchedule.warmup(fraction: f, maxSteps: maxSteps)
+        case let (nil, n?): p.warmupSteps = n
+        case (nil, nil): throw s.missing("warmup")
+        default: throw s.error("warmup", "give warmup (a fraction of max_steps) or warmup_steps, not both")
+        }
+        for key in ["min_lr", "warmup_lr", "warmup_epochs", "epochs", "warmup_step_size"] where s.contains(key) {
+            throw s.error(key, "belongs to sched: cosine, not polynomial")
+        }
+        polynomialDecay = p
     }
 
     /// BLIP's schedule keys at the top level (SPEC-BLIP §7); they cannot be mixed with `schedular:`.
@@ -201,6 +244,7 @@ public struct TrainingConfig {
     mutating func readData(_ s: ConfigSection) throws {
         dataDirectory = try s.string("shards") ?? dataDirectory
         vocabulary = try s.string("vocab") ?? vocabulary
+        merges = try s.string("merges")
         loaderThreads = try s.int("loader_threads", in: 0...1024)
         prefetchBatches = try s.int("prefetch_batches", default: prefetchBatches, in: 1...1024)
         strictData = try s.bool("strict", default: strictData)
@@ -222,12 +266,12 @@ public struct TrainingConfig {
 extension TrainingConfig {
     /// Takes the special-token ids from the tokenizer the run uses (masking never hard-codes
     /// them), and checks that its vocabulary fits the model's word embeddings.
-    public mutating func useVocabulary(of tokenizer: BertTokenizer) throws {
-        let n = tokenizer.vocabulary.tokens.count
+    public mutating func useVocabulary(of tokenizer: any CaptionTokenizer) throws {
+        let n = tokenizer.idCount
         guard n + model.addedTokenCount <= model.vocabularySize else {
             throw ConfigError(file: vocabulary, message: "\(n) tokens\(model.addedTokenCount > 0 ? " + \(model.addedTokenCount) the model adds" : ""), but the model's word embeddings have \(model.vocabularySize) rows (vocab_size)")
         }
-        let ids = tokenizer.specialIds
-        model.specialTokens = SpecialTokens(pad: Int(ids.pad), unknown: Int(ids.unknown), cls: Int(ids.cls), sep: Int(ids.sep), mask: Int(ids.mask))
+        let ids = tokenizer.captionSpecialIds
+        model.specialTokens = SpecialTokens(pad: ids.pad, unknown: ids.unknown, cls: ids.cls, sep: ids.sep, mask: ids.mask)
     }
 }

@@ -36,7 +36,7 @@ struct BenchTrainStepCommand: ParsableCommand {
     )
     @Option(help: "Training config (model and optimizer sections); default: --preset.")
     var config: String?
-    @Option(help: "Built-in model when no --config: albef-base (ViT-B/16 at 256 px + BERT-base, SPEC §3) or blip-base (ViT-B/16 at 224 px + BLIP's BERT-base encoder and decoder; `elip info` lists the presets).")
+    @Option(help: "Built-in model when no --config: albef-base (ViT-B/16 at 256 px + BERT-base, SPEC §3), blip-base (ViT-B/16 at 224 px + BLIP's BERT-base encoder and decoder), meter-base (CLIP ViT-B/16 at 288 px + RoBERTa-base + 6 co-attention pairs; use --text-length 50) or meter-base-clip32 (CLIP ViT-B/32 at 224 px); `elip info` lists the presets.")
     var preset = "albef-base"
     @Option(help: "Images per step.")
     var batch = 4
@@ -146,10 +146,11 @@ struct BenchTrainStepCommand: ParsableCommand {
         let gemmPeak = try Self.measureGEMMPeak()
         let net = try model.makeModel()
         try net.initialiseRandomly(seed: 1)
-        let optimizer = AdamW(arena: net.parameters, hyper: hyper, decays: { net.decays(parameter: $0, shape: $1) })
+        let optimizer = AdamW(arena: net.parameters, hyper: hyper, decays: { net.decays(parameter: $0, shape: $1) },
+                              lrMultiplier: { net.learningRateMultiplier(parameter: $0) }, variant: net.adamWVariant)
         let input = try Self.syntheticBatch(config: model, batch: batch, length: textLength, seed: 7)
         func describe(_ p: PruneConfig?) -> String {
-            p.map { "\($0.scoring.rawValue) (keeps \($0.keepCounts(patchCount: model.patchCount).map(String.init).joined(separator: "/")) of \(model.patchCount))" } ?? "off"
+            p.map { "\($0.scoring.rawValue) (keeps \($0.keepCounts(patchCount: model.keepBase).map(String.init).joined(separator: "/")) of \(model.patchCount))" } ?? "off"
         }
         if !json {
             print("ELIP pre-training step (\(model.kind)): \(source), batch \(batch), text \(textLength) tokens, threads \(Threads.count)")

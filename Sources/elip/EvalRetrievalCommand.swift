@@ -11,9 +11,11 @@ import Safetensors
 struct EvalRetrievalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval-retrieval",
-        abstract: "Image-text retrieval evaluation (ALBEF protocol): TR@1/5/10, IR@1/5/10, r_mean.",
+        abstract: "Image-text retrieval evaluation (ALBEF protocol; METER: every pair ranked by ITM): TR@1/5/10, IR@1/5/10, r_mean.",
         discussion: """
         Encodes every caption (text encoder) and image (unpruned ViT, resized to res x res bicubically), ranks by cosine similarity, re-scores each query's top --k-test candidates with the ITM head (positive logit; every other entry -100) and reports recall as ALBEF's itm_eval does. Equal scores rank by ascending candidate index. Under mpirun, feature batches and ITM rows (rank r: rows r, r + W, ...) are split round-robin and the results shared, bitwise equal to one process.
+
+        METER (a config with data.merges): there are no unimodal features, so every image x every caption goes through the full model, the ViT pruned under that caption as the official compute_irtr_recall does, scored by the ITM match logit (a pre-trained model has no rank_output); --k-test does not apply. That is images x captions forwards: --max-images N ranks the first N images and their captions instead (a subset; --out records it as a deviation).
 
         Examples:
           elip eval-retrieval --checkpoint runs/elip --data synth/test.json --image-root synth
@@ -36,6 +38,8 @@ struct EvalRetrievalCommand: ParsableCommand {
     var imageRes: Int?
     @Option(help: "Images, captions or ITM pairs per forward.")
     var batch: Int = 32
+    @Option(help: "Pair-ranking models (METER): rank only the first N images and their captions (every pair goes through the full model; a subset, recorded as a deviation in --out).")
+    var maxImages: Int?
     @Option(help: "Write the metrics as JSON to this file.")
     var out: String?
     @Option(help: "Write the ITM-rescored top-k of every row (i2t/t2i indices and scores) to this .safetensors file.")
@@ -59,6 +63,41 @@ struct EvalRetrievalCommand: ParsableCommand {
         let comm = try Communicator.world()
         let say: (String) -> Void = { m in if comm.isRoot && !quiet { fputs(m + "\n", stderr) } }
         let ckpt = try EvalCheckpoint.locate(checkpoint, configPath: config) { w in if comm.isRoot { fputs("warning: \(w)\n", stderr) } }
+        if let merges = ckpt.merges {
+            // A byte-level BPE model (METER): every pair through the full model.
+            let tokenizer = try RobertaTokenizer(vocabularyJSON: vocab ?? ckpt.vocabulary ?? "vocab.json", merges: merges)
+            let model = try ckpt.loadModel((any PairMatchingModel).self, for: "pair-ranking retrieval", imageRes: imageRes)
+            let dataset = try RetrievalDataset.load(annotation: data, imageRoot: imageRoot, cleaning: model.modelConfig.captionStyle.cleaning)
+            let inputs = [OutputGuard.Input("--data", data)] + OutputGuard.inputs(of: ckpt, config: config, vocab: vocab)
+            try OutputGuard.check(out, option: "--out", inputs: inputs)
+            guard saveScores == nil else { throw EvalCommandError("--save-scores is for ITC-shortlist models; pair ranking writes the metrics only") }
+            let evaluator = PairRankingEvaluator(model: model, tokenizer: tokenizer, communicator: comm)
+            evaluator.progress = say
+            var options = PairRankingEvaluator.Options()
+            options.batchSize = batch
+            options.maxImages = maxImages
+            let result = try evaluator.evaluate(dataset, options: options)
+            if comm.isRoot {
+                print(Self.table(result))
+                if let out {
+                    var extra: [String: Any] = ["checkpoint": checkpoint, "weights": ckpt.weightsPath, "data": data, "image_root": imageRoot,
+                                                "image_res": model.modelConfig.imageRes, "world_size": comm.size,
+                                                "protocol": "every image x every caption through the full model (ViT pruned per caption), ITM match logit",
+                                                "tie_rule": "equal scores rank by ascending candidate index"]
+                    if let maxImages, maxImages < dataset.imagePaths.count {
+                        extra["deviation"] = "subset: the first \(maxImages) of \(dataset.imagePaths.count) images and their captions"
+                    }
+                    if let step = ckpt.step { extra["step"] = step }
+                    let json = try JSONSerialization.data(withJSONObject: result.jsonObject(extra: extra), options: [.prettyPrinted, .sortedKeys])
+                    do { try json.write(to: URL(fileURLWithPath: out)) } catch {
+                        throw EvalCommandError("--out \(out): cannot write (\(error.localizedDescription))")
+                    }
+                    print("wrote \(out)")
+                }
+            }
+            try comm.finalize()
+            return
+        }
         let tokenizer = try loadTokenizer(vocab ?? ckpt.vocabulary)
         let model = try ckpt.loadModel((any ImageTextRetrievalModel).self, for: "retrieval evaluation", imageRes: imageRes)
         let dataset = try RetrievalDataset.load(annotation: data, imageRoot: imageRoot, cleaning: model.modelConfig.captionStyle.cleaning)

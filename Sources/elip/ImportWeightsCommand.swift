@@ -9,7 +9,7 @@ import TorchCheckpoint
 struct ImportWeightsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "import-weights",
-        abstract: "Build an initial ALBEF/BLIP checkpoint from a DeiT/timm ViT and a HuggingFace BERT (safetensors or PyTorch .pth/.bin).",
+        abstract: "Build an initial checkpoint from pretrained parts: ALBEF/BLIP from a DeiT/timm ViT and a HuggingFace BERT, METER from OpenAI CLIP and HuggingFace RoBERTa (safetensors or PyTorch .pth/.bin).",
         discussion: """
         As ALBEF does: the ViT comes from --vit (timm names: patch_embed.proj.weight, cls_token, pos_embed,
         blocks.N.*, norm.*; the position grid is resized bicubically when the checkpoint's resolution
@@ -17,6 +17,9 @@ struct ImportWeightsCommand: ParsableCommand {
         without the 'bert.' prefix, legacy LayerNorm gamma/beta accepted). Cross-attention layers,
         projections and the ITM head start random (--seed); the momentum model is a copy; the queues
         are random unit vectors. The output is a state_dict in safetensors.
+        METER (model: meter) takes --clip (OpenAI CLIP names visual.*; the last block and visual.proj
+        are not used, the position grid is resized bicubically) and --roberta (HuggingFace names, with
+        or without 'roberta.'); the co-attention layers, poolers and heads start random.
 
         Both inputs may be safetensors or PyTorch checkpoints (torch.save .pth/.bin, e.g. timm's
         deit_base_patch16_224-b5f2ef4d.pth and HuggingFace's pytorch_model.bin), read as
@@ -30,10 +33,14 @@ struct ImportWeightsCommand: ParsableCommand {
 
     @Option(help: "Pretrain.yaml (ALBEF keys; its bert_config names the BERT shape).")
     var config: String
-    @Option(help: "DeiT/timm ViT weights (.safetensors, or .pth/.bin from torch.save).")
-    var vit: String
-    @Option(help: "HuggingFace BERT weights (.safetensors, or pytorch_model.bin).")
-    var bert: String
+    @Option(help: "DeiT/timm ViT weights (.safetensors, or .pth/.bin from torch.save; ALBEF, BLIP).")
+    var vit: String?
+    @Option(help: "HuggingFace BERT weights (.safetensors, or pytorch_model.bin; ALBEF, BLIP).")
+    var bert: String?
+    @Option(help: "OpenAI CLIP weights (.safetensors or .pth/.bin, names visual.*; METER).")
+    var clip: String?
+    @Option(help: "HuggingFace RoBERTa weights (.safetensors or pytorch_model.bin; METER).")
+    var roberta: String?
     @Option(help: "Output checkpoint (.safetensors).")
     var out: String
     @Option(help: "Seed for the randomly initialised parts.")
@@ -42,12 +49,12 @@ struct ImportWeightsCommand: ParsableCommand {
     var strict = false
 
     func run() throws {
-        try OutputGuard.check(out, inputs: [OutputGuard.Input("--config", config), OutputGuard.Input("--vit", vit), OutputGuard.Input("--bert", bert)])
+        let given = ["vit": vit, "bert": bert, "clip": clip, "roberta": roberta].compactMapValues { $0 }
+        try OutputGuard.check(out, inputs: [OutputGuard.Input("--config", config)] + given.keys.sorted().map { OutputGuard.Input("--\($0)", given[$0]!) })
         let cfg = try TrainingConfig.load(config).model
         let model = try cfg.makeModel()
-        let given = ["vit": vit, "bert": bert]
         guard Set(model.pretrainedSources) == Set(given.keys) else {
-            throw ValidationError("\(cfg.kind) models start from \(model.pretrainedSources.joined(separator: " and ")) files")
+            throw ValidationError("\(cfg.kind) models start from \(model.pretrainedSources.map { "--\($0)" }.joined(separator: " and ")) files")
         }
         var files: [String: SafetensorsFile] = [:]
         for (source, path) in given {
@@ -70,7 +77,7 @@ struct ImportWeightsCommand: ParsableCommand {
         }
         let summary = try model.importPretrained(files, seed: seed)
         do { try StateDict.requireFinite(model.stateLayout, source: "the imported weights") } catch {
-            throw ValidationError("\(error) (from --vit \(vit) or --bert \(bert)); nothing written")
+            throw ValidationError("\(error) (from \(given.keys.sorted().map { "--\($0) \(given[$0]!)" }.joined(separator: " or "))); nothing written")
         }
         var writer = SafetensorsWriter(metadata: ["format": "\(cfg.kind)-state-dict", "producer": "elip import-weights"])
         try StateDict.add(model.stateLayout, to: &writer)
@@ -85,6 +92,12 @@ struct ImportWeightsCommand: ParsableCommand {
     /// input: some parameter of that part ends with the normalised name at a dot boundary.
     static func isTaken(_ name: String, from source: String, by parameters: [String]) -> Bool {
         if source == "vit" { return parameters.contains("visual_encoder." + name) }
+        // METER: OpenAI CLIP's visual.* sit under vit_model. (its text tower, last block and
+        // projection are unused); HuggingFace RoBERTa's roberta.* under text_transformer.
+        if source == "clip" { return parameters.contains("vit_model." + name) }
+        if source == "roberta" {
+            return parameters.contains("text_transformer." + (name.hasPrefix("roberta.") ? String(name.dropFirst(8)) : name))
+        }
         var n = name.hasPrefix("bert.") ? String(name.dropFirst(5)) : name
         if n.hasSuffix("LayerNorm.gamma") { n = String(n.dropLast(5)) + "weight" }
         if n.hasSuffix("LayerNorm.beta") { n = String(n.dropLast(4)) + "bias" }

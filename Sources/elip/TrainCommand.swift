@@ -95,9 +95,13 @@ struct TrainCommand: ParsableCommand {
         let comm = debug ? Communicator.singleProcess() : try Communicator.world()
         try cfg.checkQueue(ranks: comm.size, file: path)
         try cfg.checkSyntheticCorpus(ranks: comm.size, file: path)
-        let tokenizer: BertTokenizer
-        do { tokenizer = try BertTokenizer(vocabularyFile: cfg.vocabulary) } catch {
-            throw ValidationError("\(error)\nRun `make setup` to fetch the vocabulary, or pass --vocab FILE.")
+        let tokenizer: any CaptionTokenizer
+        if let merges = cfg.merges {
+            tokenizer = try RobertaTokenizer(vocabularyJSON: cfg.vocabulary, merges: merges)
+        } else {
+            do { tokenizer = try BertTokenizer(vocabularyFile: cfg.vocabulary) } catch {
+                throw ValidationError("\(error)\nRun `make setup` to fetch the vocabulary, or pass --vocab FILE.")
+            }
         }
         try cfg.useVocabulary(of: tokenizer)
         let source: BatchSource

@@ -60,7 +60,7 @@ struct VisualizeCommand: ParsableCommand {
         let text = try TextBatch(ids: ids.map(Int.init), mask: [Int](repeating: 1, count: ids.count), batch: 1, length: ids.count)
         let trace = try PruningTrace.trace(model: model, image: try Tensor(pixels, shape: [1, 3, res, res]), text: text)
         let step = ckpt.step.map { ", step \($0)" } ?? ""
-        let title = "ELIP token pruning for \"\(cleaned)\" (\(URL(fileURLWithPath: image).lastPathComponent)\(step), keeps \(schedule.keepCounts(patchCount: model.modelConfig.patchCount).map(String.init).joined(separator: "/")) of \(model.modelConfig.patchCount))"
+        let title = "ELIP token pruning for \"\(cleaned)\" (\(URL(fileURLWithPath: image).lastPathComponent)\(step), keeps \(schedule.keepCounts(patchCount: model.modelConfig.keepBase).map(String.init).joined(separator: "/")) of \(model.modelConfig.patchCount))"
         let rendered = try PruningPicture.render(image: picture, trace: trace, title: title)
         do { try PNG.write(rendered, toFile: out) } catch { throw EvalCommandError("--out \(out): \(error)") }
         for (j, patches) in trace.survivingPatches.enumerated() {

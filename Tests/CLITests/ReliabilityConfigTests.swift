@@ -29,7 +29,7 @@ final class ReliabilityConfigTests: XCTestCase {
         ("data.shard: /nowhere", "data.shard: unknown key, did you mean shards?"),
         ("img_prune: on", "img_prune: must be a mapping of keys to values, got true"),
         ("optimizer.opt: sgd", "optimizer.opt: must be adamW, adamw or AdamW, not 'sgd'"),
-        ("schedular.sched: step", "schedular.sched: must be cosine, not 'step'"),
+        ("schedular.sched: step", "schedular.sched: must be cosine or polynomial, not 'step'"),
         ("data.strict: maybe", "data.strict: must be true or false, got 'maybe'"),
         ("data.strict: 1", "data.strict: must be true or false, got 1"),
         ("train.dropout: \"no\"", "train.dropout: must be true or false, got 'no'"),

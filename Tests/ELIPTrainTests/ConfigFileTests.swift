@@ -131,7 +131,7 @@ final class ConfigFileTests: XCTestCase {
             ("train: {dropout: 3}", "train.dropout: must be true or false"),
             ("schedular: {warmup_step_size: 0}", "schedular.warmup_step_size: must be in [1, "),
             ("schedular: {epochs: 0}", "schedular.epochs: must be in [1, "),
-            ("schedular: {sched: linear}", "schedular.sched: must be cosine, not 'linear'"),
+            ("schedular: {sched: linear}", "schedular.sched: must be cosine or polynomial, not 'linear'"),
             ("optimizer: {eps: 0}", "optimizer.eps: must be in [1e-30, 1], got 0"),
             ("optimizer: {lr: -1}", "optimizer.lr: must be in"),
             ("optimizer: {betas: [0.9]}", "optimizer.betas: must be [beta1, beta2]"),

@@ -65,6 +65,11 @@ uint64_t elip_checksum64(const void *data, int64_t n, uint64_t seed);
 /// v = b2 v + (1 - b2) g^2; p -= step_size m / (sqrt(v) / sqrt(bias_correction2) + eps).
 void elip_adamw(float *p, const float *g, float *m, float *v, int64_t n, float lr, float weight_decay,
                 float beta1, float beta2, float eps, float step_size, float bias_correction2_sqrt);
+/// AdamW as transformers.AdamW (4.6, correct_bias): m, v as above;
+/// p -= step_size m / (sqrt(v) + eps) with step_size = lr sqrt(bias_correction2) / bias_correction1,
+/// THEN p -= (lr wd) p (decay on the updated p; lr_times_decay computed by the caller in double).
+void elip_adamw_hf(float *p, const float *g, float *m, float *v, int64_t n, float lr_times_decay,
+                   float beta1, float beta2, float eps, float step_size);
 /// dst = momentum dst + (1 - momentum) src (EMA of a model's weights).
 void elip_ema(float *dst, const float *src, int64_t n, float momentum);
 /// sum x[i]^2 accumulated in double (gradient norms).

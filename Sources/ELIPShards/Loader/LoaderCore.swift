@@ -12,7 +12,7 @@ final class LoaderCore: @unchecked Sendable {
     let batchSize: Int
     let batchesPerEpoch: Int
     let seed: UInt64
-    let tokenizer: BertTokenizer
+    let tokenizer: any CaptionTokenizer
     let options: Options
     let imageSize: Int
     typealias Options = ShardLoader.Options
@@ -24,7 +24,7 @@ final class LoaderCore: @unchecked Sendable {
     private var stats = LoaderStatistics()
 
     init(assignment: ShardAssignment, environments: [Int: LMDBEnvironment], damagedShards: [Int: String] = [:],
-         batchSize: Int, batchesPerEpoch: Int, seed: UInt64, tokenizer: BertTokenizer, options: Options) {
+         batchSize: Int, batchesPerEpoch: Int, seed: UInt64, tokenizer: any CaptionTokenizer, options: Options) {
         self.assignment = assignment
         self.environments = environments
         self.damagedShards = damagedShards

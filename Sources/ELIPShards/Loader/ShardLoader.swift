@@ -66,7 +66,7 @@ public final class ShardLoader: @unchecked Sendable {
 
     /// Opens the rank's shards. `listing` defaults to `directory/manifest.json`.
     public init(directory: String, listing: ShardListing? = nil, rank: Int, worldSize: Int, batchSize: Int,
-                seed: UInt64, tokenizer: BertTokenizer, options: Options) throws {
+                seed: UInt64, tokenizer: any CaptionTokenizer, options: Options) throws {
         guard batchSize > 0 else { throw LoaderError.invalidArgument("batch size must be positive, got \(batchSize)") }
         guard options.transform.imageSize > 0 else {
             throw LoaderError.invalidArgument("image size must be positive, got \(options.transform.imageSize)")

@@ -1,0 +1,198 @@
+import ELIPConfig
+import ELIPEncoders
+import ELIPNN
+import ELIPObjectives
+import ELIPPruning
+import ELIPTensor
+import Safetensors
+
+/// ELIP-METER pre-training (SPEC-METER; guoyang9/ELIP METER/meter/modules/meter_module.py): RoBERTa
+/// encodes the caption; its `<s>` state guides ELIP's pruning of a CLIP ViT (11 blocks); six
+/// co-attention layer pairs fuse both streams; MLM (whole-word collator rule, untied decoder) and
+/// ITM (half positives in random order, random negative images). Each objective runs its own
+/// `infer()`: the MLM pass prunes under the masked caption, the ITM pass under the caption it is
+/// paired with. No ITC, no momentum model, no queue.
+public final class METERModel: TrainableModel, TextGuidedPruningModel {
+    public static let kind = ModelKind(
+        name: "meter", about: "METER (CLIP ViT + RoBERTa + co-attention fusion; MLM and ITM) with ELIP pruning guided by RoBERTa's <s> state",
+        readConfig: { try METERConfig.read($0, location: $1) },
+        presets: ["meter-base": { METERConfig() },
+                  "meter-base-clip32": { var c = METERConfig(); c.vision.patchSize = 32; c.imageRes = 224; return c }],
+        referenceCase: { try METERModel.referenceCase($0) }, isReferenceCase: { METERModel.isReferenceCase($0) })
+
+    public let config: METERConfig
+    public var modelConfig: any ModelConfig { config }
+    public var pruning: PruneConfig?
+    public let parameters: ParameterArena
+    public let textEmbeddings: RobertaEmbeddings, textLayers: BertLayerStack
+    public let vit: CLIPVisionTransformer
+    public let fusion: METERCoAttentionFusion
+    public let mlmHead: METERMLMHead, itmHead: Linear
+    let masking: WholeWordMasking
+
+    /// Builds the model twice: against a measuring arena, then with one of exactly that size.
+    public convenience init(config: METERConfig) throws {
+        let probe = try METERModel(config: config, parameters: .measuring())
+        try self.init(config: config, parameters: ParameterArena(capacity: probe.parameters.used))
+    }
+
+    /// Layers under the official state_dict names (SPEC-METER §2, §4, §5).
+    init(config: METERConfig, parameters: ParameterArena) throws {
+        self.config = config
+        pruning = config.prune
+        self.parameters = parameters
+        let root = Scope(arena: parameters), r = config.roberta
+        textEmbeddings = try RobertaEmbeddings(root["text_transformer"]["embeddings"], config: r, paddingIndex: config.specialTokens.pad)
+        textLayers = try BertLayerStack(root["text_transformer"]["encoder"], config: r, layers: 0..<r.numHiddenLayers, crossAttention: { _ in false })
+        vit = try CLIPVisionTransformer(root["vit_model"]["visual"], config: config.vision, imageRes: config.imageRes)
+        fusion = try METERCoAttentionFusion(root, config: config.fusion)
+        mlmHead = try METERMLMHead(root["mlm_score"], hidden: config.fusionHidden, vocabSize: r.vocabSize)
+        itmHead = try Linear(root["itm_score"]["fc"], in: 2 * config.fusionHidden, out: 2)
+        let s = config.specialTokens
+        masking = try WholeWordMasking(probability: config.mlmProbability, vocabularySize: r.vocabSize, maskId: s.mask,
+                                       specialIds: [s.cls, s.pad, s.sep, s.unknown, s.mask])
+    }
+
+    public var stateLayout: StateDictLayout {
+        var l = StateDictLayout()
+        l.arenas = [.init(parameters, role: .trainable)]
+        let n = config.roberta.maxPositionEmbeddings
+        l.constants = [("text_transformer.embeddings.position_ids", (0..<n).map(Int64.init), [1, n])]
+        return l
+    }
+
+    public func initialiseRandomly(seed: UInt64) throws { parameters.initialise(seed: seed) }
+
+    /// transformers.AdamW groups of meter_utils.set_schedule: no decay on names containing
+    /// "bias", "LayerNorm.weight" or "LayerNorm.bias" (CLIP's `ln_*` weights ARE decayed).
+    public func decays(parameter name: String, shape: [Int]) -> Bool {
+        !["bias", "LayerNorm.weight", "LayerNorm.bias"].contains { name.contains($0) }
+    }
+
+    /// METER steps with transformers.AdamW (SPEC-METER §7).
+    public var adamWVariant: AdamWVariant { .huggingFace }
+
+    /// lr ×`lr_mult_cross_modal` for names containing "cross_modal", ×`lr_mult_head` for the heads.
+    public func learningRateMultiplier(parameter name: String) -> Double {
+        if name.contains("cross_modal") { return config.lrMultCrossModal }
+        let heads = ["vqa_classifier", "nlvr2_classifier", "mlm_score", "itm_score", "snli_classifier"]
+        return heads.contains { name.contains($0) } ? config.lrMultHead : 1
+    }
+
+    /// [CLS] rows [B, D] of token states [B, T, D].
+    static func cls(_ x: Tensor) throws -> Tensor {
+        try x.slice(axis: 1, start: 0, length: 1).reshaped([x.shape[0], x.shape[2]])
+    }
+
+    /// One official `infer()`: RoBERTa, its `<s>` state guiding the pruned ViT, the fusion.
+    public func infer(_ text: TextBatch, images: Tensor, dropout: DropoutStream?) throws -> (fused: METERCoAttentionFusion.Output, textCLS: Tensor, vision: PrunedBlocksOutput) {
+        let states = try StepProfiler.section("text") { try textLayers(textEmbeddings(text, dropout: dropout), mask: text, dropout: dropout) }
+        // The guidance is used under no_grad only, so nothing flows back through it.
+        let textCLS = try Autograd.noGrad { try Self.cls(states) }
+        let vision = try StepProfiler.section("vision") { () throws -> PrunedBlocksOutput in
+            try vit(images, pruning: pruning.map { ELIPPruning(schedule: $0, patchCount: config.keepBase, textCLS: textCLS, lambda: config.pruneLambda) })
+        }
+        let fused = try StepProfiler.section("fusion") { try fusion(text: states, textMask: text, image: vision.tokens, dropout: dropout) }
+        return (fused, textCLS, vision)
+    }
+
+    // MARK: one step
+
+    /// MLM pass then ITM pass (SPEC-METER §6), loss = sum. Draws (masking, ITM labels, negative
+    /// images) come from the sampling stream by global row, or from `context.recorded`
+    /// (`text_ids_mlm`, `text_labels_mlm`, `itm_labels`, `false_image`).
+    public func step(_ batch: ImageTextBatch, context c: inout StepContext) throws -> StepOutput {
+        let bs = batch.text.batch
+        guard batch.images.shape.first == bs else {
+            throw TensorError.shapeMismatch(op: "METER batch (images vs texts)", lhs: batch.images.shape, rhs: [bs, batch.text.length])
+        }
+        let offset = (c.exchange?.rank ?? 0) * bs
+        let r = config.roberta
+        let dropout = c.dropout ? DropoutStream(hidden: r.hiddenDropoutProb, attention: r.attentionProbsDropoutProb, seed: c.generator.next()) : nil
+
+        // MLM: the masked caption with the true images.
+        let (maskedIds, labels) = try mlmDraws(batch.text, context: c, firstRow: offset)
+        let masked = try batch.text.replacingIds(maskedIds)
+        let mlm = try infer(masked, images: batch.images, dropout: dropout)
+        let mlmLogits = try StepProfiler.section("mlm") { try mlmHead(mlm.fused.text) }
+        // A batch without masked tokens has no MLM loss (officially NaN): it contributes 0.
+        let lossMLM = labels.contains { $0 != -100 }
+            ? try mlmLogits.reshaped([bs * batch.text.length, r.vocabSize]).crossEntropy(labels: labels)
+            : try Tensor([0], shape: [])
+
+        // ITM: the clean caption with its own image (label 1) or a random one (label 0).
+        let itmLabels = try itmLabelDraws(bs, context: c, firstRow: offset)
+        let fed = try itmImages(batch.images, labels: itmLabels, context: c, firstRow: offset)
+        let itm = try infer(batch.text, images: fed, dropout: dropout)
+        let itmLogits = try itmHead(itm.fused.clsFeats)
+        let lossITM = try itmLogits.crossEntropy(labels: itmLabels)
+
+        var out = StepOutput(total: try lossMLM + lossITM, losses: ["mlm": lossMLM, "itm": lossITM])
+        out.keptIndices = itm.vision.keptIndices
+        out.keptIndicesByPass = ["mlm": mlm.vision.keptIndices, "itm": itm.vision.keptIndices]
+        out.tensors = ["text_cls.mlm": mlm.textCLS, "text_cls.itm": itm.textCLS, "image_embeds.mlm": mlm.vision.tokens,
+                       "image_embeds.itm": itm.vision.tokens, "mlm_logits": mlmLogits, "cls_feats.itm": itm.fused.clsFeats, "itm_logits": itmLogits]
+        return out
+    }
+
+    /// Masked ids and labels: recorded, or the collator rule by global row.
+    func mlmDraws(_ text: TextBatch, context c: StepContext, firstRow: Int) throws -> (ids: [Int], labels: [Int]) {
+        if let ids = c.recorded.int("text_ids_mlm"), let labels = c.recorded.int("text_labels_mlm") {
+            guard ids.count == text.ids.count, labels.count == text.ids.count else {
+                throw TensorError.invalidArgument(op: "METER MLM", reason: "recorded text_ids_mlm/text_labels_mlm have \(ids.count)/\(labels.count) ids, the batch \(text.ids.count)")
+            }
+            return (ids, labels)
+        }
+        let drawn = try masking.mask(text.ids, length: text.length, seed: c.samplingSeed, firstRow: firstRow)
+        return (drawn.inputs, drawn.labels)
+    }
+
+    /// floor(B/2) ones then zeros, in random order (`torch.randperm`), per rank as officially.
+    func itmLabelDraws(_ bs: Int, context c: StepContext, firstRow: Int) throws -> [Int] {
+        if let given = c.recorded.int("itm_labels") {
+            guard given.count == bs, given.allSatisfy({ $0 == 0 || $0 == 1 }) else {
+                throw TensorError.invalidArgument(op: "METER ITM", reason: "recorded itm_labels must be \(bs) values of 0 or 1")
+            }
+            return given
+        }
+        var labels = [Int](repeating: 1, count: bs / 2) + [Int](repeating: 0, count: bs - bs / 2)
+        var g = SeededGenerator(seed: CounterRandom.mix(c.samplingSeed ^ 0x17E5 ^ CounterRandom.mix(UInt64(firstRow))))
+        labels.shuffle(using: &g)
+        return labels
+    }
+
+    /// The images the ITM pass sees: row b's own where the label is 1, else a negative — the
+    /// recorded `false_image`, or (deviation: officially a random image of the whole dataset) a
+    /// random image of this batch, drawn by global row; it may be the positive, as officially.
+    func itmImages(_ images: Tensor, labels: [Int], context c: StepContext, firstRow: Int) throws -> Tensor {
+        let bs = labels.count, per = images.count / max(bs, 1)
+        var own = images.toArray()
+        let negatives: [Float]
+        if let recorded = c.recorded.floats["false_image"] {
+            guard recorded.count == own.count else {
+                throw TensorError.invalidArgument(op: "METER ITM", reason: "recorded false_image has \(recorded.count) values, the images \(own.count)")
+            }
+            negatives = recorded
+        } else {
+            let seed = CounterRandom.mix(c.samplingSeed ^ 0xFA15E)
+            negatives = (0..<bs).flatMap { b -> ArraySlice<Float> in
+                let j = min(bs - 1, Int(CounterRandom.uniform(seed: seed, index: firstRow + b) * Float(bs)))
+                return own[(j * per)..<((j + 1) * per)]
+            }
+        }
+        for (b, label) in labels.enumerated() where label == 0 {
+            own.replaceSubrange((b * per)..<((b + 1) * per), with: negatives[(b * per)..<((b + 1) * per)])
+        }
+        return try Tensor(own, shape: images.shape)
+    }
+
+    // MARK: TextGuidedPruningModel
+
+    public var prunableVisionEncoder: any PrunableVisionEncoder { vit }
+
+    /// RoBERTa's last-layer `<s>` state of `text` guides, as in `infer`.
+    public func pruning(guidedBy text: TextBatch, schedule: PruneConfig) throws -> ELIPPruning {
+        let states = try Autograd.noGrad { try textLayers(textEmbeddings(text, dropout: nil), mask: text, dropout: nil) }
+        return ELIPPruning(schedule: schedule, patchCount: config.keepBase, textCLS: try Self.cls(states), lambda: config.pruneLambda)
+    }
+}
