@@ -17,7 +17,7 @@ public enum TokenRedundancyChart {
                       LineChart(title: "mean cosine similarity of patch tokens", xLabel: "ViT layer", series: series(\.patchCosine))]
         if let kl = visionOnlyKL {
             charts.append(LineChart(title: "KL(model || vision-only) of the [CLS]-to-patch attention (nats)", xLabel: "ViT layer",
-                                    series: [ChartSeries(name: "model vs vision-only", color: RGB(120, 60, 160), xs: kl.indices.map(Double.init), ys: kl)]))
+                                    series: [ChartSeries(name: "model", color: RGB(120, 60, 160), xs: kl.indices.map(Double.init), ys: kl)]))
         }
         for i in charts.indices { charts[i].integerX = true }
         let margin = 12, s = 2, lh = BitmapFont.lineHeight(scale: s)

@@ -24,7 +24,8 @@ struct AnalyzeTokensCommand: ParsableCommand {
         With --vision-only WEIGHTS (the paper's Figure 1(a)): the ViT alone before vision-language
         training — timm/DeiT weights (.safetensors or .pth/.bin, timm names; the position grid is
         resized when its resolution differs) or a state dict of the same model before VL training
-        (e.g. import-weights output; its visual_encoder.* tensors are used) — is put in a copy of
+        (e.g. import-weights output, a checkpoint or run folder; its visual_encoder.* tensors are
+        used) — is put in a copy of
         --checkpoint's model, and per layer the KL divergence of the [CLS]-to-patch attention maps
         is reported (kl_vision_only_vs_model, nats, a third chart): for each image, the [CLS]
         query's attention over the patch keys averaged over heads and renormalised over the
@@ -41,7 +42,7 @@ struct AnalyzeTokensCommand: ParsableCommand {
     @Option(help: "Config of --checkpoint (default: the one stored with it).") var config: String?
     @Option(help: "A second checkpoint to measure alike (e.g. the unpruned baseline).") var baseline: String?
     @Option(help: "Config of --baseline (default: the one stored with it).") var baselineConfig: String?
-    @Option(help: "Vision-only ViT weights to compare --checkpoint's attention with (timm/DeiT .safetensors/.pth, or a state dict with visual_encoder.*).") var visionOnly: String?
+    @Option(help: "Vision-only ViT weights to compare --checkpoint's attention with (timm/DeiT .safetensors/.pth, or a state dict, checkpoint or run folder with visual_encoder.*).") var visionOnly: String?
     @Option(help: "Annotation JSON (a list of entries with \"image\").") var data: String
     @Option(help: "Folder the image paths are relative to (default: the JSON's folder).") var imageRoot: String?
     @Option(help: "Measure at most this many images.") var limit: Int = 256
@@ -122,7 +123,7 @@ struct AnalyzeTokensCommand: ParsableCommand {
         }
         if let chart {
             let image = try TokenRedundancyChart.render(results.map { ($0.0 == "checkpoint" ? "model" : "baseline", $0.2) }, visionOnlyKL: visionOnlyKL,
-                                                        title: "per ViT layer, \(results[0].2.images) images: [CLS] attention entropy and patch-token similarity")
+                                                        title: "per ViT layer, \(results[0].2.images) images: [CLS] attention entropy and patch-token similarity" + (visionOnlyKL == nil ? "" : "; KL of the [CLS] attention vs the vision-only ViT"))
             do { try PNG.write(image, toFile: chart) } catch { throw EvalCommandError("--chart \(chart): \(error)") }
             print("wrote \(chart) (\(image.width)x\(image.height))")
         }
@@ -132,7 +133,13 @@ struct AnalyzeTokensCommand: ParsableCommand {
     /// model's own visual_encoder.* names (a state dict of the model before VL training).
     static func loadVisionOnly(_ path: String, into model: any TrainableModel) throws {
         let file: SafetensorsFile
-        do { file = try WeightFile.open(path).file } catch { throw EvalCommandError("--vision-only \(path): \(error)") }
+        do {
+            // A checkpoint or run folder: its model.safetensors (the newest valid checkpoint).
+            var isFolder: ObjCBool = false
+            let weights = FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) && isFolder.boolValue
+                ? try EvalCheckpoint.locate(path, configPath: nil).weightsPath : path
+            file = try WeightFile.open(weights).file
+        } catch { throw EvalCommandError("--vision-only \(path): \(error)") }
         let prefix = "visual_encoder."
         guard model.parameters.entries.contains(where: { $0.name.hasPrefix(prefix) }) else {
             throw EvalCommandError("--vision-only: \(model.modelConfig.kind) models have no \(prefix)* ViT to replace")
