@@ -12,29 +12,30 @@ struct AnalyzeTokensCommand: ParsableCommand {
         commandName: "analyze-tokens",
         abstract: "Where [CLS] attention concentrates and patch tokens become redundant, per ViT layer (the paper's Figure 2(a)).",
         discussion: """
-        Runs the model's vision encoder unpruned on the images of an annotation file and reports,
-        per layer: (a) the entropy (nats) of the [CLS]-to-patch attention — the [CLS] query's
-        softmax row over the patch keys, renormalised over the patches, averaged over heads and
-        images; also divided by log(patches), 1 = uniform — and (b) the mean cosine similarity of
-        all pairs of distinct patch tokens of the layer's output. With --baseline (e.g. the
-        unpruned ALBEF trained alike, or the initial DeiT weights imported by import-weights) both
-        models are measured on the same images and drawn side by side. Writes JSON (--out) and a
+        Runs the model's vision encoder unpruned on the images of an annotation file and reports, \
+        per layer: (a) the entropy (nats) of the [CLS]-to-patch attention — the [CLS] query's \
+        softmax row over the patch keys, renormalised over the patches, averaged over heads and \
+        images; also divided by log(patches), 1 = uniform — and (b) the mean cosine similarity of \
+        all pairs of distinct patch tokens of the layer's output. With --baseline (e.g. the \
+        unpruned ALBEF trained alike, or the initial DeiT weights imported by import-weights) both \
+        models are measured on the same images and drawn side by side. Writes JSON (--out) and a \
         PNG with the two curves over depth (--chart).
 
-        With --vision-only WEIGHTS (the paper's Figure 1(a)): the ViT alone before vision-language
-        training — timm/DeiT weights (.safetensors or .pth/.bin, timm names; the position grid is
-        resized when its resolution differs) or a state dict of the same model before VL training
-        (e.g. import-weights output, a checkpoint or run folder; its visual_encoder.* tensors are
-        used) — is put in a copy of
-        --checkpoint's model, and per layer the KL divergence of the [CLS]-to-patch attention maps
-        is reported (kl_vision_only_vs_model, nats, a third chart): for each image, the [CLS]
-        query's attention over the patch keys averaged over heads and renormalised over the
-        patches, each ViT on its own tokens, then KL(P_model || P_vision_only) =
-        sum_k p_k log(p_k / q_k), averaged over the images. This direction is what is lost when the
-        vision-only map stands in for the vision-language model's, as a vision-only pruning rule
-        uses it. Both maps are smoothed as (1 - 1e-6) p + 1e-6 / patches (no infinite terms);
-        identical weights give exactly 0. The paper plots this per layer for a DeiT vs the ViT of
-        its trained VL model, growing with depth. The file's ViT must have the model's shape
+        With --vision-only WEIGHTS (the paper's Figure 1(a)): the ViT alone before vision-language \
+        training — timm/DeiT weights (.safetensors or .pth/.bin, timm names; the position grid is \
+        resized when its resolution differs) or a state dict of the same model before VL training \
+        (e.g. import-weights output, a checkpoint or run folder; its visual_encoder.* tensors are \
+        used) — is put in a copy of \
+        --checkpoint's model, and per layer the KL divergence of the [CLS]-to-patch attention maps \
+        is reported (kl_vision_only_vs_model, nats, a third chart): for each image, the [CLS] \
+        query's attention over the patch keys averaged over heads and renormalised over the \
+        patches, each ViT on its own tokens, then KL(P_model || P_vision_only) = \
+        sum_k p_k log(p_k / q_k), averaged over the images. This direction is what is lost when the \
+        vision-only map stands in for the vision-language model's, as a vision-only pruning rule \
+        uses it. Both maps are smoothed as (1 - 1e-6) p + 1e-6 / patches (no infinite terms); \
+        identical weights give exactly 0. The paper's Figure 1(a) shows such a per-layer discrepancy \
+        between a vision-only ViT and a VL model's ViT to argue that vision-only pruning rules do \
+        not fit VL pre-training; the KL direction and averaging here are this tool's choice. The file's ViT must have the model's shape \
         (depth, width, patch size): any other shape is an error.
         """
     )
