@@ -149,6 +149,14 @@ struct AnalyzeTokensCommand: ParsableCommand {
         if file.contains(prefix + "cls_token") { sourcePrefix = prefix } else if file.contains("cls_token") { sourcePrefix = "" } else {
             throw EvalCommandError("--vision-only \(path): holds neither timm ViT names (cls_token, pos_embed, blocks.N.*) nor a model state dict (visual_encoder.cls_token, ...)")
         }
+        // Tensors no ViT parameter takes (e.g. blocks beyond the model's depth) would otherwise be
+        // left out silently and the comparison made with a truncated ViT; a classifier head is fine.
+        let parameterNames = Set(model.parameters.entries.map(\.name))
+        let unused = file.names.filter { $0.hasPrefix(sourcePrefix) }.map { String($0.dropFirst(sourcePrefix.count)) }
+            .filter { !parameterNames.contains(prefix + $0) && (!sourcePrefix.isEmpty || !($0.hasPrefix("head.") || $0.hasPrefix("head_dist."))) }
+        guard unused.isEmpty else {
+            throw EvalCommandError("--vision-only \(path): \(unused.count) ViT tensors have no place in the model's ViT (another depth or layout?): \(unused.prefix(5).map { sourcePrefix + $0 }.joined(separator: ", "))")
+        }
         let missing: [String]
         do { missing = try PretrainedImport.loadViT(file, into: model.parameters, prefix: prefix, sourcePrefix: sourcePrefix) } catch {
             throw EvalCommandError("--vision-only \(path): the ViT does not have the model's shape: \(error)")

@@ -85,6 +85,13 @@ final class AnalyzeTokensVisionOnlyTests: XCTestCase {
         try refused(wide, "blocks.0.attn.qkv.weight")
         let missing = try writeTimm(from: run, to: "missing.safetensors") { name, values, shape in name == "norm.weight" ? nil : (name, values, shape) }
         try refused(missing, "norm.weight")
+        // A deeper ViT (an extra block) is not silently truncated; a classifier head is accepted.
+        let deeper = try writeTimm(from: run, to: "deeper.safetensors") { name, values, shape in
+            (name == "norm.bias" ? "blocks.4.norm1.bias" : name, values, shape)
+        }
+        try refused(deeper, "blocks.4.norm1.bias")
+        let headed = try writeTimm(from: run, to: "headed.safetensors") { name, values, shape in (name == "norm.bias" ? "head.bias" : name, values, shape) }
+        try refused(headed, "norm.bias")  // only the missing final norm bias is reported, not head.bias
         let unnamed = try writeTimm(from: run, to: "unnamed.safetensors") { name, values, shape in ("x." + name, values, shape) }
         try refused(unnamed, "neither timm ViT names")
     }
