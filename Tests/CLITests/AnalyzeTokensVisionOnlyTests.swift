@@ -67,6 +67,23 @@ final class AnalyzeTokensVisionOnlyTests: XCTestCase {
         XCTAssertEqual(Array(try Data(contentsOf: URL(fileURLWithPath: chart)).prefix(4)), [0x89, 0x50, 0x4E, 0x47])
     }
 
+    /// BLIP: its own weights give 0; the tiny ALBEF run's ViT (patch size 8, BLIP's tiny ViT has
+    /// 16) is refused naming the mis-shaped tensor, nothing written.
+    func testBLIP() throws {
+        let annotations = try Tiny.images(in: tmp)
+        let (blip, _) = try Tiny.train(.blip, folder: tmp)
+        let out = tmp.appendingPathComponent("blip.json").path
+        let r = try analyze(blip, annotations, visionOnly: blip, out: out)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try curve(out), [0, 0, 0, 0])
+        let (albef, _) = try Tiny.train(.albef, folder: tmp)
+        let crossOut = tmp.appendingPathComponent("cross.json").path
+        let cross = try analyze(blip, annotations, visionOnly: albef, out: crossOut)
+        XCTAssertEqual(cross.status, 1, cross.stderr)
+        XCTAssertTrue(cross.stderr.contains("--vision-only") && cross.stderr.contains("size mismatch") && cross.stderr.contains("patch_embed.proj.weight"), cross.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: crossOut))
+    }
+
     func testBadVisionOnlyWeightsAreRefused() throws {
         let annotations = try Tiny.images(in: tmp)
         let (run, _) = try Tiny.train(.albef, folder: tmp)
