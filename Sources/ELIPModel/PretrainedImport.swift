@@ -47,14 +47,15 @@ public enum PretrainedImport {
     }
 
     /// Loads a timm/DeiT ViT file into the parameters named `prefix + <timm name>`, resizing the
-    /// position grid when it differs. Returns the parameters not found.
+    /// position grid when it differs. Returns the parameters not found. `sourcePrefix` is put
+    /// before the timm names in the file (e.g. `visual_encoder.` for a whole model's state dict).
     @discardableResult
-    public static func loadViT(_ file: SafetensorsFile, into arena: ParameterArena, prefix: String) throws -> [String] {
+    public static func loadViT(_ file: SafetensorsFile, into arena: ParameterArena, prefix: String, sourcePrefix: String = "") throws -> [String] {
         var missing: [String] = [], mismatched: [String] = []
         for (entry, tensor) in zip(arena.entries, arena.tensors) where entry.name.hasPrefix(prefix) {
-            let source = String(entry.name.dropFirst(prefix.count))
+            let source = sourcePrefix + String(entry.name.dropFirst(prefix.count))
             guard let e = file[source] else { missing.append(entry.name); continue }
-            if source == "pos_embed" && e.elementCount != entry.count {
+            if source == sourcePrefix + "pos_embed" && e.elementCount != entry.count {
                 guard e.shape.count == 3, e.shape.last == entry.shape.last else {
                     throw CheckpointError(file: file.path, message: "pos_embed: shape \(e.shape), expected [1, tokens, \(entry.shape.last ?? 0)]")
                 }
