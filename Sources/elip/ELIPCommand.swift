@@ -21,6 +21,7 @@ struct ELIPCommand: ParsableCommand {
             ConvertCheckpointCommand.self,
             ExportCommand.self,
             TrainCommand.self,
+            FinetuneCommand.self,
             SynthCommand.self,
             BuildDatasetCommand.self,
             InspectDatasetCommand.self,
