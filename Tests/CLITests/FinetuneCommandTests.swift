@@ -1,0 +1,133 @@
+import Foundation
+import XCTest
+
+/// `elip finetune` (issue 14 part 1): a tiny pre-training run's checkpoint loaded into the SNLI-VE
+/// model the way VE.py loads it (listing what was resized, kept at init and not used), trained on
+/// the synthetic entailment split with the trainer's checkpoints, exact resume and metrics; and
+/// the errors for a bad task, a missing start and a config naming another model.
+final class FinetuneCommandTests: XCTestCase {
+    var dir: URL!
+
+    override func setUpWithError() throws { dir = try CLI.temporaryDirectory() }
+    override func tearDown() { try? FileManager.default.removeItem(at: dir) }
+
+    static let bert = """
+    {"hidden_size": 16, "num_attention_heads": 2, "num_hidden_layers": 4, "intermediate_size": 32,
+     "vocab_size": 30522, "max_position_embeddings": 32, "fusion_layer": 2, "encoder_width": 16}
+    """
+
+    func write(_ name: String, _ text: String) throws -> String {
+        let p = dir.appendingPathComponent(name).path
+        try text.write(toFile: p, atomically: true, encoding: .utf8)
+        return p
+    }
+
+    /// A 3-step ALBEF pre-training at 32 px (4 x 4 patch grid); its model.safetensors.
+    func pretrainedCheckpoint() throws -> String {
+        _ = try write("bert.json", Self.bert)
+        let config = try write("pretrain.yaml", """
+        bert_config: bert.json
+        image_res: 32
+        vision_width: 16
+        embed_dim: 8
+        batch_size: 4
+        queue_size: 16
+        img_prune: null
+        vision: {patch_size: 8, embed_dim: 16, depth: 2, num_heads: 2, mlp_ratio: 2}
+        optimizer: {opt: adamW, lr: 1e-3, weight_decay: 0.02}
+        schedular: {sched: cosine, lr: 1e-3, epochs: 5, min_lr: 1e-4, warmup_lr: 1e-4, warmup_epochs: 1, warmup_step_size: 2}
+        train: {max_steps: 3, checkpoint_every: 3, log_every: 1, seed: 1, bucket_mb: 1}
+        data: {synthetic: {images: 32, size: 32}}
+
+        """)
+        let run = dir.appendingPathComponent("pretrain").path
+        let r = try CLI.run(["train", "--config", config, "--vocab", Tiny.vocab, "--out", run, "--threads", "1"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let ckpts = try FileManager.default.contentsOfDirectory(atPath: run + "/checkpoints").filter { $0.hasPrefix("step-") }.sorted()
+        return "\(run)/checkpoints/\(try XCTUnwrap(ckpts.last))/model.safetensors"
+    }
+
+    /// The VE config at 48 px (6 x 6 grid: the position tables are interpolated), with the
+    /// official VE.yaml's file keys (accepted and ignored).
+    func veConfig(extraTop: String = "") throws -> String {
+        _ = try write("bert.json", Self.bert)
+        return try write("ve.yaml", """
+        \(extraTop)train_file: 've_train.json'
+        val_file: 've_dev.json'
+        test_file: 've_test.json'
+        image_root: '/images'
+        bert_config: bert.json
+        image_res: 48
+        batch_size_train: 4
+        batch_size_test: 8
+        alpha: 0.4
+        distill: True
+        warm_up: False
+        vision: {patch_size: 8, embed_dim: 16, depth: 2, num_heads: 2, mlp_ratio: 2}
+        optimizer: {opt: adamW, lr: 1e-3, weight_decay: 0.02}
+        schedular: {sched: cosine, lr: 1e-3, epochs: 3, min_lr: 1e-6, decay_rate: 1, warmup_lr: 1e-4, warmup_epochs: 1, cooldown_epochs: 0}
+        train: {checkpoint_every: 2, keep_checkpoints: 5, log_every: 1, seed: 5, bucket_mb: 1}
+        data: {synthetic: {images: 8, size: 48}}
+
+        """)
+    }
+
+    func finetune(_ config: String, _ out: String, _ extra: [String]) throws -> ElipRun {
+        try CLI.run(["finetune", "--task", "ve", "--config", config, "--vocab", Tiny.vocab, "--out", dir.appendingPathComponent(out).path, "--threads", "1"] + extra)
+    }
+
+    func modelBytes(_ run: String, step: Int) throws -> Data {
+        try Data(contentsOf: dir.appendingPathComponent(run).appendingPathComponent(String(format: "checkpoints/step-%08d/model.safetensors", step)))
+    }
+
+    func testInitListingTrainingAndExactResume() throws {
+        let ckpt = try pretrainedCheckpoint()
+        let config = try veConfig()
+        let straight = try finetune(config, "straight", ["--init", ckpt, "--max-steps", "4"])
+        XCTAssertEqual(straight.status, 0, straight.stderr)
+        XCTAssertTrue(straight.stdout.contains("resized by interpolate_pos_embed (visual_encoder.pos_embed, visual_encoder_m.pos_embed)"), straight.stdout)
+        XCTAssertTrue(straight.stdout.contains("kept at initialisation (missing_keys, 8): cls_head.0.bias, cls_head.0.weight, cls_head.2.bias, cls_head.2.weight, cls_head_m.0.bias"), straight.stdout)
+        for unused in ["itm_head.weight", "temp", "image_queue", "text_encoder.cls.predictions.bias", "vision_proj_m.weight"] {
+            XCTAssertTrue(straight.stdout.contains(unused), "\(unused) not listed as unexpected: \(straight.stdout)")
+        }
+        XCTAssertTrue(straight.stdout.contains("accepted and ignored"), straight.stdout)
+        let metrics = try String(contentsOf: dir.appendingPathComponent("straight/metrics.jsonl"), encoding: .utf8)
+            .split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(metrics.count, 4)
+        for m in metrics {
+            let loss = try XCTUnwrap((m["losses"] as? [String: Any])?["loss"] as? Double)
+            XCTAssertTrue(loss.isFinite && loss > 0, "\(m)")
+            XCTAssertEqual((m["values"] as? [String: Any])?["alpha"] as? Double ?? 0, 0.4, accuracy: 1e-6)
+        }
+        // Stop at 2, resume to 4: bitwise the same weights as the straight run.
+        let first = try finetune(config, "resumed", ["--init", ckpt, "--max-steps", "2"])
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let second = try finetune(config, "resumed", ["--init", ckpt, "--max-steps", "4", "--resume", "auto"])
+        XCTAssertEqual(second.status, 0, second.stderr)
+        XCTAssertEqual(try modelBytes("resumed", step: 4), try modelBytes("straight", step: 4))
+        // The pre-trained start differs from a random one.
+        let random = try finetune(config, "random", ["--random-init", "--max-steps", "2"])
+        XCTAssertEqual(random.status, 0, random.stderr)
+        XCTAssertNotEqual(try modelBytes("random", step: 2), try modelBytes("resumed", step: 2))
+    }
+
+    func testRefusals() throws {
+        let config = try veConfig()
+        func refused(_ args: [String], _ expected: String, line: UInt = #line) throws {
+            let r = try CLI.run(["finetune", "--config", config, "--vocab", Tiny.vocab, "--out", dir.appendingPathComponent("x").path] + args)
+            XCTAssertNotEqual(r.status, 0, line: line)
+            XCTAssertTrue(r.stderr.contains(expected), "expected '\(expected)' in: \(r.stderr)", line: line)
+            XCTAssertFalse(r.stderr.contains("Fatal error"), r.stderr, line: line)
+        }
+        try refused(["--task", "ve"], "--init CHECKPOINT is required")
+        try refused(["--task", "ve", "--init", "a.safetensors", "--random-init"], "exclude each other")
+        try refused(["--task", "sst2", "--random-init"], "unknown task 'sst2' (known: ve, retrieval, vqa, nlvr2)")
+        try refused(["--task", "vqa", "--random-init"], "its task model is not built yet")
+        try refused(["--task", "ve", "--init", dir.appendingPathComponent("missing.safetensors").path], "missing.safetensors")
+        let albef = try veConfig(extraTop: "model: albef\n")
+        let r = try CLI.run(["finetune", "--task", "ve", "--config", albef, "--random-init", "--vocab", Tiny.vocab, "--out", dir.appendingPathComponent("y").path])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("unknown key") || r.stderr.contains("fine-tunes albef-ve"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("x/checkpoints").path))
+    }
+}
