@@ -9,7 +9,24 @@ public enum FineTuneData {
     public static func trainingSource(task: FineTuneTask, config cfg: TrainingConfig, file: String, rank: Int, worldSize: Int,
                                       tokenizer: BertTokenizer) throws -> BatchSource {
         if let dir = cfg.dataDirectory {
-            throw ConfigError(file: dir, message: "task \(task.name): training from LMDB shards is not supported yet; use data: {synthetic: ...}")
+            guard task.name == "ve" else {
+                throw ConfigError(file: dir, message: "task \(task.name): training from LMDB shards is not supported yet")
+            }
+            // The official fine-tuning transform: RandomResizedCrop scale 0.5-1.0 (pre-training
+            // 0.2-1.0), flip 0.5, RandAugment(2, 7); data.crop_scale overrides it.
+            var augmentation = cfg.augmentation
+            if !cfg.cropScaleGiven { augmentation.cropScale = 0.5...1.0 }
+            let source = try ShardBatchSource(directory: dir, rank: rank, worldSize: worldSize, seed: cfg.seed,
+                                              batchSize: cfg.batchSize, imageSize: cfg.model.imageRes, tokenizer: tokenizer,
+                                              captionStyle: cfg.captionStyle, workerThreads: cfg.loaderThreads,
+                                              prefetchDepth: cfg.prefetchBatches, strict: cfg.strictData, augmentation: augmentation)
+            // Shards without labels (a pre-training corpus) cannot train a classifier: say so now,
+            // not at the first step.
+            let first = try source.batch(epoch: 0, index: 0)
+            guard first.labels != nil else {
+                throw ConfigError(file: dir, message: "these shards hold no labels (built without --format \(task.name)?); task \(task.name) needs `elip build-dataset --format \(task.name)` shards")
+            }
+            return source
         }
         let size = cfg.syntheticSize > 0 ? cfg.syntheticSize : cfg.model.imageRes
         guard size == cfg.model.imageRes else {

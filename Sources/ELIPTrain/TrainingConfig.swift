@@ -71,6 +71,8 @@ public struct TrainingConfig {
     /// Keys present that are accepted and ignored on purpose (`IgnoredKeys.trainingFile`).
     public var ignoredKeys: [String] = []
     var weightDecayFromOptimizerSection = false
+    /// `data.crop_scale` was in the file (fine-tuning's default differs from pre-training's).
+    public internal(set) var cropScaleGiven = false
 
     public init(model: any ModelConfig) {
         self.model = model
@@ -219,6 +221,7 @@ public struct TrainingConfig {
                 throw s.error("crop_scale", "must be [min, max] with 0 < min <= max <= 1, got \(scale)")
             }
             augmentation.cropScale = scale[0]...scale[1]
+            cropScaleGiven = true
         }
         augmentation.flipProbability = try s.double("flip", default: augmentation.flipProbability, in: 0...1)
         augmentation.randAugment = try s.bool("randaugment", default: augmentation.randAugment)

@@ -111,6 +111,32 @@ final class FinetuneCommandTests: XCTestCase {
         XCTAssertNotEqual(try modelBytes("random", step: 2), try modelBytes("resumed", step: 2))
     }
 
+    /// synth's ve_train.json -> build-dataset --format ve -> finetune from the shards; a
+    /// pre-training corpus (no labels) is refused before the first step.
+    func testFromVEShards() throws {
+        let syn = dir.appendingPathComponent("syn").path
+        XCTAssertEqual(try CLI.run(["synth", "--out", syn, "--images", "6", "--size", "48", "--seed", "2", "--test-fraction", "0"]).status, 0)
+        let shards = dir.appendingPathComponent("ve-shards").path
+        let b = try CLI.run(["build-dataset", "--format", "ve", "--annotations", syn + "/ve_train.json", "--image-root", syn,
+                             "--out", shards, "--shards", "2", "--image-size", "48", "--quiet"])
+        XCTAssertEqual(b.status, 0, b.stderr)
+        XCTAssertTrue(b.stdout.contains("built 18 records"), b.stdout)
+        let config = try veConfig()
+        let r = try finetune(config, "shards", ["--random-init", "--data", shards, "--max-steps", "2"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("18 records"), r.stdout)
+        let plain = dir.appendingPathComponent("pt-shards").path
+        XCTAssertEqual(try CLI.run(["build-dataset", "--annotations", syn + "/train.json", "--image-root", syn,
+                                    "--out", plain, "--shards", "1", "--image-size", "48", "--quiet"]).status, 0)
+        let refused = try finetune(config, "plain", ["--random-init", "--data", plain, "--max-steps", "2"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("these shards hold no labels"), refused.stderr)
+        let badFormat = try CLI.run(["build-dataset", "--format", "vqa", "--annotations", syn + "/ve_train.json", "--image-root", syn,
+                                     "--out", dir.appendingPathComponent("z").path, "--shards", "1"])
+        XCTAssertNotEqual(badFormat.status, 0)
+        XCTAssertTrue(badFormat.stderr.contains("--format must be one of captions, ve"), badFormat.stderr)
+    }
+
     func testRefusals() throws {
         let config = try veConfig()
         func refused(_ args: [String], _ expected: String, line: UInt = #line) throws {
