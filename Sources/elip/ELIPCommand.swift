@@ -22,6 +22,7 @@ struct ELIPCommand: ParsableCommand {
             ExportCommand.self,
             TrainCommand.self,
             FinetuneCommand.self,
+            EvalVECommand.self,
             SynthCommand.self,
             BuildDatasetCommand.self,
             InspectDatasetCommand.self,

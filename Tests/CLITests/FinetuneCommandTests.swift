@@ -137,6 +137,77 @@ final class FinetuneCommandTests: XCTestCase {
         XCTAssertTrue(badFormat.stderr.contains("--format must be one of captions, ve"), badFormat.stderr)
     }
 
+    /// eval-ve: every sample once, the same counts under 1, 2 and 3 ranks and any batch size
+    /// (7 samples: blocks of unequal size); bad entries are errors naming them.
+    func testEvalVEEverySampleOnceUnderAnyRankCount() throws {
+        let config = try veConfig()
+        let run = dir.appendingPathComponent("ev").path
+        let t = try CLI.run(["finetune", "--task", "ve", "--config", config, "--vocab", Tiny.vocab, "--out", run, "--threads", "1",
+                             "--random-init", "--max-steps", "2"])
+        XCTAssertEqual(t.status, 0, t.stderr)
+        let syn = dir.appendingPathComponent("syn").path
+        XCTAssertEqual(try CLI.run(["synth", "--out", syn, "--images", "5", "--size", "48", "--seed", "4", "--test-fraction", "0.5"]).status, 0)
+        let all = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: syn + "/ve_test.json"))) as! [[String: Any]]
+        XCTAssertGreaterThanOrEqual(all.count, 7)
+        let split = dir.appendingPathComponent("split.json").path
+        try JSONSerialization.data(withJSONObject: Array(all.prefix(7))).write(to: URL(fileURLWithPath: split))
+        func eval(_ prefix: [String], _ extra: [String], _ out: String) throws -> [String: Any] {
+            let outPath = dir.appendingPathComponent(out).path
+            let args = ["eval-ve", "--checkpoint", run, "--data", split, "--image-root", syn, "--vocab", Tiny.vocab,
+                        "--threads", "1", "--quiet", "--out", outPath] + extra
+            let r = prefix.isEmpty ? try CLI.run(args) : try Self.runProcess(prefix[0], Array(prefix.dropFirst()) + [CLI.executable.path] + args)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            return try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: outPath))) as! [String: Any]
+        }
+        let one = try eval([], ["--batch", "3"], "one.json")
+        XCTAssertEqual(one["samples"] as? Int, 7)
+        let confusion = (one["confusion"] as! [String: Any])["counts"] as! [[Int]]
+        XCTAssertEqual(confusion.flatMap { $0 }.reduce(0, +), 7)
+        XCTAssertEqual(confusion.map { $0.reduce(0, +) }, (0..<3).map { l in all.prefix(7).filter { ($0["label"] as! String) == ["contradiction", "neutral", "entailment"][l] }.count })
+        XCTAssertEqual(one["correct"] as? Int, confusion[0][0] + confusion[1][1] + confusion[2][2])
+        let batched = try eval([], ["--batch", "7"], "batched.json")
+        XCTAssertEqual((batched["confusion"] as! [String: Any])["counts"] as! [[Int]], confusion)
+        if let mpirun = ["/usr/bin/mpirun", "/usr/local/bin/mpirun"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) {
+            for ranks in [2, 3] {
+                let m = try eval([mpirun, "-np", "\(ranks)", "--oversubscribe"], ["--batch", "2"], "mpi\(ranks).json")
+                XCTAssertEqual(m["samples"] as? Int, 7, "\(ranks) ranks")
+                XCTAssertEqual(m["world_size"] as? Int, ranks)
+                XCTAssertEqual((m["confusion"] as! [String: Any])["counts"] as! [[Int]], confusion, "\(ranks) ranks")
+            }
+        } else {
+            print("FinetuneCommandTests: no mpirun; the multi-rank eval-ve cases did not run")
+        }
+        // Bad entries: an unknown label and a missing image are errors naming the entry.
+        for (k, bad) in [(2, ["image": "images/000001", "sentence": "a b", "label": "maybe"]),
+                         (3, ["image": "images/424242", "sentence": "a b", "label": "neutral"])] {
+            var entries = Array(all.prefix(k))
+            entries.append(bad)
+            try JSONSerialization.data(withJSONObject: entries).write(to: URL(fileURLWithPath: split))
+            let r = try CLI.run(["eval-ve", "--checkpoint", run, "--data", split, "--image-root", syn, "--vocab", Tiny.vocab, "--quiet"])
+            XCTAssertNotEqual(r.status, 0)
+            XCTAssertTrue(r.stderr.contains("entry \(k)") || r.stderr.contains("424242"), r.stderr)
+            XCTAssertFalse(r.stderr.contains("Fatal error"), r.stderr)
+        }
+    }
+
+    /// Runs `executable` (mpirun) with root allowed, capturing its output.
+    static func runProcess(_ executable: String, _ arguments: [String]) throws -> ElipRun {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        p.environment = env
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return ElipRun(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
     func testRefusals() throws {
         let config = try veConfig()
         func refused(_ args: [String], _ expected: String, line: UInt = #line) throws {

@@ -220,7 +220,7 @@ public final class DatasetBuilder {
     func fingerprint(shard s: Int, plan: DatasetPlan) -> String {
         var h = Checksum64(seed: 0x5EED)
         func add(_ str: String) { h.update(Array(str.utf8) + [0]) }
-        add("elip-build \(Self.builderVersion) record ELR1 batch \(options.batchSize)")
+        add("elip-build \(Self.builderVersion) record \(options.format == .captions ? "ELR1" : "ELR2 \(options.format.rawValue)") batch \(options.batchSize)")
         add("shard \(s) of \(options.shardCount)")
         let p = options.policy
         add("policy \(p.shorterSide) \(p.quality) \(p.maxPixels) only_jpeg=\(p.onlyJPEG) \(p.maxFileBytes)")
