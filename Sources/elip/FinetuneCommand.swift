@@ -34,7 +34,7 @@ struct FinetuneCommand: ParsableCommand {
     var task: String
     @Option(help: "Task config (official keys: configs/VE.yaml, ...), plus optional train:/data: sections.")
     var config: String
-    @Option(name: .customLong("init"), help: "Pre-training checkpoint to start from: .safetensors (elip's model.safetensors or a checkpoint folder's) or an official .pth/.bin.")
+    @Option(name: .customLong("init"), help: "Pre-training checkpoint to start from: a run folder (its newest valid checkpoint), a checkpoint folder, a .safetensors state dict or an official .pth/.bin.")
     var initFrom: String?
     @Flag(help: "Start from random weights instead of --init (the baseline that shows what pre-training brings).")
     var randomInit = false
@@ -121,13 +121,29 @@ struct FinetuneCommand: ParsableCommand {
         if let sig = trainer.stoppedBySignal, sig == SIGTERM || sig == SIGINT { throw ExitCode(128 + sig) }
     }
 
+    /// `--init` as a file, a checkpoint folder (its model.safetensors) or a run folder (its
+    /// newest valid checkpoint's).
+    static func weightsFile(_ path: String) throws -> String {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else { return path }
+        let url = URL(fileURLWithPath: path)
+        if FileManager.default.fileExists(atPath: url.appendingPathComponent("model.safetensors").path) {
+            return url.appendingPathComponent("model.safetensors").path
+        }
+        guard FileManager.default.fileExists(atPath: url.appendingPathComponent("checkpoints").path),
+              let newest = CheckpointStore(runDirectory: url).latestValid(warn: { print("init: warning: \($0)") }) else {
+            throw ValidationError("--init \(path): a folder, but neither a checkpoint (model.safetensors) nor a run folder with a valid checkpoint")
+        }
+        return newest.appendingPathComponent("model.safetensors").path
+    }
+
     /// The official script's loading of a pre-training checkpoint, with PyTorch's
     /// missing/unexpected listing (rank 0; the trainer broadcasts the result).
     static func loadPretraining(_ path: String, into model: any TrainableModel, task: FineTuneTask) throws {
         guard let loadable = model as? any PretrainingCheckpointLoadable else {
             throw ValidationError("task \(task.name): its model \(model.modelConfig.kind) cannot load a pre-training checkpoint")
         }
-        let (file, note) = try WeightFile.open(path)
+        let (file, note) = try WeightFile.open(try weightsFile(path))
         if let note { print("init: \(note)") }
         let plan = try loadable.loadPretrainingCheckpoint(file)
         func list(_ keys: [String]) -> String { keys.isEmpty ? "none" : keys.joined(separator: ", ") }

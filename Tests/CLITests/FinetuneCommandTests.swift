@@ -100,7 +100,9 @@ final class FinetuneCommandTests: XCTestCase {
             XCTAssertEqual((m["values"] as? [String: Any])?["alpha"] as? Double ?? 0, 0.4, accuracy: 1e-6)
         }
         // Stop at 2, resume to 4: bitwise the same weights as the straight run.
-        let first = try finetune(config, "resumed", ["--init", ckpt, "--max-steps", "2"])
+        // --init as the pre-training run folder (its newest checkpoint): the same start.
+        let pretrainRun = dir.appendingPathComponent("pretrain").path
+        let first = try finetune(config, "resumed", ["--init", pretrainRun, "--max-steps", "2"])
         XCTAssertEqual(first.status, 0, first.stderr)
         let second = try finetune(config, "resumed", ["--init", ckpt, "--max-steps", "4", "--resume", "auto"])
         XCTAssertEqual(second.status, 0, second.stderr)
