@@ -192,6 +192,30 @@ final class FinetuneCommandTests: XCTestCase {
         }
     }
 
+    /// 2 ranks x batch 2 == 1 rank x batch 4 (dropout off: each rank draws its own masks), from
+    /// the same pre-trained start: SNLI-VE has no cross-sample term, DDP averages the gradients.
+    func testTwoRanksEqualOneRankWithTheGlobalBatch() throws {
+        guard let mpirun = ["/usr/bin/mpirun", "/usr/local/bin/mpirun"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw XCTSkip("no mpirun")
+        }
+        let ckpt = try pretrainedCheckpoint()
+        let config = try veConfig()
+        let text = try String(contentsOfFile: config, encoding: .utf8).replacingOccurrences(of: "seed: 5, bucket_mb: 1}", with: "seed: 5, bucket_mb: 1, dropout: false}")
+        try text.write(toFile: config, atomically: true, encoding: .utf8)
+        let one = try finetune(config, "one", ["--init", ckpt, "--max-steps", "2", "--batch-size", "4"])
+        XCTAssertEqual(one.status, 0, one.stderr)
+        let two = try Self.runProcess(mpirun, ["-np", "2", "--oversubscribe", CLI.executable.path, "finetune", "--task", "ve", "--config", config,
+                                               "--vocab", Tiny.vocab, "--out", dir.appendingPathComponent("two").path, "--threads", "1",
+                                               "--init", ckpt, "--max-steps", "2", "--batch-size", "2"])
+        XCTAssertEqual(two.status, 0, two.stderr)
+        let a = dir.appendingPathComponent("one/checkpoints/step-00000002/model.safetensors").path
+        let b = dir.appendingPathComponent("two/checkpoints/step-00000002/model.safetensors").path
+        // Attention key biases get a gradient that is zero up to rounding (softmax ignores a
+        // per-row shift), so after AdamW their values are noise of either summation order.
+        let d = try CLI.run(["diff-weights", a, b, "--tolerance", "1e-5", "--exclude", "key.bias"])
+        XCTAssertEqual(d.status, 0, d.stdout + d.stderr)
+    }
+
     /// Runs `executable` (mpirun) with root allowed, capturing its output.
     static func runProcess(_ executable: String, _ arguments: [String]) throws -> ElipRun {
         let p = Process()
