@@ -5,7 +5,7 @@ THREADS      ?= 2
 export OMPI_ALLOW_RUN_AS_ROOT=1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
-.PHONY: setup build debug-build test bench demo compare clean
+.PHONY: setup build debug-build test bench demo finetune-demo compare clean
 
 setup:
 	@scripts/setup.sh
@@ -32,6 +32,9 @@ bench: build
 # pruning picture and training curves. Re-running reuses what exists (DEMO_OUT, DEMO_MINUTES).
 demo: build
 	scripts/demo.sh
+
+finetune-demo: build
+	scripts/finetune-demo.sh
 
 # ELIP vs the unpruned baseline: same config, seed and steps (COMPARE_STEPS, default 600).
 compare: build

@@ -26,7 +26,10 @@ public struct EvalCheckpoint {
 
     /// Resolves `path` (see the type's comment). `warn` receives notes such as skipped damaged
     /// checkpoints.
-    public static func locate(_ path: String, configPath: String?, warn: (String) -> Void = { _ in }) throws -> EvalCheckpoint {
+    /// `defaultModel`: the model of a config without `model:` (a task's, e.g. albef-ve for the
+    /// official VE.yaml).
+    public static func locate(_ path: String, configPath: String?, defaultModel: String = "albef",
+                              warn: (String) -> Void = { _ in }) throws -> EvalCheckpoint {
         let fm = FileManager.default
         var isDir: ObjCBool = false
         guard fm.fileExists(atPath: path, isDirectory: &isDir) else {
@@ -60,7 +63,7 @@ public struct EvalCheckpoint {
         }
         let config: any ModelConfig, source: String
         if let configPath {
-            let c = try TrainingConfig.load(configPath)
+            let c = try TrainingConfig.load(configPath, defaultModel: defaultModel)
             config = c.model
             vocabulary = c.vocabulary
             merges = c.merges
@@ -71,7 +74,7 @@ public struct EvalCheckpoint {
             }
             source = "trainer.json of \(folder.path)"
             let c: TrainingConfig
-            do { c = try TrainingConfig.parse(state.configText, source: source, searchFolders: searchFolders(for: folder)) } catch {
+            do { c = try TrainingConfig.parse(state.configText, source: source, searchFolders: searchFolders(for: folder), defaultModel: defaultModel) } catch {
                 throw TrainError.config("\(error); pass --config FILE")
             }
             config = c.model

@@ -132,9 +132,9 @@ public enum ModelRegistry {
 
     /// The configuration in a config file's top-level section: `model:` picks the kind (default
     /// albef), which reads its keys.
-    public static func readConfig(_ root: ConfigSection, location: ConfigLocation) throws -> any ModelConfig {
+    public static func readConfig(_ root: ConfigSection, location: ConfigLocation, defaultModel: String = "albef") throws -> any ModelConfig {
         let names = kinds.map(\.name)
-        let name = try root.choice("model", names) ?? "albef"
+        let name = try root.choice("model", names) ?? defaultModel
         return try kind(named: name).readConfig(root, location)
     }
 }

@@ -50,9 +50,11 @@ public final class SyntheticBatchSource: BatchSource {
     public var summary: String { "synthetic scenes: \(images) images of \(imageSize) px, seed \(seed)" }
 
     /// The corpus order of `epoch` (Fisher-Yates from a seeded generator).
-    func permutation(epoch: Int) -> [Int] {
+    func permutation(epoch: Int) -> [Int] { Self.permutation(count: images, seed: seed, epoch: epoch) }
+
+    static func permutation(count: Int, seed: UInt64, epoch: Int) -> [Int] {
         var g = SeededGenerator(seed: seed &+ UInt64(epoch) &* 0x51_7CC1_B727_220A)
-        var p = Array(0..<images)
+        var p = Array(0..<count)
         if p.count > 1 {
             for i in stride(from: p.count - 1, to: 0, by: -1) { p.swapAt(i, Int(g.next() % UInt64(i + 1))) }
         }

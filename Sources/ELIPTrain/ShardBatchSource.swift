@@ -79,6 +79,6 @@ public final class ShardBatchSource: BatchSource {
         }
         let text = try TextBatch(ids: b.ids.map { Int($0) }, mask: b.mask.map { Int($0) }, batch: b.batchSize, length: b.length)
         let images = try Tensor(b.images, shape: [b.batchSize, 3, b.imageSize, b.imageSize])
-        return ImageTextBatch(images: images, text: text)
+        return ImageTextBatch(images: images, text: text, labels: b.labels)
     }
 }

@@ -80,6 +80,9 @@ public final class Trainer {
         public var maxSteps: Int = 0
         /// Initial weights (the model's state dict, e.g. from `elip import-weights`).
         public var initialWeights: String?
+        /// Loads the starting weights into the freshly initialised model on rank 0 instead of
+        /// `initialWeights` (fine-tuning: a pre-training checkpoint through the task's key map).
+        public var loadInitialWeights: ((any TrainableModel) throws -> Void)?
         /// Check every op output for non-finite values and name the first (debug mode).
         public var anomalyDetection = false
         /// Print the progress line (rank 0) to stderr.
@@ -175,7 +178,9 @@ public final class Trainer {
         var resumedFrom: String?
         if comm.isRoot {
             try model.initialiseRandomly(seed: config.seed)
-            if let w = options.initialWeights {
+            if let load = options.loadInitialWeights {
+                try load(model)
+            } else if let w = options.initialWeights {
                 // .safetensors or a PyTorch checkpoint (an official ALBEF/BLIP .pth: identity names).
                 let (file, note) = try WeightFile.open(w)
                 if let note { print("init-weights: \(note)") }

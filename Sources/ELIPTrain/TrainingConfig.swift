@@ -28,6 +28,8 @@ import Foundation
 public struct TrainingConfig {
     public var model: any ModelConfig
     public var batchSize = 64
+    /// Evaluation batch per rank (the task configs' `batch_size_test`; nil: `batchSize`).
+    public var evalBatchSize: Int?
     public var optimizer = AdamW.Hyperparameters()
     /// ALBEF's cosine schedule (`schedular:`), used unless BLIP's step decay is configured.
     public var schedule = LearningRateSchedule()
@@ -74,6 +76,8 @@ public struct TrainingConfig {
     /// Keys present that are accepted and ignored on purpose (`IgnoredKeys.trainingFile`).
     public var ignoredKeys: [String] = []
     var weightDecayFromOptimizerSection = false
+    /// `data.crop_scale` was in the file (fine-tuning's default differs from pre-training's).
+    public internal(set) var cropScaleGiven = false
 
     public init(model: any ModelConfig) {
         self.model = model
@@ -101,19 +105,27 @@ public struct TrainingConfig {
         return style
     }
 
-    /// Reads a config file; a relative `bert_config` is looked up next to it.
-    public static func load(_ path: String) throws -> TrainingConfig {
+    /// Reads a config file; a relative `bert_config` is looked up next to it. `defaultModel` is
+    /// the model when the file has no `model:` key (the official task configs have none:
+    /// `elip finetune --task` supplies it).
+    public static func load(_ path: String, defaultModel: String = "albef") throws -> TrainingConfig {
         let text = try YAMLLimits.readText(path)
-        return try parse(text, source: path, searchFolders: [(path as NSString).deletingLastPathComponent])
+        return try parse(text, source: path, searchFolders: [(path as NSString).deletingLastPathComponent], defaultModel: defaultModel)
     }
 
     /// Decodes config text (a file's, or one recorded in a checkpoint); relative paths in it are
     /// tried in `searchFolders`.
-    public static func parse(_ text: String, source: String, searchFolders: [String]) throws -> TrainingConfig {
+    public static func parse(_ text: String, source: String, searchFolders: [String], defaultModel: String = "albef") throws -> TrainingConfig {
         let root = try ConfigSection.parse(text, source: source, ignoring: .trainingFile)
-        var c = TrainingConfig(model: try ModelRegistry.readConfig(root, location: ConfigLocation(searchFolders: searchFolders)))
+        var c = TrainingConfig(model: try ModelRegistry.readConfig(root, location: ConfigLocation(searchFolders: searchFolders), defaultModel: defaultModel))
         c.text = text
+        // The task configs name the training batch `batch_size_train` (NLVR.yaml: `batch_size`).
+        if root.contains("batch_size") && root.contains("batch_size_train") {
+            throw root.error("batch_size_train", "given together with batch_size; keep one of them")
+        }
         c.batchSize = try root.int("batch_size", default: c.batchSize, in: 1...(1 << 20))
+        c.batchSize = try root.int("batch_size_train", default: c.batchSize, in: 1...(1 << 20))
+        c.evalBatchSize = try root.int("batch_size_test", in: 1...(1 << 20))
         if let s = try root.section("optimizer") { try c.readOptimizer(s) }
         if let s = try root.section("schedular") { try c.readSchedule(s) }
         try c.readStepDecay(root)
@@ -253,6 +265,7 @@ public struct TrainingConfig {
                 throw s.error("crop_scale", "must be [min, max] with 0 < min <= max <= 1, got \(scale)")
             }
             augmentation.cropScale = scale[0]...scale[1]
+            cropScaleGiven = true
         }
         augmentation.flipProbability = try s.double("flip", default: augmentation.flipProbability, in: 0...1)
         augmentation.randAugment = try s.bool("randaugment", default: augmentation.randAugment)

@@ -58,6 +58,8 @@ struct BuildDatasetCommand: ParsableCommand {
     var quality: Int = 95
     @Option(help: "Decode/encode threads per rank (default: cores / ranks on this node).")
     var workers: Int?
+    @Option(help: "Annotation format: captions (pre-training: {image, caption}) or ve (SNLI-VE ve_train.json: {image: Flickr30K id without .jpg, sentence, label: entailment|neutral|contradiction}; one record per entry with its label 2/1/0; a missing or unknown label is rejected as bad_label).")
+    var format: String = "captions"
     @Flag(help: "Accept absolute image paths in annotation files.")
     var allowAbsolutePaths = false
     @Option(help: "Fail (exit 1) when rejected / (records + rejected) exceeds this.")
@@ -82,6 +84,10 @@ struct BuildDatasetCommand: ParsableCommand {
         if let w = workers, w < 1 { throw ValidationError("--workers must be at least 1") }
         if !(0...1).contains(maxRejectFraction) { throw ValidationError("--max-reject-fraction must be within 0...1") }
         if maxPixels < 1 { throw ValidationError("--max-pixels must be positive") }
+        if DatasetPlan.AnnotationFormat(rawValue: format) == nil {
+            throw ValidationError("--format must be one of \(DatasetPlan.AnnotationFormat.allCases.map(\.rawValue).joined(separator: ", ")), got '\(format)'")
+        }
+        if format != "captions" && !tarShards.isEmpty { throw ValidationError("--format \(format) reads --annotations only, not --tar-shards") }
     }
 
     func run() throws {
@@ -93,6 +99,7 @@ struct BuildDatasetCommand: ParsableCommand {
         options.policy = ImagePolicy(shorterSide: imageSize, quality: quality, maxPixels: maxPixels, onlyJPEG: onlyJPEG)
         options.workers = workers ?? Self.defaultWorkers()
         options.allowAbsolutePaths = allowAbsolutePaths
+        options.format = DatasetPlan.AnnotationFormat(rawValue: format) ?? .captions
         options.maxRejectFraction = maxRejectFraction
         options.allowLostSources = allowLostSources
         options.batchSize = batch

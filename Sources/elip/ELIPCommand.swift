@@ -21,6 +21,8 @@ struct ELIPCommand: ParsableCommand {
             ConvertCheckpointCommand.self,
             ExportCommand.self,
             TrainCommand.self,
+            FinetuneCommand.self,
+            EvalVECommand.self,
             SynthCommand.self,
             BuildDatasetCommand.self,
             InspectDatasetCommand.self,

@@ -30,6 +30,8 @@ public struct DatasetBuildOptions: Sendable {
     /// Decode/resize/encode threads per rank.
     public var workers = 1
     public var allowAbsolutePaths = false
+    /// What the annotation files hold (pre-training captions, or a task's records with labels).
+    public var format = DatasetPlan.AnnotationFormat.captions
     /// The build fails (non-zero exit) when rejected / (records + rejected) exceeds this.
     public var maxRejectFraction = 0.05
     /// Build even when a whole input source is lost (unreadable, empty, malformed); otherwise

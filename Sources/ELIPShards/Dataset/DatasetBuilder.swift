@@ -59,7 +59,8 @@ public final class DatasetBuilder {
         // root) before anything in the output folder changes.
         let scanStart = Date()
         let plan = try DatasetPlan.scan(annotationFiles: annotationFiles, tarInputs: options.tarInputs,
-                                        imageRoot: options.imageRoot, allowAbsolutePaths: options.allowAbsolutePaths)
+                                        imageRoot: options.imageRoot, allowAbsolutePaths: options.allowAbsolutePaths,
+                                        format: options.format)
         let manifestPath = (out as NSString).appendingPathComponent(DatasetManifest.fileName)
         if FileManager.default.fileExists(atPath: manifestPath) {
             // A re-run over a finished dataset whose inputs are mistyped would replace it with a
@@ -219,7 +220,7 @@ public final class DatasetBuilder {
     func fingerprint(shard s: Int, plan: DatasetPlan) -> String {
         var h = Checksum64(seed: 0x5EED)
         func add(_ str: String) { h.update(Array(str.utf8) + [0]) }
-        add("elip-build \(Self.builderVersion) record ELR1 batch \(options.batchSize)")
+        add("elip-build \(Self.builderVersion) record \(options.format == .captions ? "ELR1" : "ELR2 \(options.format.rawValue)") batch \(options.batchSize)")
         add("shard \(s) of \(options.shardCount)")
         let p = options.policy
         add("policy \(p.shorterSide) \(p.quality) \(p.maxPixels) only_jpeg=\(p.onlyJPEG) \(p.maxFileBytes)")
@@ -297,7 +298,8 @@ public final class DatasetBuilder {
         return DatasetManifest(
             format: DatasetManifest.formatName, formatVersion: DatasetManifest.currentFormatVersion,
             builder: DatasetManifest.builderName, builderVersion: Self.builderVersion, created: fmt.string(from: Date()),
-            recordFormat: "ELR1 DatasetRecord (captions, source id, JPEG, CRC-32)",
+            recordFormat: options.format == .captions ? "ELR1 DatasetRecord (captions, source id, JPEG, CRC-32)"
+                : "ELR2 DatasetRecord (captions, one \(options.format.rawValue) label per caption, source id, JPEG, CRC-32)",
             keyFormat: "uint64 big-endian, 0..<records per shard",
             shardCount: n, totalRecords: total,
             shards: summaries.map { DatasetManifest.Shard(name: $0.name, records: $0.records, bytes: $0.bytes,

@@ -34,7 +34,22 @@ public struct DatasetPlan: Sendable {
         public var sourceID: String
         public var captions: [String]
         public var location: Location
+        /// One class label per caption (task annotations), or empty.
+        public var labels: [Int] = []
     }
+
+    /// What an annotation file's entries hold.
+    public enum AnnotationFormat: String, Sendable, CaseIterable {
+        /// Pre-training: `{"image": path, "caption": str or [str]}`; entries of one image merge.
+        case captions
+        /// SNLI-VE (ve_dataset.py): `{"image": Flickr30K id without ".jpg", "sentence": str,
+        /// "label": "entailment" | "neutral" | "contradiction"}`; one record per entry, labels
+        /// 2 / 1 / 0.
+        case ve
+    }
+
+    /// SNLI-VE's label strings and class ids (ve_dataset.py).
+    public static let veLabels = ["entailment": 2, "neutral": 1, "contradiction": 0]
 
     public struct Source: Sendable, Equatable {
         public var path: String
@@ -53,6 +68,7 @@ public struct DatasetPlan: Sendable {
     }
 
     public var items: [Item] = []
+    public var format = AnnotationFormat.captions
     public var sources: [Source] = []
     /// Rejects found while scanning (the same on every rank).
     public var rejects: [RejectRecord] = []
@@ -68,8 +84,12 @@ public struct DatasetPlan: Sendable {
     /// Scans the inputs. Throws only for unusable arguments (e.g. a missing image root); bad
     /// inputs become rejects and source errors.
     public static func scan(annotationFiles: [String], tarInputs: [String], imageRoot: String?,
-                            allowAbsolutePaths: Bool) throws -> DatasetPlan {
+                            allowAbsolutePaths: Bool, format: AnnotationFormat = .captions) throws -> DatasetPlan {
         var plan = DatasetPlan()
+        plan.format = format
+        if format != .captions && !tarInputs.isEmpty {
+            throw DatasetError.invalidArgument("--format \(format.rawValue) reads annotation files only, not tar shards")
+        }
         var rootAbs: String? = nil
         if let root = imageRoot {
             let abs = absolute(root)
@@ -159,6 +179,9 @@ public struct DatasetPlan: Sendable {
         guard !image.isEmpty, !image.utf8.contains(0) else {
             return reject(s, label, .badAnnotation, "entry \(index) has an empty or NUL-containing image path")
         }
+        if format == .ve {
+            return addVEEntry(entry, image: image, index: index, source: s, base: base, root: root, allowAbsolute: allowAbsolute)
+        }
         let rawCaptions: [JSONValue]
         switch entry["caption"] {
         case let .array(a)?: rawCaptions = a
@@ -183,23 +206,7 @@ public struct DatasetPlan: Sendable {
             if wrongType > 0 && empty == 0 { return reject(s, label, .badAnnotation, "entry \(index): caption is not a string or list of strings") }
             return reject(s, label, .emptyCaption, "entry \(index): no caption with words left after cleaning")
         }
-        // Resolve the path lexically (symlinks are checked when the file is read).
-        let key: String
-        let confined: Bool
-        if image.hasPrefix("/") {
-            guard allowAbsolute else {
-                return reject(s, label, .absolutePath, "absolute paths need --allow-absolute-paths")
-            }
-            key = Self.normalizeAbsolute(image)
-            confined = false
-        } else {
-            guard let root else { return reject(s, label, .badAnnotation, "relative path without an image root") }
-            guard let rel = Self.normalizeRelative(image) else {
-                return reject(s, label, .pathEscapesRoot, "'..' leaves the image root")
-            }
-            key = root == "/" ? "/" + rel : root + "/" + rel
-            confined = true
-        }
+        guard let (key, confined) = resolve(image, label: label, source: s, root: root, allowAbsolute: allowAbsolute) else { return }
         let identity = Self.fileIdentity(key)
         if let first = seen[key] ?? identity.flatMap({ itemByFileIdentity[$0] }) {
             let new = captions.filter { !items[first].captions.contains($0) }
@@ -217,6 +224,54 @@ public struct DatasetPlan: Sendable {
         if let identity { itemByFileIdentity[identity] = items.count }
         items.append(Item(source: s, item: image, sourceID: "\(base):\(index)", captions: captions,
                           location: .file(path: key, confined: confined)))
+    }
+
+    /// The image path, resolved lexically (symlinks are checked when the file is read); nil
+    /// after rejecting the entry.
+    private mutating func resolve(_ image: String, label: String, source s: Int, root: String?, allowAbsolute: Bool) -> (String, Bool)? {
+        if image.hasPrefix("/") {
+            guard allowAbsolute else {
+                reject(s, label, .absolutePath, "absolute paths need --allow-absolute-paths")
+                return nil
+            }
+            return (Self.normalizeAbsolute(image), false)
+        }
+        guard let root else {
+            reject(s, label, .badAnnotation, "relative path without an image root")
+            return nil
+        }
+        guard let rel = Self.normalizeRelative(image) else {
+            reject(s, label, .pathEscapesRoot, "'..' leaves the image root")
+            return nil
+        }
+        return (root == "/" ? "/" + rel : root + "/" + rel, true)
+    }
+
+    /// One SNLI-VE entry -> one record (image `<id>.jpg`, the sentence, its label). Entries are
+    /// never merged: each (image, sentence, label) is a training sample of its own, as in
+    /// ve_dataset.py.
+    private mutating func addVEEntry(_ entry: JSONValue, image: String, index: Int, source s: Int, base: String,
+                                     root: String?, allowAbsolute: Bool) {
+        let sentence: String
+        switch entry["sentence"] {
+        case let .string(t)?: sentence = t.trimmingCharacters(in: .whitespacesAndNewlines)
+        case .invalidUTF8String?: return reject(s, image, .captionNotUTF8, "entry \(index): sentence is not valid UTF-8 (or holds a lone UTF-16 surrogate escape)")
+        case nil, .null?: return reject(s, image, .missingCaption, "entry \(index) has no \"sentence\" field")
+        default: return reject(s, image, .badAnnotation, "entry \(index): sentence is not a string")
+        }
+        guard !preCaption(sentence).isEmpty else {
+            return reject(s, image, .emptyCaption, "entry \(index): no sentence words left after cleaning")
+        }
+        guard case let .string(name)? = entry["label"] else {
+            return reject(s, image, .badLabel, "entry \(index) has no string \"label\" field (entailment, neutral or contradiction)")
+        }
+        guard let classID = Self.veLabels[name] else {
+            return reject(s, image, .badLabel, "entry \(index): label '\(name)' is not entailment, neutral or contradiction")
+        }
+        // ve_dataset.py: os.path.join(image_root, '%s.jpg' % ann['image']).
+        guard let (key, confined) = resolve(image + ".jpg", label: image, source: s, root: root, allowAbsolute: allowAbsolute) else { return }
+        items.append(Item(source: s, item: image, sourceID: "\(base):\(index)", captions: [sentence],
+                          location: .file(path: key, confined: confined), labels: [classID]))
     }
 
     // MARK: tar shards

@@ -10,19 +10,27 @@ import Foundation
 ///     u32 JPEG length + JPEG bytes (re-encoded RGB, shorter side <= the build's image size)
 ///     u32 CRC-32 (IEEE) of every preceding byte
 ///
+/// A task record with one class label per caption (SNLI-VE: the sentence's label) is "ELR2":
+/// the same layout with `u32 label count (= caption count), then i32 per label` after the
+/// captions. Records without labels stay "ELR1", byte for byte as before.
+///
 /// Decoding validates every length against the buffer and the CRC, and never traps.
 public struct DatasetRecord: Equatable, Sendable {
     public var captions: [String]
     public var sourceID: String
     public var jpeg: [UInt8]
+    /// One class label per caption, or empty (pre-training records).
+    public var labels: [Int]
 
-    public init(captions: [String], sourceID: String, jpeg: [UInt8]) {
+    public init(captions: [String], sourceID: String, jpeg: [UInt8], labels: [Int] = []) {
         self.captions = captions
         self.sourceID = sourceID
         self.jpeg = jpeg
+        self.labels = labels
     }
 
     public static let magic: [UInt8] = Array("ELR1".utf8)
+    public static let labelledMagic: [UInt8] = Array("ELR2".utf8)
 
     public enum DecodeError: Error, Equatable, CustomStringConvertible {
         case badMagic, truncated(String), crcMismatch(stored: UInt32, computed: UInt32), invalidUTF8(String)
@@ -38,10 +46,14 @@ public struct DatasetRecord: Equatable, Sendable {
 
     /// Serialised bytes, CRC included.
     public func encoded() -> [UInt8] {
-        var out = DatasetRecord.magic
+        var out = labels.isEmpty ? DatasetRecord.magic : DatasetRecord.labelledMagic
         func u32(_ v: Int) { withUnsafeBytes(of: UInt32(truncatingIfNeeded: v).littleEndian) { out.append(contentsOf: $0) } }
         u32(captions.count)
         for c in captions { let b = Array(c.utf8); u32(b.count); out += b }
+        if !labels.isEmpty {
+            u32(labels.count)
+            for l in labels { withUnsafeBytes(of: Int32(truncatingIfNeeded: l).littleEndian) { out.append(contentsOf: $0) } }
+        }
         let s = Array(sourceID.utf8)
         u32(s.count); out += s
         u32(jpeg.count); out += jpeg
@@ -53,7 +65,8 @@ public struct DatasetRecord: Equatable, Sendable {
     /// Parses and verifies a record.
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws -> DatasetRecord {
         guard bytes.count >= 8 else { throw DecodeError.truncated("header") }
-        guard bytes.prefix(4).elementsEqual(magic) else { throw DecodeError.badMagic }
+        let labelled = bytes.prefix(4).elementsEqual(labelledMagic)
+        guard labelled || bytes.prefix(4).elementsEqual(magic) else { throw DecodeError.badMagic }
         let body = bytes.count - 4
         let stored = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: body, as: UInt32.self))
         let computed = CRC32.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<body]))
@@ -78,10 +91,17 @@ public struct DatasetRecord: Equatable, Sendable {
         guard n <= body / 4 else { throw DecodeError.truncated("captions") }
         var captions: [String] = []
         for i in 0..<n { captions.append(try string("caption \(i)")) }
+        var labels: [Int] = []
+        if labelled {
+            let count = try u32("label count")
+            guard count == n else { throw DecodeError.truncated("labels (\(count) labels for \(n) captions)") }
+            let raw = try chunk(4 * count, "labels")
+            labels = (0..<count).map { Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
+        }
         let source = try string("source id")
         let jpeg = Array(try chunk(try u32("image length"), "image"))
         guard pos == body else { throw DecodeError.truncated("trailing bytes (\(body - pos) unread)") }
-        return DatasetRecord(captions: captions, sourceID: source, jpeg: jpeg)
+        return DatasetRecord(captions: captions, sourceID: source, jpeg: jpeg, labels: labels)
     }
 
     public static func decode(_ bytes: [UInt8]) throws -> DatasetRecord {

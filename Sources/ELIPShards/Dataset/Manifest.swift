@@ -37,6 +37,8 @@ public enum RejectReason: String, Codable, CaseIterable, Sendable, Comparable {
     case badTar = "bad_tar"
     case malformedJSON = "malformed_json"
     case unreadableSource = "unreadable_source"
+    /// A task annotation's label is missing or not one of the task's classes.
+    case badLabel = "bad_label"
 
     public static func < (a: RejectReason, b: RejectReason) -> Bool { a.rawValue < b.rawValue }
 

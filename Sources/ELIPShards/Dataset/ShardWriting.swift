@@ -116,7 +116,7 @@ extension DatasetBuilder {
         }
         switch ingestor.ingest(bytes) {
         case let .success(img):
-            let record = DatasetRecord(captions: item.captions, sourceID: item.sourceID, jpeg: img.jpeg)
+            let record = DatasetRecord(captions: item.captions, sourceID: item.sourceID, jpeg: img.jpeg, labels: item.labels)
             return .record(bytes: record.encoded(), width: img.width, height: img.height, jpegBytes: img.jpeg.count,
                            resized: img.resized)
         case let .failure(f):

@@ -102,7 +102,7 @@ final class LoaderCore: @unchecked Sendable {
     private enum RecordFailure: Error { case bad(String) }
 
     /// Reads and decodes one record; `RecordFailure.bad` for a bad record, LoaderError.read for storage errors.
-    private func load(_ id: RecordID, decoder: JPEGDecoder) throws -> (captions: [String], image: RGBImage) {
+    private func load(_ id: RecordID, decoder: JPEGDecoder) throws -> (captions: [String], labels: [Int], image: RGBImage) {
         let name = assignment.listing.shards[id.shard].name
         if let damage = damagedShards[id.shard] { throw RecordFailure.bad("shard \(damage)") }
         guard let env = environments[id.shard] else {
@@ -132,7 +132,7 @@ final class LoaderCore: @unchecked Sendable {
         do { image = try decoder.decode(record.jpeg, options: options.jpeg) } catch {
             throw RecordFailure.bad("image: \(error)")
         }
-        return (record.captions, image)
+        return (record.captions, record.labels, image)
     }
 
     /// Computes slot `slot` of batch `key`: writes 3*S*S floats at `out`.
@@ -158,8 +158,9 @@ final class LoaderCore: @unchecked Sendable {
             // A fresh stream per attempt keeps the draws independent of how many records were bad.
             var rng = LoaderRandom(seed: seed, stream: .sample, UInt64(key.epoch), UInt64(global))
             do {
-                let (captions, image) = try load(id, decoder: decoder)
-                let raw = captions.count > 1 ? captions[rng.below(captions.count)] : captions[0]
+                let (captions, labels, image) = try load(id, decoder: decoder)
+                let choice = captions.count > 1 ? rng.below(captions.count) : 0
+                let raw = captions[choice]
                 let caption = options.captionStyle.clean(raw)
                 let img = try options.transform.apply(image, rng: &rng)
                 guard img.width == imageSize, img.height == imageSize else {
@@ -170,7 +171,7 @@ final class LoaderCore: @unchecked Sendable {
                 stats.samplesComputed += 1
                 if attempt > 0 { stats.replacements += 1 }
                 statsLock.unlock()
-                return SampleInfo(caption: caption, record: id, replaced: attempt > 0)
+                return SampleInfo(caption: caption, label: labels.isEmpty ? nil : labels[choice], record: id, replaced: attempt > 0)
             } catch let RecordFailure.bad(reason) {
                 if options.strict { throw LoaderError.badRecord(shard: shardName, key: k, reason: reason) }
                 markBad(id, reason)
@@ -197,7 +198,8 @@ final class LoaderCore: @unchecked Sendable {
         let images = Array(UnsafeBufferPointer(start: job.buffer, count: job.batchSize * job.sampleFloats))
         return LoadedBatch(epoch: job.key.epoch, index: job.key.index, batchSize: job.batchSize, imageSize: imageSize,
                            images: images, ids: tokens.inputIds, mask: tokens.attentionMask, length: tokens.length,
-                           captions: job.captions, records: job.records, replacedSamples: job.replaced)
+                           captions: job.captions, records: job.records, replacedSamples: job.replaced,
+                           labels: job.labels.contains(nil) ? nil : job.labels.compactMap { $0 })
     }
 
     /// The position after `key`.

@@ -72,6 +72,9 @@ public struct LoadedBatch: Sendable, Equatable {
     public let records: [RecordID]
     /// Samples whose scheduled record was bad and was replaced by a later record of the rank's order.
     public let replacedSamples: Int
+    /// Each sample's class label when every record of the batch has labels (task shards, e.g.
+    /// SNLI-VE), else nil.
+    public var labels: [Int]? = nil
 }
 
 /// A record that was skipped.

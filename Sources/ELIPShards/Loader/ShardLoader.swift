@@ -182,6 +182,8 @@ struct BatchKey: Hashable, Sendable {
 /// One sample's outcome.
 struct SampleInfo {
     var caption: String
+    /// The caption's class label (task records), nil for pre-training records.
+    var label: Int?
     var record: RecordID
     var replaced: Bool
 }
@@ -195,6 +197,7 @@ final class BatchJob {
     let buffer: UnsafeMutablePointer<Float>
     var captions: [String]
     var records: [RecordID]
+    var labels: [Int?]
     var replaced = 0
     var dispatched = 0
     var done = 0
@@ -209,6 +212,7 @@ final class BatchJob {
         buffer = .allocate(capacity: max(1, batchSize * sampleFloats))
         captions = [String](repeating: "", count: batchSize)
         records = [RecordID](repeating: RecordID(shard: 0, key: 0), count: batchSize)
+        labels = [Int?](repeating: nil, count: batchSize)
     }
 
     deinit { buffer.deallocate() }
@@ -216,6 +220,7 @@ final class BatchJob {
     func store(slot: Int, _ info: SampleInfo) {
         captions[slot] = info.caption
         records[slot] = info.record
+        labels[slot] = info.label
         if info.replaced { replaced += 1 }
     }
 

@@ -9,6 +9,8 @@ import Foundation
 ///     DIR/train.json            [{"image": "images/000001.jpg", "caption": [all paraphrases]}, ...]
 ///     DIR/test.json             same, plus "mask" and "objects" (id, shape, colour, size word,
 ///                               centre and radius in pixels) per image
+///     DIR/ve_train.json, ve_test.json   SNLI-VE format (SyntheticEntailment): per image three
+///                               {"image": "images/000001" (no ".jpg", as ve_dataset.py), "sentence", "label"}
 ///
 /// Deterministic for (images, size, seed, test fraction): scene i is SyntheticScenes.scene(index: i,
 /// seed:, size:), the test images are a seeded random subset of round(images * fraction) indices,
@@ -72,9 +74,10 @@ public enum SyntheticCorpusWriter {
         let test = Set(testIndices(images: options.images, testFraction: options.testFraction, seed: options.seed))
 
         var trainLines: [String] = [], testLines: [String] = []
+        var veTrainLines: [String] = [], veTestLines: [String] = []
         let meter = ProgressMeter(label: "synth", total: options.images, enabled: options.showProgress,
                                   plainInterval: options.progressInterval)
-        let pipeline = OrderedPipeline<Result<String, DatasetError>>(count: options.images, window: 256)
+        let pipeline = OrderedPipeline<Result<SceneLines, DatasetError>>(count: options.images, window: 256)
         try pipeline.run(workers: options.workers, makeWorker: { _ in
             let encoder = try? JPEGEncoder()
             return { i in
@@ -84,7 +87,14 @@ public enum SyntheticCorpusWriter {
             }
         }, consume: { i, result in
             switch result {
-            case let .success(line): if test.contains(i) { testLines.append(line) } else { trainLines.append(line) }
+            case let .success(lines):
+                if test.contains(i) {
+                    testLines.append(lines.caption)
+                    veTestLines += lines.entailment
+                } else {
+                    trainLines.append(lines.caption)
+                    veTrainLines += lines.entailment
+                }
             case let .failure(e): throw e
             }
             meter.update(i + 1)
@@ -95,11 +105,19 @@ public enum SyntheticCorpusWriter {
         }
         try FileOps.writeAtomically(document(trainLines), to: (dir as NSString).appendingPathComponent("train.json"))
         try FileOps.writeAtomically(document(testLines), to: (dir as NSString).appendingPathComponent("test.json"))
+        try FileOps.writeAtomically(document(veTrainLines), to: (dir as NSString).appendingPathComponent("ve_train.json"))
+        try FileOps.writeAtomically(document(veTestLines), to: (dir as NSString).appendingPathComponent("ve_test.json"))
         return Summary(train: trainLines.count, test: testLines.count)
     }
 
+    /// A scene's line of train/test.json and its three lines of ve_*.json.
+    struct SceneLines: Sendable {
+        var caption: String
+        var entailment: [String]
+    }
+
     static func writeScene(_ i: Int, options: Options, isTest: Bool, encoder: JPEGEncoder,
-                           imagesDir: String, masksDir: String) -> Result<String, DatasetError> {
+                           imagesDir: String, masksDir: String) -> Result<SceneLines, DatasetError> {
         let scene = SyntheticScenes.scene(index: i, seed: options.seed, size: options.size)
         let stem = fileStem(i)
         let imageRel = "images/\(stem).jpg", maskRel = "masks/\(stem).png"
@@ -124,6 +142,9 @@ public enum SyntheticCorpusWriter {
             }
             line += ", \"mask\": \(JSONText.quote(maskRel)), \"objects\": [" + objects.joined(separator: ", ") + "]"
         }
-        return .success(line + "}")
+        let entailment = SyntheticEntailment.statements(for: scene, index: i, seed: options.seed).map {
+            "{\"image\": \(JSONText.quote("images/\(stem)")), \"sentence\": \(JSONText.quote($0.sentence)), \"label\": \(JSONText.quote(SyntheticEntailment.labelNames[$0.label]))}"
+        }
+        return .success(SceneLines(caption: line + "}", entailment: entailment))
     }
 }
