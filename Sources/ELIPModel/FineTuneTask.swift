@@ -16,7 +16,8 @@ extension ALBEFVEModel: PretrainingCheckpointLoadable {}
 public struct FineTuneTask: Sendable {
     /// `--task` value.
     public let name: String
-    /// Registry name of the task model (`model:` of its config); nil while it is not built yet.
+    /// Registry name of the task model (`model:` of its config); nil while the task cannot be
+    /// fine-tuned end to end yet (its model or its data path is missing).
     public let model: String?
     /// The official config shipped for it.
     public let config: String
@@ -31,15 +32,15 @@ public enum FineTuneTasks {
         FineTuneTask(name: "nlvr2", model: nil, config: "configs/NLVR.yaml", about: "NLVR2 (two images, true/false)"),
     ]
 
-    /// The task called `name` with its model; an error listing the known tasks, or saying that
-    /// the task's model is not built yet.
+    /// The task called `name` with its model; an error listing the known tasks, or saying what
+    /// is not built yet.
     public static func named(_ name: String) throws -> (task: FineTuneTask, model: ModelKind) {
         guard let t = all.first(where: { $0.name == name }) else {
             throw ModelRegistryError("unknown task '\(name)' (known: \(all.map(\.name).joined(separator: ", ")))")
         }
         guard let m = t.model else {
             let ready = all.filter { $0.model != nil }.map(\.name).joined(separator: ", ")
-            throw ModelRegistryError("task '\(name)' (\(t.about)): its task model is not built yet (fine-tuning is available for: \(ready))")
+            throw ModelRegistryError("task '\(name)' (\(t.about)): its task data (build-dataset records and the loader's batches) is not built yet, so it cannot be fine-tuned end to end; its model replays the official step in `elip check-step` (fine-tuning is available for: \(ready))")
         }
         return (t, try ModelRegistry.kind(named: m))
     }

@@ -66,7 +66,7 @@ final class ConfigFileTests: XCTestCase {
             XCTAssertTrue(names.contains(required), required)
         }
         // Task configs (no `model:`) load with their task's model (`elip finetune --task`); those
-        // whose task model is not built yet are checked in TaskConfigTests.
+        // whose task data is not built yet are checked in TaskConfigTests.
         var taskModel: [String: String?] = ["demo-ve.yaml": "albef-ve"]
         for t in FineTuneTasks.all { taskModel[(t.config as NSString).lastPathComponent] = t.model }
         taskModel["Retrieval_flickr.yaml"] = taskModel["Retrieval_coco.yaml"]
