@@ -120,7 +120,7 @@ extension METERModel: PairMatchingModel {
         if let before = try meter.int("resolution_before", in: 1...16384), (before / 32) * (before / 32) != base {
             throw meter.error("resolution_before", "(\(before) // 32)² ≠ keep_base_tokens \(base)")
         }
-        c.pruneLambda = try root.float("lambda_", default: c.pruneLambda, in: 0...1)
+        if let lambda = try root.double("lambda_", in: 0...1) { c.prune?.lambda = Float(lambda) }
         func id(_ key: String) throws -> Int {
             guard let v = try special.int(key, in: 0...(c.roberta.vocabSize - 1)) else { throw special.missing(key) }
             return v

@@ -90,7 +90,7 @@ public final class METERModel: TrainableModel, TextGuidedPruningModel {
         // The guidance is used under no_grad only, so nothing flows back through it.
         let textCLS = try Autograd.noGrad { try Self.cls(states) }
         let vision = try StepProfiler.section("vision") { () throws -> PrunedBlocksOutput in
-            try vit(images, pruning: pruning.map { ELIPPruning(schedule: $0, patchCount: config.keepBase, textCLS: textCLS, lambda: config.pruneLambda) })
+            try vit(images, pruning: pruning.map { ELIPPruning(schedule: $0, patchCount: config.keepBase, textCLS: textCLS) })
         }
         let fused = try StepProfiler.section("fusion") { try fusion(text: states, textMask: text, image: vision.tokens, dropout: dropout) }
         return (fused, textCLS, vision)
@@ -193,6 +193,6 @@ public final class METERModel: TrainableModel, TextGuidedPruningModel {
     /// RoBERTa's last-layer `<s>` state of `text` guides, as in `infer`.
     public func pruning(guidedBy text: TextBatch, schedule: PruneConfig) throws -> ELIPPruning {
         let states = try Autograd.noGrad { try textLayers(textEmbeddings(text, dropout: nil), mask: text, dropout: nil) }
-        return ELIPPruning(schedule: schedule, patchCount: config.keepBase, textCLS: try Self.cls(states), lambda: config.pruneLambda)
+        return ELIPPruning(schedule: schedule, patchCount: config.keepBase, textCLS: try Self.cls(states))
     }
 }

@@ -22,8 +22,6 @@ public struct METERConfig: ModelConfig, Equatable {
     /// (resolution_before // 32)² = 49 for every CLIP setting (SPEC-METER §3.1); nil: N0, the
     /// patches of this image (ALBEF's and BLIP's rule).
     public var keepBaseOverride: Int? = 49
-    /// Weight of the image [CLS] in the fused query (0.8, hard-coded officially).
-    public var pruneLambda: Float = 0.8
     /// Captions are `<s> ... </s>`, padded to this many tokens.
     public var maxTextLength = 50
     public var mlmProbability = 0.15
@@ -92,9 +90,10 @@ public struct METERConfig: ModelConfig, Equatable {
         c.fusionHidden = try s.int("hidden_size", default: c.fusionHidden, in: 1...65536)
         c.fusionHeads = try s.int("num_heads", default: c.fusionHeads, in: 1...4096)
         c.fusionLayers = try s.int("num_top_layer", default: c.fusionLayers, in: 1...1024)
-        c.prune = try PruneConfig.read(s, fallback: c.prune)
+        // λ (the image [CLS]'s weight in the fused query; 0.8, hard-coded officially) is
+        // img_prune.lambda as for ALBEF and BLIP; a top-level `lambda` still sets it.
+        c.prune = try PruneConfig.read(s, fallback: c.prune, legacyLambda: "lambda")
         c.keepBaseOverride = try s.int("keep_base", in: 1...(1 << 24))
-        c.pruneLambda = try s.float("lambda", default: c.pruneLambda, in: 0...1)
         c.maxTextLength = try s.int("max_text_len", default: c.maxTextLength, in: 3...(1 << 16))
         c.mlmProbability = try s.double("mlm_prob", default: c.mlmProbability, in: 0...1)
         c.lrMultCrossModal = try s.double("lr_mult_cross_modal", default: c.lrMultCrossModal, in: 0...1e6)
