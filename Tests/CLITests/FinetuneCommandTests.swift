@@ -1,4 +1,6 @@
 import Foundation
+import Safetensors
+import TorchSaveFixtures
 import XCTest
 
 /// `elip finetune` (issue 14 part 1): a tiny pre-training run's checkpoint loaded into the SNLI-VE
@@ -111,6 +113,26 @@ final class FinetuneCommandTests: XCTestCase {
         let random = try finetune(config, "random", ["--random-init", "--max-steps", "2"])
         XCTAssertEqual(random.status, 0, random.stderr)
         XCTAssertNotEqual(try modelBytes("random", step: 2), try modelBytes("resumed", step: 2))
+    }
+
+    /// --init also takes the official code's checkpoint file: the same weights as a torch.save
+    /// zip `{'model': state_dict, 'epoch', 'config'}` (as ALBEF_4M.pth is laid out) give a
+    /// fine-tuning run bitwise equal to the one started from the safetensors checkpoint.
+    func testInitFromAnOfficialStylePthCheckpoint() throws {
+        let ckpt = try pretrainedCheckpoint()
+        let config = try veConfig()
+        let st = try SafetensorsFile(path: ckpt)
+        let state: [(String, TorchSaveGenerator.Object)] = try st.names.map { ($0, try torchSaveTensor(st, $0)) }
+        let pth = dir.appendingPathComponent("ALBEF_tiny.pth").path
+        let checkpoint = TorchSaveGenerator.Object.dict([("model", .orderedDict(state, metadata: true)), ("epoch", .int(29)),
+                                                         ("config", .dict([("image_res", .int(32))]))])
+        try Data(TorchSaveGenerator.zipCheckpoint(checkpoint, archive: "ALBEF_tiny")).write(to: URL(fileURLWithPath: pth))
+        let fromPth = try finetune(config, "from-pth", ["--init", pth, "--max-steps", "2"])
+        XCTAssertEqual(fromPth.status, 0, fromPth.stderr)
+        XCTAssertTrue(fromPth.stdout.contains("resized by interpolate_pos_embed"), fromPth.stdout)
+        let fromSafetensors = try finetune(config, "from-safetensors", ["--init", ckpt, "--max-steps", "2"])
+        XCTAssertEqual(fromSafetensors.status, 0, fromSafetensors.stderr)
+        XCTAssertEqual(try modelBytes("from-pth", step: 2), try modelBytes("from-safetensors", step: 2))
     }
 
     /// synth's ve_train.json -> build-dataset --format ve -> finetune from the shards; a

@@ -32,15 +32,7 @@ final class PyTorchWeightsCommandTests: XCTestCase {
         return try SafetensorsFile(path: checkpoints.appendingPathComponent(step).appendingPathComponent("model.safetensors").path)
     }
 
-    /// A tensor object for the generator from a safetensors entry (F32 or I64).
-    func tensor(_ file: SafetensorsFile, _ name: String) throws -> G.Object {
-        let e = try file.entry(name)
-        let bytes = try file.withTensorBytes(name) { Array($0) }
-        let storage = G.Storage(e.dtype == .i64 ? "LongStorage" : "FloatStorage", bytes: bytes, elementSize: e.dtype.byteSize)
-        var stride: [Int] = [], s = 1
-        for d in e.shape.reversed() { stride.insert(s, at: 0); s *= d }
-        return .tensor(G.Tensor(storage: storage, offset: 0, size: e.shape, stride: stride))
-    }
+    func tensor(_ file: SafetensorsFile, _ name: String) throws -> G.Object { try torchSaveTensor(file, name) }
 
     func extra(_ shape: [Int]) -> G.Object {
         let n = shape.reduce(1, *)
