@@ -19,19 +19,9 @@ extension ALBEFRetrievalModel {
         let root = try ConfigSection.load(path("Retrieval.yaml"), ignoring: .trainingFile)
         let config = try ALBEFRetrievalConfig.read(root, location: ConfigLocation(searchFolders: [dir]))
         // Training keys: the batch file fixes the batch; the schedule is not part of one step.
-        _ = try root.choice("task", ["retrieval"])
+        try ALBEFTaskReference.readTrainingKeys(root, task: "retrieval")
         _ = try root.int("batch_size_train", in: 1...(1 << 20))
         _ = try root.int("batch_size_test", in: 1...(1 << 20))
-        if let o = try root.section("optimizer") {
-            _ = try o.choice("opt", ["adamW"])
-            _ = try o.double("lr", in: 0...1)
-            _ = try o.double("weight_decay", in: 0...1)
-        }
-        if let s = try root.section("schedular") {
-            _ = try s.choice("sched", ["cosine"])
-            for key in ["lr", "min_lr", "warmup_lr", "decay_rate"] { _ = try s.double(key, in: 0...1) }
-            for key in ["epochs", "warmup_epochs", "cooldown_epochs"] { _ = try s.int(key, in: 0...(1 << 20)) }
-        }
         try root.finish()
         try config.validate(file: root.file)
         let model = try ALBEFRetrievalModel(config: config)

@@ -105,35 +105,20 @@ public final class ALBEFVEModel: TrainableModel {
         guard batch.images.shape.first == bs else {
             throw TensorError.shapeMismatch(op: "SNLI-VE batch (images vs sentences)", lhs: batch.images.shape, rhs: [bs, batch.text.length])
         }
-        guard let labels = batch.labels, labels.count == bs else {
-            throw TensorError.invalidArgument(op: "SNLI-VE step", reason: "needs one label per sentence (\(bs)), got \(batch.labels?.count ?? 0)")
-        }
-        if let bad = labels.first(where: { !(0..<ALBEFVEConfig.classCount).contains($0) }) {
-            throw TensorError.invalidArgument(op: "SNLI-VE step", reason: "label \(bad) is not 0 (contradiction), 1 (neutral) or 2 (entailment)")
-        }
-        let alpha = c.recorded.float("alpha") ?? (config.warmUp
-            ? distillationWeight(config.alpha, rampEpochs: 1, epoch: c.progress.epoch, iteration: c.progress.iteration,
-                                 iterationsPerEpoch: c.progress.iterationsPerEpoch)
-            : config.alpha)
+        let labels = try ALBEFClassificationStep(task: "SNLI-VE", labelMeaning: "0 (contradiction), 1 (neutral) or 2 (entailment)",
+                                                 classCount: ALBEFVEConfig.classCount).labels(of: batch)
+        let alpha = ALBEFClassificationStep.alpha(config.alpha, warmUp: config.warmUp, context: c)
         let b = config.bert
         let dropout = c.dropout ? DropoutStream(hidden: b.hiddenDropoutProb, attention: b.attentionProbsDropoutProb, seed: c.generator.next()) : nil
         let prediction = try Self.classify(batch, encoders, head, dropout: dropout)
-        guard let momentum, let encodersM, let headM else {
-            let loss = try prediction.crossEntropy(labels: labels)
-            var out = StepOutput(total: loss, losses: ["loss": loss])
-            out.tensors = ["prediction": prediction]
-            return out
+        var teacher: (() throws -> Tensor)?
+        if let momentum, let encodersM, let headM {
+            teacher = {
+                momentum.update()
+                return try Self.classify(batch, encodersM, headM, dropout: nil)
+            }
         }
-        let predictionM = try Autograd.noGrad {
-            momentum.update()
-            return try Self.classify(batch, encodersM, headM, dropout: nil)
-        }
-        // The distilled cross-entropy of ALBEF's MLM is the same formula over [B, classes].
-        let loss = try MaskedLanguageModeling.distilledLoss(logits: prediction, labels: labels, teacherProbabilities: predictionM.softmax(), alpha: alpha)
-        var out = StepOutput(total: loss, losses: ["loss": loss])
-        out.tensors = ["prediction": prediction, "prediction_m": predictionM]
-        out.scalars = ["alpha": Double(alpha)]
-        return out
+        return try ALBEFClassificationStep.output(prediction: prediction, labels: labels, alpha: alpha, teacher: teacher)
     }
 
     // MARK: reference case (shared/reference/albef-ve-tiny layout)
@@ -150,20 +135,9 @@ public final class ALBEFVEModel: TrainableModel {
         let root = try ConfigSection.load(path("VE.yaml"), ignoring: .trainingFile)
         let config = try ALBEFVEConfig.read(root, location: ConfigLocation(searchFolders: [dir]))
         // Training keys: the batch file fixes the batch; the schedule is not part of one step.
-        _ = try root.choice("task", ["ve"])
+        try ALBEFTaskReference.readTrainingKeys(root, task: "ve")
         _ = try root.int("batch_size_train", in: 1...(1 << 20))
         _ = try root.int("batch_size_test", in: 1...(1 << 20))
-        if let o = try root.section("optimizer") {
-            _ = try o.choice("opt", ["adamW"])
-            _ = try o.double("lr", in: 0...1)
-            _ = try o.double("weight_decay", in: 0...1)
-        }
-        if let s = try root.section("schedular") {
-            _ = try s.choice("sched", ["cosine"])
-            for key in ["lr", "min_lr", "warmup_lr"] { _ = try s.double(key, in: 0...1) }
-            _ = try s.int("epochs", in: 0...(1 << 20))
-            _ = try s.int("warmup_epochs", in: 0...(1 << 20))
-        }
         try root.finish()
         try config.validate(file: root.file)
         let model = try ALBEFVEModel(config: config)
@@ -175,12 +149,7 @@ public final class ALBEFVEModel: TrainableModel {
         context.recorded.floats["alpha"] = [try batchFile.floats("alpha").first ?? config.alpha]
         var c = ReferenceCase(model: model, batch: batch, context: context, normFloor: 1e-6) {
             let prediction = try model.predict(batch)
-            let logits = prediction.toArray(), classes = ALBEFVEConfig.classCount
-            let correct = batch.labels!.indices.filter { b in
-                let row = logits[(b * classes)..<((b + 1) * classes)]
-                return row.firstIndex(of: row.max()!)! - b * classes == batch.labels![b]
-            }.count
-            return ["eval.prediction": prediction, "eval.acc": Tensor(scalar: Float(correct) / Float(max(batch.labels!.count, 1)))]
+            return ["eval.prediction": prediction, "eval.acc": ALBEFTaskReference.accuracy(prediction, labels: batch.labels!)]
         }
         c.keyBiasGradientFloor = 1e-5
         return c

@@ -302,22 +302,11 @@ public final class ALBEFVQAModel: TrainableModel {
         let root = try ConfigSection.load(path("VQA.yaml"), ignoring: .trainingFile)
         let config = try ALBEFVQAConfig.read(root, location: ConfigLocation(searchFolders: [dir]))
         // Training keys: the batch file fixes the batch and the answer list; the schedule is not part of one step.
-        _ = try root.choice("task", ["vqa"])
+        try ALBEFTaskReference.readTrainingKeys(root, task: "vqa")
         _ = try root.int("batch_size_train", in: 1...(1 << 20))
         _ = try root.int("batch_size_test", in: 1...(1 << 20))
         _ = try root.choice("eos", ["[SEP]"])
         let answerListName = try root.string("answer_list") ?? "answer_list.json"
-        if let o = try root.section("optimizer") {
-            _ = try o.choice("opt", ["adamW"])
-            _ = try o.double("lr", in: 0...1)
-            _ = try o.double("weight_decay", in: 0...1)
-        }
-        if let s = try root.section("schedular") {
-            _ = try s.choice("sched", ["cosine"])
-            for key in ["lr", "min_lr", "warmup_lr"] { _ = try s.double(key, in: 0...1) }
-            _ = try s.int("epochs", in: 0...(1 << 20))
-            _ = try s.int("warmup_epochs", in: 0...(1 << 20))
-        }
         try root.finish()
         try config.validate(file: root.file)
         let model = try ALBEFVQAModel(config: config)
