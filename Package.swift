@@ -41,7 +41,8 @@ let package = Package(
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
 
         // MARK: Swift modules, bottom to top (docs/ARCHITECTURE.md draws the graph)
-        .target(name: "Safetensors", swiftSettings: swiftSettings),
+        .target(name: "ELIPJSON", swiftSettings: swiftSettings),
+        .target(name: "Safetensors", dependencies: ["ELIPJSON"], swiftSettings: swiftSettings),
         // PyTorch checkpoints (torch.save zip and legacy formats) read with a restricted unpickler.
         .target(name: "TorchCheckpoint", dependencies: ["Safetensors"], swiftSettings: swiftSettings),
         // Tensor engine: tensors, autograd, parameter arena, ops with their backward, kernels.
@@ -62,9 +63,9 @@ let package = Package(
         .target(name: "ELIPDistributed", dependencies: ["CMPI", "CMPIShim", "ELIPTensor"], swiftSettings: swiftSettings),
         // Data: text (tokenizers, pre_caption), images (codecs, resize, augmentation), LMDB shards
         // (dataset build/inspection, the training loader, the synthetic corpus).
-        .target(name: "ELIPText", swiftSettings: swiftSettings),
+        .target(name: "ELIPText", dependencies: ["ELIPJSON"], swiftSettings: swiftSettings),
         .target(name: "ELIPImage", dependencies: ["CGIF", "CPNG", "CTurboJPEG", "CWebP"], swiftSettings: swiftSettings),
-        .target(name: "ELIPShards", dependencies: ["CLMDB", "ELIPText", "ELIPImage", "Safetensors"], swiftSettings: swiftSettings),
+        .target(name: "ELIPShards", dependencies: ["CLMDB", "ELIPJSON", "ELIPText", "ELIPImage", "Safetensors"], swiftSettings: swiftSettings),
         // Training generic over the model: config file, trainer, checkpoints, optimizer, metrics.
         .target(name: "ELIPTrain", dependencies: ["CKernels", "ELIPConfig", "ELIPDistributed", "ELIPImage", "ELIPModel", "ELIPNN",
                                                   "ELIPObjectives", "ELIPShards", "ELIPTensor", "ELIPText", "Safetensors", "TorchCheckpoint"],
@@ -73,7 +74,7 @@ let package = Package(
         .target(name: "ELIPEval", dependencies: ["ELIPDistributed", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPPruning",
                                                  "ELIPTensor", "ELIPText", "ELIPTrain", "Safetensors", "TorchCheckpoint"], swiftSettings: swiftSettings),
         .executableTarget(name: "elip", dependencies: [
-            "CBLAS", "CKernels", "ELIPDistributed", "ELIPEncoders", "ELIPEval", "ELIPImage", "ELIPModel", "ELIPNN", "ELIPObjectives",
+            "CBLAS", "CKernels", "ELIPDistributed", "ELIPEncoders", "ELIPEval", "ELIPImage", "ELIPJSON", "ELIPModel", "ELIPNN", "ELIPObjectives",
             "ELIPPruning", "ELIPShards",
             "ELIPTensor", "ELIPText", "ELIPTrain", "Safetensors", "TorchCheckpoint",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -98,7 +99,8 @@ let package = Package(
         // Writes torch.save's bytes without PyTorch: fixtures for the checkpoint reader's tests.
         .target(name: "TorchSaveFixtures", path: "Tests/TorchSaveFixtures", swiftSettings: swiftSettings),
         .testTarget(name: "TorchCheckpointTests", dependencies: ["Safetensors", "TorchCheckpoint", "TorchSaveFixtures"], swiftSettings: swiftSettings),
-        .testTarget(name: "ELIPTextTests", dependencies: ["ELIPText"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPJSONTests", dependencies: ["ELIPJSON"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPTextTests", dependencies: ["ELIPJSON", "ELIPText"], swiftSettings: swiftSettings),
         // Writes PNG/GIF/WebP/BMP/JPEG test images (libraries' encoders or bytes by hand).
         .target(name: "ImageFormatFixtures", dependencies: ["CGIF", "CWebP", "ELIPImage"], path: "Tests/ImageFormatFixtures", swiftSettings: swiftSettings),
         .testTarget(name: "ELIPImageTests", dependencies: ["ELIPImage", "ImageFormatFixtures"], swiftSettings: swiftSettings),

@@ -1,3 +1,4 @@
+import ELIPJSON
 import ArgumentParser
 import ELIPText
 import Foundation
@@ -139,7 +140,7 @@ struct TokenizeCommand: ParsableCommand {
             for (name, values) in fields {
                 out += "\"\(name)\":[" + values.map(String.init).joined(separator: ",") + "],"
             }
-            out += "\"tokens\":[" + fields[0].1.map { jsonStringLiteral(tokenizer.token(for: $0)) }.joined(separator: ",") + "]}\n"
+            out += "\"tokens\":[" + fields[0].1.map { JSONText.quote(tokenizer.token(for: $0)) }.joined(separator: ",") + "]}\n"
             if out.utf8.count >= 1 << 16 { flush(&out) }
         }
         flush(&out)

@@ -1,3 +1,4 @@
+import ELIPJSON
 import Foundation
 import XCTest
 @testable import ELIPText
@@ -63,7 +64,7 @@ final class RobertaTokenizerTests: XCTestCase {
         tokens += Self.tinyMerges.map { $0.replacingOccurrences(of: " ", with: "") }
         tokens.append(RobertaSpecialIds.maskToken)
         tokens = tokens.filter { !dropping.contains($0) }
-        let body = tokens.enumerated().map { "  \(jsonStringLiteral($0.element)): \($0.offset)" }.joined(separator: ",\n")
+        let body = tokens.enumerated().map { "  \(JSONText.quote($0.element)): \($0.offset)" }.joined(separator: ",\n")
         let vocab = folder.appendingPathComponent("vocab.json"), merges = folder.appendingPathComponent("merges.txt")
         try (vocabText ?? "{\n\(body)\n}\n").write(to: vocab, atomically: true, encoding: .utf8)
         try (mergesText ?? "#version: 0.2\n" + Self.tinyMerges.joined(separator: "\n") + "\n").write(to: merges, atomically: true, encoding: .utf8)
@@ -161,7 +162,7 @@ final class RobertaTokenizerTests: XCTestCase {
         XCTAssertThrowsError(try parseJSONStringLine(Array("abc".utf8)))
         XCTAssertThrowsError(try parseJSONStringLine(Array(#""a" "b""#.utf8)))
         XCTAssertThrowsError(try parseJSONStringLine(Array(#""\x""#.utf8)))
-        XCTAssertEqual(jsonStringLiteral("a\"\\\n\u{1}\u{2028}Ġ"), #""a\"\\\n\u0001\u2028Ġ""#)
+        XCTAssertEqual(JSONText.quote("a\"\\\n\u{1}\u{2028}Ġ"), #""a\"\\\n\u0001\u2028Ġ""#)
     }
 
     // MARK: - reference
@@ -184,7 +185,7 @@ final class RobertaTokenizerTests: XCTestCase {
         for (n, line) in text.split(separator: "\n").enumerated() {
             // JSONDecoder, not JSONSerialization: the latter drops a raw U+FEFF inside a string.
             let c = try JSONDecoder().decode(BPECase.self, from: Data(line.utf8))
-            let where_ = "line \(n + 1) (\(c.kind)): \(jsonStringLiteral(c.text))"
+            let where_ = "line \(n + 1) (\(c.kind)): \(JSONText.quote(c.text))"
             XCTAssertEqual(tokenizer.tokenize(c.text), c.tokens, where_)
             XCTAssertEqual(tokenizer.tokenIds(c.text).map(Int.init), c.ids_no_special, where_)
             XCTAssertEqual(try tokenizer.encode(c.text).map(Int.init), c.ids, where_)

@@ -46,7 +46,7 @@ final class MalformedFileTests: XCTestCase {
     func testMalformedJSON() {
         assertRejected(craftFile(header: ""), .malformedJSON, ["malformed JSON", "unexpected end"])
         assertRejected(header: #"{"a":"#, .malformedJSON, ["malformed JSON", "byte 5", "unexpected end"])
-        assertRejected(header: #"{"a":{}} x"#, .malformedJSON, ["'x'", "after the end"])
+        assertRejected(header: #"{"a":{}} x"#, .malformedJSON, ["'x'", "after the JSON value"])
         assertRejected(header: #"{"a" {}}"#, .malformedJSON, ["expected ':'"])
         assertRejected(header: #"{"a":{},}"#, .malformedJSON, ["expected a string key"])
         assertRejected(header: #"{"a":tru}"#, .malformedJSON, ["invalid literal"])

@@ -1,3 +1,4 @@
+import ELIPJSON
 import Foundation
 
 /// Errors from loading a byte-level BPE vocabulary (vocab.json + merges.txt) or reading its
@@ -27,19 +28,19 @@ public enum BPEFileError: Error, Equatable, CustomStringConvertible, LocalizedEr
         case .malformedJSON(let path, let line, let reason):
             return "vocabulary \(path), line \(line): \(reason) (a JSON object {\"token\": id, ...} is expected)"
         case .duplicateToken(let path, let token, let firstLine, let line):
-            return "vocabulary \(path), line \(line): token \(jsonStringLiteral(token)) already appears on line \(firstLine)"
+            return "vocabulary \(path), line \(line): token \(JSONText.quote(token)) already appears on line \(firstLine)"
         case .duplicateId(let path, let id, let firstToken, let token, let line):
-            return "vocabulary \(path), line \(line): token \(jsonStringLiteral(token)) has id \(id), which \(jsonStringLiteral(firstToken)) already has"
+            return "vocabulary \(path), line \(line): token \(JSONText.quote(token)) has id \(id), which \(JSONText.quote(firstToken)) already has"
         case .missingSpecialToken(let path, let token):
             return "vocabulary \(path) has no \(token) token (a RoBERTa/GPT-2 byte-level vocab.json is expected)"
         case .missingByteSymbol(let path, let byte, let symbol):
-            return "vocabulary \(path) lacks the byte symbol \(jsonStringLiteral(symbol)) for byte 0x\(String(byte, radix: 16, uppercase: true)) (a byte-level BPE vocabulary has all 256)"
+            return "vocabulary \(path) lacks the byte symbol \(JSONText.quote(symbol)) for byte 0x\(String(byte, radix: 16, uppercase: true)) (a byte-level BPE vocabulary has all 256)"
         case .missingVersionHeader(let path, let firstLine):
-            return "merges file \(path), line 1: expected the '#version: ...' header, found \(jsonStringLiteral(firstLine)) (HuggingFace skips line 1 unread, so a file without it would lose its first merge)"
+            return "merges file \(path), line 1: expected the '#version: ...' header, found \(JSONText.quote(firstLine)) (HuggingFace skips line 1 unread, so a file without it would lose its first merge)"
         case .malformedMerge(let path, let line, let reason):
             return "merges file \(path), line \(line): \(reason)"
         case .mergeTokenNotInVocabulary(let path, let line, let token, let vocabularyPath):
-            return "merges file \(path), line \(line): token \(jsonStringLiteral(token)) is not in the vocabulary \(vocabularyPath) (mismatched vocab.json and merges.txt?)"
+            return "merges file \(path), line \(line): token \(JSONText.quote(token)) is not in the vocabulary \(vocabularyPath) (mismatched vocab.json and merges.txt?)"
         case .duplicateMerge(let path, let line, let firstLine):
             return "merges file \(path), line \(line): the same merge is already on line \(firstLine)"
         case .badJSONString(let reason):

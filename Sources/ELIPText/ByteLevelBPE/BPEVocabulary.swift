@@ -1,3 +1,4 @@
+import ELIPJSON
 import Foundation
 
 /// A byte-level BPE model read from `vocab.json` ({token: id}) and `merges.txt` (`#version`
@@ -27,11 +28,10 @@ public struct BPEVocabulary: Sendable {
 
     public init(vocabularyJSON vocabPath: String, merges mergesPath: String) throws {
         let vocabText = try Self.readText(vocabPath)
-        var reader = StrictJSONReader(Array(vocabText.utf8))
         let entries: [(key: String, value: Int32, line: Int)]
         do {
-            entries = try reader.readStringToIntObject()
-        } catch let f as StrictJSONReader.Failure {
+            entries = try VocabularyJSON.tokenIds(Array(vocabText.utf8))
+        } catch let f as VocabularyJSON.Failure {
             throw BPEFileError.malformedJSON(path: vocabPath, line: f.line, reason: f.message)
         }
         if entries.isEmpty { throw BPEFileError.malformedJSON(path: vocabPath, line: 1, reason: "the object has no tokens") }
@@ -84,7 +84,7 @@ public struct BPEVocabulary: Sendable {
             guard parts.count == 2 else {
                 throw BPEFileError.malformedMerge(path: path, line: lineNumber,
                     reason: parts.isEmpty ? "empty line (one merge 'A B' a line expected)"
-                                          : "\(parts.count) parts in \(jsonStringLiteral(text)) (one merge 'A B' a line expected)")
+                                          : "\(parts.count) parts in \(JSONText.quote(text)) (one merge 'A B' a line expected)")
             }
             func lookup(_ scalars: [Unicode.Scalar]) throws -> Int32 {
                 guard let id = ids[scalars] else {
