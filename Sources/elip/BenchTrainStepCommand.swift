@@ -63,6 +63,16 @@ struct BenchTrainStepCommand: ParsableCommand {
     var threads: Int?
     @Flag(help: "Print one JSON line instead of tables.")
     var json = false
+    @Option(help: """
+        Find the largest batch whose step fits in this much memory (e.g. 16GiB, 512MiB), for each \
+        variant (default: the configured pruning and none, i.e. with and without ELIP): fixed memory \
+        (weights, gradients, optimizer state, momentum model, queues) plus the step's tensors, \
+        measured at each batch tried; reports the batch, its memory and images/s. Runs steps at \
+        large batches: slow at base size.
+        """)
+    var maxBatchForMemory: String?
+    @Option(help: "Largest batch --max-batch-for-memory tries.")
+    var maxBatchLimit = 4096
     @Option(help: "Write the FLOPs share by module (vision, text, fusion, other; forward and forward+backward, per variant) as a stacked bar chart PNG.")
     var flopsChart: String?
 
@@ -130,6 +140,10 @@ struct BenchTrainStepCommand: ParsableCommand {
         if let queue = model.featureQueueSize, queue < batch {
             throw ValidationError("\(source): queue_size \(queue) is smaller than the \(batch) features a step of --batch \(batch) enqueues")
         }
+        if let maxBatchForMemory {  // bad values fail before the model is built
+            _ = try Self.parseMemorySize(maxBatchForMemory)
+            guard maxBatchLimit >= 1 else { throw ValidationError("--max-batch-limit must be at least 1, got \(maxBatchLimit)") }
+        }
         if noPrune { model.prune = nil }
         if let scoring { model.prune?.scoring = try PruneScoring(parsing: scoring, setting: "--scoring") }
         try OutputGuard.check(flopsChart, option: "--flops-chart", inputs: [OutputGuard.Input("--config", config)])
@@ -148,6 +162,11 @@ struct BenchTrainStepCommand: ParsableCommand {
         try net.initialiseRandomly(seed: 1)
         let optimizer = AdamW(arena: net.parameters, hyper: hyper, decays: { net.decays(parameter: $0, shape: $1) },
                               lrMultiplier: { net.learningRateMultiplier(parameter: $0) }, variant: net.adamWVariant)
+        if let maxBatchForMemory {
+            var list = variantList
+            if variants == nil, model.prune != nil { list.append(Variant(name: "none", prune: nil)) }
+            return try runMaxBatch(budgetText: maxBatchForMemory, model: model, net: net, optimizer: optimizer, variantList: list, isa: isa)
+        }
         let input = try Self.syntheticBatch(config: model, batch: batch, length: textLength, seed: 7)
         func describe(_ p: PruneConfig?) -> String {
             p.map { "\($0.scoring.rawValue) (keeps \($0.keepCounts(patchCount: model.keepBase).map(String.init).joined(separator: "/")) of \(model.patchCount))" } ?? "off"
@@ -170,36 +189,21 @@ struct BenchTrainStepCommand: ParsableCommand {
             for (vi, variant) in variantList.enumerated() {
                 net.pruning = variant.prune
                 StepProfiler.start()
-                CachingAllocator.shared.resetPeak()
-                let liveBefore = CachingAllocator.shared.statistics.bytesInUse
-                let t0 = ProcessStats.now()
-                StepProfiler.begin("zero-grad")
-                net.parameters.zeroGradients()
-                StepProfiler.end()
-                var context = StepContext(seed: UInt64(100 + round), dropout: !noDropout)
-                context.progress = .steadyState
-                let out = try net.step(input, context: &context)
-                StepProfiler.begin("backward")
-                try Autograd.backward(from: out.total)
-                StepProfiler.end()
-                StepProfiler.begin("optimizer")
-                optimizer.update(lr: 1e-4)
-                StepProfiler.end()
-                let dt = ProcessStats.now() - t0
+                let (dt, loss, liveBytes) = try Self.trainingStep(net, optimizer, input, seed: UInt64(100 + round), dropout: !noDropout)
                 StepProfiler.stop()
                 step += 1
-                guard out.total.scalar.isFinite else { throw ValidationError("step \(step): non-finite loss \(out.total.scalar)") }
+                guard loss.isFinite else { throw ValidationError("step \(step): non-finite loss \(loss)") }
                 let residentMiB = Double(ProcessStats.residentBytes()) / 1_048_576
                 if !json {
                     let tag = round < warmup ? "warm-up" : "step"
-                    FileHandle.standardError.write(String(format: "  %@ %d (%@): %.2f s, loss %.3f, RSS %.0f MiB\n", tag, step, variant.name, dt, out.total.scalar, residentMiB).data(using: .utf8)!)
+                    FileHandle.standardError.write(String(format: "  %@ %d (%@): %.2f s, loss %.3f, RSS %.0f MiB\n", tag, step, variant.name, dt, loss, residentMiB).data(using: .utf8)!)
                 }
                 guard round >= warmup else { continue }
                 measured[vi].times.append(dt)
                 measured[vi].flops.append(GEMMProfiler.flops)
                 measured[vi].gemmSeconds.append(GEMMProfiler.seconds)
                 measured[vi].rss.append(residentMiB)
-                measured[vi].liveMiB.append(Double(CachingAllocator.shared.statistics.peakBytesInUse - liveBefore) / 1_048_576)
+                measured[vi].liveMiB.append(Double(liveBytes) / 1_048_576)
                 measured[vi].sections.append(StepProfiler.sectionSeconds)
                 measured[vi].ops.append(StepProfiler.opSeconds)
                 measured[vi].modules.append(ModuleFLOPs(sectionFlops: StepProfiler.sectionFlops, backwardFlops: StepProfiler.backwardFlops))
@@ -275,6 +279,30 @@ struct BenchTrainStepCommand: ParsableCommand {
             print(String(format: "\npeak resident memory of the process: %.0f MiB (%.0f MiB before the first step: weights, gradients, optimizer state, momentum model, queues; the steps add up to %.0f MiB)",
                          peakMiB, residentBeforeSteps, peakMiB - residentBeforeSteps))
         }
+    }
+
+    /// One training step as `elip train` runs it on one rank (zero-grad, step, backward, AdamW),
+    /// in profiler sections: its seconds, loss and the peak bytes of tensors it allocated on top
+    /// of those alive before it (activations, non-parameter gradients, workspaces).
+    static func trainingStep(_ net: any TrainableModel, _ optimizer: AdamW, _ input: ImageTextBatch,
+                             seed: UInt64, dropout: Bool) throws -> (seconds: Double, loss: Float, liveBytes: Int) {
+        CachingAllocator.shared.resetPeak()
+        let liveBefore = CachingAllocator.shared.statistics.bytesInUse
+        let t0 = ProcessStats.now()
+        StepProfiler.begin("zero-grad")
+        net.parameters.zeroGradients()
+        StepProfiler.end()
+        var context = StepContext(seed: seed, dropout: dropout)
+        context.progress = .steadyState
+        let out = try net.step(input, context: &context)
+        StepProfiler.begin("backward")
+        try Autograd.backward(from: out.total)
+        StepProfiler.end()
+        StepProfiler.begin("optimizer")
+        optimizer.update(lr: 1e-4)
+        StepProfiler.end()
+        let seconds = ProcessStats.now() - t0
+        return (seconds, out.total.scalar, CachingAllocator.shared.statistics.peakBytesInUse - liveBefore)
     }
 
     static let moduleNames = ["vision": "vision encoder", "text": "text encoder", "fusion": "fusion", "other": "other"]
