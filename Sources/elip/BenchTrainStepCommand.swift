@@ -38,6 +38,8 @@ struct BenchTrainStepCommand: ParsableCommand {
     var config: String?
     @Option(help: "Built-in model when no --config: albef-base (ViT-B/16 at 256 px + BERT-base, SPEC §3), blip-base (ViT-B/16 at 224 px + BLIP's BERT-base encoder and decoder), meter-base (CLIP ViT-B/16 at 288 px + RoBERTa-base + 6 co-attention pairs; use --text-length 50) or meter-base-clip32 (CLIP ViT-B/32 at 224 px); `elip info` lists the presets.")
     var preset = "albef-base"
+    @Option(help: "A fine-tuning task's step at base size instead of pre-training: ve, nlvr2, retrieval or vqa (the albef-<task>-base preset, with labels, a second image per sentence, image ids or answers as the task's loader gives them).")
+    var task: String?
     @Option(help: "Images per step.")
     var batch = 4
     @Option(help: "Caption length in tokens.")
@@ -131,8 +133,12 @@ struct BenchTrainStepCommand: ParsableCommand {
                 fputs("note: \(config): data.shards (\(shards)) and batch_size are not read; bench train-step times synthetic batches of --batch \(batch)\n", stderr)
             }
         } else {
-            do { model = try ModelRegistry.preset(named: preset) } catch { throw ValidationError("\(error)") }
-            source = "preset \(preset)"
+            let name = try task.map(Self.preset(forTask:)) ?? preset
+            do { model = try ModelRegistry.preset(named: name) } catch { throw ValidationError("\(error)") }
+            source = "preset \(name)"
+        }
+        if let task, config != nil {
+            throw ValidationError("--task \(task) picks the base-size preset of the task; with --config the config's model decides the step (drop one of them)")
         }
         guard batch >= 1, steps >= 1, warmup >= 0, textLength >= 2 else {
             throw ValidationError("--batch, --steps and --text-length must be positive (--text-length at least 2)")
@@ -172,7 +178,7 @@ struct BenchTrainStepCommand: ParsableCommand {
             p.map { "\($0.scoring.rawValue) (keeps \($0.keepCounts(patchCount: model.keepBase).map(String.init).joined(separator: "/")) of \(model.patchCount))" } ?? "off"
         }
         if !json {
-            print("ELIP pre-training step (\(model.kind)): \(source), batch \(batch), text \(textLength) tokens, threads \(Threads.count)")
+            print("\(task == nil && !model.kind.hasPrefix("albef-") ? "ELIP pre-training" : "fine-tuning") step (\(model.kind)): \(source), batch \(batch), text \(textLength) tokens, threads \(Threads.count)")
             for v in variantList { print("  variant \(v.name): pruning \(describe(v.prune))") }
             print(String(format: "FMA peak %.1f GFLOP/s (%@), sgemm peak %.1f GFLOP/s (M=%d N=2304 K=768, OpenBLAS kernels %@)", fmaPeak, isa, gemmPeak, 4 * 257, BLASKernels.current))
             let frozen = net.stateLayout.arenas.filter { $0.role != .trainable }.reduce(0) { $0 + $1.arena.used }
@@ -358,7 +364,8 @@ struct BenchTrainStepCommand: ParsableCommand {
         return best
     }
 
-    /// Random normalised images and captions: [CLS] + random word pieces, the last few rows padded.
+    /// Random normalised images and captions: [CLS] + random word pieces, the last few rows
+    /// padded; plus what a fine-tuning task's step needs (`addTaskInputs`).
     static func syntheticBatch(config: any ModelConfig, batch: Int, length: Int, seed: UInt64) throws -> ImageTextBatch {
         var g = SeededGenerator(seed: seed)
         let res = config.imageRes, special = config.specialTokens
@@ -374,7 +381,8 @@ struct BenchTrainStepCommand: ParsableCommand {
                 mask.append(real ? 1 : 0)
             }
         }
-        return ImageTextBatch(images: try Tensor(pixels, shape: [batch, 3, res, res]),
-                             text: try TextBatch(ids: ids, mask: mask, batch: batch, length: length))
+        let plain = ImageTextBatch(images: try Tensor(pixels, shape: [batch, 3, res, res]),
+                                   text: try TextBatch(ids: ids, mask: mask, batch: batch, length: length))
+        return try addTaskInputs(plain, config: config, seed: seed)
     }
 }
