@@ -44,7 +44,7 @@ let package = Package(
         .target(name: "ELIPJSON", swiftSettings: swiftSettings),
         .target(name: "Safetensors", dependencies: ["ELIPJSON"], swiftSettings: swiftSettings),
         // PyTorch checkpoints (torch.save zip and legacy formats) read with a restricted unpickler.
-        .target(name: "TorchCheckpoint", dependencies: ["Safetensors"], swiftSettings: swiftSettings),
+        .target(name: "TorchCheckpoint", dependencies: ["ELIPJSON", "Safetensors"], swiftSettings: swiftSettings),
         // Tensor engine: tensors, autograd, parameter arena, ops with their backward, kernels.
         .target(name: "ELIPTensor", dependencies: ["CBLAS", "CKernels"], swiftSettings: swiftSettings),
         // Typed configuration reading (unknown keys, ranges) shared by every config file.

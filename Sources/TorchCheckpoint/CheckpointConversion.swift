@@ -1,3 +1,4 @@
+import ELIPJSON
 import Safetensors
 
 /// One tensor of a checkpoint, materialised contiguous (row-major) in the type safetensors gets:
@@ -249,23 +250,6 @@ extension TorchCheckpoint {
     }
 
     private static func appendString(_ s: String, to out: inout String) {
-        out += "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 {
-                    let h = String(u.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        out += "\""
+        out += JSONText.quote(s)
     }
 }
