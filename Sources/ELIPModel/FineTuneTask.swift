@@ -31,6 +31,8 @@ public enum FineTuneTasks {
         FineTuneTask(name: "retrieval", model: nil, config: "configs/Retrieval_coco.yaml", about: "image-text retrieval (COCO, Flickr30K)"),
         FineTuneTask(name: "vqa", model: nil, config: "configs/VQA.yaml", about: "VQA (answer decoder, rank_answer)"),
         FineTuneTask(name: "nlvr2", model: ALBEFNLVRModel.kind.name, config: "configs/NLVR.yaml", about: "NLVR2 (two images, true/false)"),
+        FineTuneTask(name: "nlvr2-ta", model: ALBEFNLVRTextAssignmentModel.kind.name, config: "configs/NLVR_pretrain.yaml",
+                     about: "NLVR2's text-assignment stage on the pre-training corpus (its checkpoint is --init of --task nlvr2)"),
     ]
 
     /// The task called `name` with its model; an error listing the known tasks, or saying what

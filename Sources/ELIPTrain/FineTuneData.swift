@@ -28,10 +28,31 @@ public enum FineTuneData {
                                    captionStyle: cfg.captionStyle)
     }
 
+    /// NLVR2's text-assignment stage reads the pre-training corpus as `train` does (its shards with
+    /// the pre-training transform, or the synthetic scenes).
+    static func textAssignmentSource(config cfg: TrainingConfig, file: String, rank: Int, worldSize: Int,
+                                     tokenizer: BertTokenizer) throws -> BatchSource {
+        if let dir = cfg.dataDirectory {
+            return try ShardBatchSource(directory: dir, rank: rank, worldSize: worldSize, seed: cfg.seed, batchSize: cfg.batchSize,
+                                        imageSize: cfg.model.imageRes, tokenizer: tokenizer, captionStyle: cfg.captionStyle,
+                                        workerThreads: cfg.loaderThreads, prefetchDepth: cfg.prefetchBatches, strict: cfg.strictData,
+                                        augmentation: cfg.augmentation)
+        }
+        let size = cfg.syntheticSize > 0 ? cfg.syntheticSize : cfg.model.imageRes
+        guard size == cfg.model.imageRes else {
+            throw ConfigError(file: file, key: "data.synthetic.size", message: "synthetic image size \(size) differs from image_res \(cfg.model.imageRes)")
+        }
+        return SyntheticBatchSource(images: cfg.syntheticImages, imageSize: size, batchSize: cfg.batchSize, rank: rank,
+                                    worldSize: worldSize, seed: cfg.seed, tokenizer: tokenizer, captionStyle: cfg.captionStyle)
+    }
+
     public static func trainingSource(task: FineTuneTask, config cfg: TrainingConfig, file: String, rank: Int, worldSize: Int,
                                       tokenizer: BertTokenizer) throws -> BatchSource {
         if let dir = cfg.dataDirectory, task.name == "nlvr2" {
             return try nlvrSource(directory: dir, config: cfg, rank: rank, worldSize: worldSize, tokenizer: tokenizer)
+        }
+        if task.name == "nlvr2-ta" {
+            return try textAssignmentSource(config: cfg, file: file, rank: rank, worldSize: worldSize, tokenizer: tokenizer)
         }
         if let dir = cfg.dataDirectory {
             guard task.name == "ve" else {
