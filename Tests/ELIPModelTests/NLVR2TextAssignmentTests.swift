@@ -9,21 +9,24 @@ import XCTest
 /// with gradients reaching the ViT, the paired fusion layers and the head (not text_proj/temp).
 final class NLVR2TextAssignmentTests: XCTestCase {
     func testDrawPairs() throws {
-        // Row b puts all its weight on b + 1 (mod 3), and half on b + 2 for the second draw.
+        // Uniform 0.1 picks each row's first candidate with weight (cumulative sum > 0.1 x total).
         let w: [Float] = [0, 0.7, 0.3,
                           0.3, 0, 0.7,
                           0.7, 0.3, 0]
         // kind u > 1/3: one partner; side u > 0.5: (b, j) label 0, else (j, b) label 1.
         let one = try ALBEFNLVRTextAssignmentModel.drawPairs(weights: w, batch: 3) { k in [0.9, 0.9, 0.1, 0.1][k % 4] }
-        XCTAssertEqual(one.map { [$0.left, $0.right, $0.label] }, [[0, 1, 0], [1, 2, 0], [2, 0, 0]])
+        XCTAssertEqual(one.map { [$0.left, $0.right, $0.label] }, [[0, 1, 0], [1, 0, 0], [2, 0, 0]])
         let other = try ALBEFNLVRTextAssignmentModel.drawPairs(weights: w, batch: 3) { k in [0.9, 0.1, 0.1, 0.1][k % 4] }
-        XCTAssertEqual(other.map { [$0.left, $0.right, $0.label] }, [[1, 0, 1], [2, 1, 1], [0, 2, 1]])
-        // kind u <= 1/3: two distinct images other than b, label 2 (the diagonal never drawn,
-        // even when the weights give it mass).
+        XCTAssertEqual(other.map { [$0.left, $0.right, $0.label] }, [[1, 0, 1], [0, 1, 1], [0, 2, 1]])
+        // A draw near 1 picks the last candidate.
+        let last = try ALBEFNLVRTextAssignmentModel.drawPairs(weights: w, batch: 3) { k in [0.9, 0.9, 0.99, 0.1][k % 4] }
+        XCTAssertEqual(last.map(\.right), [2, 2, 1])
+        // kind u <= 1/3: two distinct images other than b, label 2; the second draw excludes the
+        // first, and the diagonal is never drawn even when the weights give it mass.
         var diag = w
         for b in 0..<3 { diag[b * 3 + b] = 5 }
-        let neither = try ALBEFNLVRTextAssignmentModel.drawPairs(weights: diag, batch: 3) { k in [0.2, 0.9, 0.1, 0.99][k % 4] }
-        XCTAssertEqual(neither.map { [$0.left, $0.right, $0.label] }, [[1, 2, 2], [2, 0, 2], [0, 1, 2]])
+        let neither = try ALBEFNLVRTextAssignmentModel.drawPairs(weights: diag, batch: 3) { k in [0.2, 0.9, 0.1, 0.1][k % 4] }
+        XCTAssertEqual(neither.map { [$0.left, $0.right, $0.label] }, [[1, 2, 2], [0, 2, 2], [0, 1, 2]])
         // A row with no other image (all weight on itself) is an error naming the sample.
         XCTAssertThrowsError(try ALBEFNLVRTextAssignmentModel.drawPairs(weights: [1, 0, 0, 1], batch: 2) { _ in 0.9 }) {
             XCTAssertTrue("\($0)".contains("sample 0"), "\($0)")
@@ -60,7 +63,7 @@ final class NLVR2TextAssignmentTests: XCTestCase {
         var g = SeededGenerator(seed: 2)
         let bs = 4
         let images = try Tensor((0..<(bs * 3 * 32 * 32)).map { _ in g.nextUniform() - 0.5 }, shape: [bs, 3, 32, 32])
-        let text = try TextBatch(ids: (0..<bs).flatMap { [101, 5 + $0, 9, 0] }, mask: (0..<bs).flatMap { _ in [1, 1, 1, 0] }, batch: bs, length: 4)
+        let text = try TextBatch(ids: (0..<bs).flatMap { [1, 5 + $0, 9, 0] }, mask: (0..<bs).flatMap { _ in [1, 1, 1, 0] }, batch: bs, length: 4)
         var context = StepContext(seed: 7, dropout: false)
         model.parameters.zeroGradients()
         let out = try model.step(ImageTextBatch(images: images, text: text), context: &context)
@@ -77,7 +80,7 @@ final class NLVR2TextAssignmentTests: XCTestCase {
         }
         for unused in ["text_proj.weight", "temp", "vision_proj.weight"] { XCTAssertEqual(try gradNorm(unused), 0, unused) }
         // Fewer than 3 images per rank cannot make "neither" pairs: refused.
-        let two = try TextBatch(ids: [101, 5, 101, 6], mask: [1, 1, 1, 1], batch: 2, length: 2)
+        let two = try TextBatch(ids: [1, 5, 1, 6], mask: [1, 1, 1, 1], batch: 2, length: 2)
         var c2 = StepContext(seed: 7, dropout: false)
         XCTAssertThrowsError(try model.step(ImageTextBatch(images: images.slice(axis: 0, start: 0, length: 2), text: two), context: &c2))
     }

@@ -81,7 +81,7 @@ final class NLVR2DatasetTests: XCTestCase {
         let rejects = try String(contentsOfFile: out + "/rejects.jsonl", encoding: .utf8).split(separator: "\n")
             .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: String] }
         let byReason = Dictionary(grouping: rejects, by: { $0["reason"]! }).mapValues(\.count)
-        XCTAssertEqual(byReason, ["missing_file": 1, "corrupt_image": 1, "missing_image": 2, "bad_label": 1,
+        XCTAssertEqual(byReason, ["missing_file": 1, "truncated_image": 1, "missing_image": 2, "bad_label": 1,
                                   "bad_annotation": 1, "empty_caption": 1, "missing_caption": 1, "path_escapes_root": 1],
                        "\(rejects)")
         let missing = rejects.filter { $0["reason"] == "missing_image" }.map { $0["detail"]! }
@@ -146,13 +146,13 @@ final class NLVR2DatasetTests: XCTestCase {
             } else if w.count == 7, w[2] == "image", w[3] == "contains" {
                 truth = objects[w[1]]!.contains { $0.colour.name == w[5] && $0.shape.rawValue == w[6] }
                 templates.insert("contains")
-            } else if w.count == 8, w[3] == "more" {
-                let other = w[7] == "image" ? w[6] : w[7]
-                if w[4] == "shapes" {
+            } else if w.count == 10, w[4] == "more", w[6] == "than" {
+                let other = w[8]
+                if w[5] == "shapes" {
                     truth = objects[w[1]]!.count > objects[other]!.count
                     templates.insert("more shapes")
                 } else {
-                    truth = shapeCount(w[1], w[4]) > shapeCount(other, w[4])
+                    truth = shapeCount(w[1], w[5]) > shapeCount(other, w[5])
                     templates.insert("more of a shape")
                 }
             } else {
