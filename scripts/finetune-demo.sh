@@ -70,7 +70,7 @@ for start in pretrained random; do
     fi
     step "nlvr2 2/3 fine-tuning ($start start): mpirun -np 2 elip finetune --task nlvr2 --config configs/demo-nlvr2.yaml (up to $NLVR2_STEPS steps)"
     "${MPIRUN[@]}" "$ELIP" finetune --task nlvr2 --config configs/demo-nlvr2.yaml "${INIT[@]}" --data "$OUT/nlvr2-shards" \
-        --out "$OUT/nlvr2-$start" --resume auto --threads 1 --max-steps "$NLVR2_STEPS" "${LIMIT[@]}" | grep -v '^init: not used'
+        --out "$OUT/nlvr2-$start" --resume auto --threads 1 --max-steps "$NLVR2_STEPS" "${LIMIT[@]}" | grep -v '^init: not used' | cut -c1-400
     step "nlvr2 3/3 NLVR2 accuracy on the held-out scenes' pairs ($start start)"
     "${MPIRUN[@]}" "$ELIP" eval-nlvr2 --checkpoint "$OUT/nlvr2-$start" --data "$OUT/corpus/nlvr2_test.json" --image-root "$OUT/corpus" \
         --threads 1 --quiet --out "$OUT/nlvr2-$start.json"
