@@ -3,7 +3,7 @@
 # synthetic SNLI-VE triples with 2 MPI ranks, and the same model from random weights for the same
 # steps, evaluates both on the held-out scenes' statements (eval-ve) and writes
 # out/demo/finetune.json = {task: {"metric", "value", "baseline", "random_init", ...}}.
-# Tasks so far: ve (retrieval, vqa and nlvr2 follow when their task models exist).
+# Tasks so far: ve, then nlvr2 (its block at the end adds its entry to finetune.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${DEMO_OUT:-out/demo}
@@ -48,4 +48,43 @@ summary = {"ve": {"metric": "accuracy", "value": round(pre["accuracy"], 2), "bas
                   "steps": {"pretrained": pre.get("step"), "random_init": rnd.get("step")}}}
 json.dump(summary, open(os.path.join(out, "finetune.json"), "w"), indent=2, sort_keys=True)
 print(json.dumps(summary, indent=2, sort_keys=True))
+PY
+
+# NLVR2: the synthetic pairs of the same corpus (two scenes, a true/false statement about both).
+NLVR2_STEPS=${FINETUNE_NLVR2_STEPS:-200}
+NLVR2_MINUTES=${FINETUNE_NLVR2_MINUTES:-2}
+step "nlvr2 1/3 NLVR2 pairs of the demo corpus -> $OUT/nlvr2-shards"
+if [[ ! -f $OUT/corpus/nlvr2_train.json ]]; then
+    # A corpus from before synth wrote nlvr2_*.json: synth is deterministic (same images).
+    "$ELIP" synth --out "$OUT/corpus" --images "${DEMO_IMAGES:-2400}" --size "$(cat "$OUT/corpus/size" 2>/dev/null || echo 64)" --seed 1 --test-fraction 0.1
+fi
+if [[ -f $OUT/nlvr2-shards/manifest.json ]]; then echo "reusing $OUT/nlvr2-shards"; else
+    "${MPIRUN[@]}" "$ELIP" build-dataset --format nlvr2 --annotations "$OUT/corpus/nlvr2_train.json" --image-root "$OUT/corpus" \
+        --out "$OUT/nlvr2-shards" --shards 4 --image-size 64 --workers 1 --quiet
+fi
+# The random start trains exactly the steps the pre-trained start reached in its time limit.
+for start in pretrained random; do
+    if [[ $start == pretrained ]]; then INIT=(--init "$OUT/run"); LIMIT=(--time-limit-minutes "$NLVR2_MINUTES"); else
+        INIT=(--random-init); LIMIT=()
+        NLVR2_STEPS=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["step"])' "$OUT/nlvr2-pretrained.json")
+    fi
+    step "nlvr2 2/3 fine-tuning ($start start): mpirun -np 2 elip finetune --task nlvr2 --config configs/demo-nlvr2.yaml (up to $NLVR2_STEPS steps)"
+    "${MPIRUN[@]}" "$ELIP" finetune --task nlvr2 --config configs/demo-nlvr2.yaml "${INIT[@]}" --data "$OUT/nlvr2-shards" \
+        --out "$OUT/nlvr2-$start" --resume auto --threads 1 --max-steps "$NLVR2_STEPS" "${LIMIT[@]}" | grep -v '^init: not used' | cut -c1-400
+    step "nlvr2 3/3 NLVR2 accuracy on the held-out scenes' pairs ($start start)"
+    "${MPIRUN[@]}" "$ELIP" eval-nlvr2 --checkpoint "$OUT/nlvr2-$start" --data "$OUT/corpus/nlvr2_test.json" --image-root "$OUT/corpus" \
+        --threads 1 --quiet --out "$OUT/nlvr2-$start.json"
+done
+python3 - "$OUT" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+path = os.path.join(out, "finetune.json")
+summary = json.load(open(path)) if os.path.exists(path) else {}
+pre = json.load(open(os.path.join(out, "nlvr2-pretrained.json")))
+rnd = json.load(open(os.path.join(out, "nlvr2-random.json")))
+summary["nlvr2"] = {"metric": "accuracy", "value": round(pre["accuracy"], 2), "baseline": round(pre["majority_baseline"], 2),
+                    "random_init": round(rnd["accuracy"], 2), "samples": pre["samples"],
+                    "steps": {"pretrained": pre.get("step"), "random_init": rnd.get("step")}}
+json.dump(summary, open(path, "w"), indent=2, sort_keys=True)
+print(json.dumps({"nlvr2": summary["nlvr2"]}, indent=2, sort_keys=True))
 PY

@@ -18,6 +18,7 @@ public struct IgnoredKeys: Sendable {
         "val_file": "fine-tuning: the evaluation split comes from its own shards (`elip build-dataset` of that file, then `elip eval-ve --data` for SNLI-VE)",
         "test_file": "fine-tuning: the test split comes from its own shards (`elip build-dataset` of that file, then `elip eval-ve --data` for SNLI-VE)",
         "image_root": "fine-tuning: images are read once by `elip build-dataset --image-root` and stored in the shards",
+        "eval_ema": "NLVR.yaml carries it but NLVR.py never reads it: evaluation uses the online model",
         "schedular.decay_rate": "timm's step-decay rate; the cosine schedule ALBEF uses does not read it",
         "schedular.cooldown_epochs": "ALBEF's training loop runs `schedular.epochs` epochs; the cooldown only extends timm's own epoch count",
         "laion_path": "BLIP's optional LAION file list; the corpus comes from the LMDB shards",

@@ -7,9 +7,12 @@ import ELIPText
 import Foundation
 
 /// NLVR2 fine-tuning of ALBEF (SPEC-ALBEF-TASKS §4; models/model_nlvr.py): the model keys of the
-/// official `NLVR.yaml` plus the `vision:` section (ALBEF hard-codes ViT-B/16). The text encoder
-/// has 18 layers whatever `bert_config` says (model_nlvr.py sets `num_hidden_layers = 18`). No
-/// pruning: ELIP's fine-tuning models never prune.
+/// official `NLVR.yaml` plus the `vision:` section (ALBEF hard-codes ViT-B/16). With the official
+/// `fusion_layer` 6 the text encoder has 18 layers whatever `bert_config` says (model_nlvr.py sets
+/// `num_hidden_layers = 18`: 6 text layers, then 6 left/right pairs). A smaller BERT with another
+/// fusion layer F of N layers (the demo's: 3 of 6) gets the same structure scaled, F text layers
+/// then N - F pairs (a deviation only where the official code has no answer: it hard-codes 6).
+/// No pruning: ELIP's fine-tuning models never prune.
 public struct ALBEFNLVRConfig: ModelConfig, Equatable {
     public var imageRes = 384
     public var vision = VisionConfig()
@@ -33,6 +36,13 @@ public struct ALBEFNLVRConfig: ModelConfig, Equatable {
     public static let textEncoderLayers = 18
     /// model_nlvr.py's `share_cross_attention` pairs layers 6+2i, 7+2i (i < 6): hard-coded.
     public static let firstPairedLayer = 6
+    public static let officialFusionLayer = 6
+
+    /// Layers of the NLVR2 text encoder for a bert_config of `layers` layers with fusion layer
+    /// `fusion`: 18 for the official fusion layer 6 (model_nlvr.py), else fusion + 2 (layers - fusion).
+    public static func textEncoderLayers(bertLayers layers: Int, fusion: Int) -> Int {
+        fusion == officialFusionLayer ? textEncoderLayers : fusion + 2 * max(0, layers - fusion)
+    }
 
     public init() {}
 
@@ -61,8 +71,8 @@ public struct ALBEFNLVRConfig: ModelConfig, Equatable {
         if let v = try s.section("vision") { c.vision = try VisionConfig.read(v) }
         if let path = try s.string("bert_config") {
             c.bert = try BertConfig.load(location.resolve(path, key: "bert_config", in: s))
-            c.bert.numHiddenLayers = textEncoderLayers
-            if c.bert.fusionLayer == nil { c.bert.fusionLayer = 6 }
+            if c.bert.fusionLayer == nil { c.bert.fusionLayer = officialFusionLayer }
+            c.bert.numHiddenLayers = textEncoderLayers(bertLayers: c.bert.numHiddenLayers, fusion: c.bert.fusionLayer ?? officialFusionLayer)
             if c.bert.encoderWidth == nil { c.bert.encoderWidth = c.vision.embedDim }
         }
         return c
@@ -72,8 +82,8 @@ public struct ALBEFNLVRConfig: ModelConfig, Equatable {
         func fail(_ key: String, _ m: String) -> ConfigError { ConfigError(file: file, key: key, message: m) }
         try vision.checkResolution(imageRes, file: file, key: "image_res")
         guard prune == nil else { throw fail("img_prune", "NLVR2 fine-tuning does not prune (ELIP prunes only in pre-training)") }
-        guard fusionLayer == Self.firstPairedLayer, bert.numHiddenLayers == Self.textEncoderLayers else {
-            throw fail("bert_config", "NLVR2 needs fusion_layer \(Self.firstPairedLayer) of \(Self.textEncoderLayers) layers (model_nlvr.py pairs the cross-attention of layers 6+2i and 7+2i, i < 6), got fusion_layer \(fusionLayer) of \(bert.numHiddenLayers)")
+        guard fusionLayer >= 1, bert.numHiddenLayers > fusionLayer, (bert.numHiddenLayers - fusionLayer) % 2 == 0 else {
+            throw fail("bert_config", "NLVR2 needs text layers, then fusion layers in left/right pairs (model_nlvr.py: 6 text layers, pairs 6+2i and 7+2i, i < 6), got fusion_layer \(fusionLayer) of \(bert.numHiddenLayers) layers")
         }
         guard bert.encoderWidth ?? bert.hiddenSize == vision.embedDim else {
             throw fail("bert_config", "encoder_width \(bert.encoderWidth ?? bert.hiddenSize) must equal the ViT width \(vision.embedDim) (the fusion layers read image tokens)")

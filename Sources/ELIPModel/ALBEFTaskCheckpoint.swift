@@ -27,7 +27,7 @@ public enum ALBEFTaskCheckpoint {
 
     /// The first fusion layer, as the scripts hard-code it (VQA's decoder split, NLVR2's
     /// layer doubling), whatever the config's `fusion_layer`.
-    static let scriptFusionLayer = 6
+    public static let scriptFusionLayer = 6
 
     /// Checkpoint keys the script passes through `interpolate_pos_embed` before renaming.
     public static func resizedKeys(_ script: Script) -> [String] {
@@ -71,7 +71,9 @@ public enum ALBEFTaskCheckpoint {
 
     /// The renamed state dict's keys in the script's dict order, each with the checkpoint key
     /// whose tensor it holds.
-    public static func renamed(_ keys: [String], script: Script) throws -> [(target: String, source: String)] {
+    /// `pairedFrom`: the first fusion layer of Pretrain_nlvr.py's layer doubling (the script's
+    /// hard-coded 6; a smaller model, such as the demo's 3-of-6-layer BERT, passes its own).
+    public static func renamed(_ keys: [String], script: Script, pairedFrom: Int = scriptFusionLayer) throws -> [(target: String, source: String)] {
         var dict = OrderedMap()
         for k in keys { dict[k] = k }
         switch script {
@@ -101,8 +103,8 @@ public enum ALBEFTaskCheckpoint {
         case .nlvrTextAssignment:
             for key in keys where key.contains("bert") {
                 let newKey = key.replacingOccurrences(of: "bert.", with: "")
-                if newKey.contains("layer"), case let n = try layerNumber(newKey, field: 3, script: script), n >= scriptFusionLayer {
-                    let first = (n - scriptFusionLayer) * 2 + scriptFusionLayer
+                if newKey.contains("layer"), case let n = try layerNumber(newKey, field: 3, script: script), n >= pairedFrom {
+                    let first = (n - pairedFrom) * 2 + pairedFrom
                     dict[replacingField(newKey, field: 3, with: first)] = dict[key]
                     dict[replacingField(newKey, field: 3, with: first + 1)] = dict[key]
                 } else {
@@ -133,13 +135,13 @@ public enum ALBEFTaskCheckpoint {
     /// The loading plan of `script` for a checkpoint with `sourceKeys` and a model whose
     /// state_dict has `modelKeys`; `gridChanges(key)` tells whether interpolate_pos_embed changes
     /// the table stored under that checkpoint key (equal grids are returned unchanged: a copy).
-    public static func plan(_ script: Script, sourceKeys: [String], modelKeys: [String],
+    public static func plan(_ script: Script, sourceKeys: [String], modelKeys: [String], pairedFrom: Int = scriptFusionLayer,
                             gridChanges: (String) -> Bool) throws -> Plan {
         let model = Set(modelKeys)
         var p = Plan()
         var used = Set<String>()
         let resizedSources = Set(resizedKeys(script))
-        for (target, source) in try renamed(sourceKeys, script: script) {
+        for (target, source) in try renamed(sourceKeys, script: script, pairedFrom: pairedFrom) {
             guard model.contains(target) else { p.unexpected.append(target); continue }
             used.insert(source)
             if resizedSources.contains(source) && gridChanges(source) { p.resized[target] = source } else { p.copied[target] = source }
@@ -189,7 +191,7 @@ public enum ALBEFTaskCheckpoint {
     /// model key the renamed dict sets (a shape mismatch is an error, as in PyTorch), and leaves
     /// the others as they are. Returns the plan for logging.
     @discardableResult
-    public static func load(_ script: Script, from file: SafetensorsFile, into layout: StateDictLayout) throws -> Plan {
+    public static func load(_ script: Script, from file: SafetensorsFile, into layout: StateDictLayout, pairedFrom: Int = scriptFusionLayer) throws -> Plan {
         let modelKeys = stateDictKeys(layout)
         var modelTensors: [String: Tensor] = [:]
         for a in layout.arenas {
@@ -199,7 +201,7 @@ public enum ALBEFTaskCheckpoint {
 
         let resizedValues = try resizedPositionTables(script, checkpoint: file.path, shape: { file[$0]?.shape },
                                                       floats: { try file.floats($0) }, modelShape: { modelTensors[$0]?.shape })
-        let p = try plan(script, sourceKeys: file.names, modelKeys: modelKeys) { key in
+        let p = try plan(script, sourceKeys: file.names, modelKeys: modelKeys, pairedFrom: pairedFrom) { key in
             guard let r = resizedValues[key] else { return false }
             return r.shape != file[key]?.shape
         }

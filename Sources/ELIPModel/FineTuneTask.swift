@@ -10,6 +10,7 @@ public protocol PretrainingCheckpointLoadable: TrainableModel {
 }
 
 extension ALBEFVEModel: PretrainingCheckpointLoadable {}
+extension ALBEFNLVRModel: PretrainingCheckpointLoadable {}
 
 /// One downstream task of `elip finetune --task NAME`: the registered task model it trains and
 /// the official config it ships with. Adding a task: its model in the registry, then its line here.
@@ -29,7 +30,9 @@ public enum FineTuneTasks {
         FineTuneTask(name: "ve", model: ALBEFVEModel.kind.name, config: "configs/VE.yaml", about: "SNLI-VE (image, sentence -> entailment/neutral/contradiction)"),
         FineTuneTask(name: "retrieval", model: nil, config: "configs/Retrieval_coco.yaml", about: "image-text retrieval (COCO, Flickr30K)"),
         FineTuneTask(name: "vqa", model: nil, config: "configs/VQA.yaml", about: "VQA (answer decoder, rank_answer)"),
-        FineTuneTask(name: "nlvr2", model: nil, config: "configs/NLVR.yaml", about: "NLVR2 (two images, true/false)"),
+        FineTuneTask(name: "nlvr2", model: ALBEFNLVRModel.kind.name, config: "configs/NLVR.yaml", about: "NLVR2 (two images, true/false)"),
+        FineTuneTask(name: "nlvr2-ta", model: ALBEFNLVRTextAssignmentModel.kind.name, config: "configs/NLVR_pretrain.yaml",
+                     about: "NLVR2's text-assignment stage on the pre-training corpus (its checkpoint is --init of --task nlvr2)"),
     ]
 
     /// The task called `name` with its model; an error listing the known tasks, or saying what

@@ -103,6 +103,7 @@ public enum ModelRegistry {
         ALBEFRetrievalModel.kind,
         ALBEFVQAModel.kind,
         ALBEFNLVRModel.kind,
+        ALBEFNLVRTextAssignmentModel.kind,
         METERModel.kind,
     ]
 

@@ -1,4 +1,6 @@
 import ELIPConfig
+import ELIPImage
+import ELIPShards
 import ELIPModel
 import ELIPText
 import Foundation
@@ -6,16 +8,57 @@ import Foundation
 /// Where a fine-tuning task's training batches come from: its LMDB shards (`data.shards` /
 /// `--data`) or, without shards, its synthetic split (`data: {synthetic: {images, size}}`).
 public enum FineTuneData {
+    /// The official fine-tuning transform: RandomResizedCrop scale 0.5-1.0 (pre-training 0.2-1.0),
+    /// flip 0.5, RandAugment(2, 7); data.crop_scale, data.flip and data.rand_augment override it.
+    static func fineTuningAugmentation(_ cfg: TrainingConfig) -> ShardBatchSource.Augmentation {
+        var augmentation = cfg.augmentation
+        if !cfg.cropScaleGiven { augmentation.cropScale = 0.5...1.0 }
+        return augmentation
+    }
+
+    /// NLVR2: the pairs of `elip build-dataset --format nlvr2` shards, both images of a pair
+    /// transformed independently with the fine-tuning transform (nlvr_dataset.py).
+    static func nlvrSource(directory: String, config cfg: TrainingConfig, rank: Int, worldSize: Int,
+                           tokenizer: BertTokenizer) throws -> BatchSource {
+        let a = fineTuningAugmentation(cfg)
+        let transform = ImageTransform.pretrain(PretrainTransform(imageSize: cfg.model.imageRes, scale: a.cropScale, flipProbability: a.flipProbability,
+                                                                  randAugment: a.randAugment ? a.randAugmentPreset : nil))
+        return try NLVRBatchSource(dataset: try NLVRPairDataset(directory: directory), batchSize: cfg.batchSize, rank: rank,
+                                   worldSize: worldSize, seed: cfg.seed, transform: transform, tokenizer: tokenizer,
+                                   captionStyle: cfg.captionStyle)
+    }
+
+    /// NLVR2's text-assignment stage reads the pre-training corpus as `train` does (its shards with
+    /// the pre-training transform, or the synthetic scenes).
+    static func textAssignmentSource(config cfg: TrainingConfig, file: String, rank: Int, worldSize: Int,
+                                     tokenizer: BertTokenizer) throws -> BatchSource {
+        if let dir = cfg.dataDirectory {
+            return try ShardBatchSource(directory: dir, rank: rank, worldSize: worldSize, seed: cfg.seed, batchSize: cfg.batchSize,
+                                        imageSize: cfg.model.imageRes, tokenizer: tokenizer, captionStyle: cfg.captionStyle,
+                                        workerThreads: cfg.loaderThreads, prefetchDepth: cfg.prefetchBatches, strict: cfg.strictData,
+                                        augmentation: cfg.augmentation)
+        }
+        let size = cfg.syntheticSize > 0 ? cfg.syntheticSize : cfg.model.imageRes
+        guard size == cfg.model.imageRes else {
+            throw ConfigError(file: file, key: "data.synthetic.size", message: "synthetic image size \(size) differs from image_res \(cfg.model.imageRes)")
+        }
+        return SyntheticBatchSource(images: cfg.syntheticImages, imageSize: size, batchSize: cfg.batchSize, rank: rank,
+                                    worldSize: worldSize, seed: cfg.seed, tokenizer: tokenizer, captionStyle: cfg.captionStyle)
+    }
+
     public static func trainingSource(task: FineTuneTask, config cfg: TrainingConfig, file: String, rank: Int, worldSize: Int,
                                       tokenizer: BertTokenizer) throws -> BatchSource {
+        if let dir = cfg.dataDirectory, task.name == "nlvr2" {
+            return try nlvrSource(directory: dir, config: cfg, rank: rank, worldSize: worldSize, tokenizer: tokenizer)
+        }
+        if task.name == "nlvr2-ta" {
+            return try textAssignmentSource(config: cfg, file: file, rank: rank, worldSize: worldSize, tokenizer: tokenizer)
+        }
         if let dir = cfg.dataDirectory {
             guard task.name == "ve" else {
                 throw ConfigError(file: dir, message: "task \(task.name): training from LMDB shards is not supported yet")
             }
-            // The official fine-tuning transform: RandomResizedCrop scale 0.5-1.0 (pre-training
-            // 0.2-1.0), flip 0.5, RandAugment(2, 7); data.crop_scale overrides it.
-            var augmentation = cfg.augmentation
-            if !cfg.cropScaleGiven { augmentation.cropScale = 0.5...1.0 }
+            let augmentation = fineTuningAugmentation(cfg)
             let source = try ShardBatchSource(directory: dir, rank: rank, worldSize: worldSize, seed: cfg.seed,
                                               batchSize: cfg.batchSize, imageSize: cfg.model.imageRes, tokenizer: tokenizer,
                                               captionStyle: cfg.captionStyle, workerThreads: cfg.loaderThreads,
@@ -41,6 +84,8 @@ public enum FineTuneData {
             return SyntheticVEBatchSource(images: cfg.syntheticImages, imageSize: size, batchSize: cfg.batchSize, rank: rank,
                                           worldSize: worldSize, seed: cfg.seed, split: .train, tokenizer: tokenizer,
                                           captionStyle: cfg.captionStyle)
+        case "nlvr2":
+            throw ConfigError(file: file, key: "data", message: "task nlvr2 trains from shards: `elip synth` writes nlvr2_train.json, `elip build-dataset --format nlvr2` makes the shards, then give --data or data.shards")
         default:
             throw ConfigError(file: file, key: "data", message: "task \(task.name) has no synthetic split yet")
         }

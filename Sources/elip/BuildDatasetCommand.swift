@@ -58,7 +58,7 @@ struct BuildDatasetCommand: ParsableCommand {
     var quality: Int = 95
     @Option(help: "Decode/encode threads per rank (default: cores / ranks on this node).")
     var workers: Int?
-    @Option(help: "Annotation format: captions (pre-training: {image, caption}) or ve (SNLI-VE ve_train.json: {image: Flickr30K id without .jpg, sentence, label: entailment|neutral|contradiction}; one record per entry with its label 2/1/0; a missing or unknown label is rejected as bad_label).")
+    @Option(help: "Annotation format: captions (pre-training: {image, caption}) or ve (SNLI-VE ve_train.json: {image: Flickr30K id without .jpg, sentence, label: entailment|neutral|contradiction}; one record per entry with its label 2/1/0; a missing or unknown label is rejected as bad_label) or nlvr2 (nlvr_train.json: {images: [left, right], sentence, label: True|False}; each image stored once as a record without captions, the pairs as NLVRPairRecords in DIR/pairs/ referencing them; a pair whose image is not stored is rejected as missing_image).")
     var format: String = "captions"
     @Flag(help: "Accept absolute image paths in annotation files.")
     var allowAbsolutePaths = false

@@ -15,6 +15,8 @@ struct FinetuneCommand: ParsableCommand {
         Examples:
           mpirun -np 4 elip finetune --task ve --config configs/VE.yaml --init runs/albef/checkpoints/step-N/model.safetensors --data shards/ve_train --out runs/ve
           elip finetune --task ve --config configs/VE.yaml --init ALBEF_4M.pth --data shards/ve_train --out runs/ve --resume auto
+          mpirun -np 8 elip finetune --task nlvr2-ta --config configs/NLVR_pretrain.yaml --init ALBEF_4M.pth --data shards/pretrain --out runs/nlvr2-ta
+          mpirun -np 4 elip finetune --task nlvr2 --config configs/NLVR.yaml --init runs/nlvr2-ta --data shards/nlvr_train --out runs/nlvr2
 
         The task picks the task model (tasks: \(FineTuneTasks.all.map { "\($0.name) (\($0.model ?? "not built yet"))" }.joined(separator: ", "))).
         The config is the official task config (configs/VE.yaml, ...); it needs no `model:` key
@@ -26,7 +28,13 @@ struct FinetuneCommand: ParsableCommand {
         with --resume auto (the checkpoint's weights replace --init), metrics.jsonl, SIGUSR1/
         SIGTERM/SIGINT checkpoint and stop, --time-limit-minutes.
         Without --data and without data.shards, the config's data: {synthetic: {images, size}}
-        selects the task's synthetic split (ve: SyntheticEntailment statements about the scenes).
+        selects the task's synthetic split (ve: SyntheticEntailment statements about the scenes;
+        nlvr2-ta: the synthetic pre-training scenes). nlvr2 trains from `build-dataset --format
+        nlvr2` shards (`elip synth` writes nlvr2_train.json); its --init is a text-assignment
+        checkpoint (`--task nlvr2-ta`, loaded as NLVR.py: the momentum model keeps its
+        initialisation) or a pre-training one (Pretrain_nlvr.py's map, as if that stage ran no
+        step). nlvr2-ta reads a pre-training corpus (build-dataset without --format) and
+        configs/NLVR_pretrain.yaml.
         """
     )
 

@@ -266,7 +266,7 @@ final class FinetuneCommandTests: XCTestCase {
         }
         try refused(["--task", "ve"], "--init CHECKPOINT is required")
         try refused(["--task", "ve", "--init", "a.safetensors", "--random-init"], "exclude each other")
-        try refused(["--task", "sst2", "--random-init"], "unknown task 'sst2' (known: ve, retrieval, vqa, nlvr2)")
+        try refused(["--task", "sst2", "--random-init"], "unknown task 'sst2' (known: ve, retrieval, vqa, nlvr2, nlvr2-ta)")
         try refused(["--task", "vqa", "--random-init"], "its task data (build-dataset records and the loader's batches) is not built yet")
         try refused(["--task", "ve", "--init", dir.appendingPathComponent("missing.safetensors").path], "missing.safetensors")
         let albef = try veConfig(extraTop: "model: albef\n")

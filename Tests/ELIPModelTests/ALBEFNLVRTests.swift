@@ -157,7 +157,7 @@ final class ALBEFNLVRTests: XCTestCase {
             }
         }
         var c = try tinyNLVR()
-        c.bert.fusionLayer = 4
+        c.bert.fusionLayer = 5  // 13 fusion layers: not left/right pairs
         XCTAssertThrowsError(try c.validate(file: "NLVR.yaml")) { XCTAssertTrue("\($0)".contains("fusion_layer"), "\($0)") }
     }
 

@@ -124,9 +124,11 @@ public final class DatasetBuilder {
         let buildSeconds = Date().timeIntervalSince(buildStart)
 
         try group.barrier()
-        let manifest = try assembleManifest(plan: plan)
+        // NLVR2: the pair records reference the finished image shards (rank 0 writes them).
+        let pairRejects = plan.format == .nlvr2 && rank == 0 ? try writePairs(plan: plan) : []
+        let manifest = try assembleManifest(plan: plan, pairRejects: pairRejects)
         if rank == 0 {
-            try writeRejects(plan: plan, manifest: manifest)
+            try writeRejects(plan: plan, manifest: manifest, pairRejects: pairRejects)
             try FileOps.writeAtomically(try manifest.encodedJSON(),
                                         to: (out as NSString).appendingPathComponent(DatasetManifest.fileName))
         }
@@ -247,7 +249,7 @@ public final class DatasetBuilder {
 
     // MARK: manifest
 
-    func assembleManifest(plan: DatasetPlan) throws -> DatasetManifest {
+    func assembleManifest(plan: DatasetPlan, pairRejects: [RejectRecord] = []) throws -> DatasetManifest {
         let n = options.shardCount
         var summaries: [ShardSummary] = []
         for s in 0..<n {
@@ -265,7 +267,7 @@ public final class DatasetBuilder {
         var recordsBySource: [String: Int] = [:], decodeRejectsBySource: [String: Int] = [:]
         var byReason: [String: Int] = [:]
         var rejectedItems = 0
-        for r in plan.rejects {
+        for r in plan.rejects + pairRejects {
             byReason[r.reason.rawValue, default: 0] += 1
             rejectedItems += 1
         }
@@ -299,6 +301,7 @@ public final class DatasetBuilder {
             format: DatasetManifest.formatName, formatVersion: DatasetManifest.currentFormatVersion,
             builder: DatasetManifest.builderName, builderVersion: Self.builderVersion, created: fmt.string(from: Date()),
             recordFormat: options.format == .captions ? "ELR1 DatasetRecord (captions, source id, JPEG, CRC-32)"
+                : options.format == .nlvr2 ? "ELR1 DatasetRecord per image (no captions, source id = image path, JPEG, CRC-32); the NLVR2 pairs are ELP1 NLVRPairRecords in \(Self.pairsDirectoryName)/"
                 : "ELR2 DatasetRecord (captions, one \(options.format.rawValue) label per caption, source id, JPEG, CRC-32)",
             keyFormat: "uint64 big-endian, 0..<records per shard",
             shardCount: n, totalRecords: total,
@@ -311,9 +314,9 @@ public final class DatasetBuilder {
             droppedCaptions: plan.droppedCaptions)
     }
 
-    func writeRejects(plan: DatasetPlan, manifest: DatasetManifest) throws {
+    func writeRejects(plan: DatasetPlan, manifest: DatasetManifest, pairRejects: [RejectRecord] = []) throws {
         var text = ""
-        for r in plan.rejects { text += r.jsonLine + "\n" }
+        for r in plan.rejects + pairRejects { text += r.jsonLine + "\n" }
         for s in 0..<options.shardCount {
             let summary = try ShardSummary.load(fromShardDirectory: shardDirectory(s))
             for r in summary.rejects { text += r.jsonLine + "\n" }

@@ -46,6 +46,10 @@ public struct DatasetPlan: Sendable {
         /// "label": "entailment" | "neutral" | "contradiction"}`; one record per entry, labels
         /// 2 / 1 / 0.
         case ve
+        /// NLVR2 (nlvr_dataset.py): `{"images": [left, right], "sentence": str, "label": "True" |
+        /// "False"}`; every distinct image becomes one record without captions, every entry a
+        /// pair (`pairs`) referencing its two images (DatasetPlan+NLVR2.swift).
+        case nlvr2
     }
 
     /// SNLI-VE's label strings and class ids (ve_dataset.py).
@@ -73,6 +77,8 @@ public struct DatasetPlan: Sendable {
     /// Rejects found while scanning (the same on every rank).
     public var rejects: [RejectRecord] = []
     public var droppedCaptions = 0
+    /// NLVR2 pairs (format nlvr2): the items are their images.
+    public var pairs: [PlannedPair] = []
     /// Tar archive paths, indexed by `Location.tarMember.archive`.
     public var archives: [String] = []
     /// The image root with symlinks resolved (confinement checks compare against it).
@@ -124,7 +130,7 @@ public struct DatasetPlan: Sendable {
 
     // MARK: annotations
 
-    private mutating func reject(_ source: Int, _ item: String, _ reason: RejectReason, _ detail: String) {
+    mutating func reject(_ source: Int, _ item: String, _ reason: RejectReason, _ detail: String) {
         rejects.append(RejectRecord(source: sources[source].path, item: item, reason: reason, detail: detail))
         sources[source].rejected += 1
     }
@@ -168,6 +174,9 @@ public struct DatasetPlan: Sendable {
     private mutating func addAnnotationEntry(_ entry: JSONValue, index: Int, source s: Int, base: String, root: String?,
                                              allowAbsolute: Bool, seen: inout [String: Int]) {
         sources[s].entries += 1
+        if format == .nlvr2 {
+            return addNLVREntry(entry, index: index, source: s, base: base, root: root, allowAbsolute: allowAbsolute, seen: &seen)
+        }
         let label: String
         if case let .string(img)? = entry["image"] { label = img } else { label = "#\(index)" }
         guard case .object = entry else {
@@ -228,7 +237,7 @@ public struct DatasetPlan: Sendable {
 
     /// The image path, resolved lexically (symlinks are checked when the file is read); nil
     /// after rejecting the entry.
-    private mutating func resolve(_ image: String, label: String, source s: Int, root: String?, allowAbsolute: Bool) -> (String, Bool)? {
+    mutating func resolve(_ image: String, label: String, source s: Int, root: String?, allowAbsolute: Bool) -> (String, Bool)? {
         if image.hasPrefix("/") {
             guard allowAbsolute else {
                 reject(s, label, .absolutePath, "absolute paths need --allow-absolute-paths")

@@ -11,6 +11,8 @@ import Foundation
 ///                               centre and radius in pixels) per image
 ///     DIR/ve_train.json, ve_test.json   SNLI-VE format (SyntheticEntailment): per image three
 ///                               {"image": "images/000001" (no ".jpg", as ve_dataset.py), "sentence", "label"}
+///     DIR/nlvr2_train.json, nlvr2_test.json   NLVR2 format (SyntheticNLVR): two pairs per scene of
+///                               the split, {"images": [left, right], "sentence", "label": "True" | "False"}
 ///
 /// Deterministic for (images, size, seed, test fraction): scene i is SyntheticScenes.scene(index: i,
 /// seed:, size:), the test images are a seeded random subset of round(images * fraction) indices,
@@ -75,6 +77,7 @@ public enum SyntheticCorpusWriter {
 
         var trainLines: [String] = [], testLines: [String] = []
         var veTrainLines: [String] = [], veTestLines: [String] = []
+        var sceneObjects = [[SyntheticScenes.Object]](repeating: [], count: options.images)
         let meter = ProgressMeter(label: "synth", total: options.images, enabled: options.showProgress,
                                   plainInterval: options.progressInterval)
         let pipeline = OrderedPipeline<Result<SceneLines, DatasetError>>(count: options.images, window: 256)
@@ -88,6 +91,7 @@ public enum SyntheticCorpusWriter {
         }, consume: { i, result in
             switch result {
             case let .success(lines):
+                sceneObjects[i] = lines.objects
                 if test.contains(i) {
                     testLines.append(lines.caption)
                     veTestLines += lines.entailment
@@ -107,6 +111,14 @@ public enum SyntheticCorpusWriter {
         try FileOps.writeAtomically(document(testLines), to: (dir as NSString).appendingPathComponent("test.json"))
         try FileOps.writeAtomically(document(veTrainLines), to: (dir as NSString).appendingPathComponent("ve_train.json"))
         try FileOps.writeAtomically(document(veTestLines), to: (dir as NSString).appendingPathComponent("ve_test.json"))
+        for (name, indices) in [("nlvr2_train.json", (0..<options.images).filter { !test.contains($0) }), ("nlvr2_test.json", test.sorted())] {
+            let pairs = SyntheticNLVR.pairs(indices: indices, perImage: 2, seed: options.seed ^ (name == "nlvr2_test.json" ? 0x7E57 : 0)) { sceneObjects[$0] }
+            let lines = pairs.map { p in
+                "{\"images\": [\(JSONText.quote("images/\(fileStem(p.left)).jpg")), \(JSONText.quote("images/\(fileStem(p.right)).jpg"))], "
+                    + "\"sentence\": \(JSONText.quote(p.sentence)), \"label\": \(JSONText.quote(SyntheticNLVR.labelNames[p.label]))}"
+            }
+            try FileOps.writeAtomically(document(lines), to: (dir as NSString).appendingPathComponent(name))
+        }
         return Summary(train: trainLines.count, test: testLines.count)
     }
 
@@ -114,6 +126,7 @@ public enum SyntheticCorpusWriter {
     struct SceneLines: Sendable {
         var caption: String
         var entailment: [String]
+        var objects: [SyntheticScenes.Object]
     }
 
     static func writeScene(_ i: Int, options: Options, isTest: Bool, encoder: JPEGEncoder,
@@ -145,6 +158,6 @@ public enum SyntheticCorpusWriter {
         let entailment = SyntheticEntailment.statements(for: scene, index: i, seed: options.seed).map {
             "{\"image\": \(JSONText.quote("images/\(stem)")), \"sentence\": \(JSONText.quote($0.sentence)), \"label\": \(JSONText.quote(SyntheticEntailment.labelNames[$0.label]))}"
         }
-        return .success(SceneLines(caption: line + "}", entailment: entailment))
+        return .success(SceneLines(caption: line + "}", entailment: entailment, objects: scene.objects))
     }
 }
