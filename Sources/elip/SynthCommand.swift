@@ -10,6 +10,9 @@ struct SynthCommand: ParsableCommand {
         DIR/images/000001.jpg (quality 95), DIR/masks/000001.png (grey: 0 = background, k = object k),
         DIR/train.json and DIR/test.json: [{"image": "images/000001.jpg", "caption": [paraphrases...]}];
         test entries also carry "mask" and "objects" (shape, colour, size word, centre, radius).
+        Downstream splits: DIR/ve_train.json, ve_test.json (SNLI-VE: three statements per image) and
+        DIR/retrieval_train.json (retrieval training: one {"image", "caption", "image_id"} per caption of
+        a training image; test.json is the held-out retrieval split).
         Deterministic for a seed. Build LMDB shards from it with
         `elip build-dataset --annotations DIR/train.json --image-root DIR --out SHARDS --shards N`.
         """

@@ -11,6 +11,9 @@ import Foundation
 ///                               centre and radius in pixels) per image
 ///     DIR/ve_train.json, ve_test.json   SNLI-VE format (SyntheticEntailment): per image three
 ///                               {"image": "images/000001" (no ".jpg", as ve_dataset.py), "sentence", "label"}
+///     DIR/retrieval_train.json  retrieval training format (re_train_dataset): one entry per caption of
+///                               a training image, {"image", "caption", "image_id": "000001"}; the
+///                               held-out retrieval split is test.json itself ({"image", "caption": [...]})
 ///
 /// Deterministic for (images, size, seed, test fraction): scene i is SyntheticScenes.scene(index: i,
 /// seed:, size:), the test images are a seeded random subset of round(images * fraction) indices,
@@ -75,6 +78,7 @@ public enum SyntheticCorpusWriter {
 
         var trainLines: [String] = [], testLines: [String] = []
         var veTrainLines: [String] = [], veTestLines: [String] = []
+        var retrievalTrainLines: [String] = []
         let meter = ProgressMeter(label: "synth", total: options.images, enabled: options.showProgress,
                                   plainInterval: options.progressInterval)
         let pipeline = OrderedPipeline<Result<SceneLines, DatasetError>>(count: options.images, window: 256)
@@ -94,6 +98,7 @@ public enum SyntheticCorpusWriter {
                 } else {
                     trainLines.append(lines.caption)
                     veTrainLines += lines.entailment
+                    retrievalTrainLines += lines.retrieval
                 }
             case let .failure(e): throw e
             }
@@ -107,6 +112,7 @@ public enum SyntheticCorpusWriter {
         try FileOps.writeAtomically(document(testLines), to: (dir as NSString).appendingPathComponent("test.json"))
         try FileOps.writeAtomically(document(veTrainLines), to: (dir as NSString).appendingPathComponent("ve_train.json"))
         try FileOps.writeAtomically(document(veTestLines), to: (dir as NSString).appendingPathComponent("ve_test.json"))
+        try FileOps.writeAtomically(document(retrievalTrainLines), to: (dir as NSString).appendingPathComponent("retrieval_train.json"))
         return Summary(train: trainLines.count, test: testLines.count)
     }
 
@@ -114,6 +120,8 @@ public enum SyntheticCorpusWriter {
     struct SceneLines: Sendable {
         var caption: String
         var entailment: [String]
+        /// retrieval_train.json's entries: one per caption.
+        var retrieval: [String]
     }
 
     static func writeScene(_ i: Int, options: Options, isTest: Bool, encoder: JPEGEncoder,
@@ -145,6 +153,9 @@ public enum SyntheticCorpusWriter {
         let entailment = SyntheticEntailment.statements(for: scene, index: i, seed: options.seed).map {
             "{\"image\": \(JSONText.quote("images/\(stem)")), \"sentence\": \(JSONText.quote($0.sentence)), \"label\": \(JSONText.quote(SyntheticEntailment.labelNames[$0.label]))}"
         }
-        return .success(SceneLines(caption: line + "}", entailment: entailment))
+        let retrieval = scene.captions.map {
+            "{\"image\": \(JSONText.quote(imageRel)), \"caption\": \(JSONText.quote($0)), \"image_id\": \(JSONText.quote(stem))}"
+        }
+        return .success(SceneLines(caption: line + "}", entailment: entailment, retrieval: retrieval))
     }
 }
