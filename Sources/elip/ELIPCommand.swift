@@ -23,6 +23,7 @@ struct ELIPCommand: ParsableCommand {
             TrainCommand.self,
             FinetuneCommand.self,
             EvalVECommand.self,
+            EvalCommand.self,
             SynthCommand.self,
             BuildDatasetCommand.self,
             InspectDatasetCommand.self,
