@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${DEMO_OUT:-out/demo}
 STEPS=${RETRIEVAL_STEPS:-150}
-MINUTES=${RETRIEVAL_MINUTES:-3}
+MINUTES=${RETRIEVAL_MINUTES:-2}
 ELIP=$(swift build -c release --show-bin-path)/elip
 MPIRUN=(mpirun -np 2 --bind-to core)
 if [[ $(id -u) -eq 0 ]]; then MPIRUN+=(--allow-run-as-root); export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
