@@ -3,7 +3,7 @@
 # synthetic SNLI-VE triples with 2 MPI ranks, and the same model from random weights for the same
 # steps, evaluates both on the held-out scenes' statements (eval-ve) and writes
 # out/demo/finetune.json = {task: {"metric", "value", "baseline", "random_init", ...}}.
-# Tasks so far: ve, then nlvr2 (its block at the end adds its entry to finetune.json).
+# Tasks: ve, retrieval (scripts/finetune-demo-retrieval.sh) and nlvr2 (its block at the end adds its entry to finetune.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${DEMO_OUT:-out/demo}
@@ -37,6 +37,8 @@ for start in pretrained random; do
         --threads 1 --quiet --out "$OUT/ve-$start.json"
 done
 
+scripts/finetune-demo-retrieval.sh   # writes $OUT/finetune.retrieval.json
+
 step "4/4 summary -> $OUT/finetune.json"
 python3 - "$OUT" <<'PY'
 import json, os, sys
@@ -46,6 +48,11 @@ rnd = json.load(open(os.path.join(out, "ve-random.json")))
 summary = {"ve": {"metric": "accuracy", "value": round(pre["accuracy"], 2), "baseline": round(pre["majority_baseline"], 2),
                   "random_init": round(rnd["accuracy"], 2), "samples": pre["samples"],
                   "steps": {"pretrained": pre.get("step"), "random_init": rnd.get("step")}}}
+# The other tasks' entries, each written by its part as finetune.<task>.json.
+for task in ["retrieval"]:
+    part = os.path.join(out, f"finetune.{task}.json")
+    if os.path.exists(part):
+        summary[task] = json.load(open(part))
 json.dump(summary, open(os.path.join(out, "finetune.json"), "w"), indent=2, sort_keys=True)
 print(json.dumps(summary, indent=2, sort_keys=True))
 PY

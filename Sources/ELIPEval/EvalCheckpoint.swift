@@ -74,7 +74,8 @@ public struct EvalCheckpoint {
             }
             source = "trainer.json of \(folder.path)"
             let c: TrainingConfig
-            do { c = try TrainingConfig.parse(state.configText, source: source, searchFolders: searchFolders(for: folder), defaultModel: defaultModel) } catch {
+            // The model the run recorded decides (a fine-tuned retrieval model under eval-retrieval).
+            do { c = try TrainingConfig.parse(state.configText, source: source, searchFolders: searchFolders(for: folder), defaultModel: state.modelKind ?? defaultModel) } catch {
                 throw TrainError.config("\(error); pass --config FILE")
             }
             config = c.model

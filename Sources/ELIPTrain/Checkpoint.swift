@@ -19,6 +19,10 @@ public struct TrainerState: Codable, Equatable, Sendable {
     public var fingerprint: String
     /// Config file text the run was started with (for the record).
     public var configText: String
+    /// Registry name of the trained model (`model:`, or the task's model of `elip finetune`), so
+    /// an evaluator reading `configText`, which may have no `model:` key, builds the right model
+    /// (nil in checkpoints written before it was recorded).
+    public var modelKind: String? = nil
 
     public init(step: Int, epoch: Int, batchInEpoch: Int, stepGenerator: SeededGenerator, skippedSteps: Int,
                 fingerprint: String, configText: String) {

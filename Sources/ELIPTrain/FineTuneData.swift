@@ -1,7 +1,7 @@
 import ELIPConfig
 import ELIPImage
-import ELIPShards
 import ELIPModel
+import ELIPShards
 import ELIPText
 import Foundation
 
@@ -46,6 +46,9 @@ public enum FineTuneData {
                                     worldSize: worldSize, seed: cfg.seed, tokenizer: tokenizer, captionStyle: cfg.captionStyle)
     }
 
+    /// Tasks whose training batches can come from `build-dataset --format <task>` shards.
+    public static let shardTasks: Set<String> = ["ve", "retrieval"]
+
     public static func trainingSource(task: FineTuneTask, config cfg: TrainingConfig, file: String, rank: Int, worldSize: Int,
                                       tokenizer: BertTokenizer) throws -> BatchSource {
         if let dir = cfg.dataDirectory, task.name == "nlvr2" {
@@ -55,21 +58,24 @@ public enum FineTuneData {
             return try textAssignmentSource(config: cfg, file: file, rank: rank, worldSize: worldSize, tokenizer: tokenizer)
         }
         if let dir = cfg.dataDirectory {
-            guard task.name == "ve" else {
+            guard shardTasks.contains(task.name) else {
                 throw ConfigError(file: dir, message: "task \(task.name): training from LMDB shards is not supported yet")
             }
-            let augmentation = fineTuningAugmentation(cfg)
-            let source = try ShardBatchSource(directory: dir, rank: rank, worldSize: worldSize, seed: cfg.seed,
-                                              batchSize: cfg.batchSize, imageSize: cfg.model.imageRes, tokenizer: tokenizer,
-                                              captionStyle: cfg.captionStyle, workerThreads: cfg.loaderThreads,
-                                              prefetchDepth: cfg.prefetchBatches, strict: cfg.strictData, augmentation: augmentation)
-            // Shards without labels (a pre-training corpus) cannot train a classifier: say so now,
-            // not at the first step.
-            let first = try source.batch(epoch: 0, index: 0)
-            guard first.labels != nil else {
-                throw ConfigError(file: dir, message: "these shards hold no labels (built without --format \(task.name)?); task \(task.name) needs `elip build-dataset --format \(task.name)` shards")
+            // Shards of another task (or a pre-training corpus) would train on the wrong labels:
+            // the manifest says what they were built for.
+            let listing: ShardListing
+            do { listing = try ShardListing.read(directory: dir) } catch { throw ConfigError(file: dir, message: "\(error)") }
+            guard listing.taskFormat == task.name else {
+                let built = listing.taskFormat.map { "with --format \($0)" } ?? "without --format (pre-training captions)"
+                throw ConfigError(file: dir, message: "these shards were built \(built); task \(task.name) needs `elip build-dataset --format \(task.name)` shards")
             }
-            return source
+            let augmentation = fineTuningAugmentation(cfg)
+            // One sample per (image, caption) pair per epoch, as the official task datasets.
+            return try ShardBatchSource(directory: dir, rank: rank, worldSize: worldSize, seed: cfg.seed,
+                                        batchSize: cfg.batchSize, imageSize: cfg.model.imageRes, tokenizer: tokenizer,
+                                        captionStyle: cfg.captionStyle, workerThreads: cfg.loaderThreads,
+                                        prefetchDepth: cfg.prefetchBatches, strict: cfg.strictData, augmentation: augmentation,
+                                        samplePerCaption: true)
         }
         let size = cfg.syntheticSize > 0 ? cfg.syntheticSize : cfg.model.imageRes
         guard size == cfg.model.imageRes else {
@@ -86,6 +92,13 @@ public enum FineTuneData {
                                           captionStyle: cfg.captionStyle)
         case "nlvr2":
             throw ConfigError(file: file, key: "data", message: "task nlvr2 trains from shards: `elip synth` writes nlvr2_train.json, `elip build-dataset --format nlvr2` makes the shards, then give --data or data.shards")
+        case "retrieval":
+            let needed = cfg.batchSize * worldSize
+            guard cfg.syntheticImages * SyntheticRetrievalBatchSource.captionsPerScene >= needed else {
+                throw ConfigError(file: file, key: "data.synthetic.images", message: "\(cfg.syntheticImages) scenes x \(SyntheticRetrievalBatchSource.captionsPerScene) captions are fewer than the \(needed) samples one step takes")
+            }
+            return SyntheticRetrievalBatchSource(images: cfg.syntheticImages, imageSize: size, batchSize: cfg.batchSize, rank: rank,
+                                                 worldSize: worldSize, seed: cfg.seed, tokenizer: tokenizer, captionStyle: cfg.captionStyle)
         default:
             throw ConfigError(file: file, key: "data", message: "task \(task.name) has no synthetic split yet")
         }

@@ -20,7 +20,8 @@ public final class ShardBatchSource: BatchSource {
 
     public init(directory: String, rank: Int, worldSize: Int, seed: UInt64, batchSize: Int, imageSize: Int,
                 tokenizer: any CaptionTokenizer, captionStyle: CaptionStyle = .albef(), workerThreads: Int? = nil,
-                prefetchDepth: Int = 2, strict: Bool = false, augmentation: Augmentation = Augmentation()) throws {
+                prefetchDepth: Int = 2, strict: Bool = false, augmentation: Augmentation = Augmentation(),
+                samplePerCaption: Bool = false) throws {
         var options = ShardLoader.Options(transform: .pretrain(PretrainTransform(
             imageSize: imageSize, scale: augmentation.cropScale, flipProbability: augmentation.flipProbability,
             randAugment: augmentation.randAugment ? augmentation.randAugmentPreset : nil)))
@@ -28,6 +29,7 @@ public final class ShardBatchSource: BatchSource {
         options.workerThreads = workerThreads ?? ShardBatchSource.defaultWorkerThreads()
         options.prefetchDepth = prefetchDepth
         options.strict = strict
+        options.samplePerCaption = samplePerCaption
         loader = try ShardLoader(directory: directory, rank: rank, worldSize: worldSize, batchSize: batchSize,
                                  seed: seed, tokenizer: tokenizer, options: options)
         Self.warn(loader.warnings, rank: rank, worldSize: worldSize)

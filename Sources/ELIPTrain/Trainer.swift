@@ -214,6 +214,7 @@ public final class Trainer {
             try comm.broadcast(&values)
             b.set(values)
         }
+        state.modelKind = config.model.kind
         state = try comm.broadcastValue(comm.isRoot ? state : nil)
         // In place: a copy of the moments would need twice the parameters' memory again.
         try optimizer.withMutableMoments { m, v in

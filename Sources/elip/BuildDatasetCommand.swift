@@ -58,7 +58,7 @@ struct BuildDatasetCommand: ParsableCommand {
     var quality: Int = 95
     @Option(help: "Decode/encode threads per rank (default: cores / ranks on this node).")
     var workers: Int?
-    @Option(help: "Annotation format: captions (pre-training: {image, caption}) or ve (SNLI-VE ve_train.json: {image: Flickr30K id without .jpg, sentence, label: entailment|neutral|contradiction}; one record per entry with its label 2/1/0; a missing or unknown label is rejected as bad_label) or nlvr2 (nlvr_train.json: {images: [left, right], sentence, label: True|False}; each image stored once as a record without captions, the pairs as NLVRPairRecords in DIR/pairs/ referencing them; a pair whose image is not stored is rejected as missing_image).")
+    @Option(help: "Annotation format: captions (pre-training: {image, caption}); ve (SNLI-VE ve_train.json: {image: Flickr30K id without .jpg, sentence, label: entailment|neutral|contradiction}; labels 2/1/0, a missing or unknown label is rejected as bad_label); retrieval (coco_train.json / flickr30k_train.json: {image, caption, image_id}, one entry per caption; label = the image_id's index in order of first appearance, a missing image_id is rejected as bad_annotation); nlvr2 (nlvr_train.json: {images: [left, right], sentence, label: True|False}; each image stored once as a record without captions, the pairs as NLVRPairRecords in DIR/pairs/ referencing them; a pair whose image is not stored is rejected as missing_image). ve and retrieval store each image once, in one record holding all its entries' sentences/captions with their labels; fine-tuning reads every entry as one sample.")
     var format: String = "captions"
     @Flag(help: "Accept absolute image paths in annotation files.")
     var allowAbsolutePaths = false

@@ -24,6 +24,7 @@ struct ELIPCommand: ParsableCommand {
             FinetuneCommand.self,
             EvalVECommand.self,
             EvalNLVR2Command.self,
+            EvalCommand.self,
             SynthCommand.self,
             BuildDatasetCommand.self,
             InspectDatasetCommand.self,

@@ -135,8 +135,8 @@ final class FinetuneCommandTests: XCTestCase {
         XCTAssertEqual(try modelBytes("from-pth", step: 2), try modelBytes("from-safetensors", step: 2))
     }
 
-    /// synth's ve_train.json -> build-dataset --format ve -> finetune from the shards; a
-    /// pre-training corpus (no labels) is refused before the first step.
+    /// synth's ve_train.json -> build-dataset --format ve (one record per image) -> finetune from
+    /// the shards; a pre-training corpus is refused before the first step.
     func testFromVEShards() throws {
         let syn = dir.appendingPathComponent("syn").path
         XCTAssertEqual(try CLI.run(["synth", "--out", syn, "--images", "6", "--size", "48", "--seed", "2", "--test-fraction", "0"]).status, 0)
@@ -144,17 +144,17 @@ final class FinetuneCommandTests: XCTestCase {
         let b = try CLI.run(["build-dataset", "--format", "ve", "--annotations", syn + "/ve_train.json", "--image-root", syn,
                              "--out", shards, "--shards", "2", "--image-size", "48", "--quiet"])
         XCTAssertEqual(b.status, 0, b.stderr)
-        XCTAssertTrue(b.stdout.contains("built 18 records"), b.stdout)
+        XCTAssertTrue(b.stdout.contains("built 6 records"), b.stdout)   // one per image, its 3 statements inside
         let config = try veConfig()
         let r = try finetune(config, "shards", ["--random-init", "--data", shards, "--max-steps", "2"])
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stdout.contains("18 records"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("6 records (one sample per caption)"), r.stdout)
         let plain = dir.appendingPathComponent("pt-shards").path
         XCTAssertEqual(try CLI.run(["build-dataset", "--annotations", syn + "/train.json", "--image-root", syn,
                                     "--out", plain, "--shards", "1", "--image-size", "48", "--quiet"]).status, 0)
         let refused = try finetune(config, "plain", ["--random-init", "--data", plain, "--max-steps", "2"])
         XCTAssertNotEqual(refused.status, 0)
-        XCTAssertTrue(refused.stderr.contains("these shards hold no labels"), refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("these shards were built without --format (pre-training captions); task ve needs `elip build-dataset --format ve` shards"), refused.stderr)
         let badFormat = try CLI.run(["build-dataset", "--format", "vqa", "--annotations", syn + "/ve_train.json", "--image-root", syn,
                                      "--out", dir.appendingPathComponent("z").path, "--shards", "1"])
         XCTAssertNotEqual(badFormat.status, 0)

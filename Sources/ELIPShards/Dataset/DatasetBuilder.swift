@@ -222,7 +222,7 @@ public final class DatasetBuilder {
     func fingerprint(shard s: Int, plan: DatasetPlan) -> String {
         var h = Checksum64(seed: 0x5EED)
         func add(_ str: String) { h.update(Array(str.utf8) + [0]) }
-        add("elip-build \(Self.builderVersion) record \(options.format == .captions ? "ELR1" : "ELR2 \(options.format.rawValue)") batch \(options.batchSize)")
+        add("elip-build \(Self.builderVersion) record \(options.format == .captions ? "ELR1" : "ELR2 \(options.format.rawValue) grouped by image") batch \(options.batchSize)")
         add("shard \(s) of \(options.shardCount)")
         let p = options.policy
         add("policy \(p.shorterSide) \(p.quality) \(p.maxPixels) only_jpeg=\(p.onlyJPEG) \(p.maxFileBytes)")
@@ -307,11 +307,12 @@ public final class DatasetBuilder {
             shardCount: n, totalRecords: total,
             shards: summaries.map { DatasetManifest.Shard(name: $0.name, records: $0.records, bytes: $0.bytes,
                                                           checksum: $0.checksum, checksumAlgorithm: $0.checksumAlgorithm,
-                                                          firstSourceID: $0.firstSourceID, lastSourceID: $0.lastSourceID) },
+                                                          firstSourceID: $0.firstSourceID, lastSourceID: $0.lastSourceID,
+                                                          captionCounts: $0.captionCounts) },
             sources: sources, imagePolicy: options.policy, captionStats: caption, imageStats: image,
             rejects: DatasetManifest.Rejects(total: rejectedItems, byReason: byReason, lostEntries: lostItems,
                                              fraction: denominator == 0 ? 0 : Double(rejectedItems) / Double(denominator)),
-            droppedCaptions: plan.droppedCaptions)
+            droppedCaptions: plan.droppedCaptions, taskFormat: options.format.isTask ? options.format.rawValue : nil)
     }
 
     func writeRejects(plan: DatasetPlan, manifest: DatasetManifest, pairRejects: [RejectRecord] = []) throws {

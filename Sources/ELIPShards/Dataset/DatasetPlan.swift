@@ -43,13 +43,22 @@ public struct DatasetPlan: Sendable {
         /// Pre-training: `{"image": path, "caption": str or [str]}`; entries of one image merge.
         case captions
         /// SNLI-VE (ve_dataset.py): `{"image": Flickr30K id without ".jpg", "sentence": str,
-        /// "label": "entailment" | "neutral" | "contradiction"}`; one record per entry, labels
-        /// 2 / 1 / 0.
+        /// "label": "entailment" | "neutral" | "contradiction"}`; the entries of one image form one
+        /// record (image stored once) holding every sentence with its label 2 / 1 / 0.
         case ve
         /// NLVR2 (nlvr_dataset.py): `{"images": [left, right], "sentence": str, "label": "True" |
         /// "False"}`; every distinct image becomes one record without captions, every entry a
         /// pair (`pairs`) referencing its two images (DatasetPlan+NLVR2.swift).
         case nlvr2
+        /// Retrieval training (caption_dataset.py re_train_dataset): `{"image": path, "caption":
+        /// str, "image_id": any}`, one entry per caption; the entries of one image form one record
+        /// holding every caption with its label = the image index (`image_id` numbered in order of
+        /// first appearance over all files, as the official `img_ids` dict).
+        case retrieval
+
+        /// Task formats are training samples per caption (the loader yields each caption once per
+        /// epoch); `captions` is pre-training (one random caption of a record per sample).
+        public var isTask: Bool { self != .captions }
     }
 
     /// SNLI-VE's label strings and class ids (ve_dataset.py).
@@ -86,6 +95,8 @@ public struct DatasetPlan: Sendable {
     /// Item index by file identity (device, inode): a symlink or hard link to an image already
     /// planned is the same image, not a new record.
     var itemByFileIdentity: [String: Int] = [:]
+    /// Retrieval: the index of each `image_id` (its JSON text) in order of first appearance.
+    var retrievalImageIndex: [String: Int] = [:]
 
     /// Scans the inputs. Throws only for unusable arguments (e.g. a missing image root); bad
     /// inputs become rejects and source errors.
@@ -189,7 +200,10 @@ public struct DatasetPlan: Sendable {
             return reject(s, label, .badAnnotation, "entry \(index) has an empty or NUL-containing image path")
         }
         if format == .ve {
-            return addVEEntry(entry, image: image, index: index, source: s, base: base, root: root, allowAbsolute: allowAbsolute)
+            return addVEEntry(entry, image: image, index: index, source: s, base: base, root: root, allowAbsolute: allowAbsolute, seen: &seen)
+        }
+        if format == .retrieval {
+            return addRetrievalEntry(entry, image: image, index: index, source: s, base: base, root: root, allowAbsolute: allowAbsolute, seen: &seen)
         }
         let rawCaptions: [JSONValue]
         switch entry["caption"] {
@@ -256,11 +270,11 @@ public struct DatasetPlan: Sendable {
         return (root == "/" ? "/" + rel : root + "/" + rel, true)
     }
 
-    /// One SNLI-VE entry -> one record (image `<id>.jpg`, the sentence, its label). Entries are
-    /// never merged: each (image, sentence, label) is a training sample of its own, as in
-    /// ve_dataset.py.
+    /// One SNLI-VE entry: the sentence and its label join the record of its image (`<id>.jpg`,
+    /// stored once). Every entry stays a training sample of its own, as in ve_dataset.py (a
+    /// repeated sentence is not merged away).
     private mutating func addVEEntry(_ entry: JSONValue, image: String, index: Int, source s: Int, base: String,
-                                     root: String?, allowAbsolute: Bool) {
+                                     root: String?, allowAbsolute: Bool, seen: inout [String: Int]) {
         let sentence: String
         switch entry["sentence"] {
         case let .string(t)?: sentence = t.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -279,8 +293,59 @@ public struct DatasetPlan: Sendable {
         }
         // ve_dataset.py: os.path.join(image_root, '%s.jpg' % ann['image']).
         guard let (key, confined) = resolve(image + ".jpg", label: image, source: s, root: root, allowAbsolute: allowAbsolute) else { return }
-        items.append(Item(source: s, item: image, sourceID: "\(base):\(index)", captions: [sentence],
-                          location: .file(path: key, confined: confined), labels: [classID]))
+        addTaskSample(caption: sentence, label: classID, image: image, key: key, confined: confined, sourceID: "\(base):\(index)", source: s, seen: &seen)
+    }
+
+    /// One retrieval training entry (re_train_dataset): the caption joins the record of its image
+    /// (stored once) with the image index of its `image_id` as label. Every entry stays a sample.
+    private mutating func addRetrievalEntry(_ entry: JSONValue, image: String, index: Int, source s: Int, base: String,
+                                            root: String?, allowAbsolute: Bool, seen: inout [String: Int]) {
+        let caption: String
+        switch entry["caption"] {
+        case let .string(t)?: caption = t.trimmingCharacters(in: .whitespacesAndNewlines)
+        case .invalidUTF8String?: return reject(s, image, .captionNotUTF8, "entry \(index): caption is not valid UTF-8 (or holds a lone UTF-16 surrogate escape)")
+        case nil, .null?: return reject(s, image, .missingCaption, "entry \(index) has no \"caption\" field")
+        default: return reject(s, image, .badAnnotation, "entry \(index): caption is not a string (retrieval training files hold one caption per entry)")
+        }
+        guard !preCaption(caption).isEmpty else {
+            return reject(s, image, .emptyCaption, "entry \(index): no caption words left after cleaning")
+        }
+        // The official dict key is the JSON value itself: 7 and "7" are two images.
+        let idKey: String
+        switch entry["image_id"] {
+        case let .string(t)?: idKey = "s" + t
+        case let .number(v)?: idKey = "n\(v)"
+        case .invalidUTF8String?: return reject(s, image, .badAnnotation, "entry \(index): image_id is not valid UTF-8")
+        case nil, .null?: return reject(s, image, .badAnnotation, "entry \(index) has no \"image_id\" field (retrieval training needs it: captions of one image are each other's positives)")
+        default: return reject(s, image, .badAnnotation, "entry \(index): image_id is not a string or a number")
+        }
+        guard let (key, confined) = resolve(image, label: image, source: s, root: root, allowAbsolute: allowAbsolute) else { return }
+        let imageIndex: Int
+        if let known = retrievalImageIndex[idKey] { imageIndex = known } else {
+            guard retrievalImageIndex.count < Int(Int32.max) else {
+                return reject(s, image, .badAnnotation, "entry \(index): more than \(Int32.max) distinct image ids")
+            }
+            imageIndex = retrievalImageIndex.count
+            retrievalImageIndex[idKey] = imageIndex
+        }
+        addTaskSample(caption: caption, label: imageIndex, image: image, key: key, confined: confined, sourceID: "\(base):\(index)", source: s, seen: &seen)
+    }
+
+    /// A task sample (caption + label) into the record of its image file: the first entry of an
+    /// image makes the record, later ones (the same path, or the same file through a link) add to it.
+    private mutating func addTaskSample(caption: String, label: Int, image: String, key: String, confined: Bool,
+                                        sourceID: String, source s: Int, seen: inout [String: Int]) {
+        let identity = Self.fileIdentity(key)
+        if let first = seen[key] ?? identity.flatMap({ itemByFileIdentity[$0] }) {
+            items[first].captions.append(caption)
+            items[first].labels.append(label)
+            sources[s].mergedEntries += 1
+            return
+        }
+        seen[key] = items.count
+        if let identity { itemByFileIdentity[identity] = items.count }
+        items.append(Item(source: s, item: image, sourceID: sourceID, captions: [caption],
+                          location: .file(path: key, confined: confined), labels: [label]))
     }
 
     // MARK: tar shards

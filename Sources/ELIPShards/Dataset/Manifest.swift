@@ -269,8 +269,11 @@ public struct ShardSummary: Codable, Equatable, Sendable {
     /// Items of this shard rejected while reading/decoding them.
     public var rejects: [RejectRecord]
     public var buildSeconds: Double
+    /// Task shards: captions of each record in key order (`CaptionCounts`); nil for pre-training.
+    public var captionCounts: String? = nil
 
     enum CodingKeys: String, CodingKey {
+        case captionCounts = "caption_counts"
         case shard, shardCount = "shard_count", name, records, planned, bytes, checksum
         case checksumAlgorithm = "checksum_algorithm", fingerprint, builderVersion = "builder_version"
         case firstSourceID = "first_source_id", lastSourceID = "last_source_id"
@@ -307,8 +310,12 @@ public struct DatasetManifest: Codable, Equatable, Sendable {
         /// another shard names other sources), unaffected by damage elsewhere (nil: older build).
         public var firstSourceID: String?
         public var lastSourceID: String?
+        /// Task shards: captions of each record in key order (`CaptionCounts`); nil for
+        /// pre-training shards and task shards of older builds (one caption per record).
+        public var captionCounts: String? = nil
 
         enum CodingKeys: String, CodingKey {
+            case captionCounts = "caption_counts"
             case name, records, bytes, checksum, checksumAlgorithm = "checksum_algorithm"
             case firstSourceID = "first_source_id", lastSourceID = "last_source_id"
         }
@@ -367,13 +374,16 @@ public struct DatasetManifest: Codable, Equatable, Sendable {
     public var rejects: Rejects
     /// Captions dropped from otherwise valid items (empty / non-UTF-8 members of a caption list).
     public var droppedCaptions: Int
+    /// The annotation format of task shards (`ve`, `retrieval`); nil for pre-training shards
+    /// and for SNLI-VE shards of older builds (their record_format names the task).
+    public var taskFormat: String? = nil
 
     enum CodingKeys: String, CodingKey {
         case format, formatVersion = "format_version", builder, builderVersion = "builder_version", created
         case recordFormat = "record_format", keyFormat = "key_format", shardCount = "shard_count"
         case totalRecords = "total_records", shards, sources, imagePolicy = "image_policy"
         case captionStats = "caption_stats", imageStats = "image_stats", rejects
-        case droppedCaptions = "dropped_captions"
+        case droppedCaptions = "dropped_captions", taskFormat = "task_format"
     }
 
     public static func load(fromDirectory dir: String) throws -> DatasetManifest {
@@ -435,5 +445,36 @@ public enum ShardNaming {
         if tail.isEmpty { return (shard, count, false) }
         if tail.hasPrefix(".tmp-") { return (shard, count, true) }
         return nil
+    }
+}
+
+/// Captions per record of a task shard, stored in the manifest as a compact string: "5,5,6,5".
+/// Every count is at least 1 (a record without captions is never written).
+public enum CaptionCounts {
+    public static let maxPerRecord = 1 << 20
+
+    public static func encode(_ counts: [Int]) -> String { counts.map(String.init).joined(separator: ",") }
+
+    /// What is wrong with a stored list.
+    public struct Problem: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// The counts (`records` entries expected), or `Problem` saying what is wrong.
+    public static func decode(_ text: String, records: Int) throws -> [Int] {
+        if records == 0 {
+            guard text.isEmpty else { throw Problem(description: "lists captions for records, but the shard has none") }
+            return []
+        }
+        var counts: [Int] = []
+        counts.reserveCapacity(records)
+        for (i, part) in text.split(separator: ",", omittingEmptySubsequences: false).enumerated() {
+            guard let n = Int(part), (1...maxPerRecord).contains(n) else {
+                throw Problem(description: "entry \(i) ('\(part.prefix(20))') is not a caption count in 1...\(maxPerRecord)")
+            }
+            counts.append(n)
+        }
+        guard counts.count == records else { throw Problem(description: "lists \(counts.count) records, the shard has \(records)") }
+        return counts
     }
 }

@@ -23,6 +23,9 @@ extension DatasetBuilder {
         var rejects: [RejectRecord] = []
         var key: UInt64 = 0
         var firstSourceID: String? = nil, lastSourceID: String? = nil
+        // Task records: captions per stored record, so the loader can enumerate (record, caption)
+        // samples from the manifest alone.
+        var captionCounts: [Int] = []
         do {
             let initialMap = options.initialMapSize
                 ?? min(1 << 40, max(64 << 20, ((indices.count * (192 << 10) + (1 << 20) - 1) >> 20) << 20))
@@ -67,6 +70,7 @@ extension DatasetBuilder {
                     if firstSourceID == nil { firstSourceID = item.sourceID }
                     lastSourceID = item.sourceID
                     captionStats.add(captions: item.captions)
+                    captionCounts.append(item.captions.count)
                     imageStats.add(width: w, height: h, bytes: jpegBytes, resized: resized)
                     sourceRecords[plan.sources[item.source].path, default: 0] += 1
                     if pending.count >= options.batchSize { try flush() }
@@ -89,7 +93,8 @@ extension DatasetBuilder {
                                    firstSourceID: firstSourceID, lastSourceID: lastSourceID, fingerprint: fingerprint(shard: s, plan: plan),
                                    builderVersion: Self.builderVersion, captionStats: captionStats, imageStats: imageStats,
                                    sourceRecords: sourceRecords, rejects: rejects,
-                                   buildSeconds: Date().timeIntervalSince(t0))
+                                   buildSeconds: Date().timeIntervalSince(t0),
+                                   captionCounts: options.format.isTask ? CaptionCounts.encode(captionCounts) : nil)
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         try FileOps.writeSynced(Array(try enc.encode(summary)),

@@ -43,7 +43,7 @@ final class LoaderCore: @unchecked Sendable {
         permLock.lock()
         defer { permLock.unlock() }
         if let p = permutations.first(where: { $0.epoch == epoch }) { return p.order }
-        let n = assignment.recordCount
+        let n = assignment.sampleCount
         var order = [UInt32](unsafeUninitializedCapacity: n) { buf, count in
             for i in 0..<n { buf[i] = UInt32(truncatingIfNeeded: i) }
             count = n
@@ -63,7 +63,7 @@ final class LoaderCore: @unchecked Sendable {
     /// The record order of `epoch` as (shard, key) pairs (for tests and tools).
     func recordOrder(epoch: Int) -> [RecordID] {
         permutation(epoch: epoch).map { i in
-            let r = assignment.record(at: Int(i)) ?? (0, 0)
+            let r = assignment.sample(at: Int(i)) ?? (0, 0, nil, 0)
             return RecordID(shard: r.shard, key: r.key)
         }
     }
@@ -146,7 +146,7 @@ final class LoaderCore: @unchecked Sendable {
         let attempts = min(n, max(1, options.maxConsecutiveBadRecords))
         for attempt in 0..<attempts {
             let local = Int(order[(position + attempt) % n])
-            guard let (s, k) = assignment.record(at: local) else { continue }
+            guard let (s, k, captionIndex, listedCaptions) = assignment.sample(at: local) else { continue }
             let id = RecordID(shard: s, key: k)
             lastID = id
             let shardName = assignment.listing.shards[s].name
@@ -159,7 +159,16 @@ final class LoaderCore: @unchecked Sendable {
             var rng = LoaderRandom(seed: seed, stream: .sample, UInt64(key.epoch), UInt64(global))
             do {
                 let (captions, labels, image) = try load(id, decoder: decoder)
-                let choice = captions.count > 1 ? rng.below(captions.count) : 0
+                let choice: Int
+                if let captionIndex {
+                    // The sample is one caption of the record: the record must hold what the manifest lists.
+                    guard captions.count == listedCaptions else {
+                        throw RecordFailure.bad("record holds \(captions.count) captions, the manifest lists \(listedCaptions)")
+                    }
+                    choice = captionIndex
+                } else {
+                    choice = captions.count > 1 ? rng.below(captions.count) : 0
+                }
                 let raw = captions[choice]
                 let caption = options.captionStyle.clean(raw)
                 let img = try options.transform.apply(image, rng: &rng)

@@ -28,8 +28,20 @@ public struct ShardAssignment: Sendable, Equatable {
     public let recordsPerRank: [Int]
     /// Start of each piece in the rank's local numbering.
     let offsets: [Int]
+    /// Whether the unit of an epoch is a caption (task shards: every caption of a record is a
+    /// sample of its own, as the official task datasets list one entry per caption) rather than
+    /// a record (pre-training: one random caption per record).
+    public let perCaption: Bool
+    /// Samples this rank owns (= `recordCount` unless `perCaption`).
+    public let sampleCount: Int
+    /// Samples owned by each rank (index = rank).
+    public let samplesPerRank: [Int]
+    /// perCaption: first sample of each local record (recordCount + 1 entries).
+    let sampleStarts: [Int]
 
-    public init(listing: ShardListing, rank: Int, worldSize: Int) throws {
+    /// `perCaption`: samples are (record, caption) pairs, counted from the manifest's
+    /// `caption_counts` (a shard without them counts one caption per record; the loader checks).
+    public init(listing: ShardListing, rank: Int, worldSize: Int, perCaption: Bool = false) throws {
         guard worldSize >= 1 else { throw LoaderError.invalidArgument("world size must be >= 1, got \(worldSize)") }
         guard rank >= 0, rank < worldSize else {
             throw LoaderError.invalidArgument("rank \(rank) outside 0..<\(worldSize)")
@@ -46,6 +58,40 @@ public struct ShardAssignment: Sendable, Equatable {
         recordsPerRank = (0..<worldSize).map { r in
             ShardAssignment.pieces(listing: listing, rank: r, worldSize: worldSize).reduce(0) { $0 + $1.count }
         }
+        self.perCaption = perCaption
+        if perCaption {
+            func captions(_ p: Piece) -> [Int] {
+                listing.shards[p.shard].captionCounts.map { Array($0[p.lower..<p.upper]) } ?? [Int](repeating: 1, count: p.count)
+            }
+            var starts = [0]
+            starts.reserveCapacity(total + 1)
+            for p in pieces { for c in captions(p) { starts.append(starts[starts.count - 1] + c) } }
+            sampleStarts = starts
+            sampleCount = starts[starts.count - 1]
+            samplesPerRank = (0..<worldSize).map { r in
+                r == rank ? starts[starts.count - 1]
+                    : ShardAssignment.pieces(listing: listing, rank: r, worldSize: worldSize).reduce(0) { $0 + captions($1).reduce(0, +) }
+            }
+        } else {
+            sampleStarts = []
+            sampleCount = total
+            samplesPerRank = recordsPerRank
+        }
+    }
+
+    /// Local sample `i` (0..<sampleCount): its record, and with `perCaption` which caption of how
+    /// many the manifest lists for it; nil outside.
+    public func sample(at i: Int) -> (shard: Int, key: Int, caption: Int?, captions: Int)? {
+        guard perCaption else { return record(at: i).map { ($0.shard, $0.key, nil, 0) } }
+        guard i >= 0, i < sampleCount else { return nil }
+        // The last record whose first sample is <= i.
+        var lo = 0, hi = recordCount - 1
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if sampleStarts[mid] <= i { lo = mid } else { hi = mid - 1 }
+        }
+        guard let r = record(at: lo) else { return nil }
+        return (r.shard, r.key, i - sampleStarts[lo], sampleStarts[lo + 1] - sampleStarts[lo])
     }
 
     /// Whether shards are split between ranks (fewer shards than ranks).
@@ -79,11 +125,13 @@ public struct ShardAssignment: Sendable, Equatable {
 
     /// The smallest record count over all ranks.
     public var minRecordsPerRank: Int { recordsPerRank.min() ?? 0 }
+    /// The smallest sample count over all ranks (= records unless `perCaption`).
+    public var minSamplesPerRank: Int { samplesPerRank.min() ?? 0 }
 
     /// Full batches per epoch, identical on every rank (truncated to the smallest rank).
     public func batchesPerEpoch(batchSize: Int) -> Int {
         guard batchSize > 0 else { return 0 }
-        return minRecordsPerRank / batchSize
+        return minSamplesPerRank / batchSize
     }
 
     /// The (shard index, key) of local record `i` (0..<recordCount); nil outside.

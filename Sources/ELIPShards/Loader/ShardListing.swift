@@ -19,12 +19,17 @@ public struct ShardListing: Sendable, Equatable {
         /// Source ids of the first and last record (nil: not recorded, older manifests).
         public var firstSourceID: String?
         public var lastSourceID: String?
-        public init(name: String, records: Int, bytes: Int? = nil, firstSourceID: String? = nil, lastSourceID: String? = nil) {
+        /// Task shards: captions of each record, in key order (nil: not recorded, i.e. pre-training
+        /// shards and SNLI-VE shards of older builds, which hold one sentence per record).
+        public var captionCounts: [Int]?
+        public init(name: String, records: Int, bytes: Int? = nil, firstSourceID: String? = nil, lastSourceID: String? = nil,
+                    captionCounts: [Int]? = nil) {
             self.name = name
             self.records = records
             self.bytes = bytes
             self.firstSourceID = firstSourceID
             self.lastSourceID = lastSourceID
+            self.captionCounts = captionCounts
         }
     }
 
@@ -32,6 +37,10 @@ public struct ShardListing: Sendable, Equatable {
     /// True when the manifest was written by the dataset builder (`builder` names it): every shard
     /// must then carry its `shard-summary.json`, which the loader compares with the entry.
     public var fromBuilder = false
+    /// The task the shards were built for (`build-dataset --format`: "ve", "retrieval"), nil for
+    /// pre-training shards. SNLI-VE shards of older builds have no `task_format`; their
+    /// `record_format` names the ve label.
+    public var taskFormat: String?
 
     public init(shards: [Shard]) throws {
         var seen = Set<String>()
@@ -118,7 +127,14 @@ public struct ShardListing: Sendable, Equatable {
                 guard let id = v as? String else { throw LoaderError.manifest("\(origin): shards[\(i)] (\(name)) has a non-string '\(field)'") }
                 ids.append(id)
             }
-            shards.append(Shard(name: name, records: records, bytes: bytes, firstSourceID: ids[0], lastSourceID: ids[1]))
+            var counts: [Int]? = nil
+            if let c = d["caption_counts"] {
+                guard let text = c as? String else { throw LoaderError.manifest("\(origin): shards[\(i)] (\(name)) has a non-string 'caption_counts'") }
+                do { counts = try CaptionCounts.decode(text, records: records) } catch {
+                    throw LoaderError.manifest("\(origin): shards[\(i)] (\(name)): caption_counts \(error)")
+                }
+            }
+            shards.append(Shard(name: name, records: records, bytes: bytes, firstSourceID: ids[0], lastSourceID: ids[1], captionCounts: counts))
         }
         var listing = try ShardListing(shards: shards)
         if let total = top["total_records"] {
@@ -127,6 +143,12 @@ public struct ShardListing: Sendable, Equatable {
             }
         }
         listing.fromBuilder = (top["builder"] as? String) == DatasetManifest.builderName
+        if let task = top["task_format"] {
+            guard let t = task as? String, !t.isEmpty else { throw LoaderError.manifest("\(origin): task_format is \(task), expected a format name") }
+            listing.taskFormat = t
+        } else if let record = top["record_format"] as? String, record.contains("one ve label per caption") {
+            listing.taskFormat = "ve"   // SNLI-VE shards built before task_format existed
+        }
         return listing
     }
 

@@ -34,6 +34,10 @@ public final class ShardLoader: @unchecked Sendable {
         public var maxConsecutiveBadRecords: Int = 64
         /// Shuffle each epoch (false: key order, for debugging).
         public var shuffle: Bool = true
+        /// Task shards: every caption of a record is a sample of its own, with its label (one
+        /// epoch = each (image, caption) pair once, as the official task datasets), instead of
+        /// one randomly chosen caption per record (pre-training).
+        public var samplePerCaption: Bool = false
         public var jpeg: JPEGDecodeOptions = .default
 
         public init(transform: ImageTransform) {
@@ -88,14 +92,14 @@ public final class ShardLoader: @unchecked Sendable {
             throw LoaderError.invalidArgument("batch of \(batchSize) images of \(s) px is too large")
         }
         let listing = try listing ?? ShardListing.read(directory: directory)
-        let assignment = try ShardAssignment(listing: listing, rank: rank, worldSize: worldSize)
+        let assignment = try ShardAssignment(listing: listing, rank: rank, worldSize: worldSize, perCaption: options.samplePerCaption)
         let batches = assignment.batchesPerEpoch(batchSize: batchSize)
         guard batches > 0 else {
-            throw LoaderError.tooFewRecords(minRecordsPerRank: assignment.minRecordsPerRank, batchSize: batchSize,
+            throw LoaderError.tooFewRecords(minRecordsPerRank: assignment.minSamplesPerRank, batchSize: batchSize,
                                             worldSize: worldSize)
         }
-        guard assignment.recordCount <= Int(UInt32.max) else {
-            throw LoaderError.invalidArgument("rank \(rank) owns \(assignment.recordCount) records, more than 2^32 - 1")
+        guard assignment.sampleCount <= Int(UInt32.max) else {
+            throw LoaderError.invalidArgument("rank \(rank) owns \(assignment.sampleCount) samples, more than 2^32 - 1")
         }
         // Open only the shards this rank reads, each checked against the manifest and for damage.
         var envs: [Int: LMDBEnvironment] = [:]
@@ -168,9 +172,9 @@ public final class ShardLoader: @unchecked Sendable {
 
     /// A rank-independent description (used in the run fingerprint, so every rank must agree).
     public var summary: String {
-        String(format: "LMDB shards: %d shards, %d records (manifest %08x), %d batches/epoch of %d per rank x %d ranks, %d px, seed %llu",
-               listing.shards.count, listing.totalRecords, listing.digest, batchesPerEpoch, batchSize, worldSize,
-               imageSize, seed)
+        String(format: "LMDB shards: %d shards, %d records%@ (manifest %08x), %d batches/epoch of %d per rank x %d ranks, %d px, seed %llu",
+               listing.shards.count, listing.totalRecords, options.samplePerCaption ? " (one sample per caption)" : "",
+               listing.digest, batchesPerEpoch, batchSize, worldSize, imageSize, seed)
     }
 }
 

@@ -13,6 +13,9 @@ import Foundation
 ///                               {"image": "images/000001" (no ".jpg", as ve_dataset.py), "sentence", "label"}
 ///     DIR/nlvr2_train.json, nlvr2_test.json   NLVR2 format (SyntheticNLVR): two pairs per scene of
 ///                               the split, {"images": [left, right], "sentence", "label": "True" | "False"}
+///     DIR/retrieval_train.json  retrieval training format (re_train_dataset): one entry per caption of
+///                               a training image, {"image", "caption", "image_id": "000001"}; the
+///                               held-out retrieval split is test.json itself ({"image", "caption": [...]})
 ///
 /// Deterministic for (images, size, seed, test fraction): scene i is SyntheticScenes.scene(index: i,
 /// seed:, size:), the test images are a seeded random subset of round(images * fraction) indices,
@@ -78,6 +81,7 @@ public enum SyntheticCorpusWriter {
         var trainLines: [String] = [], testLines: [String] = []
         var veTrainLines: [String] = [], veTestLines: [String] = []
         var sceneObjects = [[SyntheticScenes.Object]](repeating: [], count: options.images)
+        var retrievalTrainLines: [String] = []
         let meter = ProgressMeter(label: "synth", total: options.images, enabled: options.showProgress,
                                   plainInterval: options.progressInterval)
         let pipeline = OrderedPipeline<Result<SceneLines, DatasetError>>(count: options.images, window: 256)
@@ -98,6 +102,7 @@ public enum SyntheticCorpusWriter {
                 } else {
                     trainLines.append(lines.caption)
                     veTrainLines += lines.entailment
+                    retrievalTrainLines += lines.retrieval
                 }
             case let .failure(e): throw e
             }
@@ -119,6 +124,7 @@ public enum SyntheticCorpusWriter {
             }
             try FileOps.writeAtomically(document(lines), to: (dir as NSString).appendingPathComponent(name))
         }
+        try FileOps.writeAtomically(document(retrievalTrainLines), to: (dir as NSString).appendingPathComponent("retrieval_train.json"))
         return Summary(train: trainLines.count, test: testLines.count)
     }
 
@@ -127,6 +133,8 @@ public enum SyntheticCorpusWriter {
         var caption: String
         var entailment: [String]
         var objects: [SyntheticScenes.Object]
+        /// retrieval_train.json's entries: one per caption.
+        var retrieval: [String]
     }
 
     static func writeScene(_ i: Int, options: Options, isTest: Bool, encoder: JPEGEncoder,
@@ -158,6 +166,9 @@ public enum SyntheticCorpusWriter {
         let entailment = SyntheticEntailment.statements(for: scene, index: i, seed: options.seed).map {
             "{\"image\": \(JSONText.quote("images/\(stem)")), \"sentence\": \(JSONText.quote($0.sentence)), \"label\": \(JSONText.quote(SyntheticEntailment.labelNames[$0.label]))}"
         }
-        return .success(SceneLines(caption: line + "}", entailment: entailment, objects: scene.objects))
+        let retrieval = scene.captions.map {
+            "{\"image\": \(JSONText.quote(imageRel)), \"caption\": \(JSONText.quote($0)), \"image_id\": \(JSONText.quote(stem))}"
+        }
+        return .success(SceneLines(caption: line + "}", entailment: entailment, objects: scene.objects, retrieval: retrieval))
     }
 }
