@@ -10,6 +10,7 @@ public protocol PretrainingCheckpointLoadable: TrainableModel {
 }
 
 extension ALBEFVEModel: PretrainingCheckpointLoadable {}
+extension ALBEFVQAModel: PretrainingCheckpointLoadable {}
 
 /// One downstream task of `elip finetune --task NAME`: the registered task model it trains and
 /// the official config it ships with. Adding a task: its model in the registry, then its line here.
@@ -28,7 +29,7 @@ public enum FineTuneTasks {
     public static let all: [FineTuneTask] = [
         FineTuneTask(name: "ve", model: ALBEFVEModel.kind.name, config: "configs/VE.yaml", about: "SNLI-VE (image, sentence -> entailment/neutral/contradiction)"),
         FineTuneTask(name: "retrieval", model: nil, config: "configs/Retrieval_coco.yaml", about: "image-text retrieval (COCO, Flickr30K)"),
-        FineTuneTask(name: "vqa", model: nil, config: "configs/VQA.yaml", about: "VQA (answer decoder, rank_answer)"),
+        FineTuneTask(name: "vqa", model: ALBEFVQAModel.kind.name, config: "configs/VQA.yaml", about: "VQA (answer decoder, rank_answer)"),
         FineTuneTask(name: "nlvr2", model: nil, config: "configs/NLVR.yaml", about: "NLVR2 (two images, true/false)"),
     ]
 

@@ -9,8 +9,12 @@ public enum FineTuneData {
     public static func trainingSource(task: FineTuneTask, config cfg: TrainingConfig, file: String, rank: Int, worldSize: Int,
                                       tokenizer: BertTokenizer) throws -> BatchSource {
         if let dir = cfg.dataDirectory {
-            guard task.name == "ve" else {
+            guard task.name == "ve" || task.name == "vqa" else {
                 throw ConfigError(file: dir, message: "task \(task.name): training from LMDB shards is not supported yet")
+            }
+            let vqa = cfg.model as? ALBEFVQAConfig
+            guard (task.name == "vqa") == (vqa != nil) else {
+                throw ConfigError(file: file, message: "task \(task.name) does not train model \(cfg.model.kind)")
             }
             // The official fine-tuning transform: RandomResizedCrop scale 0.5-1.0 (pre-training
             // 0.2-1.0), flip 0.5, RandAugment(2, 7); data.crop_scale overrides it.
@@ -19,10 +23,17 @@ public enum FineTuneData {
             let source = try ShardBatchSource(directory: dir, rank: rank, worldSize: worldSize, seed: cfg.seed,
                                               batchSize: cfg.batchSize, imageSize: cfg.model.imageRes, tokenizer: tokenizer,
                                               captionStyle: cfg.captionStyle, workerThreads: cfg.loaderThreads,
-                                              prefetchDepth: cfg.prefetchBatches, strict: cfg.strictData, augmentation: augmentation)
+                                              prefetchDepth: cfg.prefetchBatches, strict: cfg.strictData, augmentation: augmentation,
+                                              answerStyle: vqa?.answerStyle)
             // Shards without labels (a pre-training corpus) cannot train a classifier: say so now,
             // not at the first step.
             let first = try source.batch(epoch: 0, index: 0)
+            if vqa != nil {
+                guard first.answers != nil else {
+                    throw ConfigError(file: dir, message: "these shards hold no VQA questions (built without --format vqa?); task vqa needs `elip build-dataset --format vqa` shards")
+                }
+                return source
+            }
             guard first.labels != nil else {
                 throw ConfigError(file: dir, message: "these shards hold no labels (built without --format \(task.name)?); task \(task.name) needs `elip build-dataset --format \(task.name)` shards")
             }

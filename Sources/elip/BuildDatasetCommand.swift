@@ -58,7 +58,7 @@ struct BuildDatasetCommand: ParsableCommand {
     var quality: Int = 95
     @Option(help: "Decode/encode threads per rank (default: cores / ranks on this node).")
     var workers: Int?
-    @Option(help: "Annotation format: captions (pre-training: {image, caption}) or ve (SNLI-VE ve_train.json: {image: Flickr30K id without .jpg, sentence, label: entailment|neutral|contradiction}; one record per entry with its label 2/1/0; a missing or unknown label is rejected as bad_label).")
+    @Option(help: "Annotation format: captions (pre-training: {image, caption}) or ve (SNLI-VE ve_train.json: {image: Flickr30K id without .jpg, sentence, label: entailment|neutral|contradiction}; one record per entry with its label 2/1/0; a missing or unknown label is rejected as bad_label) or vqa (vqa_train.json / vg_qa.json: {question_id, question, answer: [human answers] (dataset vqa) or one string (dataset vg), image, dataset}; one record per image holding all its questions with vqa_dataset.py's answer weights; a question without answers is rejected as bad_label, a repeated question_id as duplicate).")
     var format: String = "captions"
     @Flag(help: "Accept absolute image paths in annotation files.")
     var allowAbsolutePaths = false

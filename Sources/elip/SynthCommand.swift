@@ -10,6 +10,10 @@ struct SynthCommand: ParsableCommand {
         DIR/images/000001.jpg (quality 95), DIR/masks/000001.png (grey: 0 = background, k = object k),
         DIR/train.json and DIR/test.json: [{"image": "images/000001.jpg", "caption": [paraphrases...]}];
         test entries also carry "mask" and "objects" (shape, colour, size word, centre, radius).
+        Task splits of the same scenes: DIR/ve_train.json and ve_test.json (SNLI-VE: per image an
+        entailed, a neutral and a contradicted statement), DIR/vqa_train.json and vqa_test.json
+        (VQA: per image three questions such as "what colour is the star?" or "how many circles
+        are there?" with 10 agreeing answers) and DIR/answer_list.json (every possible answer).
         Deterministic for a seed. Build LMDB shards from it with
         `elip build-dataset --annotations DIR/train.json --image-root DIR --out SHARDS --shards N`.
         """

@@ -11,6 +11,9 @@ import Foundation
 ///                               centre and radius in pixels) per image
 ///     DIR/ve_train.json, ve_test.json   SNLI-VE format (SyntheticEntailment): per image three
 ///                               {"image": "images/000001" (no ".jpg", as ve_dataset.py), "sentence", "label"}
+///     DIR/vqa_train.json, vqa_test.json   VQA format (SyntheticQuestions): per image three
+///                               {"question_id", "question", "answer": [10 answers], "image", "dataset": "vqa"}
+///     DIR/answer_list.json      every answer those questions can have
 ///
 /// Deterministic for (images, size, seed, test fraction): scene i is SyntheticScenes.scene(index: i,
 /// seed:, size:), the test images are a seeded random subset of round(images * fraction) indices,
@@ -75,6 +78,7 @@ public enum SyntheticCorpusWriter {
 
         var trainLines: [String] = [], testLines: [String] = []
         var veTrainLines: [String] = [], veTestLines: [String] = []
+        var vqaTrainLines: [String] = [], vqaTestLines: [String] = []
         let meter = ProgressMeter(label: "synth", total: options.images, enabled: options.showProgress,
                                   plainInterval: options.progressInterval)
         let pipeline = OrderedPipeline<Result<SceneLines, DatasetError>>(count: options.images, window: 256)
@@ -91,9 +95,11 @@ public enum SyntheticCorpusWriter {
                 if test.contains(i) {
                     testLines.append(lines.caption)
                     veTestLines += lines.entailment
+                    vqaTestLines += lines.questions
                 } else {
                     trainLines.append(lines.caption)
                     veTrainLines += lines.entailment
+                    vqaTrainLines += lines.questions
                 }
             case let .failure(e): throw e
             }
@@ -107,6 +113,10 @@ public enum SyntheticCorpusWriter {
         try FileOps.writeAtomically(document(testLines), to: (dir as NSString).appendingPathComponent("test.json"))
         try FileOps.writeAtomically(document(veTrainLines), to: (dir as NSString).appendingPathComponent("ve_train.json"))
         try FileOps.writeAtomically(document(veTestLines), to: (dir as NSString).appendingPathComponent("ve_test.json"))
+        try FileOps.writeAtomically(document(vqaTrainLines), to: (dir as NSString).appendingPathComponent("vqa_train.json"))
+        try FileOps.writeAtomically(document(vqaTestLines), to: (dir as NSString).appendingPathComponent("vqa_test.json"))
+        try FileOps.writeAtomically(document(SyntheticQuestions.answerList.map(JSONText.quote)),
+                                    to: (dir as NSString).appendingPathComponent("answer_list.json"))
         return Summary(train: trainLines.count, test: testLines.count)
     }
 
@@ -114,6 +124,7 @@ public enum SyntheticCorpusWriter {
     struct SceneLines: Sendable {
         var caption: String
         var entailment: [String]
+        var questions: [String]
     }
 
     static func writeScene(_ i: Int, options: Options, isTest: Bool, encoder: JPEGEncoder,
@@ -145,6 +156,11 @@ public enum SyntheticCorpusWriter {
         let entailment = SyntheticEntailment.statements(for: scene, index: i, seed: options.seed).map {
             "{\"image\": \(JSONText.quote("images/\(stem)")), \"sentence\": \(JSONText.quote($0.sentence)), \"label\": \(JSONText.quote(SyntheticEntailment.labelNames[$0.label]))}"
         }
-        return .success(SceneLines(caption: line + "}", entailment: entailment))
+        let questions = SyntheticQuestions.questions(for: scene, index: i, seed: options.seed).enumerated().map { k, q in
+            let answers = "[" + Array(repeating: JSONText.quote(q.answer), count: SyntheticQuestions.humanAnswers).joined(separator: ", ") + "]"
+            return "{\"question_id\": \(i * 10 + k), \"question\": \(JSONText.quote(q.question)), \"answer\": \(answers), "
+                + "\"image\": \(JSONText.quote(imageRel)), \"dataset\": \"vqa\"}"
+        }
+        return .success(SceneLines(caption: line + "}", entailment: entailment, questions: questions))
     }
 }
