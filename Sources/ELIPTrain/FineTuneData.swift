@@ -52,6 +52,17 @@ public enum FineTuneData {
             return SyntheticVEBatchSource(images: cfg.syntheticImages, imageSize: size, batchSize: cfg.batchSize, rank: rank,
                                           worldSize: worldSize, seed: cfg.seed, split: .train, tokenizer: tokenizer,
                                           captionStyle: cfg.captionStyle)
+        case "vqa":
+            guard let vqa = cfg.model as? ALBEFVQAConfig else {
+                throw ConfigError(file: file, message: "task vqa does not train model \(cfg.model.kind)")
+            }
+            let needed = cfg.batchSize * worldSize
+            guard cfg.syntheticImages * 3 >= needed else {
+                throw ConfigError(file: file, key: "data.synthetic.images", message: "\(cfg.syntheticImages) scenes x 3 questions are fewer than the \(needed) records one step takes")
+            }
+            return SyntheticVQABatchSource(images: cfg.syntheticImages, imageSize: size, batchSize: cfg.batchSize, rank: rank,
+                                           worldSize: worldSize, seed: cfg.seed, tokenizer: tokenizer,
+                                           questionStyle: cfg.captionStyle, answerStyle: vqa.answerStyle)
         default:
             throw ConfigError(file: file, key: "data", message: "task \(task.name) has no synthetic split yet")
         }

@@ -15,6 +15,7 @@ struct FinetuneCommand: ParsableCommand {
         Examples:
           mpirun -np 4 elip finetune --task ve --config configs/VE.yaml --init runs/albef/checkpoints/step-N/model.safetensors --data shards/ve_train --out runs/ve
           elip finetune --task ve --config configs/VE.yaml --init ALBEF_4M.pth --data shards/ve_train --out runs/ve --resume auto
+          mpirun -np 4 elip finetune --task vqa --config configs/VQA.yaml --init ALBEF_4M.pth --data shards/vqa_train --out runs/vqa --resume auto
 
         The task picks the task model (tasks: \(FineTuneTasks.all.map { "\($0.name) (\($0.model ?? "not built yet"))" }.joined(separator: ", "))).
         The config is the official task config (configs/VE.yaml, ...); it needs no `model:` key
@@ -26,7 +27,13 @@ struct FinetuneCommand: ParsableCommand {
         with --resume auto (the checkpoint's weights replace --init), metrics.jsonl, SIGUSR1/
         SIGTERM/SIGINT checkpoint and stop, --time-limit-minutes.
         Without --data and without data.shards, the config's data: {synthetic: {images, size}}
-        selects the task's synthetic split (ve: SyntheticEntailment statements about the scenes).
+        selects the task's synthetic split (ve: SyntheticEntailment statements about the scenes;
+        vqa: SyntheticQuestions about them).
+        VQA: shards from `elip build-dataset --format vqa` (one record per image with all its
+        questions; each sample is an image with one of its questions drawn per epoch, as the
+        pre-training loader draws one caption); --init loads as VQA.py (text layers >= 6 also
+        become the answer decoder's layers 0.., embeddings and MLM head the decoder's); answer
+        held-out questions with `elip eval-vqa --checkpoint RUN --data ... --answer-list ...`.
         """
     )
 
