@@ -244,7 +244,7 @@ final class VQAFinetuneCommandTests: XCTestCase {
         XCTAssertTrue(dev.stdout.contains("not scored"), dev.stdout)
 
         // Bad input: errors naming what is wrong, never a trap.
-        func refused(_ entries: [[String: Any]], _ extra: [String], _ expected: String, answers: String? = nil, line: UInt = #line) throws {
+        func evalRefused(_ entries: [[String: Any]], _ extra: [String], _ expected: String, answers: String? = nil, line: UInt = #line) throws {
             let split = dir.appendingPathComponent("bad.json").path
             try JSONSerialization.data(withJSONObject: entries).write(to: URL(fileURLWithPath: split))
             let r = try CLI.run(["eval-vqa", "--checkpoint", run, "--data", split, "--image-root", syn, "--answer-list", answers ?? syn + "/answer_list.json",
@@ -255,16 +255,16 @@ final class VQAFinetuneCommandTests: XCTestCase {
         }
         var duplicate = Array(test.prefix(2))
         duplicate.append(test[0])
-        try refused(duplicate, [], "question_id \(test[0]["question_id"] as! Int) was already given by entry 0")
+        try evalRefused(duplicate, [], "question_id \(test[0]["question_id"] as! Int) was already given by entry 0")
         var missing = test[1]
         missing["image"] = "images/424242.jpg"
-        try refused([test[0], missing], [], "424242")
+        try evalRefused([test[0], missing], [], "424242")
         var noQuestion = test[1]
         noQuestion["question"] = "?!"
-        try refused([noQuestion], [], "no words after cleaning")
-        try refused(Array(test.prefix(2)), ["--k", "21"], "k_test 21 must be in 1...20")
+        try evalRefused([noQuestion], [], "no words after cleaning")
+        try evalRefused(Array(test.prefix(2)), ["--k", "21"], "k_test 21 must be in 1...20")
         let emptyList = try write("empty-list.json", "[]")
-        try refused(Array(test.prefix(2)), [], "non-empty JSON list", answers: emptyList)
+        try evalRefused(Array(test.prefix(2)), [], "non-empty JSON list", answers: emptyList)
         let modes = try CLI.run(["eval-vqa", "--checkpoint", run, "--data", syn + "/vqa_test.json"])
         XCTAssertNotEqual(modes.status, 0)
         XCTAssertTrue(modes.stderr.contains("give --data, --answer-list and --write-results too"), modes.stderr)
