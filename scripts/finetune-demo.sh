@@ -41,7 +41,7 @@ done
 # over the 20-answer list on the held-out scenes' questions, scored with the official VQA
 # accuracy against the majority-answer baseline.
 VQA_STEPS=${FINETUNE_VQA_STEPS:-200}
-VQA_MINUTES=${FINETUNE_VQA_MINUTES:-1.5}
+VQA_MINUTES=${FINETUNE_VQA_MINUTES:-2.5}
 step "vqa 1/3 VQA questions of the demo corpus -> $OUT/vqa-shards"
 if [[ -f $OUT/vqa-shards/manifest.json ]]; then echo "reusing $OUT/vqa-shards"; else
     "${MPIRUN[@]}" "$ELIP" build-dataset --format vqa --annotations "$OUT/corpus/vqa_train.json" --image-root "$OUT/corpus" \
