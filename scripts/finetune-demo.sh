@@ -3,7 +3,7 @@
 # synthetic SNLI-VE triples with 2 MPI ranks, and the same model from random weights for the same
 # steps, evaluates both on the held-out scenes' statements (eval-ve) and writes
 # out/demo/finetune.json = {task: {"metric", "value", "baseline", "random_init", ...}}.
-# Tasks: ve, retrieval (scripts/finetune-demo-retrieval.sh) and nlvr2 (its block at the end adds its entry to finetune.json).
+# Tasks: ve, vqa, retrieval (scripts/finetune-demo-retrieval.sh) and nlvr2 (its block at the end adds its entry to finetune.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${DEMO_OUT:-out/demo}
@@ -17,8 +17,8 @@ if [[ $(id -u) -eq 0 ]]; then MPIRUN+=(--allow-run-as-root); export OMPI_ALLOW_R
 step() { printf '\n== %s\n' "$*"; }
 
 step "1/4 SNLI-VE triples of the demo corpus -> $OUT/ve-shards"
-if [[ ! -f $OUT/corpus/ve_train.json ]]; then
-    # A corpus from before synth wrote ve_*.json: synth is deterministic, so re-running it with
+if [[ ! -f $OUT/corpus/ve_train.json || ! -f $OUT/corpus/vqa_train.json ]]; then
+    # A corpus from before synth wrote ve_*.json / vqa_*.json: synth is deterministic, so re-running it with
     # the demo's arguments rewrites the same images and adds the triples.
     "$ELIP" synth --out "$OUT/corpus" --images "${DEMO_IMAGES:-2400}" --size "$(cat "$OUT/corpus/size" 2>/dev/null || echo 64)" --seed 1 --test-fraction 0.1
 fi
@@ -37,6 +37,30 @@ for start in pretrained random; do
         --threads 1 --quiet --out "$OUT/ve-$start.json"
 done
 
+# VQA: the synthetic questions (SyntheticQuestions), one shard record per image; rank_answer
+# over the 20-answer list on the held-out scenes' questions, scored with the official VQA
+# accuracy against the majority-answer baseline.
+VQA_STEPS=${FINETUNE_VQA_STEPS:-200}
+VQA_MINUTES=${FINETUNE_VQA_MINUTES:-2.5}
+step "vqa 1/3 VQA questions of the demo corpus -> $OUT/vqa-shards"
+if [[ ! -f $OUT/corpus/vqa_train.json ]]; then
+    # A corpus from before synth wrote vqa_*.json: synth is deterministic (same images).
+    "$ELIP" synth --out "$OUT/corpus" --images "${DEMO_IMAGES:-2400}" --size "$(cat "$OUT/corpus/size" 2>/dev/null || echo 64)" --seed 1 --test-fraction 0.1
+fi
+if [[ -f $OUT/vqa-shards/manifest.json ]]; then echo "reusing $OUT/vqa-shards"; else
+    "${MPIRUN[@]}" "$ELIP" build-dataset --format vqa --annotations "$OUT/corpus/vqa_train.json" --image-root "$OUT/corpus" \
+        --out "$OUT/vqa-shards" --shards 4 --image-size 64 --workers 1 --quiet
+fi
+for start in pretrained random; do
+    step "vqa 2/3 fine-tuning ($start start): mpirun -np 2 elip finetune --task vqa --config configs/demo-vqa.yaml ($VQA_STEPS steps)"
+    if [[ $start == pretrained ]]; then INIT=(--init "$OUT/run"); else INIT=(--random-init); fi
+    "${MPIRUN[@]}" "$ELIP" finetune --task vqa --config configs/demo-vqa.yaml "${INIT[@]}" --data "$OUT/vqa-shards" \
+        --out "$OUT/vqa-$start" --resume auto --threads 1 --max-steps "$VQA_STEPS" --time-limit-minutes "$VQA_MINUTES" | grep -v '^init: not used'
+    step "vqa 3/3 VQA accuracy on the held-out scenes' questions ($start start)"
+    "${MPIRUN[@]}" "$ELIP" eval-vqa --checkpoint "$OUT/vqa-$start" --data "$OUT/corpus/vqa_test.json" --image-root "$OUT/corpus" \
+        --answer-list "$OUT/corpus/answer_list.json" --threads 1 --quiet --batch 64 \
+        --write-results "$OUT/vqa-$start-results.json" --out "$OUT/vqa-$start.json"
+done
 scripts/finetune-demo-retrieval.sh   # writes $OUT/finetune.retrieval.json
 
 step "4/4 summary -> $OUT/finetune.json"
@@ -48,6 +72,11 @@ rnd = json.load(open(os.path.join(out, "ve-random.json")))
 summary = {"ve": {"metric": "accuracy", "value": round(pre["accuracy"], 2), "baseline": round(pre["majority_baseline"], 2),
                   "random_init": round(rnd["accuracy"], 2), "samples": pre["samples"],
                   "steps": {"pretrained": pre.get("step"), "random_init": rnd.get("step")}}}
+vqa_pre = json.load(open(os.path.join(out, "vqa-pretrained.json")))
+vqa_rnd = json.load(open(os.path.join(out, "vqa-random.json")))
+summary["vqa"] = {"metric": "vqa_accuracy", "value": vqa_pre["overall"], "baseline": vqa_pre["majority_baseline"],
+                  "random_init": vqa_rnd["overall"], "questions": len(vqa_pre["per_question"]),
+                  "steps": {"pretrained": vqa_pre.get("step"), "random_init": vqa_rnd.get("step")}}
 # The other tasks' entries, each written by its part as finetune.<task>.json.
 for task in ["retrieval"]:
     part = os.path.join(out, f"finetune.{task}.json")

@@ -384,6 +384,10 @@ public final class ALBEFVQAModel: TrainableModel {
 public struct VQAAnswerResult: Codable, Equatable {
     public var questionId: Int
     public var answer: String
+    public init(questionId: Int, answer: String) {
+        self.questionId = questionId
+        self.answer = answer
+    }
     enum CodingKeys: String, CodingKey {
         case questionId = "question_id"
         case answer

@@ -33,9 +33,21 @@ public struct ALBEFVQAConfig: ModelConfig, Equatable {
     public var patchCount: Int { (imageRes / vision.patchSize) * (imageRes / vision.patchSize) }
     public var vocabularySize: Int { bert.vocabSize }
     public var maxTextPositions: Int { bert.maxPositionEmbeddings }
-    /// vqa_dataset.py cleans questions with `pre_question` (ELIPText.preQuestion: 30 words in
-    /// training, 50 at test), padded to the longest; this is the nearest caption style.
-    public var captionStyle: CaptionStyle { .albef(maxLength: min(30, bert.maxPositionEmbeddings)) }
+    /// Training questions as vqa_dataset.py and VQA.py make them: `pre_question(q, 30)`, ALBEF
+    /// framing, truncated to 25 tokens, padded to the longest.
+    public var captionStyle: CaptionStyle {
+        CaptionStyle(cleaning: .question, framing: .albef, maxLength: min(25, bert.maxPositionEmbeddings), padToMaxLength: false, maxWords: 30)
+    }
+    /// Test questions (VQA.py's evaluation): `pre_question(q, 50)`, padded to the longest, not
+    /// truncated (up to the position table).
+    public var testQuestionStyle: CaptionStyle {
+        CaptionStyle(cleaning: .question, framing: .albef, maxLength: bert.maxPositionEmbeddings, padToMaxLength: false, maxWords: 50)
+    }
+    /// Answers (`answer + "[SEP]"`, the special token kept whole): padded to the longest, not
+    /// truncated (up to the position table).
+    public var answerStyle: CaptionStyle {
+        CaptionStyle(cleaning: .none, framing: .albef, maxLength: bert.maxPositionEmbeddings, padToMaxLength: false)
+    }
     public var trainingRandAugment: RandAugment { .albef }
     public var fusionLayer: Int { bert.fusionLayer ?? 6 }
     public func makeModel() throws -> any TrainableModel { try ALBEFVQAModel(config: self) }
@@ -61,6 +73,8 @@ public struct ALBEFVQAConfig: ModelConfig, Equatable {
         c.distill = try s.bool("distill", default: c.distill)
         c.warmUp = try s.bool("warm_up", default: c.warmUp)
         c.kTest = try s.int("k_test", default: c.kTest, in: 1...(1 << 20))
+        // The answers' end-of-sequence text: only BERT's [SEP] (the tokenizer keeps it whole).
+        _ = try s.choice("eos", ["[SEP]"])
         if let v = try s.section("vision") { c.vision = try VisionConfig.read(v) }
         if let path = try s.string("bert_config") {
             c.bert = try BertConfig.load(location.resolve(path, key: "bert_config", in: s))

@@ -12,6 +12,7 @@ public protocol PretrainingCheckpointLoadable: TrainableModel {
 extension ALBEFVEModel: PretrainingCheckpointLoadable {}
 extension ALBEFNLVRModel: PretrainingCheckpointLoadable {}
 extension ALBEFRetrievalModel: PretrainingCheckpointLoadable {}
+extension ALBEFVQAModel: PretrainingCheckpointLoadable {}
 
 /// One downstream task of `elip finetune --task NAME`: the registered task model it trains and
 /// the official config it ships with. Adding a task: its model in the registry, then its line here.
@@ -30,7 +31,7 @@ public enum FineTuneTasks {
     public static let all: [FineTuneTask] = [
         FineTuneTask(name: "ve", model: ALBEFVEModel.kind.name, config: "configs/VE.yaml", about: "SNLI-VE (image, sentence -> entailment/neutral/contradiction)"),
         FineTuneTask(name: "retrieval", model: ALBEFRetrievalModel.kind.name, config: "configs/Retrieval_coco.yaml", about: "image-text retrieval (COCO, Flickr30K)"),
-        FineTuneTask(name: "vqa", model: nil, config: "configs/VQA.yaml", about: "VQA (answer decoder, rank_answer)"),
+        FineTuneTask(name: "vqa", model: ALBEFVQAModel.kind.name, config: "configs/VQA.yaml", about: "VQA (answer decoder, rank_answer)"),
         FineTuneTask(name: "nlvr2", model: ALBEFNLVRModel.kind.name, config: "configs/NLVR.yaml", about: "NLVR2 (two images, true/false)"),
         FineTuneTask(name: "nlvr2-ta", model: ALBEFNLVRTextAssignmentModel.kind.name, config: "configs/NLVR_pretrain.yaml",
                      about: "NLVR2's text-assignment stage on the pre-training corpus (its checkpoint is --init of --task nlvr2)"),

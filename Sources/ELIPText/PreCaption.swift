@@ -87,8 +87,9 @@ public func preCaptionBLIP(_ caption: String, maxWords: Int = 30) -> String {
 /// How a model's captions become token ids: the cleaning rule, the framing, the token limit and
 /// whether batches are padded to it (BLIP) or to their longest caption (ALBEF).
 public struct CaptionStyle: Sendable, Equatable {
-    /// `none`: the caption as given (METER: no cleaning, no lowercasing).
-    public enum Cleaning: String, Sendable { case albef, blip, none }
+    /// `none`: the caption as given (METER: no cleaning, no lowercasing); `question`: VQA's
+    /// `pre_question` (vqa_dataset.py).
+    public enum Cleaning: String, Sendable { case albef, blip, none, question }
     public var cleaning: Cleaning
     public var framing: TextFraming
     /// Token limit, special tokens included.
@@ -125,6 +126,7 @@ public struct CaptionStyle: Sendable, Equatable {
         case .albef: return preCaption(caption, maxWords: maxWords)
         case .blip: return preCaptionBLIP(caption, maxWords: maxWords)
         case .none: return caption
+        case .question: return preQuestion(caption, maxWords: maxWords)
         }
     }
 }

@@ -47,7 +47,7 @@ public enum FineTuneData {
     }
 
     /// Tasks whose training batches can come from `build-dataset --format <task>` shards.
-    public static let shardTasks: Set<String> = ["ve", "retrieval"]
+    public static let shardTasks: Set<String> = ["ve", "retrieval", "vqa"]
 
     public static func trainingSource(task: FineTuneTask, config cfg: TrainingConfig, file: String, rank: Int, worldSize: Int,
                                       tokenizer: BertTokenizer) throws -> BatchSource {
@@ -61,6 +61,10 @@ public enum FineTuneData {
             guard shardTasks.contains(task.name) else {
                 throw ConfigError(file: dir, message: "task \(task.name): training from LMDB shards is not supported yet")
             }
+            let vqa = cfg.model as? ALBEFVQAConfig
+            guard (task.name == "vqa") == (vqa != nil) else {
+                throw ConfigError(file: file, message: "task \(task.name) does not train model \(cfg.model.kind)")
+            }
             // Shards of another task (or a pre-training corpus) would train on the wrong labels:
             // the manifest says what they were built for.
             let listing: ShardListing
@@ -70,12 +74,13 @@ public enum FineTuneData {
                 throw ConfigError(file: dir, message: "these shards were built \(built); task \(task.name) needs `elip build-dataset --format \(task.name)` shards")
             }
             let augmentation = fineTuningAugmentation(cfg)
-            // One sample per (image, caption) pair per epoch, as the official task datasets.
+            // One sample per (image, caption) pair per epoch, as the official task datasets (VQA:
+            // per question, each with its answers).
             return try ShardBatchSource(directory: dir, rank: rank, worldSize: worldSize, seed: cfg.seed,
                                         batchSize: cfg.batchSize, imageSize: cfg.model.imageRes, tokenizer: tokenizer,
                                         captionStyle: cfg.captionStyle, workerThreads: cfg.loaderThreads,
                                         prefetchDepth: cfg.prefetchBatches, strict: cfg.strictData, augmentation: augmentation,
-                                        samplePerCaption: true)
+                                        samplePerCaption: true, answerStyle: vqa?.answerStyle)
         }
         let size = cfg.syntheticSize > 0 ? cfg.syntheticSize : cfg.model.imageRes
         guard size == cfg.model.imageRes else {
@@ -99,6 +104,17 @@ public enum FineTuneData {
             }
             return SyntheticRetrievalBatchSource(images: cfg.syntheticImages, imageSize: size, batchSize: cfg.batchSize, rank: rank,
                                                  worldSize: worldSize, seed: cfg.seed, tokenizer: tokenizer, captionStyle: cfg.captionStyle)
+        case "vqa":
+            guard let vqa = cfg.model as? ALBEFVQAConfig else {
+                throw ConfigError(file: file, message: "task vqa does not train model \(cfg.model.kind)")
+            }
+            let needed = cfg.batchSize * worldSize
+            guard cfg.syntheticImages * 3 >= needed else {
+                throw ConfigError(file: file, key: "data.synthetic.images", message: "\(cfg.syntheticImages) scenes x 3 questions are fewer than the \(needed) records one step takes")
+            }
+            return SyntheticVQABatchSource(images: cfg.syntheticImages, imageSize: size, batchSize: cfg.batchSize, rank: rank,
+                                           worldSize: worldSize, seed: cfg.seed, tokenizer: tokenizer,
+                                           questionStyle: cfg.captionStyle, answerStyle: vqa.answerStyle)
         default:
             throw ConfigError(file: file, key: "data", message: "task \(task.name) has no synthetic split yet")
         }

@@ -1,3 +1,4 @@
+import ELIPConfig
 import ELIPImage
 import ELIPModel
 import ELIPNN
@@ -11,6 +12,9 @@ import Foundation
 /// rank, world size, data and position, so the trainer resumes from (epoch, index) alone.
 public final class ShardBatchSource: BatchSource {
     public let loader: ShardLoader
+    /// VQA shards: how answers (`answer + eos`) are tokenised; nil for other tasks (a VQA
+    /// record's answers are then an error, not silently dropped).
+    var answerText: (tokenizer: any CaptionTokenizer, style: CaptionStyle, eos: String)?
 
     /// Loader threads per rank: `ELIP_LOADER_THREADS` if set, else 2.
     public static func defaultWorkerThreads(environment: [String: String] = ProcessInfo.processInfo.environment) -> Int {
@@ -21,7 +25,8 @@ public final class ShardBatchSource: BatchSource {
     public init(directory: String, rank: Int, worldSize: Int, seed: UInt64, batchSize: Int, imageSize: Int,
                 tokenizer: any CaptionTokenizer, captionStyle: CaptionStyle = .albef(), workerThreads: Int? = nil,
                 prefetchDepth: Int = 2, strict: Bool = false, augmentation: Augmentation = Augmentation(),
-                samplePerCaption: Bool = false) throws {
+                samplePerCaption: Bool = false, answerStyle: CaptionStyle? = nil, eos: String = "[SEP]") throws {
+        answerText = answerStyle.map { (tokenizer, $0, eos) }
         var options = ShardLoader.Options(transform: .pretrain(PretrainTransform(
             imageSize: imageSize, scale: augmentation.cropScale, flipProbability: augmentation.flipProbability,
             randAugment: augmentation.randAugment ? augmentation.randAugmentPreset : nil)))
@@ -81,6 +86,24 @@ public final class ShardBatchSource: BatchSource {
         }
         let text = try TextBatch(ids: b.ids.map { Int($0) }, mask: b.mask.map { Int($0) }, batch: b.batchSize, length: b.length)
         let images = try Tensor(b.images, shape: [b.batchSize, 3, b.imageSize, b.imageSize])
-        return ImageTextBatch(images: images, text: text, labels: b.labels)
+        var batch = ImageTextBatch(images: images, text: text, labels: b.labels)
+        if let answers = b.answers {
+            guard let answerText else {
+                throw ConfigError(file: loader.directory, message: "these shards hold VQA records (questions with answers); train them with `elip finetune --task vqa`")
+            }
+            batch.answers = try Self.answerBatch(answers, tokenizer: answerText.tokenizer, style: answerText.style, eos: answerText.eos)
+        }
+        return batch
+    }
+
+    /// vqa_collate_fn: every question's answers concatenated in question order, each answer as
+    /// `answer + eos` ("[SEP]", kept whole by the tokenizer), their weights and counts.
+    public static func answerBatch(_ answers: [[VQARecord.Answer]], tokenizer: any CaptionTokenizer, style: CaptionStyle,
+                                   eos: String) throws -> AnswerBatch {
+        let texts = answers.flatMap { $0.map { $0.text + eos } }
+        let tokens = try tokenizer.encodeBatch(texts, style: style, cleaned: true)
+        let text = try TextBatch(ids: tokens.inputIds.map { Int($0) }, mask: tokens.attentionMask.map { Int($0) },
+                                 batch: tokens.batchSize, length: tokens.length)
+        return AnswerBatch(text: text, weights: answers.flatMap { $0.map(\.weight) }, counts: answers.map(\.count))
     }
 }

@@ -18,6 +18,7 @@ struct FinetuneCommand: ParsableCommand {
           mpirun -np 8 elip finetune --task nlvr2-ta --config configs/NLVR_pretrain.yaml --init ALBEF_4M.pth --data shards/pretrain --out runs/nlvr2-ta
           mpirun -np 4 elip finetune --task nlvr2 --config configs/NLVR.yaml --init runs/nlvr2-ta --data shards/nlvr_train --out runs/nlvr2
           mpirun -np 4 elip finetune --task retrieval --config configs/Retrieval_flickr.yaml --init ALBEF_4M.pth --data shards/flickr_train --out runs/flickr
+          mpirun -np 4 elip finetune --task vqa --config configs/VQA.yaml --init ALBEF_4M.pth --data shards/vqa_train --out runs/vqa --resume auto
 
         The task picks the task model (tasks: \(FineTuneTasks.all.map { "\($0.name) (\($0.model ?? "not built yet"))" }.joined(separator: ", "))).
         The config is the official task config (configs/VE.yaml, ...); it needs no `model:` key
@@ -43,6 +44,11 @@ struct FinetuneCommand: ParsableCommand {
         retrieval: every caption of the scenes, the scene as image id).
         Retrieval under mpirun: as Retrieval.py under DDP, ITC and the ITM negatives use each
         rank's batch (and the queue), the enqueue gathers every rank's features and ids.
+        vqa: SyntheticQuestions about them).
+        VQA: shards from `elip build-dataset --format vqa` (one record per image with all its
+        questions; each question is one sample per epoch, as in vqa_dataset.py); --init loads as VQA.py (text layers >= 6 also
+        become the answer decoder's layers 0.., embeddings and MLM head the decoder's); answer
+        held-out questions with `elip eval-vqa --checkpoint RUN --data ... --answer-list ...`.
         """
     )
 

@@ -67,7 +67,7 @@ final class ConfigFileTests: XCTestCase {
         }
         // Task configs (no `model:`) load with their task's model (`elip finetune --task`); those
         // whose task data is not built yet are checked in TaskConfigTests.
-        var taskModel: [String: String?] = ["demo-ve.yaml": "albef-ve", "demo-nlvr2.yaml": "albef-nlvr2", "demo-retrieval.yaml": "albef-retrieval"]
+        var taskModel: [String: String?] = ["demo-ve.yaml": "albef-ve", "demo-nlvr2.yaml": "albef-nlvr2", "demo-retrieval.yaml": "albef-retrieval", "demo-vqa.yaml": "albef-vqa"]
         for t in FineTuneTasks.all { taskModel[(t.config as NSString).lastPathComponent] = t.model }
         taskModel["Retrieval_flickr.yaml"] = taskModel["Retrieval_coco.yaml"]
         for name in names {

@@ -222,7 +222,7 @@ public final class DatasetBuilder {
     func fingerprint(shard s: Int, plan: DatasetPlan) -> String {
         var h = Checksum64(seed: 0x5EED)
         func add(_ str: String) { h.update(Array(str.utf8) + [0]) }
-        add("elip-build \(Self.builderVersion) record \(options.format == .captions ? "ELR1" : "ELR2 \(options.format.rawValue) grouped by image") batch \(options.batchSize)")
+        add("elip-build \(Self.builderVersion) record \(recordKind) batch \(options.batchSize)")
         add("shard \(s) of \(options.shardCount)")
         let p = options.policy
         add("policy \(p.shorterSide) \(p.quality) \(p.maxPixels) only_jpeg=\(p.onlyJPEG) \(p.maxFileBytes)")
@@ -230,6 +230,10 @@ public final class DatasetBuilder {
             let item = plan.items[i]
             add(item.sourceID)
             for c in item.captions { add(c) }
+            for q in item.questions {
+                add("q \(q.id)")
+                for a in q.answers { add("\(a.text) \(a.weight.bitPattern)") }
+            }
             switch item.location {
             case let .file(path, confined): add("file \(confined) \(path) \(Self.sizeAndTime(path))")
             case let .tarMember(a, off, size): add("tar \(plan.archives[a]) \(off) \(size) \(Self.sizeAndTime(plan.archives[a]))")
@@ -245,6 +249,25 @@ public final class DatasetBuilder {
         var st = stat()
         guard stat(path, &st) == 0 else { return "missing" }
         return "\(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
+    }
+
+    /// The record kind the build writes (part of every shard's fingerprint).
+    var recordKind: String {
+        switch options.format {
+        case .captions: return "ELR1"
+        case .vqa: return "ELQ1 vqa"
+        case .nlvr2: return "ELR1 nlvr2 images"
+        default: return "ELR2 \(options.format.rawValue) grouped by image"
+        }
+    }
+
+    var recordFormatDescription: String {
+        switch options.format {
+        case .captions: return "ELR1 DatasetRecord (captions, source id, JPEG, CRC-32)"
+        case .vqa: return "ELQ1 VQARecord (one image: its questions with ids, answers and weights; source id, JPEG, CRC-32)"
+        case .nlvr2: return "ELR1 DatasetRecord per image (no captions, source id = image path, JPEG, CRC-32); the NLVR2 pairs are ELP1 NLVRPairRecords in \(Self.pairsDirectoryName)/"
+        default: return "ELR2 DatasetRecord (captions, one \(options.format.rawValue) label per caption, source id, JPEG, CRC-32)"
+        }
     }
 
     // MARK: manifest
@@ -300,9 +323,7 @@ public final class DatasetBuilder {
         return DatasetManifest(
             format: DatasetManifest.formatName, formatVersion: DatasetManifest.currentFormatVersion,
             builder: DatasetManifest.builderName, builderVersion: Self.builderVersion, created: fmt.string(from: Date()),
-            recordFormat: options.format == .captions ? "ELR1 DatasetRecord (captions, source id, JPEG, CRC-32)"
-                : options.format == .nlvr2 ? "ELR1 DatasetRecord per image (no captions, source id = image path, JPEG, CRC-32); the NLVR2 pairs are ELP1 NLVRPairRecords in \(Self.pairsDirectoryName)/"
-                : "ELR2 DatasetRecord (captions, one \(options.format.rawValue) label per caption, source id, JPEG, CRC-32)",
+            recordFormat: recordFormatDescription,
             keyFormat: "uint64 big-endian, 0..<records per shard",
             shardCount: n, totalRecords: total,
             shards: summaries.map { DatasetManifest.Shard(name: $0.name, records: $0.records, bytes: $0.bytes,

@@ -178,7 +178,7 @@ public enum DatasetInspector {
     static func checkRecord(_ bytes: [UInt8], key: UInt64, policy: ImagePolicy,
                             decoder: JPEGDecoder) -> (DatasetRecord?, String?) {
         let record: DatasetRecord
-        do { record = try DatasetRecord.decode(bytes) } catch { return (nil, "\(error)") }
+        do { record = try DatasetRecord.decodeAny(bytes) } catch { return (nil, "\(error)") }
         if record.captions.isEmpty { return (record, "no captions") }
         if record.captions.contains(where: { $0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }) {
             return (record, "an empty caption")
@@ -220,7 +220,7 @@ public enum DatasetInspector {
                     let v: [UInt8]?
                     do { v = try txn.get(key) } catch { throw DatasetError.manifest(name, "record \(key): \(error)") }
                     guard let v else { throw DatasetError.manifest(name, "record \(key) is missing") }
-                    do { out.append(try DatasetRecord.decode(v)) } catch {
+                    do { out.append(try DatasetRecord.decodeAny(v)) } catch {
                         throw DatasetError.manifest(name, "record \(key): \(error)")
                     }
                 }

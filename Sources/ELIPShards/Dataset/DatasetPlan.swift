@@ -36,6 +36,8 @@ public struct DatasetPlan: Sendable {
         public var location: Location
         /// One class label per caption (task annotations), or empty.
         public var labels: [Int] = []
+        /// VQA: the image's questions (`captions` holds their texts), or empty.
+        public var questions: [VQARecord.Question] = []
     }
 
     /// What an annotation file's entries hold.
@@ -55,6 +57,10 @@ public struct DatasetPlan: Sendable {
         /// holding every caption with its label = the image index (`image_id` numbered in order of
         /// first appearance over all files, as the official `img_ids` dict).
         case retrieval
+        /// VQA (vqa_dataset.py): `{"question_id", "question", "answer", "image", "dataset"}`,
+        /// "vqa" with the human answers (a list), "vg" with one answer string; one record per
+        /// image holding all its questions (VQARecord).
+        case vqa
 
         /// Task formats are training samples per caption (the loader yields each caption once per
         /// epoch); `captions` is pre-training (one random caption of a record per sample).
@@ -97,6 +103,8 @@ public struct DatasetPlan: Sendable {
     var itemByFileIdentity: [String: Int] = [:]
     /// Retrieval: the index of each `image_id` (its JSON text) in order of first appearance.
     var retrievalImageIndex: [String: Int] = [:]
+    /// VQA: where each question id was first given.
+    var vqaQuestionIDs: [Int: String] = [:]
 
     /// Scans the inputs. Throws only for unusable arguments (e.g. a missing image root); bad
     /// inputs become rejects and source errors.
@@ -204,6 +212,10 @@ public struct DatasetPlan: Sendable {
         }
         if format == .retrieval {
             return addRetrievalEntry(entry, image: image, index: index, source: s, base: base, root: root, allowAbsolute: allowAbsolute, seen: &seen)
+        }
+        if format == .vqa {
+            return addVQAEntry(entry, image: image, index: index, source: s, base: base, root: root,
+                               allowAbsolute: allowAbsolute, seen: &seen)
         }
         let rawCaptions: [JSONValue]
         switch entry["caption"] {
@@ -346,6 +358,72 @@ public struct DatasetPlan: Sendable {
         if let identity { itemByFileIdentity[identity] = items.count }
         items.append(Item(source: s, item: image, sourceID: sourceID, captions: [caption],
                           location: .file(path: key, confined: confined), labels: [label]))
+    }
+
+    /// One VQA question: checked, its answers weighted as vqa_dataset.py does, and added to the
+    /// record of its image (the first entry of an image makes the record; later questions about
+    /// the same file join it). A question id seen before is a duplicate.
+    private mutating func addVQAEntry(_ entry: JSONValue, image: String, index: Int, source s: Int, base: String,
+                                      root: String?, allowAbsolute: Bool, seen: inout [String: Int]) {
+        let question: String
+        switch entry["question"] {
+        case let .string(t)?: question = t
+        case .invalidUTF8String?: return reject(s, image, .captionNotUTF8, "entry \(index): question is not valid UTF-8 (or holds a lone UTF-16 surrogate escape)")
+        case nil, .null?: return reject(s, image, .missingCaption, "entry \(index) has no \"question\" field")
+        default: return reject(s, image, .badAnnotation, "entry \(index): question is not a string")
+        }
+        guard !preQuestion(question).trimmingCharacters(in: .whitespaces).isEmpty else {
+            return reject(s, image, .emptyCaption, "entry \(index): no question words left after cleaning")
+        }
+        let id: Int
+        switch entry["question_id"] {
+        case let .number(n)?:
+            guard let v = Int(exactly: n) else {
+                return reject(s, image, .badAnnotation, "entry \(index): question_id \(n) is not an integer")
+            }
+            id = v
+        case nil, .null?: return reject(s, image, .badAnnotation, "entry \(index) has no integer \"question_id\"")
+        default: return reject(s, image, .badAnnotation, "entry \(index): question_id is not a number")
+        }
+        guard case let .string(dataset)? = entry["dataset"], dataset == "vqa" || dataset == "vg" else {
+            return reject(s, image, .badAnnotation, "entry \(index) (question \(id)): \"dataset\" must be \"vqa\" or \"vg\"")
+        }
+        var given: [String] = []
+        switch (dataset, entry["answer"]) {
+        case let ("vqa", .array(list)?):
+            for a in list {
+                guard case let .string(t) = a else {
+                    return reject(s, image, .badLabel, "entry \(index) (question \(id)): every answer must be a string")
+                }
+                given.append(t)
+            }
+        case let ("vg", .string(t)?): given = [t]
+        case (_, nil), (_, .null?):
+            return reject(s, image, .badLabel, "entry \(index) (question \(id)) has no \"answer\" (a test question? evaluate test splits with `elip eval-vqa --checkpoint`)")
+        default:
+            return reject(s, image, .badLabel, "entry \(index) (question \(id)): \"answer\" must be a list of strings (dataset vqa) or a string (dataset vg)")
+        }
+        guard !given.isEmpty, given.allSatisfy({ !$0.trimmingCharacters(in: .whitespaces).isEmpty }) else {
+            return reject(s, image, .badLabel, "entry \(index) (question \(id)): no answer, or an empty one")
+        }
+        let answers = vqaTrainingAnswers(given, visualGenome: dataset == "vg", eos: "").map { VQARecord.Answer($0.answer, weight: $0.weight) }
+        guard let (key, confined) = resolve(image, label: image, source: s, root: root, allowAbsolute: allowAbsolute) else { return }
+        if let first = vqaQuestionIDs[id] {
+            return reject(s, image, .duplicate, "entry \(index): question_id \(id) was already given by \(first)")
+        }
+        vqaQuestionIDs[id] = "\(base):\(index)"
+        let q = VQARecord.Question(id: id, text: question, answers: answers)
+        let identity = Self.fileIdentity(key)
+        if let first = seen[key] ?? identity.flatMap({ itemByFileIdentity[$0] }) {
+            items[first].questions.append(q)
+            items[first].captions.append(question)
+            sources[s].mergedEntries += 1
+            return
+        }
+        seen[key] = items.count
+        if let identity { itemByFileIdentity[identity] = items.count }
+        items.append(Item(source: s, item: image, sourceID: "\(base):\(index)", captions: [question],
+                          location: .file(path: key, confined: confined), questions: [q]))
     }
 
     // MARK: tar shards

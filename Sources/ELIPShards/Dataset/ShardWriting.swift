@@ -121,8 +121,10 @@ extension DatasetBuilder {
         }
         switch ingestor.ingest(bytes) {
         case let .success(img):
-            let record = DatasetRecord(captions: item.captions, sourceID: item.sourceID, jpeg: img.jpeg, labels: item.labels)
-            return .record(bytes: record.encoded(), width: img.width, height: img.height, jpegBytes: img.jpeg.count,
+            let bytes = plan.format == .vqa
+                ? VQARecord(questions: item.questions, sourceID: item.sourceID, jpeg: img.jpeg).encoded()
+                : DatasetRecord(captions: item.captions, sourceID: item.sourceID, jpeg: img.jpeg, labels: item.labels).encoded()
+            return .record(bytes: bytes, width: img.width, height: img.height, jpegBytes: img.jpeg.count,
                            resized: img.resized)
         case let .failure(f):
             return reject(f)

@@ -102,17 +102,35 @@ final class LoaderCore: @unchecked Sendable {
     private enum RecordFailure: Error { case bad(String) }
 
     /// Reads and decodes one record; `RecordFailure.bad` for a bad record, LoaderError.read for storage errors.
-    private func load(_ id: RecordID, decoder: JPEGDecoder) throws -> (captions: [String], labels: [Int], image: RGBImage) {
+    /// A decoded record of either kind: captions (VQA: question texts), labels, VQA answers per
+    /// question (else empty), JPEG.
+    private struct Decoded {
+        var captions: [String]
+        var labels: [Int] = []
+        var answers: [[VQARecord.Answer]] = []
+        var jpeg: [UInt8]
+
+        static func decode(_ buf: UnsafeRawBufferPointer) throws -> Decoded {
+            if VQARecord.hasMagic(buf) {
+                let v = try VQARecord.decode(buf)
+                return Decoded(captions: v.questions.map(\.text), answers: v.questions.map(\.answers), jpeg: v.jpeg)
+            }
+            let r = try DatasetRecord.decode(buf)
+            return Decoded(captions: r.captions, labels: r.labels, jpeg: r.jpeg)
+        }
+    }
+
+    private func load(_ id: RecordID, decoder: JPEGDecoder) throws -> (captions: [String], labels: [Int], answers: [[VQARecord.Answer]], image: RGBImage) {
         let name = assignment.listing.shards[id.shard].name
         if let damage = damagedShards[id.shard] { throw RecordFailure.bad("shard \(damage)") }
         guard let env = environments[id.shard] else {
             throw LoaderError.read(shard: name, key: id.key, message: "shard not opened by this rank")
         }
-        let record: DatasetRecord
+        let record: Decoded
         do {
             let r = try env.read { txn in
                 try txn.withValue(forKey: LMDBKey.uint64(UInt64(id.key))) { buf in
-                    Result { try DatasetRecord.decode(buf) }
+                    Result { try Decoded.decode(buf) }
                 }
             }
             guard let r else { throw RecordFailure.bad("key missing") }
@@ -128,11 +146,14 @@ final class LoaderCore: @unchecked Sendable {
             throw LoaderError.read(shard: name, key: id.key, message: "\(error)")
         }
         guard !record.captions.isEmpty else { throw RecordFailure.bad("record has no caption") }
+        if !record.answers.isEmpty, record.answers.contains(where: \.isEmpty) {
+            throw RecordFailure.bad("a question of the record has no answer")
+        }
         let image: RGBImage
         do { image = try decoder.decode(record.jpeg, options: options.jpeg) } catch {
             throw RecordFailure.bad("image: \(error)")
         }
-        return (record.captions, record.labels, image)
+        return (record.captions, record.labels, record.answers, image)
     }
 
     /// Computes slot `slot` of batch `key`: writes 3*S*S floats at `out`.
@@ -158,7 +179,7 @@ final class LoaderCore: @unchecked Sendable {
             // A fresh stream per attempt keeps the draws independent of how many records were bad.
             var rng = LoaderRandom(seed: seed, stream: .sample, UInt64(key.epoch), UInt64(global))
             do {
-                let (captions, labels, image) = try load(id, decoder: decoder)
+                let (captions, labels, answers, image) = try load(id, decoder: decoder)
                 let choice: Int
                 if let captionIndex {
                     // The sample is one caption of the record: the record must hold what the manifest lists.
@@ -180,7 +201,8 @@ final class LoaderCore: @unchecked Sendable {
                 stats.samplesComputed += 1
                 if attempt > 0 { stats.replacements += 1 }
                 statsLock.unlock()
-                return SampleInfo(caption: caption, label: labels.isEmpty ? nil : labels[choice], record: id, replaced: attempt > 0)
+                return SampleInfo(caption: caption, label: labels.isEmpty ? nil : labels[choice],
+                                  answers: answers.isEmpty ? nil : answers[choice], record: id, replaced: attempt > 0)
             } catch let RecordFailure.bad(reason) {
                 if options.strict { throw LoaderError.badRecord(shard: shardName, key: k, reason: reason) }
                 markBad(id, reason)
@@ -208,7 +230,8 @@ final class LoaderCore: @unchecked Sendable {
         return LoadedBatch(epoch: job.key.epoch, index: job.key.index, batchSize: job.batchSize, imageSize: imageSize,
                            images: images, ids: tokens.inputIds, mask: tokens.attentionMask, length: tokens.length,
                            captions: job.captions, records: job.records, replacedSamples: job.replaced,
-                           labels: job.labels.contains(nil) ? nil : job.labels.compactMap { $0 })
+                           labels: job.labels.contains(nil) ? nil : job.labels.compactMap { $0 },
+                           answers: job.answers.contains(where: { $0 == nil }) ? nil : job.answers.compactMap { $0 })
     }
 
     /// The position after `key`.

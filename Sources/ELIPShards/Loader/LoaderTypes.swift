@@ -75,6 +75,8 @@ public struct LoadedBatch: Sendable, Equatable {
     /// Each sample's class label when every record of the batch has labels (task shards, e.g.
     /// SNLI-VE), else nil.
     public var labels: [Int]? = nil
+    /// VQA shards: each sample's question's answers with their weights (vqa_dataset.py's), else nil.
+    public var answers: [[VQARecord.Answer]]? = nil
 }
 
 /// A record that was skipped.

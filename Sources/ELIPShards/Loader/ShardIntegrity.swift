@@ -68,7 +68,7 @@ enum ShardIntegrity {
         for (key, expected) in [(0, first), (records - 1, last)] {
             guard let expected else { continue }
             let stored = try? env.read { txn in
-                try txn.withValue(forKey: LMDBKey.uint64(UInt64(key))) { try? DatasetRecord.decode($0).sourceID }
+                try txn.withValue(forKey: LMDBKey.uint64(UInt64(key))) { try? DatasetRecord.decodeAny($0).sourceID }
             }
             if let id = stored ?? nil, id != expected {
                 return "record \(key) comes from \(id), the manifest says \(expected) (a copy of another shard?)"

@@ -188,6 +188,8 @@ struct SampleInfo {
     var caption: String
     /// The caption's class label (task records), nil for pre-training records.
     var label: Int?
+    /// The question's answers (VQA records), nil otherwise.
+    var answers: [VQARecord.Answer]?
     var record: RecordID
     var replaced: Bool
 }
@@ -202,6 +204,7 @@ final class BatchJob {
     var captions: [String]
     var records: [RecordID]
     var labels: [Int?]
+    var answers: [[VQARecord.Answer]?]
     var replaced = 0
     var dispatched = 0
     var done = 0
@@ -217,6 +220,7 @@ final class BatchJob {
         captions = [String](repeating: "", count: batchSize)
         records = [RecordID](repeating: RecordID(shard: 0, key: 0), count: batchSize)
         labels = [Int?](repeating: nil, count: batchSize)
+        answers = [[VQARecord.Answer]?](repeating: nil, count: batchSize)
     }
 
     deinit { buffer.deallocate() }
@@ -225,6 +229,7 @@ final class BatchJob {
         captions[slot] = info.caption
         records[slot] = info.record
         labels[slot] = info.label
+        answers[slot] = info.answers
         if info.replaced { replaced += 1 }
     }
 

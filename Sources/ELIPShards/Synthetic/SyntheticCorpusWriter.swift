@@ -16,6 +16,9 @@ import Foundation
 ///     DIR/retrieval_train.json  retrieval training format (re_train_dataset): one entry per caption of
 ///                               a training image, {"image", "caption", "image_id": "000001"}; the
 ///                               held-out retrieval split is test.json itself ({"image", "caption": [...]})
+///     DIR/vqa_train.json, vqa_test.json   VQA format (SyntheticQuestions): per image three
+///                               {"question_id", "question", "answer": [10 answers], "image", "dataset": "vqa"}
+///     DIR/answer_list.json      every answer those questions can have
 ///
 /// Deterministic for (images, size, seed, test fraction): scene i is SyntheticScenes.scene(index: i,
 /// seed:, size:), the test images are a seeded random subset of round(images * fraction) indices,
@@ -82,6 +85,7 @@ public enum SyntheticCorpusWriter {
         var veTrainLines: [String] = [], veTestLines: [String] = []
         var sceneObjects = [[SyntheticScenes.Object]](repeating: [], count: options.images)
         var retrievalTrainLines: [String] = []
+        var vqaTrainLines: [String] = [], vqaTestLines: [String] = []
         let meter = ProgressMeter(label: "synth", total: options.images, enabled: options.showProgress,
                                   plainInterval: options.progressInterval)
         let pipeline = OrderedPipeline<Result<SceneLines, DatasetError>>(count: options.images, window: 256)
@@ -99,10 +103,12 @@ public enum SyntheticCorpusWriter {
                 if test.contains(i) {
                     testLines.append(lines.caption)
                     veTestLines += lines.entailment
+                    vqaTestLines += lines.questions
                 } else {
                     trainLines.append(lines.caption)
                     veTrainLines += lines.entailment
                     retrievalTrainLines += lines.retrieval
+                    vqaTrainLines += lines.questions
                 }
             case let .failure(e): throw e
             }
@@ -125,6 +131,10 @@ public enum SyntheticCorpusWriter {
             try FileOps.writeAtomically(document(lines), to: (dir as NSString).appendingPathComponent(name))
         }
         try FileOps.writeAtomically(document(retrievalTrainLines), to: (dir as NSString).appendingPathComponent("retrieval_train.json"))
+        try FileOps.writeAtomically(document(vqaTrainLines), to: (dir as NSString).appendingPathComponent("vqa_train.json"))
+        try FileOps.writeAtomically(document(vqaTestLines), to: (dir as NSString).appendingPathComponent("vqa_test.json"))
+        try FileOps.writeAtomically(document(SyntheticQuestions.answerList.map(JSONText.quote)),
+                                    to: (dir as NSString).appendingPathComponent("answer_list.json"))
         return Summary(train: trainLines.count, test: testLines.count)
     }
 
@@ -135,6 +145,7 @@ public enum SyntheticCorpusWriter {
         var objects: [SyntheticScenes.Object]
         /// retrieval_train.json's entries: one per caption.
         var retrieval: [String]
+        var questions: [String]
     }
 
     static func writeScene(_ i: Int, options: Options, isTest: Bool, encoder: JPEGEncoder,
@@ -169,6 +180,11 @@ public enum SyntheticCorpusWriter {
         let retrieval = scene.captions.map {
             "{\"image\": \(JSONText.quote(imageRel)), \"caption\": \(JSONText.quote($0)), \"image_id\": \(JSONText.quote(stem))}"
         }
-        return .success(SceneLines(caption: line + "}", entailment: entailment, objects: scene.objects, retrieval: retrieval))
+        let questions = SyntheticQuestions.questions(for: scene, index: i, seed: options.seed).enumerated().map { k, q in
+            let answers = "[" + Array(repeating: JSONText.quote(q.answer), count: SyntheticQuestions.humanAnswers).joined(separator: ", ") + "]"
+            return "{\"question_id\": \(i * 10 + k), \"question\": \(JSONText.quote(q.question)), \"answer\": \(answers), "
+                + "\"image\": \(JSONText.quote(imageRel)), \"dataset\": \"vqa\"}"
+        }
+        return .success(SceneLines(caption: line + "}", entailment: entailment, objects: scene.objects, retrieval: retrieval, questions: questions))
     }
 }
