@@ -196,7 +196,7 @@ final class VQAFinetuneCommandTests: XCTestCase {
                                     "--out", plain, "--shards", "1", "--image-size", "48", "--quiet"]).status, 0)
         let refused = try finetune(config, "plain", ["--random-init", "--data", plain, "--max-steps", "1", "--batch-size", "2"])
         XCTAssertNotEqual(refused.status, 0)
-        XCTAssertTrue(refused.stderr.contains("these shards hold no VQA questions"), refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("these shards were built without --format (pre-training captions); task vqa needs `elip build-dataset --format vqa` shards"), refused.stderr)
 
         let test = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: syn + "/vqa_test.json"))) as! [[String: Any]]
         XCTAssertEqual(test.count, 12)

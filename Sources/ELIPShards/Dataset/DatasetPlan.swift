@@ -65,6 +65,10 @@ public struct DatasetPlan: Sendable {
         /// Task formats are training samples per caption (the loader yields each caption once per
         /// epoch); `captions` is pre-training (one random caption of a record per sample).
         public var isTask: Bool { self != .captions }
+        /// Its records hold the training samples as captions (each with its label or answers):
+        /// the manifest lists how many per record. NLVR2's image records hold none (its samples
+        /// are the pairs).
+        public var samplesAreCaptions: Bool { isTask && self != .nlvr2 }
     }
 
     /// SNLI-VE's label strings and class ids (ve_dataset.py).

@@ -94,7 +94,7 @@ extension DatasetBuilder {
                                    builderVersion: Self.builderVersion, captionStats: captionStats, imageStats: imageStats,
                                    sourceRecords: sourceRecords, rejects: rejects,
                                    buildSeconds: Date().timeIntervalSince(t0),
-                                   captionCounts: options.format.isTask ? CaptionCounts.encode(captionCounts) : nil)
+                                   captionCounts: options.format.samplesAreCaptions ? CaptionCounts.encode(captionCounts) : nil)
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         try FileOps.writeSynced(Array(try enc.encode(summary)),
