@@ -1,3 +1,4 @@
+import ELIPConfig
 @testable import ELIPModel
 import ELIPNN
 import ELIPTensor
@@ -75,5 +76,26 @@ final class METERITMPathTests: XCTestCase {
             XCTAssertGreaterThan(norms[part] ?? 0, 0, part)
         }
         XCTAssertEqual(norms["mlm_score"] ?? 0, 0, "the MLM head is not on the ITM path")
+    }
+
+    /// `init_std` rescales the random truncated-normal weights (the same draws) and nothing else;
+    /// without it the layers' own 0.02 holds; out-of-range values are refused naming the key.
+    func testInitStdRescalesRandomWeightsOnly() throws {
+        let plain = try METERModel(config: METERModelTests.config(Self.yaml))
+        let wide = try METERModel(config: METERModelTests.config(Self.yaml + "\ninit_std: 0.1"))
+        try plain.initialiseRandomly(seed: 6)
+        try wide.initialiseRandomly(seed: 6)
+        for (e, (a, b)) in zip(plain.parameters.entries, zip(plain.parameters.tensors, wide.parameters.tensors)) {
+            let x = a.toArray(), y = b.toArray()
+            if case .truncatedNormal = e.initializer {
+                for (u, v) in zip(x, y) { XCTAssertEqual(v, u * 5, accuracy: 1e-6 + abs(u) * 1e-5, e.name) }
+            } else {
+                XCTAssertEqual(x, y, e.name)
+            }
+        }
+        let w = try XCTUnwrap(plain.parameters.tensor("cross_modal_text_layers.0.intermediate.dense.weight")).toArray()
+        let std = (w.reduce(0) { $0 + Double($1 * $1) } / Double(w.count)).squareRoot()
+        XCTAssertEqual(std, 0.02 * 0.88, accuracy: 0.002, "trunc-normal at 2 sigma has std 0.88 x 0.02")
+        XCTAssertThrowsError(try METERConfig.read(ConfigSection.parse(Self.yaml + "\ninit_std: 0", source: "t.yaml"), location: ConfigLocation(searchFolders: []))) { XCTAssertTrue("\($0)".contains("init_std"), "\($0)") }
     }
 }
