@@ -61,7 +61,16 @@ public final class METERModel: TrainableModel, TextGuidedPruningModel {
         return l
     }
 
-    public func initialiseRandomly(seed: UInt64) throws { parameters.initialise(seed: seed) }
+    public func initialiseRandomly(seed: UInt64) throws {
+        parameters.initialise(seed: seed)
+        guard let std = config.initStd else { return }
+        // The same draws, rescaled: truncated-normal weights get std `init_std` instead of their own.
+        for (entry, t) in zip(parameters.entries, parameters.tensors) {
+            guard case let .truncatedNormal(own) = entry.initializer, own > 0 else { continue }
+            let factor = std / own
+            t.withUnsafeMutableBufferPointer { values in for i in values.indices { values[i] *= factor } }
+        }
+    }
 
     /// transformers.AdamW groups of meter_utils.set_schedule: no decay on names containing
     /// "bias", "LayerNorm.weight" or "LayerNorm.bias" (CLIP's `ln_*` weights ARE decayed).

@@ -29,6 +29,11 @@ public struct METERConfig: ModelConfig, Equatable {
     public var lrMultCrossModal = 5.0, lrMultHead = 5.0
     /// RoBERTa's: `<s>` 0, `<pad>` 1, `</s>` 2, `<unk>` 3, `<mask>` 50264.
     public var specialTokens = SpecialTokens(pad: 1, unknown: 3, cls: 0, sep: 2, mask: 50264)
+    /// `init_std`: std of every truncated-normal weight drawn at random (nil: the layers' own,
+    /// BERT's 0.02). Only random initialisation reads it; loaded or imported weights are unchanged.
+    /// From random weights at 0.02 the pooled [CLS] states barely depend on the input and ITM
+    /// stays at ln 2 (README); the demo draws larger weights.
+    public var initStd: Float?
 
     public init() {}
 
@@ -98,6 +103,7 @@ public struct METERConfig: ModelConfig, Equatable {
         c.mlmProbability = try s.double("mlm_prob", default: c.mlmProbability, in: 0...1)
         c.lrMultCrossModal = try s.double("lr_mult_cross_modal", default: c.lrMultCrossModal, in: 0...1e6)
         c.lrMultHead = try s.double("lr_mult_head", default: c.lrMultHead, in: 0...1e6)
+        c.initStd = try s.double("init_std", in: 1e-6...10).map(Float.init)
         c.specialTokens.mask = c.roberta.vocabSize - 1  // RoBERTa's <mask> is its last id
         return c
     }
