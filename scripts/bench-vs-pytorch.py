@@ -10,7 +10,7 @@ how to get the official code, guoyang9/ELIP, outside this repository):
 For each backbone and pruning setting (ELIP's look-ahead pruning, and none) the rounds alternate:
 one official PyTorch step (model kept in this process; forward, backward and AdamW exactly as the
 official train loop: zero_grad, model(...), sum of losses, backward, optimizer.step), then one
-`elip bench train-step --steps 1 --warmup 1 --json` process, whose timed step is its second (so
+`elip bench train-step --steps 1 --warmup 1 --json` process (not in the PyTorch warm-up rounds), whose timed step is its second (so
 both sides are timed after a warm-up step; our process start, model build and peak probes are not
 timed). The first --warmup rounds are discarded; the table gives the medians of the rest.
 
@@ -260,13 +260,14 @@ def main():
                 t0 = time.perf_counter()
                 loss = theirs_step()
                 dt = time.perf_counter() - t0
+                if r < args.warmup:  # each elip process warms itself up: only PyTorch needs these rounds
+                    print(f"  {name} pruning {setting} warm-up {r + 1}: PyTorch {dt:.2f} s (loss {loss:.3f})", file=sys.stderr, flush=True)
+                    continue
                 o = run_ours(elip, spec["preset"], prune, args.batch, spec["text"], args.threads)
-                tag = "warm-up" if r < args.warmup else "round"
-                print(f"  {name} pruning {setting} {tag} {r + 1}: PyTorch {dt:.2f} s (loss {loss:.3f}), ours {o:.2f} s",
-                      file=sys.stderr, flush=True)
-                if r >= args.warmup:
-                    ours.append(o)
-                    theirs.append(dt)
+                print(f"  {name} pruning {setting} round {r + 1 - args.warmup}: PyTorch {dt:.2f} s (loss {loss:.3f}), ours {o:.2f} s, "
+                      f"load average {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+                ours.append(o)
+                theirs.append(dt)
             rows.append(dict(backbone=name, model=spec["about"], pruning=setting, ours=statistics.median(ours),
                              pytorch=statistics.median(theirs), ours_all=ours, pytorch_all=theirs,
                              ratio=statistics.median(theirs) / statistics.median(ours)))
