@@ -175,6 +175,8 @@ def build_blip(root, prune, batch, length, gen):
     ids, mask = synthetic_captions(batch, length, 30522, 101, 102, 0, 1000, gen)
     tokenizer = FixedTokenizer(ids, mask, 30524)
     blip_pretrain.init_tokenizer = lambda: tokenizer
+    # The official queue update always all-gathers over torch.distributed; one process: identity.
+    blip_pretrain.concat_all_gather = lambda tensor: tensor
     hub_load = torch.hub.load_state_dict_from_url
     torch.hub.load_state_dict_from_url = no_download
     try:
