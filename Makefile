@@ -5,7 +5,7 @@ THREADS      ?= 2
 export OMPI_ALLOW_RUN_AS_ROOT=1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
-.PHONY: setup build debug-build test bench demo finetune-demo compare clean
+.PHONY: setup build debug-build test bench bench-vs-pytorch demo finetune-demo compare clean
 
 setup:
 	@scripts/setup.sh
@@ -27,6 +27,15 @@ bench: build
 	$$($(SWIFT) build -c release --show-bin-path)/elip bench ops --threads $(THREADS)
 	$$($(SWIFT) build -c release --show-bin-path)/elip bench train-step --preset albef-base --batch 4 --steps 3 \
 		--variants look_ahead,none,inline --threads $(THREADS)
+
+# One pre-training step of the official PyTorch code vs ours, alternating (README "Ours vs the
+# official PyTorch code": venv with torch, guoyang9/ELIP checked out at OFFICIAL_ROOT).
+PYTORCH_PYTHON ?= python3
+OFFICIAL_ROOT  ?= ../official/ELIP
+VS_BACKBONES   ?= albef,blip
+bench-vs-pytorch: build
+	$(PYTORCH_PYTHON) scripts/bench-vs-pytorch.py --official-root $(OFFICIAL_ROOT) --backbones $(VS_BACKBONES) \
+		--elip $$($(SWIFT) build -c release --show-bin-path)/elip --threads $(THREADS) --steps 3 --warmup 1
 
 # Synthetic corpus -> LMDB shards -> 2-rank pre-training (<= 10 min) -> zero-shot retrieval,
 # pruning picture and training curves. Re-running reuses what exists (DEMO_OUT, DEMO_MINUTES).
