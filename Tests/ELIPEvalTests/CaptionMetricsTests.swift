@@ -200,7 +200,9 @@ final class CaptionEvaluationTests: XCTestCase {
     /// Every value of expected.json: corpus within 1e-6 relative, per image within 1e-6 relative
     /// + 1e-12 absolute (the smoothing constants make unmatched images ~1e-5, not 0).
     func testTheReferenceCaseMatchesPycocoevalcap() throws {
-        let expected = try XCTUnwrap(try CaptionReference.json("expected.json") as? [String: Any])
+        // Loaded outside XCTUnwrap: a missing ../shared must surface as the skip, not a failure.
+        let expectedJSON = try CaptionReference.json("expected.json")
+        let expected = try XCTUnwrap(expectedJSON as? [String: Any])
         let m = try CaptionEvaluation.evaluate(annotationsFile: CaptionReference.path("annotations.json"),
                                                resultsFile: CaptionReference.path("results.json"))
         let corpus = ["Bleu_1": m.bleu[0], "Bleu_2": m.bleu[1], "Bleu_3": m.bleu[2], "Bleu_4": m.bleu[3], "CIDEr": m.cider]
@@ -228,7 +230,8 @@ final class CaptionEvaluationTests: XCTestCase {
     /// details.json (not compared by the bar): tokens of every caption and BLEU's counts, so a
     /// tokenizer difference shows as the caption it is in.
     func testTokensAndCountsMatchTheDetails() throws {
-        let details = try XCTUnwrap(try CaptionReference.json("details.json") as? [String: Any])
+        let detailsJSON = try CaptionReference.json("details.json")
+        let details = try XCTUnwrap(detailsJSON as? [String: Any])
         let images = try XCTUnwrap(details["images"] as? [[String: Any]])
         let m = try CaptionEvaluation.evaluate(annotationsFile: CaptionReference.path("annotations.json"),
                                                resultsFile: CaptionReference.path("results.json"))
