@@ -60,35 +60,11 @@ public struct NLVR2Dataset {
     /// The pairs rank `rank` of `worldSize` evaluates: a contiguous block, the blocks of all ranks
     /// covering every pair exactly once (no padding with repeated samples).
     public func block(rank: Int, worldSize: Int) -> Range<Int> {
-        (rank * count / worldSize)..<((rank + 1) * count / worldSize)
+        evaluationBlock(count: count, rank: rank, worldSize: worldSize)
     }
 }
 
-/// NLVR2 accuracy (NLVR.py's evaluate: argmax of the online head == label) over a split, every
-/// pair once under any number of ranks; counts are summed over the ranks.
-public struct NLVR2Result {
-    public let samples: Int
-    public let correct: Int
-    /// confusion[label][prediction], False 0, True 1.
-    public let confusion: [[Int]]
-    public let seconds: Double
-    public var accuracy: Double { samples > 0 ? 100 * Double(correct) / Double(samples) : 0 }
-    /// What always answering the split's more frequent label scores.
-    public var majorityBaseline: Double {
-        samples > 0 ? 100 * Double(confusion.map { $0.reduce(0, +) }.max() ?? 0) / Double(samples) : 0
-    }
-
-    public func jsonObject(extra: [String: Any]) -> [String: Any] {
-        var o = extra
-        o["metric"] = "accuracy"
-        o["accuracy"] = accuracy
-        o["samples"] = samples
-        o["correct"] = correct
-        o["majority_baseline"] = majorityBaseline
-        o["confusion"] = ["rows": "label (False, True)", "columns": "prediction", "counts": confusion]
-        return o
-    }
-}
+public typealias NLVR2Result = ClassificationResult
 
 public final class NLVR2Evaluator {
     let model: ALBEFNLVRModel
@@ -103,13 +79,10 @@ public final class NLVR2Evaluator {
     }
 
     public func evaluate(_ d: NLVR2Dataset, batchSize: Int) throws -> NLVR2Result {
-        let start = Date()
-        let res = model.config.imageRes, classes = ALBEFNLVRConfig.classCount
-        var counts = [Int64](repeating: 0, count: classes * classes)
-        let mine = d.block(rank: comm.rank, worldSize: comm.size)
-        var done = 0
-        for lo in stride(from: mine.lowerBound, to: mine.upperBound, by: batchSize) {
-            let rows = lo..<min(lo + batchSize, mine.upperBound)
+        let res = model.config.imageRes
+        return try ClassificationResult.evaluate(labels: d.labels, labelNames: ["False", "True"], annotationFile: d.annotationFile,
+                                                 batchSize: batchSize, communicator: comm,
+                                                 progress: { self.progress("eval-nlvr2: \($0)/\($1) pairs on rank \(self.comm.rank)") }) { rows in
             // The left images of the batch, then the right ones (model_nlvr.py's order).
             var pixels: [Float] = []
             pixels.reserveCapacity(2 * rows.count * 3 * res * res)
@@ -119,23 +92,7 @@ public final class NLVR2Evaluator {
             let text = try TextBatch(ids: tokens.inputIds.map(Int.init), mask: tokens.attentionMask.map(Int.init),
                                      batch: tokens.batchSize, length: tokens.length)
             let images = try Tensor(pixels, shape: [2 * rows.count, 3, res, res])
-            let logits = try model.predict(ImageTextBatch(images: images, text: text)).toArray()
-            for (b, i) in rows.enumerated() {
-                let row = Array(logits[(b * classes)..<((b + 1) * classes)])
-                guard row.allSatisfy(\.isFinite) else {
-                    throw RetrievalError("\(d.annotationFile): entry \(i): the model's logits are not finite (\(row)); the weights are damaged or diverged")
-                }
-                // torch.max: the first maximum.
-                var prediction = 0
-                for c in 1..<classes where row[c] > row[prediction] { prediction = c }
-                counts[d.labels[i] * classes + prediction] += 1
-            }
-            done += rows.count
-            progress("eval-nlvr2: \(done)/\(mine.count) pairs on rank \(comm.rank)")
+            return try model.predict(ImageTextBatch(images: images, text: text)).toArray()
         }
-        try comm.allReduce(&counts, op: .sum)
-        let confusion = (0..<classes).map { l in (0..<classes).map { Int(counts[l * classes + $0]) } }
-        let correct = (0..<classes).map { confusion[$0][$0] }.reduce(0, +)
-        return NLVR2Result(samples: Int(counts.reduce(0, +)), correct: correct, confusion: confusion, seconds: Date().timeIntervalSince(start))
     }
 }

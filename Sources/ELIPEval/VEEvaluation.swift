@@ -56,35 +56,11 @@ public struct VEDataset {
     /// The entries rank `rank` of `worldSize` evaluates: a contiguous block, the blocks of all
     /// ranks covering every entry exactly once (no padding with repeated samples).
     public func block(rank: Int, worldSize: Int) -> Range<Int> {
-        (rank * count / worldSize)..<((rank + 1) * count / worldSize)
+        evaluationBlock(count: count, rank: rank, worldSize: worldSize)
     }
 }
 
-/// SNLI-VE accuracy (VE.py's evaluate: argmax of the online head == label) over a split, every
-/// sample once under any number of ranks; counts are summed over the ranks.
-public struct VEResult {
-    public let samples: Int
-    public let correct: Int
-    /// confusion[label][prediction].
-    public let confusion: [[Int]]
-    public let seconds: Double
-    public var accuracy: Double { samples > 0 ? 100 * Double(correct) / Double(samples) : 0 }
-    /// The majority-class accuracy of the split (what a constant answer scores).
-    public var majorityBaseline: Double {
-        samples > 0 ? 100 * Double(confusion.map { $0.reduce(0, +) }.max() ?? 0) / Double(samples) : 0
-    }
-
-    public func jsonObject(extra: [String: Any]) -> [String: Any] {
-        var o = extra
-        o["metric"] = "accuracy"
-        o["accuracy"] = accuracy
-        o["samples"] = samples
-        o["correct"] = correct
-        o["majority_baseline"] = majorityBaseline
-        o["confusion"] = ["rows": "label (contradiction, neutral, entailment)", "columns": "prediction", "counts": confusion]
-        return o
-    }
-}
+public typealias VEResult = ClassificationResult
 
 public final class VEEvaluator {
     let model: ALBEFVEModel
@@ -99,36 +75,18 @@ public final class VEEvaluator {
     }
 
     public func evaluate(_ d: VEDataset, batchSize: Int) throws -> VEResult {
-        let start = Date()
-        let res = model.config.imageRes, classes = ALBEFVEConfig.classCount
-        var counts = [Int64](repeating: 0, count: classes * classes)
-        let mine = d.block(rank: comm.rank, worldSize: comm.size)
-        var done = 0
-        for lo in stride(from: mine.lowerBound, to: mine.upperBound, by: batchSize) {
-            let rows = lo..<min(lo + batchSize, mine.upperBound)
+        let res = model.config.imageRes
+        return try ClassificationResult.evaluate(labels: d.labels, labelNames: ["contradiction", "neutral", "entailment"], annotationFile: d.annotationFile,
+                                                 batchSize: batchSize, communicator: comm,
+                                                 progress: { self.progress("eval-ve: \($0)/\($1) samples on rank \(self.comm.rank)") }) { rows in
             var pixels: [Float] = []
             pixels.reserveCapacity(rows.count * 3 * res * res)
             for i in rows { try EvalImage.load(d.imagePaths[i], res: res, into: &pixels) }
             let tokens = try tokenizer.encodeBatch(rows.map { d.sentences[$0] }, style: model.config.captionStyle, cleaned: true)
             let text = try TextBatch(ids: tokens.inputIds.map(Int.init), mask: tokens.attentionMask.map(Int.init),
                                      batch: tokens.batchSize, length: tokens.length)
-            let logits = try model.predict(ImageTextBatch(images: try Tensor(pixels, shape: [rows.count, 3, res, res]), text: text)).toArray()
-            for (b, i) in rows.enumerated() {
-                let row = Array(logits[(b * classes)..<((b + 1) * classes)])
-                guard row.allSatisfy(\.isFinite) else {
-                    throw RetrievalError("\(d.annotationFile): entry \(i): the model's logits are not finite (\(row)); the weights are damaged or diverged")
-                }
-                // torch.max: the first maximum.
-                var prediction = 0
-                for c in 1..<classes where row[c] > row[prediction] { prediction = c }
-                counts[d.labels[i] * classes + prediction] += 1
-            }
-            done += rows.count
-            progress("eval-ve: \(done)/\(mine.count) samples on rank \(comm.rank)")
+            let images = try Tensor(pixels, shape: [rows.count, 3, res, res])
+            return try model.predict(ImageTextBatch(images: images, text: text)).toArray()
         }
-        try comm.allReduce(&counts, op: .sum)
-        let confusion = (0..<classes).map { l in (0..<classes).map { Int(counts[l * classes + $0]) } }
-        let correct = (0..<classes).map { confusion[$0][$0] }.reduce(0, +)
-        return VEResult(samples: Int(counts.reduce(0, +)), correct: correct, confusion: confusion, seconds: Date().timeIntervalSince(start))
     }
 }

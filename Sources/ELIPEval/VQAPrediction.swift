@@ -74,7 +74,7 @@ public struct VQAQuestionSet {
     /// The entries rank `rank` of `worldSize` answers: a contiguous block, the blocks of all ranks
     /// covering every entry exactly once (no padding with repeated questions).
     public func block(rank: Int, worldSize: Int) -> Range<Int> {
-        (rank * count / worldSize)..<((rank + 1) * count / worldSize)
+        evaluationBlock(count: count, rank: rank, worldSize: worldSize)
     }
 
     /// The split's human answers as official annotations (answer ids 1..n as in the VQA files:

@@ -29,55 +29,34 @@ struct EvalVECommand: ParsableCommand {
     var data: String
     @Option(help: "Folder the images (<id>.jpg) are in.")
     var imageRoot: String = "."
-    @Option(help: "Task config (default: the one recorded in the checkpoint).")
-    var config: String?
     @Option(help: "Samples per forward (VE.yaml's batch_size_test: 32).")
     var batch: Int = 32
-    @Option(help: "Write the metrics as JSON to this file.")
-    var out: String?
-    @Option(help: "WordPiece vocabulary (default: the config's data.vocab, else assets/bert-base-uncased-vocab.txt).")
-    var vocab: String?
-    @Option(help: "Threads per rank for BLAS and the engine.")
-    var threads: Int?
-    @Flag(help: "No progress messages.")
-    var quiet = false
+    @OptionGroup var common: ClassificationEvalOptions
 
     func validate() throws {
         guard (1...(1 << 20)).contains(batch) else { throw ValidationError("--batch must be in [1, 1048576], got \(batch)") }
-        try checkThreads(threads)
+        try checkThreads(common.threads)
     }
 
     func run() throws {
-        try configureThreads(threads)
+        try configureThreads(common.threads)
         let comm = try Communicator.world()
-        let say: (String) -> Void = { m in if comm.isRoot && !quiet { fputs(m + "\n", stderr) } }
-        let ckpt = try EvalCheckpoint.locate(checkpoint, configPath: config, defaultModel: ALBEFVEModel.kind.name) { w in
+        let say: (String) -> Void = { m in if comm.isRoot && !common.quiet { fputs(m + "\n", stderr) } }
+        let ckpt = try EvalCheckpoint.locate(checkpoint, configPath: common.config, defaultModel: ALBEFVEModel.kind.name) { w in
             if comm.isRoot { fputs("warning: \(w)\n", stderr) }
         }
-        let tokenizer = try loadTokenizer(vocab ?? ckpt.vocabulary)
+        let tokenizer = try loadTokenizer(common.vocab ?? ckpt.vocabulary)
         let model = try ckpt.loadModel(ALBEFVEModel.self, for: "SNLI-VE evaluation")
         let dataset = try VEDataset.load(annotation: data, imageRoot: imageRoot, cleaning: model.config.captionStyle)
-        let inputs = [OutputGuard.Input("--data", data)] + OutputGuard.inputs(of: ckpt, config: config, vocab: vocab)
-        try OutputGuard.check(out, option: "--out", inputs: inputs)
-        try OutputGuard.check(out, option: "--out", against: dataset.imagePaths, what: "an image of --data")
+        let inputs = [OutputGuard.Input("--data", data)] + OutputGuard.inputs(of: ckpt, config: common.config, vocab: common.vocab)
+        try OutputGuard.check(common.out, option: "--out", inputs: inputs)
+        try OutputGuard.check(common.out, option: "--out", against: dataset.imagePaths, what: "an image of --data")
         say("eval-ve: \(dataset.count) samples, weights \(ckpt.weightsPath)" + (ckpt.step.map { " (step \($0))" } ?? "")
             + ", image_res \(model.config.imageRes), \(comm.size) rank(s)")
         let evaluator = VEEvaluator(model: model, tokenizer: tokenizer, communicator: comm)
-        evaluator.progress = { m in if !quiet && comm.isRoot { fputs(m + "\r", stderr) } }
+        evaluator.progress = { m in if !common.quiet && comm.isRoot { fputs(m + "\r", stderr) } }
         let r = try evaluator.evaluate(dataset, batchSize: batch)
-        if comm.isRoot {
-            print(String(format: "SNLI-VE accuracy %.2f (%d / %d samples; majority class %.2f), %.1f s", r.accuracy, r.correct, r.samples, r.majorityBaseline, r.seconds))
-            print("confusion (rows label, columns prediction; contradiction, neutral, entailment): \(r.confusion)")
-            if let out {
-                var extra: [String: Any] = ["checkpoint": checkpoint, "weights": ckpt.weightsPath, "data": data, "world_size": comm.size]
-                if let step = ckpt.step { extra["step"] = step }
-                let json = try JSONSerialization.data(withJSONObject: r.jsonObject(extra: extra), options: [.prettyPrinted, .sortedKeys])
-                do { try json.write(to: URL(fileURLWithPath: out)) } catch {
-                    throw EvalCommandError("--out \(out): cannot write (\(error.localizedDescription))")
-                }
-                print("wrote \(out)")
-            }
-        }
+        try common.report(r, task: "SNLI-VE", unit: "samples", majority: "majority class", checkpoint: checkpoint, weights: ckpt, data: data, comm: comm)
         try comm.finalize()
     }
 }
