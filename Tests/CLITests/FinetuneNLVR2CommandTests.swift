@@ -26,25 +26,7 @@ final class FinetuneNLVR2CommandTests: XCTestCase {
 
     /// A 2-step ALBEF pre-training at 32 px; its model.safetensors.
     func pretrainedCheckpoint() throws -> String {
-        _ = try write("bert.json", Self.bert)
-        let config = try write("pretrain.yaml", """
-        bert_config: bert.json
-        image_res: 32
-        vision_width: 16
-        embed_dim: 8
-        batch_size: 4
-        queue_size: 16
-        img_prune: null
-        vision: {patch_size: 8, embed_dim: 16, depth: 2, num_heads: 2, mlp_ratio: 2}
-        optimizer: {opt: adamW, lr: 1e-3, weight_decay: 0.02}
-        schedular: {sched: cosine, lr: 1e-3, epochs: 5, min_lr: 1e-4, warmup_lr: 1e-4, warmup_epochs: 1, warmup_step_size: 2}
-        train: {max_steps: 2, checkpoint_every: 2, log_every: 1, seed: 1, bucket_mb: 1}
-        data: {synthetic: {images: 16, size: 32}}
-
-        """)
-        let r = try CLI.run(["train", "--config", config, "--vocab", Tiny.vocab, "--out", path("pretrain"), "--threads", "1"])
-        XCTAssertEqual(r.status, 0, r.stderr)
-        return path("pretrain/checkpoints/step-00000002/model.safetensors")
+        try TinyPretraining.weights(in: dir, bertJSON: Self.bert, steps: 2, images: 16)
     }
 
     /// NLVR.yaml's keys (the file keys accepted and ignored) for the tiny model.

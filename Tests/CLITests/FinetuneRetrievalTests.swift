@@ -22,25 +22,7 @@ final class FinetuneRetrievalTests: XCTestCase {
 
     /// A 3-step ALBEF pre-training at 32 px (4 x 4 patches, queue 16, embed 8).
     func pretrainedRun() throws -> String {
-        _ = try write("bert.json", Tiny.albefBert)
-        let config = try write("pretrain.yaml", """
-        bert_config: bert.json
-        image_res: 32
-        vision_width: 16
-        embed_dim: 8
-        batch_size: 4
-        queue_size: 16
-        img_prune: null
-        vision: {patch_size: 8, embed_dim: 16, depth: 2, num_heads: 2, mlp_ratio: 2}
-        optimizer: {opt: adamW, lr: 1e-3, weight_decay: 0.02}
-        schedular: {sched: cosine, lr: 1e-3, epochs: 5, min_lr: 1e-4, warmup_lr: 1e-4, warmup_epochs: 1, warmup_step_size: 2}
-        train: {max_steps: 3, checkpoint_every: 3, log_every: 1, seed: 1, bucket_mb: 1}
-        data: {synthetic: {images: 32, size: 32}}
-
-        """)
-        let r = try CLI.run(["train", "--config", config, "--vocab", Tiny.vocab, "--out", path("pretrain"), "--threads", "1"])
-        XCTAssertEqual(r.status, 0, r.stderr)
-        return path("pretrain")
+        try TinyPretraining.run(in: dir, bertJSON: Tiny.albefBert, steps: 3)
     }
 
     /// Retrieval_flickr.yaml's keys at 48 px (the 4 x 4 position grid is interpolated to 6 x 6).
