@@ -25,7 +25,7 @@ extension BenchTrainStepCommand {
     struct MaxBatchResult {
         let variant: String
         let fixedBytes: Int
-        let probes: [MemoryProbe]
+        var probes: [MemoryProbe]
         /// Largest batch measured to fit; nil when even batch 1 does not.
         let maxBatch: Int?
         /// Smallest batch measured or predicted not to fit (nil: the search stopped at the limit).
@@ -144,18 +144,15 @@ extension BenchTrainStepCommand {
                                                 limitReason: reason, step: run)
             // Its images/s from a second step at that batch (the first one mapped new memory).
             if let best = found.maxBatch, let i = found.probes.firstIndex(where: { $0.batch == best }) {
-                let again = try run(best)
-                var probes = found.probes
-                probes[i] = MemoryProbe(batch: best, liveBytes: max(again.liveBytes, probes[i].liveBytes), seconds: min(again.seconds, probes[i].seconds))
-                found = MaxBatchResult(variant: found.variant, fixedBytes: found.fixedBytes, probes: probes, maxBatch: found.maxBatch,
-                                       firstBatchOver: found.firstBatchOver, overIsMeasured: found.overIsMeasured, limitedBy: found.limitedBy)
+                let again = try run(best), first = found.probes[i]
+                found.probes[i] = MemoryProbe(batch: best, liveBytes: max(again.liveBytes, first.liveBytes), seconds: min(again.seconds, first.seconds))
             }
             results.append(found)
         }
-        report(results, budget: budget, model: model, isa: isa)
+        try report(results, budget: budget, model: model, isa: isa)
     }
 
-    private func report(_ results: [MaxBatchResult], budget: Int, model: any ModelConfig, isa: String) {
+    private func report(_ results: [MaxBatchResult], budget: Int, model: any ModelConfig, isa: String) throws {
         func mib(_ b: Int) -> Double { Double(b) / 1_048_576 }
         if json {
             let rows: [[String: Any]] = results.map { r in
@@ -176,7 +173,7 @@ extension BenchTrainStepCommand {
             }
             let all: [String: Any] = ["model": model.kind, "budget_mib": mib(budget), "text_length": textLength, "threads": Threads.count,
                                       "isa": isa, "variants": rows]
-            if let data = try? JSONSerialization.data(withJSONObject: all, options: [.sortedKeys]) { print(String(decoding: data, as: UTF8.self)) }
+            print(String(decoding: try JSONSerialization.data(withJSONObject: all, options: [.sortedKeys]), as: UTF8.self))
             return
         }
         print(String(format: "\nlargest batch within %.0f MiB (%@, %d threads, %@):", mib(budget), model.kind, Threads.count, isa))
