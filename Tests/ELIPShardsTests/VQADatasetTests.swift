@@ -116,5 +116,20 @@ final class VQADatasetTests: XCTestCase {
                 XCTAssertEqual(a, byID[id]?.answers, question)
             }
         }
+
+        // Fine-tuning reads one sample per question (vqa_dataset.py lists every question): an epoch
+        // yields each of the 5 questions exactly once, each with its own answers.
+        options.samplePerCaption = true
+        let perQuestion = try ShardLoader(directory: out, rank: 0, worldSize: 1, batchSize: 1, seed: 3,
+                                          tokenizer: try BertTokenizer(vocabulary: Vocabulary(tokens: vocabulary, source: "vqa-tests")), options: options)
+        XCTAssertEqual(perQuestion.batchesPerEpoch, expected.count)
+        var seen: [String] = []
+        for i in 0..<perQuestion.batchesPerEpoch {
+            let b = try perQuestion.batch(epoch: 1, index: i)
+            let question = try XCTUnwrap(b.captions.first)
+            XCTAssertEqual(try XCTUnwrap(b.answers).first, byID[try XCTUnwrap(expected[question], question)]?.answers, question)
+            seen.append(question)
+        }
+        XCTAssertEqual(seen.sorted(), expected.keys.sorted())
     }
 }
