@@ -101,16 +101,16 @@ public final class ALBEFNLVRModel: TrainableModel {
         var online = stateLayout
         online.arenas = online.arenas.filter { $0.role == .trainable }
         online.constants = online.constants.filter { !Self.isMomentumKey($0.name) }
-        var plan = try ALBEFTaskCheckpoint.load(.nlvrTextAssignment, from: file, into: online, pairedFrom: config.fusionLayer)
+        var plan = try ALBEFTaskCheckpoint.load(.nlvrTextAssignment, from: file, into: online, scriptFusion: config.fusionLayer)
         plan.keptAtInit = (plan.keptAtInit + ALBEFTaskCheckpoint.stateDictKeys(stateLayout).filter(Self.isMomentumKey)).sorted()
         return plan
     }
 
     /// The plan of `loadPretrainingCheckpoint` for a pre-training checkpoint, on key names alone.
-    public static func pretrainingPlan(sourceKeys: [String], modelKeys: [String], pairedFrom: Int = ALBEFNLVRConfig.officialFusionLayer,
+    public static func pretrainingPlan(sourceKeys: [String], modelKeys: [String], scriptFusion: Int = ALBEFNLVRConfig.officialFusionLayer,
                                        gridChanges: (String) -> Bool) throws -> ALBEFTaskCheckpoint.Plan {
         var plan = try ALBEFTaskCheckpoint.plan(.nlvrTextAssignment, sourceKeys: sourceKeys,
-                                                modelKeys: modelKeys.filter { !isMomentumKey($0) }, pairedFrom: pairedFrom, gridChanges: gridChanges)
+                                                modelKeys: modelKeys.filter { !isMomentumKey($0) }, scriptFusion: scriptFusion, gridChanges: gridChanges)
         plan.keptAtInit = (plan.keptAtInit + modelKeys.filter(isMomentumKey)).sorted()
         return plan
     }

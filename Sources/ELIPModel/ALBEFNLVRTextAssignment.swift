@@ -78,7 +78,7 @@ public final class ALBEFNLVRTextAssignmentModel: TrainableModel {
     /// 2(N-F)+F+1 (F = 6 officially); online weights only; `ta_head` keeps its initialisation.
     @discardableResult
     public func loadPretrainingCheckpoint(_ file: SafetensorsFile) throws -> ALBEFTaskCheckpoint.Plan {
-        try ALBEFTaskCheckpoint.load(.nlvrTextAssignment, from: file, into: stateLayout, pairedFrom: config.fusionLayer)
+        try ALBEFTaskCheckpoint.load(.nlvrTextAssignment, from: file, into: stateLayout, scriptFusion: config.fusionLayer)
     }
 
     /// The pairs of one step: (left row, right row, label) per sample, drawn from `weights`

@@ -71,9 +71,10 @@ public enum ALBEFTaskCheckpoint {
 
     /// The renamed state dict's keys in the script's dict order, each with the checkpoint key
     /// whose tensor it holds.
-    /// `pairedFrom`: the first fusion layer of Pretrain_nlvr.py's layer doubling (the script's
-    /// hard-coded 6; a smaller model, such as the demo's 3-of-6-layer BERT, passes its own).
-    public static func renamed(_ keys: [String], script: Script, pairedFrom: Int = scriptFusionLayer) throws -> [(target: String, source: String)] {
+    /// `scriptFusion`: the first fusion layer the script hard-codes (6): where VQA.py splits the
+    /// text layers off into the answer decoder and where Pretrain_nlvr.py's layer doubling starts.
+    /// A smaller model, such as the demo's 3-of-6-layer BERT, passes its own.
+    public static func renamed(_ keys: [String], script: Script, scriptFusion: Int = scriptFusionLayer) throws -> [(target: String, source: String)] {
         var dict = OrderedMap()
         for k in keys { dict[k] = k }
         switch script {
@@ -91,11 +92,11 @@ public enum ALBEFTaskCheckpoint {
                 var encoderKey = key
                 if key.contains("layer") {
                     let n = try layerNumber(key, field: 4, script: script)
-                    if n < scriptFusionLayer {
+                    if n < scriptFusion {
                         dict[key] = nil
                         continue
                     }
-                    encoderKey = replacingField(key, field: 4, with: n - scriptFusionLayer)
+                    encoderKey = replacingField(key, field: 4, with: n - scriptFusion)
                 }
                 dict[encoderKey.replacingOccurrences(of: "text_encoder", with: "text_decoder")] = dict[key]
                 dict[key] = nil
@@ -103,8 +104,8 @@ public enum ALBEFTaskCheckpoint {
         case .nlvrTextAssignment:
             for key in keys where key.contains("bert") {
                 let newKey = key.replacingOccurrences(of: "bert.", with: "")
-                if newKey.contains("layer"), case let n = try layerNumber(newKey, field: 3, script: script), n >= pairedFrom {
-                    let first = (n - pairedFrom) * 2 + pairedFrom
+                if newKey.contains("layer"), case let n = try layerNumber(newKey, field: 3, script: script), n >= scriptFusion {
+                    let first = (n - scriptFusion) * 2 + scriptFusion
                     dict[replacingField(newKey, field: 3, with: first)] = dict[key]
                     dict[replacingField(newKey, field: 3, with: first + 1)] = dict[key]
                 } else {
@@ -135,13 +136,13 @@ public enum ALBEFTaskCheckpoint {
     /// The loading plan of `script` for a checkpoint with `sourceKeys` and a model whose
     /// state_dict has `modelKeys`; `gridChanges(key)` tells whether interpolate_pos_embed changes
     /// the table stored under that checkpoint key (equal grids are returned unchanged: a copy).
-    public static func plan(_ script: Script, sourceKeys: [String], modelKeys: [String], pairedFrom: Int = scriptFusionLayer,
+    public static func plan(_ script: Script, sourceKeys: [String], modelKeys: [String], scriptFusion: Int = scriptFusionLayer,
                             gridChanges: (String) -> Bool) throws -> Plan {
         let model = Set(modelKeys)
         var p = Plan()
         var used = Set<String>()
         let resizedSources = Set(resizedKeys(script))
-        for (target, source) in try renamed(sourceKeys, script: script, pairedFrom: pairedFrom) {
+        for (target, source) in try renamed(sourceKeys, script: script, scriptFusion: scriptFusion) {
             guard model.contains(target) else { p.unexpected.append(target); continue }
             used.insert(source)
             if resizedSources.contains(source) && gridChanges(source) { p.resized[target] = source } else { p.copied[target] = source }
@@ -191,7 +192,7 @@ public enum ALBEFTaskCheckpoint {
     /// model key the renamed dict sets (a shape mismatch is an error, as in PyTorch), and leaves
     /// the others as they are. Returns the plan for logging.
     @discardableResult
-    public static func load(_ script: Script, from file: SafetensorsFile, into layout: StateDictLayout, pairedFrom: Int = scriptFusionLayer) throws -> Plan {
+    public static func load(_ script: Script, from file: SafetensorsFile, into layout: StateDictLayout, scriptFusion: Int = scriptFusionLayer) throws -> Plan {
         let modelKeys = stateDictKeys(layout)
         var modelTensors: [String: Tensor] = [:]
         for a in layout.arenas {
@@ -201,7 +202,7 @@ public enum ALBEFTaskCheckpoint {
 
         let resizedValues = try resizedPositionTables(script, checkpoint: file.path, shape: { file[$0]?.shape },
                                                       floats: { try file.floats($0) }, modelShape: { modelTensors[$0]?.shape })
-        let p = try plan(script, sourceKeys: file.names, modelKeys: modelKeys, pairedFrom: pairedFrom) { key in
+        let p = try plan(script, sourceKeys: file.names, modelKeys: modelKeys, scriptFusion: scriptFusion) { key in
             guard let r = resizedValues[key] else { return false }
             return r.shape != file[key]?.shape
         }

@@ -154,11 +154,12 @@ public final class ALBEFVQAModel: TrainableModel {
         momentum?.copyOnlineToMomentum()
     }
 
-    /// Loads a pre-training checkpoint as VQA.py does (`bert.` dropped; text layers >= 6 become
-    /// decoder layers 0.., embeddings and MLM head the decoder's; position grids resized).
+    /// Loads a pre-training checkpoint as VQA.py does (`bert.` dropped; text layers >= 6, or
+    /// >= `decoder_init_from_layer`, become decoder layers 0.., embeddings and MLM head the
+    /// decoder's; position grids resized).
     @discardableResult
     public func loadPretrainingCheckpoint(_ file: SafetensorsFile) throws -> ALBEFTaskCheckpoint.Plan {
-        try ALBEFTaskCheckpoint.load(.vqa, from: file, into: stateLayout)
+        try ALBEFTaskCheckpoint.load(.vqa, from: file, into: stateLayout, scriptFusion: config.decoderInitFromLayer)
     }
 
     public var pretrainedSources: [String] { [] }

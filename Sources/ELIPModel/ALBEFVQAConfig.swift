@@ -13,8 +13,16 @@ public struct ALBEFVQAConfig: ModelConfig, Equatable {
     public var imageRes = 384
     public var vision = VisionConfig()
     public var bert = BertConfig.albefBase
-    /// Layers of the answer decoder (model_vqa.py: `num_hidden_layers = 6`, `fusion_layer = 0`).
+    /// Layers of the answer decoder (`decoder_layers`; model_vqa.py hard-codes
+    /// `num_hidden_layers = 6`, `fusion_layer = 0`).
     public var decoderLayers = 6
+    /// The text layer whose weights start decoder layer 0 when a pre-training checkpoint is
+    /// loaded (`decoder_init_from_layer`): text layers n >= it become decoder layers n - it.
+    /// VQA.py hard-codes 6 (BERT-base's fusion layers 6-11 -> decoder 0-5); a smaller BERT, such
+    /// as the demo's 3+3 layers, sets its own fusion layer so the decoder starts from the fusion
+    /// layers rather than from random weights. At or above the text depth no layer is copied
+    /// (as VQA.py with a BERT of 6 or fewer layers).
+    public var decoderInitFromLayer = ALBEFTaskCheckpoint.scriptFusionLayer
     /// Distillation weight (`alpha`); `warm_up` ramps it over epoch 0 (VQA.yaml: on).
     public var alpha: Float = 0.4
     public var warmUp = true
@@ -65,7 +73,7 @@ public struct ALBEFVQAConfig: ModelConfig, Equatable {
     }
 
     /// The model keys of VQA.yaml's top level (`image_res`, `alpha`, `distill`, `warm_up`,
-    /// `k_test`, `vision`, `bert_config`).
+    /// `k_test`, `vision`, `bert_config`) and this tool's `decoder_layers`, `decoder_init_from_layer`.
     public static func read(_ s: ConfigSection, location: ConfigLocation) throws -> ALBEFVQAConfig {
         var c = ALBEFVQAConfig()
         c.imageRes = try s.int("image_res", default: c.imageRes, in: 1...16384)
@@ -73,6 +81,8 @@ public struct ALBEFVQAConfig: ModelConfig, Equatable {
         c.distill = try s.bool("distill", default: c.distill)
         c.warmUp = try s.bool("warm_up", default: c.warmUp)
         c.kTest = try s.int("k_test", default: c.kTest, in: 1...(1 << 20))
+        c.decoderLayers = try s.int("decoder_layers", default: c.decoderLayers, in: 1...1024)
+        c.decoderInitFromLayer = try s.int("decoder_init_from_layer", default: c.decoderInitFromLayer, in: 1...1024)
         // The answers' end-of-sequence text: only BERT's [SEP] (the tokenizer keeps it whole).
         _ = try s.choice("eos", ["[SEP]"])
         if let v = try s.section("vision") { c.vision = try VisionConfig.read(v) }

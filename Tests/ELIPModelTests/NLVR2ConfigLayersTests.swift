@@ -41,7 +41,7 @@ final class NLVR2ConfigLayersTests: XCTestCase {
     func testTextAssignmentMapStartsAtTheModelsFusionLayer() throws {
         let keys = ["text_encoder.bert.encoder.layer.1.output.dense.weight", "text_encoder.bert.encoder.layer.2.output.dense.weight",
                     "text_encoder.bert.encoder.layer.3.output.dense.weight"]
-        let renamed = try ALBEFTaskCheckpoint.renamed(keys, script: .nlvrTextAssignment, pairedFrom: 2).map { "\($0.target) <- \($0.source)" }
+        let renamed = try ALBEFTaskCheckpoint.renamed(keys, script: .nlvrTextAssignment, scriptFusion: 2).map { "\($0.target) <- \($0.source)" }
         XCTAssertEqual(renamed, ["text_encoder.encoder.layer.1.output.dense.weight <- text_encoder.bert.encoder.layer.1.output.dense.weight",
                                  "text_encoder.encoder.layer.2.output.dense.weight <- text_encoder.bert.encoder.layer.2.output.dense.weight",
                                  "text_encoder.encoder.layer.3.output.dense.weight <- text_encoder.bert.encoder.layer.2.output.dense.weight",
