@@ -32,7 +32,7 @@ bench: build
 # official PyTorch code": venv with torch, guoyang9/ELIP checked out at OFFICIAL_ROOT).
 PYTORCH_PYTHON ?= python3
 OFFICIAL_ROOT  ?= ../official/ELIP
-VS_BACKBONES   ?= albef,blip
+VS_BACKBONES   ?= albef,blip,meter16,meter32
 bench-vs-pytorch: build
 	$(PYTORCH_PYTHON) scripts/bench-vs-pytorch.py --official-root $(OFFICIAL_ROOT) --backbones $(VS_BACKBONES) \
 		--elip $$($(SWIFT) build -c release --show-bin-path)/elip --threads $(THREADS) --steps 3 --warmup 1

@@ -17,11 +17,32 @@ timed). The first --warmup rounds are discarded; the table gives the medians of 
 The official model is built at base size from its own configs with random weights: the constructor's
 downloads (DeiT weights through torch.hub, bert-base through from_pretrained, the BERT tokenizer)
 are replaced by random init and a tokenizer stand-in that returns the same synthetic captions our
-bench uses (batch of random word ids, some captions 3 or 6 tokens shorter, padded). See
-`patch_downloads` for each replacement. Images: standard normal, our bench's shapes.
+bench uses (batch of random word ids, some captions 3 or 6 tokens shorter, padded). Images:
+standard normal, our bench's shapes.
+
+METER (meter16, meter32): METERTransformerSS from meter/config.py as README's pre-training command
+makes it (`task_mlm_itm_clip_bert clip16|clip32 text_roberta image_size=288|224`; the sacred
+config functions are run directly, see `meter_config`). Its downloads are replaced too: the CLIP
+JIT checkpoint that `build_model` reads the ViT's shape from (the official CLIP class is built at
+ViT-B/16 or /32's shape with its own random init, `clip_from_shape`) and roberta-base's weights
+(RobertaModel from roberta-base's config). PyTorch Lightning and torchmetrics get minimal stand-ins
+(`stub_lightning_and_torchmetrics`). One step: zero_grad, the module's own training_step (MLM pass
+then ITM pass on a batch shaped as the official collator gives it: masked ids and labels, a false
+image per sample), backward, the transformers AdamW of meter_utils.set_schedule (its param groups
+and lr multipliers; the trainer is read for max_steps only) and its scheduler's step. Pruning off:
+the CLIP ViT's `prune_state = None`. Not timed officially either: Lightning's gradient accumulation
+(batch_size 4096) steps the optimizer once per several batches; here, as in ours, every step.
+
+Self-check (seconds, no elip binary): `--tiny` builds each official model of --backbones at tiny
+shapes (64 wide), runs --steps steps with pruning on and off and fails unless every loss is finite
+and pruning shortens the ViT output:
+
+    python scripts/bench-vs-pytorch.py --official-root /work/official/ELIP --tiny --steps 2
 """
 import argparse
+import contextlib
 import gc
+import io
 import json
 import os
 import statistics
@@ -47,6 +68,10 @@ BACKBONES = {
     "meter16": dict(preset="meter-base", family="METER", about="CLIP ViT-B/16@288 + RoBERTa-base", text=50, patch=16, res=288),
     "meter32": dict(preset="meter-base-clip32", family="METER", about="CLIP ViT-B/32@224 + RoBERTa-base", text=50, patch=32, res=224),
 }
+
+# Shapes of the --tiny self-check: every encoder 64 wide with 2 heads and few text/fusion layers;
+# the ViTs keep their 12 blocks so the official pruning schedules apply unchanged.
+TINY = dict(width=64, heads=2, text_layers=2, fusion_layers=2)
 
 
 def stub_torchvision():
@@ -140,13 +165,35 @@ def no_download(url, *args, **kwargs):
     return {"model": {}}  # load_state_dict(strict=False) of nothing: the random init stays
 
 
-def build_albef(root, prune, batch, length, gen):
+def tiny_bert_config(path, folder, **changes):
+    """--tiny: the official BERT config.json at TINY's width, written into `folder` (temporary)."""
+    with open(path) as f:
+        config = json.load(f)
+    w = TINY["width"]
+    config.update(hidden_size=w, num_attention_heads=TINY["heads"], intermediate_size=4 * w, encoder_width=w, **changes)
+    out = os.path.join(folder, os.path.basename(os.getcwd()) + "-" + os.path.basename(path))  # cwd: <root>/<family>
+    with open(out, "w") as f:
+        json.dump(config, f)
+    return out
+
+
+def tiny_vit(vit_class):
+    """--tiny: the official ViT class at TINY's width; depth and the pruning schedule unchanged."""
+    return lambda *args, **kw: vit_class(*args, **{**kw, "embed_dim": TINY["width"], "num_heads": TINY["heads"]})
+
+
+def build_albef(root, spec, prune, batch, gen, tiny=None):
     enter_official(root, "ALBEF")
     from models import model_pretrain, xbert
     from optim import create_optimizer
     patch_from_pretrained(xbert.BertForMaskedLM)
+    length = spec["text"]
     config = load_yaml("configs/Pretrain.yaml")
     config["bert_config"] = "configs/config_bert.json"
+    if tiny:
+        config["bert_config"] = tiny_bert_config(config["bert_config"], tiny, num_hidden_layers=4, fusion_layer=2)
+        config.update(vision_width=TINY["width"], queue_size=256)
+        model_pretrain.VisionTransformer = tiny_vit(model_pretrain.VisionTransformer)
     ids, mask = synthetic_captions(batch, length, 30522, 101, 102, 0, 1000, gen)
     tokenizer = FixedTokenizer(ids, mask, 30522)
     model = model_pretrain.ALBEF(config=config, text_encoder="bert-base-uncased", tokenizer=tokenizer, init_deit=False)
@@ -167,11 +214,20 @@ def build_albef(root, prune, batch, length, gen):
     return model, step
 
 
-def build_blip(root, prune, batch, length, gen):
+def build_blip(root, spec, prune, batch, gen, tiny=None):
     enter_official(root, "BLIP")
-    from models import blip_pretrain, med
+    from models import blip_pretrain, med, blip
     patch_from_pretrained(med.BertModel, med.BertLMHeadModel)
+    length = spec["text"]
     config = load_yaml("configs/pretrain.yaml")
+    med_config = "configs/bert_config.json"
+    if tiny:
+        med_config = tiny_bert_config(med_config, tiny, num_hidden_layers=2)
+        config["queue_size"] = 256
+        blip.VisionTransformer = tiny_vit(blip.VisionTransformer)
+        create_vit = blip_pretrain.create_vit
+        # create_vit returns the base width 768 as a constant: report the tiny width instead.
+        blip_pretrain.create_vit = lambda *args, **kw: (create_vit(*args, **kw)[0], TINY["width"])
     ids, mask = synthetic_captions(batch, length, 30522, 101, 102, 0, 1000, gen)
     tokenizer = FixedTokenizer(ids, mask, 30524)
     blip_pretrain.init_tokenizer = lambda: tokenizer
@@ -180,7 +236,7 @@ def build_blip(root, prune, batch, length, gen):
     hub_load = torch.hub.load_state_dict_from_url
     torch.hub.load_state_dict_from_url = no_download
     try:
-        model = blip_pretrain.BLIP_Pretrain(image_size=config["image_size"], vit=config["vit"], vit_grad_ckpt=False,
+        model = blip_pretrain.BLIP_Pretrain(med_config=med_config, image_size=config["image_size"], vit=config["vit"], vit_grad_ckpt=False,
                                             vit_ckpt_layer=0, queue_size=config["queue_size"],
                                             img_prune=config["img_prune"] if prune else None)
     finally:
@@ -199,7 +255,154 @@ def build_blip(root, prune, batch, length, gen):
     return model, step
 
 
-BUILDERS = {"ALBEF": build_albef, "BLIP": build_blip}
+def stub_lightning_and_torchmetrics():
+    """METER's module is a PyTorch Lightning 1.3 module and its metrics are torchmetrics Metrics;
+    neither package is needed to run one step (and Lightning 1.3 does not install beside a current
+    torch), so the benchmark gives them minimal stand-ins: LightningModule is an nn.Module whose
+    save_hyperparameters() stores the constructor's arguments as `hparams` (attribute access, as
+    Lightning's AttributeDict), whose log() does nothing and whose `device` is its parameters';
+    Metric is an nn.Module whose call runs update() then compute() on states kept as buffers."""
+    import inspect
+    from torch import nn
+
+    class AttributeDict(dict):
+        __getattr__ = dict.__getitem__
+
+    class LightningModule(nn.Module):
+        def save_hyperparameters(self):
+            frame = inspect.currentframe().f_back
+            args = inspect.getargvalues(frame)
+            self.hparams = AttributeDict({k: args.locals[k] for k in args.args if k != "self"})
+
+        def log(self, *args, **kwargs):
+            pass
+
+        @property
+        def device(self):
+            return next(self.parameters()).device
+
+    class Metric(nn.Module):
+        def __init__(self, dist_sync_on_step=False):
+            super().__init__()
+
+        def add_state(self, name, default, dist_reduce_fx=None):
+            self.register_buffer(name, default.clone())
+
+        def forward(self, *args):
+            self.update(*args)
+            return self.compute()
+
+    lightning = types.ModuleType("pytorch_lightning")
+    lightning.LightningModule = LightningModule
+    metrics = types.ModuleType("torchmetrics")
+    metrics.Metric = Metric
+    sys.modules["pytorch_lightning"], sys.modules["torchmetrics"] = lightning, metrics
+
+
+def meter_config(named, updates):
+    """The sacred config of METER/meter/config.py as `run.py with <named...> <key=value...>` makes
+    it: the `config` defaults, then each named config in order, then the command-line updates. The
+    functions' bodies are run directly (sacred itself is not needed: each body only assigns)."""
+    import ast
+    with open("meter/config.py") as f:
+        module = ast.parse(f.read())
+    functions = {n.name: n for n in module.body if isinstance(n, ast.FunctionDef)}
+    helpers = {}
+    exec(compile(ast.Module(body=[functions["_loss_names"]], type_ignores=[]), "meter/config.py", "exec"), helpers)
+    config = {}
+    for name in ["config"] + named:
+        if name not in functions:
+            die(f"meter/config.py has no config function '{name}'")
+        values = {}
+        exec(compile(ast.Module(body=functions[name].body, type_ignores=[]), "meter/config.py", "exec"), dict(helpers), values)
+        config.update(values)
+    config.update(updates)
+    return config
+
+
+def build_meter(root, spec, prune, batch, gen, tiny=None):
+    """ELIP-METER pre-training as README's command runs it (`task_mlm_itm_clip_bert clip16|clip32
+    text_roberta image_size=288|224`): METERTransformerSS from that config, one step = the official
+    training_step (MLM pass then ITM pass, losses summed), backward, and the optimizer of
+    meter_utils.set_schedule (transformers AdamW, its param groups and lr multipliers, and the
+    polynomial warm-up schedule stepped once per step, as Lightning steps it with interval "step").
+    tiny: None, or --tiny's temporary folder (then TINY's shapes; likewise for ALBEF and BLIP)."""
+    enter_official(root, "METER")
+    stub_lightning_and_torchmetrics()
+    from transformers import RobertaConfig
+    from meter.modules import meter_module, meter_utils, clip_model_vl_pruning
+    length = spec["text"]
+    config = meter_config(["task_mlm_itm_clip_bert", f"clip{spec['patch']}", "text_roberta"], dict(image_size=spec["res"]))
+    if config["max_text_len"] != length:
+        die(f"{spec['preset']}: the official config pads captions to max_text_len {config['max_text_len']}, BACKBONES says {length}")
+    # roberta-base's config.json; from_pretrained would download its weights: random init instead.
+    text_config = RobertaConfig(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1,
+                                layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    # OpenAI's CLIP ViT-B: build_model reads these shapes from the downloaded JIT checkpoint.
+    clip_shape = dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                      context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8, transformer_layers=12)
+    if tiny:
+        w = TINY["width"]
+        text_config.update(dict(hidden_size=w, num_hidden_layers=TINY["text_layers"], num_attention_heads=TINY["heads"], intermediate_size=4 * w))
+        clip_shape.update(vision_width=w, transformer_width=w)
+        config.update(input_text_embed_size=w, input_image_embed_size=w, hidden_size=w, num_heads=TINY["heads"], num_top_layer=TINY["fusion_layers"])
+    from transformers import RobertaModel
+    meter_module.RobertaModel = types.SimpleNamespace(from_pretrained=lambda name, **kw: RobertaModel(text_config, **kw))
+
+    def clip_from_shape(name, resolution_after=224, prune_state=None):
+        """build_model without the download: the official CLIP class at ViT-B/<patch>'s shape, its
+        own random init (the positional grid is made for resolution_after directly)."""
+        return clip_model_vl_pruning.CLIP(vision_patch_size=int(name.split("/")[1]), resolution_after=resolution_after,
+                                          prune_state=prune_state, **clip_shape)
+    meter_module.build_model = clip_from_shape
+    model = meter_module.METERTransformerSS(config)
+    if not prune:
+        model.vit_model.visual.transformer.prune_state = None  # METER without ELIP: no token pruning
+    # set_schedule reads the trainer only for max_steps (config max_steps is set, so no dataloader).
+    model.trainer = types.SimpleNamespace(max_steps=config["max_steps"])
+    (optimizer,), (schedule,) = meter_utils.set_schedule(model)
+    scheduler = schedule["scheduler"]
+
+    # The batch the official collator gives (datamodules/datamodule_base.py collate): captions
+    # padded to max_text_len, the whole-word MLM rule (every RoBERTa position is a candidate,
+    # round(mlm_prob * L) drawn, special ids skipped, 80/10/10) and a false image per sample.
+    pad, bos, eos, mask_id = 1, 0, 2, 50264
+    vocab = text_config.vocab_size
+    ids, masks = synthetic_captions(batch, length, vocab, bos, eos, pad, 1000, gen)
+    labels_mlm = torch.full_like(ids, -100)
+    ids_mlm = ids.clone()
+    draws = max(1, round(config["mlm_prob"] * length))
+    for b in range(batch):
+        for j in torch.randperm(length, generator=gen)[:draws].tolist():
+            if ids[b, j].item() in (pad, bos, eos):
+                continue
+            labels_mlm[b, j] = ids[b, j]
+            u = torch.rand(2, generator=gen)
+            if u[0] < 0.8:
+                ids_mlm[b, j] = mask_id
+            elif u[1] < 0.5:
+                ids_mlm[b, j] = torch.randint(0, vocab, (1,), generator=gen).item()
+    res = config["image_size"]
+    data = {
+        "text": ["a synthetic caption"] * batch,  # compute_itm reads only its length
+        "text_ids": ids, "text_masks": masks, "text_labels": torch.full_like(ids, -100),
+        "text_ids_mlm": ids_mlm, "text_labels_mlm": labels_mlm,
+        "image": [torch.randn(batch, 3, res, res, generator=gen)],
+        "false_image_0": [torch.randn(batch, 3, res, res, generator=gen)],
+    }
+
+    def step():
+        optimizer.zero_grad()
+        total_loss = model.training_step(data, 0)
+        total_loss.backward()
+        optimizer.step()
+        scheduler.step()
+        return total_loss.item()
+    return model, step
+
+
+BUILDERS = {"ALBEF": build_albef, "BLIP": build_blip, "METER": build_meter}
 
 
 def run_ours(elip, preset, prune, batch, length, threads):
@@ -216,6 +419,42 @@ def run_ours(elip, preset, prune, batch, length, threads):
     return json.loads(line[-1])["variants"][0]["step_seconds_median"]
 
 
+def self_check(root, names, prunings, batch, steps):
+    """--tiny: each official model at TINY's shapes, `steps` steps per pruning setting; every loss
+    must be finite and the ViT output must have the pruned token count when pruning is on."""
+    import tempfile
+    failures = []
+    with tempfile.TemporaryDirectory(prefix="bench-vs-pytorch-tiny-") as folder:
+        for name in names:
+            spec = BACKBONES[name]
+            tokens = {}
+            for setting in prunings:
+                gen = torch.Generator().manual_seed(7)
+                torch.manual_seed(1)
+                with contextlib.redirect_stdout(io.StringIO()):  # BLIP prints a line per tied weight
+                    model, step = BUILDERS[spec["family"]](root, spec, setting == "on", batch, gen, tiny=folder)
+                model.train()
+                vit = model.vit_model if spec["family"] == "METER" else model.visual_encoder
+                seen = []
+                vit.register_forward_hook(lambda m, i, out: seen.append((out[0] if isinstance(out, tuple) else out).shape[1]))
+                for r in range(steps):
+                    t0 = time.perf_counter()
+                    loss = step()
+                    ok = loss == loss and abs(loss) != float("inf")
+                    print(f"  tiny {name} pruning {setting} step {r + 1}: loss {loss:.4f}, {time.perf_counter() - t0:.2f} s, "
+                          f"ViT output tokens {sorted(set(seen))}", flush=True)
+                    if not ok:
+                        failures.append(f"{name} pruning {setting} step {r + 1}: loss {loss}")
+                tokens[setting] = max(seen)
+                del model, step
+                gc.collect()
+            if "on" in tokens and "off" in tokens and not tokens["on"] < tokens["off"]:
+                failures.append(f"{name}: the ViT keeps {tokens['on']} tokens with pruning on, {tokens['off']} with it off")
+    if failures:
+        die("--tiny self-check failed:\n  " + "\n  ".join(failures))
+    print(f"--tiny self-check passed: {', '.join(names)} (pruning {', '.join(prunings)}), {steps} steps each, finite losses")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--official-root", required=True, help="checkout of guoyang9/ELIP (has ALBEF/, BLIP/, METER/)")
@@ -225,14 +464,18 @@ def main():
     p.add_argument("--steps", type=int, default=3, help="timed rounds (median)")
     p.add_argument("--warmup", type=int, default=1, help="discarded rounds first")
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads and elip --threads")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads and elip --threads (default 2; --tiny: 1, since "
+                                                  "spinning worker threads make tiny steps erratic on a busy machine)")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--tiny", action="store_true",
+                   help="self-check instead of timing: build each official model of --backbones at tiny shapes (64 wide), "
+                        "run --steps steps per --pruning setting and fail unless every loss is finite and pruning shortens "
+                        "the ViT output (seconds; --elip and --warmup are not used)")
     args = p.parse_args()
+    if args.threads is None:
+        args.threads = 1 if args.tiny else 2
     if args.steps < 1 or args.warmup < 0 or args.batch < 2 or args.threads < 1:
         die("--steps and --threads must be >= 1, --warmup >= 0, --batch >= 2 (ITM negatives)")
-    elip = os.path.abspath(args.elip)
-    if not os.access(elip, os.X_OK):
-        die(f"--elip {args.elip}: not an executable (build with: swift build -c release)")
     names = args.backbones.split(",")
     for n in names:
         if n not in BACKBONES:
@@ -242,21 +485,27 @@ def main():
         if s not in ("on", "off"):
             die(f"--pruning: '{s}' is not on or off")
     root = os.path.abspath(args.official_root)
-    json_path = os.path.abspath(args.json) if args.json else None
     torch.set_num_threads(args.threads)
     stub_torchvision()
+    if args.tiny:
+        if args.json:
+            die("--json writes timing rows; --tiny times nothing (drop one of them)")
+        return self_check(root, names, prunings, args.batch, args.steps)
+    elip = os.path.abspath(args.elip)
+    if not os.access(elip, os.X_OK):
+        die(f"--elip {args.elip}: not an executable (build with: swift build -c release)")
+    json_path = os.path.abspath(args.json) if args.json else None
     rows = []
     for name in names:
         spec = BACKBONES[name]
-        if spec["family"] not in BUILDERS:
-            print(f"{name}: the official {spec['family']} step is not wired up (see README)", flush=True)
-            continue
         for setting in prunings:
             prune = setting == "on"
             gen = torch.Generator().manual_seed(7)
             torch.manual_seed(1)
-            model, theirs_step = BUILDERS[spec["family"]](root, prune, args.batch, spec["text"], gen)
+            model, theirs_step = BUILDERS[spec["family"]](root, spec, prune, args.batch, gen)
             model.train()
+            print(f"  {name} pruning {setting}: official model {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters",
+                  file=sys.stderr, flush=True)
             ours, theirs = [], []
             for r in range(args.warmup + args.steps):
                 t0 = time.perf_counter()
