@@ -26,3 +26,10 @@ extension BLIPConfig: PrunedViTConfig {
     public var visionDepth: Int { vision.depth }
     public var pruneKeepBase: Int { keepBase }
 }
+
+/// METER's keep counts are of `keep_base` (the official (224 // 32)^2 = 49 whatever the patch
+/// grid) or, without the key, of N0; its CLIP ViT has `clip.blocks` blocks.
+extension METERConfig: PrunedViTConfig {
+    public var visionDepth: Int { vision.blocks }
+    public var pruneKeepBase: Int { keepBase }
+}

@@ -22,6 +22,23 @@ final class TokenBudgetCommandTests: XCTestCase {
         XCTAssertEqual(try XCTUnwrap(row["removed_share"] as? Double), 890.0 / 3084.0, accuracy: 1e-9)
     }
 
+    /// METER keeps of the official base (224 // 32)^2 = 49 whatever the grid (SPEC-METER §3.1's
+    /// table): at 288 px with 16-px patches 44/34/22 of 324 patches, 325 325 46 46 36x5 24 24
+    /// tokens, Σ = 970 of 11 x 325 = 3575 (72.9% removed). The demo config keeps of N0 = 64.
+    func testMETERConfigsUseTheirKeepBase() throws {
+        let meter = Tiny.repo.appendingPathComponent("configs/pretrain-meter-4m.yaml").path
+        let demo = Tiny.repo.appendingPathComponent("configs/demo-meter.yaml").path
+        let r = try CLI.run(["info", "--json", "--token-budget", meter, "--token-budget", demo])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        let rows = try XCTUnwrap(object["token_budget"] as? [[String: Any]])
+        XCTAssertEqual(rows.count, 2)
+        XCTAssertEqual(rows[0]["tokens_per_layer"] as? [Int], [325, 325, 46, 46] + [Int](repeating: 36, count: 5) + [24, 24])
+        XCTAssertEqual(try XCTUnwrap(rows[0]["removed_share"] as? Double), 1 - 970.0 / 3575.0, accuracy: 1e-9)
+        // demo-meter.yaml: 11 blocks, 64 patches, keeps floor(64 x [0.9, 0.8, 0.7]) = 57/51/44.
+        XCTAssertEqual(rows[1]["tokens_per_layer"] as? [Int], [65, 65, 59, 59] + [Int](repeating: 53, count: 5) + [46, 46])
+    }
+
     func testBadConfigIsAnError() throws {
         let tmp = try CLI.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: tmp) }
