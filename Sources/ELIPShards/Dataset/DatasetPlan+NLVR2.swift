@@ -36,16 +36,7 @@ extension DatasetPlan {
             paths.append(p)
         }
         let label = paths.joined(separator: " | ")
-        let sentence: String
-        switch entry["sentence"] {
-        case let .string(t)?: sentence = t.trimmingCharacters(in: .whitespacesAndNewlines)
-        case .invalidUTF8String?: return reject(s, label, .captionNotUTF8, "entry \(index): sentence is not valid UTF-8 (or holds a lone UTF-16 surrogate escape)")
-        case nil, .null?: return reject(s, label, .missingCaption, "entry \(index) has no \"sentence\" field")
-        default: return reject(s, label, .badAnnotation, "entry \(index): sentence is not a string")
-        }
-        guard !preCaption(sentence).isEmpty else {
-            return reject(s, label, .emptyCaption, "entry \(index): no sentence words left after cleaning")
-        }
+        guard let sentence = taskText(entry, field: "sentence", index: index, source: s, item: label, cleaning: { preCaption($0) }) else { return }
         guard case let .string(name)? = entry["label"], let classID = Self.nlvrLabels[name] else {
             let given: String
             switch entry["label"] {

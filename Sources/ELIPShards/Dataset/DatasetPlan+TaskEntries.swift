@@ -4,21 +4,37 @@ import Foundation
 /// The fine-tuning task formats' entries (SNLI-VE, retrieval, VQA): each joins the record of its
 /// image, so an image is stored once however many entries name it (NLVR2: DatasetPlan+NLVR2.swift).
 extension DatasetPlan {
+    /// The string field `field` of a task entry, or nil after rejecting the entry (missing, not a
+    /// string, invalid UTF-8, or no words left after `cleaning`). `trim`: strip surrounding
+    /// whitespace from the stored text (sentences and captions; VQA keeps the question as given).
+    mutating func taskText(_ entry: JSONValue, field: String, index: Int, source s: Int, item: String, trim: Bool = true,
+                           notAStringHint: String = "", cleaning: (String) -> String) -> String? {
+        let text: String
+        switch entry[field] {
+        case let .string(t)?: text = trim ? t.trimmingCharacters(in: .whitespacesAndNewlines) : t
+        case .invalidUTF8String?:
+            reject(s, item, .captionNotUTF8, "entry \(index): \(field) is not valid UTF-8 (or holds a lone UTF-16 surrogate escape)")
+            return nil
+        case nil, .null?:
+            reject(s, item, .missingCaption, "entry \(index) has no \"\(field)\" field")
+            return nil
+        default:
+            reject(s, item, .badAnnotation, "entry \(index): \(field) is not a string\(notAStringHint)")
+            return nil
+        }
+        guard !cleaning(text).isEmpty else {
+            reject(s, item, .emptyCaption, "entry \(index): no \(field) words left after cleaning")
+            return nil
+        }
+        return text
+    }
+
     /// One SNLI-VE entry: the sentence and its label join the record of its image (`<id>.jpg`,
     /// stored once). Every entry stays a training sample of its own, as in ve_dataset.py (a
     /// repeated sentence is not merged away).
     mutating func addVEEntry(_ entry: JSONValue, image: String, index: Int, source s: Int, base: String,
                                      root: String?, allowAbsolute: Bool, seen: inout [String: Int]) {
-        let sentence: String
-        switch entry["sentence"] {
-        case let .string(t)?: sentence = t.trimmingCharacters(in: .whitespacesAndNewlines)
-        case .invalidUTF8String?: return reject(s, image, .captionNotUTF8, "entry \(index): sentence is not valid UTF-8 (or holds a lone UTF-16 surrogate escape)")
-        case nil, .null?: return reject(s, image, .missingCaption, "entry \(index) has no \"sentence\" field")
-        default: return reject(s, image, .badAnnotation, "entry \(index): sentence is not a string")
-        }
-        guard !preCaption(sentence).isEmpty else {
-            return reject(s, image, .emptyCaption, "entry \(index): no sentence words left after cleaning")
-        }
+        guard let sentence = taskText(entry, field: "sentence", index: index, source: s, item: image, cleaning: { preCaption($0) }) else { return }
         guard case let .string(name)? = entry["label"] else {
             return reject(s, image, .badLabel, "entry \(index) has no string \"label\" field (entailment, neutral or contradiction)")
         }
@@ -34,16 +50,8 @@ extension DatasetPlan {
     /// (stored once) with the image index of its `image_id` as label. Every entry stays a sample.
     mutating func addRetrievalEntry(_ entry: JSONValue, image: String, index: Int, source s: Int, base: String,
                                             root: String?, allowAbsolute: Bool, seen: inout [String: Int]) {
-        let caption: String
-        switch entry["caption"] {
-        case let .string(t)?: caption = t.trimmingCharacters(in: .whitespacesAndNewlines)
-        case .invalidUTF8String?: return reject(s, image, .captionNotUTF8, "entry \(index): caption is not valid UTF-8 (or holds a lone UTF-16 surrogate escape)")
-        case nil, .null?: return reject(s, image, .missingCaption, "entry \(index) has no \"caption\" field")
-        default: return reject(s, image, .badAnnotation, "entry \(index): caption is not a string (retrieval training files hold one caption per entry)")
-        }
-        guard !preCaption(caption).isEmpty else {
-            return reject(s, image, .emptyCaption, "entry \(index): no caption words left after cleaning")
-        }
+        guard let caption = taskText(entry, field: "caption", index: index, source: s, item: image,
+                                     notAStringHint: " (retrieval training files hold one caption per entry)", cleaning: { preCaption($0) }) else { return }
         // The official dict key is the JSON value itself: 7 and "7" are two images.
         let idKey: String
         switch entry["image_id"] {
@@ -87,16 +95,8 @@ extension DatasetPlan {
     /// the same file join it). A question id seen before is a duplicate.
     mutating func addVQAEntry(_ entry: JSONValue, image: String, index: Int, source s: Int, base: String,
                                       root: String?, allowAbsolute: Bool, seen: inout [String: Int]) {
-        let question: String
-        switch entry["question"] {
-        case let .string(t)?: question = t
-        case .invalidUTF8String?: return reject(s, image, .captionNotUTF8, "entry \(index): question is not valid UTF-8 (or holds a lone UTF-16 surrogate escape)")
-        case nil, .null?: return reject(s, image, .missingCaption, "entry \(index) has no \"question\" field")
-        default: return reject(s, image, .badAnnotation, "entry \(index): question is not a string")
-        }
-        guard !preQuestion(question).trimmingCharacters(in: .whitespaces).isEmpty else {
-            return reject(s, image, .emptyCaption, "entry \(index): no question words left after cleaning")
-        }
+        guard let question = taskText(entry, field: "question", index: index, source: s, item: image, trim: false,
+                                      cleaning: { preQuestion($0).trimmingCharacters(in: .whitespaces) }) else { return }
         let id: Int
         switch entry["question_id"] {
         case let .number(n)?:
