@@ -4,7 +4,7 @@
 /// A section path belongs to the module its first `vision`, `text` or `fusion` component names:
 /// `vision/look-ahead` and `momentum/vision` are vision-encoder work, `momentum/text` text
 /// encoder, `fusion` the cross-attending layers (ALBEF's fusion BERT; BLIP's image-grounded
-/// encoder and decoder). Anything else (contrastive loss, projections outside those sections)
+/// encoder and decoder; METER's co-attention stack, both streams). Anything else (contrastive loss, projections outside those sections)
 /// is `other`. Backward FLOPs are charged to the module of the forward op they differentiate.
 public struct ModuleFLOPs: Equatable {
     public static let modules = ["vision", "text", "fusion", "other"]

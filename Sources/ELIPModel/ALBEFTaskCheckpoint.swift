@@ -25,8 +25,9 @@ public enum ALBEFTaskCheckpoint {
         case nlvr
     }
 
-    /// The first fusion layer, as the scripts hard-code it (VQA's decoder split, NLVR2's
-    /// layer doubling), whatever the config's `fusion_layer`.
+    /// The first fusion layer as the scripts hard-code it (VQA.py's decoder split,
+    /// Pretrain_nlvr.py's layer doubling), whatever the config's `fusion_layer`: the default of
+    /// `scriptFusion` (VQA: `decoder_init_from_layer`; NLVR2: the config's fusion layer).
     public static let scriptFusionLayer = 6
 
     /// Checkpoint keys the script passes through `interpolate_pos_embed` before renaming.
