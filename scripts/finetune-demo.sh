@@ -84,9 +84,9 @@ for task in $TASKS; do
 done
 
 step "summary -> $OUT/finetune.json"
-python3 - "$OUT" $TASKS <<'PY'
+python3 - "$OUT" "$RANDOM_INIT" $TASKS <<'PY'
 import json, os, sys
-out, tasks = sys.argv[1], sys.argv[2:]
+out, with_random, tasks = sys.argv[1], sys.argv[2] == "1", sys.argv[3:]
 def load(task, start):
     path = os.path.join(out, f"{task}-{start}.json")
     return json.load(open(path)) if os.path.exists(path) else None
@@ -105,9 +105,12 @@ def retrieval_chance():
 # its colour, shape, number and material words blanked), applied to the test split. It is what a
 # model that ignores the images can reach (e.g. "how many _ are there?" -> "1"), so a score above
 # it is what the images added.
-WORDS = {"red", "green", "blue", "yellow", "purple", "orange", "white", "black", "circle", "square", "triangle", "star",
-         "diamond", "cross", "circles", "squares", "triangles", "stars", "diamonds", "crosses", "wood", "paper", "glass",
-         "metal", "plastic", "stone", "one", "two", "three", "four", "a", "an", "is", "are"}
+# Colour and shape words come from the corpus's answer list (with their plurals); the materials and
+# number words are SyntheticEntailment's.
+_answers = json.load(open(os.path.join(out, "corpus", "answer_list.json")))
+_objects = {a for a in _answers if a not in ("yes", "no") and not a.isdigit()}
+WORDS = _objects | {a + ("es" if a.endswith("s") else "s") for a in _objects} \
+    | {"wood", "paper", "glass", "metal", "plastic", "stone", "one", "two", "three", "four", "a", "an", "is", "are"}
 def form(sentence):
     return " ".join("_" if w.strip("?") in WORDS else w for w in sentence.lower().split())
 
@@ -143,7 +146,8 @@ def entry(task, r):
 path = os.path.join(out, "finetune.json")
 summary = json.load(open(path)) if os.path.exists(path) else {}
 for task in tasks:
-    pre, rnd = load(task, "pretrained"), load(task, "random")
+    # The random-start result only when this run made it (an older one may predate the current runs).
+    pre, rnd = load(task, "pretrained"), load(task, "random") if with_random else None
     e = {k: round(v, 2) if isinstance(v, float) else v for k, v in entry(task, pre).items()}
     e["steps"] = pre.get("step")
     if rnd is not None:
