@@ -121,7 +121,7 @@ struct BenchTrainStepCommand: ParsableCommand {
             // A config with its own vocabulary (e.g. the BLIP demo's) frames the random captions
             // with that vocabulary's special ids, as training would.
             if FileManager.default.fileExists(atPath: c.vocabulary) {
-                try c.useVocabulary(of: loadTokenizer(c.vocabulary))
+                try c.useVocabulary(of: c.captionTokenizer())
             } else if c.model.specialTokens.cls >= c.model.vocabularySize {
                 throw ValidationError("\(config): its vocabulary \(c.vocabulary) is missing, and bert-base's special ids do not fit vocab_size \(c.model.vocabularySize)")
             }

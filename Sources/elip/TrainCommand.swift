@@ -95,14 +95,7 @@ struct TrainCommand: ParsableCommand {
         let comm = debug ? Communicator.singleProcess() : try Communicator.world()
         try cfg.checkQueue(ranks: comm.size, file: path)
         try cfg.checkSyntheticCorpus(ranks: comm.size, file: path)
-        let tokenizer: any CaptionTokenizer
-        if let merges = cfg.merges {
-            tokenizer = try RobertaTokenizer(vocabularyJSON: cfg.vocabulary, merges: merges)
-        } else {
-            do { tokenizer = try BertTokenizer(vocabularyFile: cfg.vocabulary) } catch {
-                throw ValidationError("\(error)\nRun `make setup` to fetch the vocabulary, or pass --vocab FILE.")
-            }
-        }
+        let tokenizer = try cfg.captionTokenizer()
         try cfg.useVocabulary(of: tokenizer)
         let source: BatchSource
         if let dir = cfg.dataDirectory {
@@ -161,5 +154,16 @@ struct TrainCommand: ParsableCommand {
             throw ValidationError("determinism self-check failed: two identical 2-step runs differ in \(differing) weights")
         }
         print("determinism self-check: two 2-step runs are bitwise identical (\(results[0].count) weights)")
+    }
+}
+
+extension TrainingConfig {
+    /// The config's caption tokenizer: RoBERTa's byte-level BPE when `data.merges` is set (METER),
+    /// WordPiece otherwise.
+    func captionTokenizer() throws -> any CaptionTokenizer {
+        if let merges { return try RobertaTokenizer(vocabularyJSON: vocabulary, merges: merges) }
+        do { return try BertTokenizer(vocabularyFile: vocabulary) } catch {
+            throw ValidationError("\(error)\nRun `make setup` to fetch the vocabulary, or pass --vocab FILE.")
+        }
     }
 }

@@ -2,16 +2,19 @@ import Foundation
 import XCTest
 
 /// Issue 18 part 2: `elip bench train-step` reports the FLOPs share by module, with and without
-/// pruning, and draws it (--flops-chart), for both backbones.
+/// pruning, and draws it (--flops-chart), for every backbone.
 final class BenchFLOPsByModuleTests: XCTestCase {
     func testSharesAddUpAndPruningShrinksFusion() throws {
         let tmp = try CLI.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: tmp) }
-        for model in Tiny.Model.allCases {
-            let config = try Tiny.writeConfig(model, folder: tmp, name: "\(model).yaml")
+        // METER: the shipped demo config (its byte-level BPE vocabulary frames the captions; 20 tokens fit its positions).
+        let runs: [(model: String, config: String, extra: [String])] = try Tiny.Model.allCases.map {
+            ("\($0)", try Tiny.writeConfig($0, folder: tmp, name: "\($0).yaml"), [])
+        } + [("meter", Tiny.repo.appendingPathComponent("configs/demo-meter.yaml").path, ["--text-length", "20"])]
+        for (model, config, extra) in runs {
             let chart = tmp.appendingPathComponent("\(model).png").path
             let r = try CLI.run(["bench", "train-step", "--config", config, "--steps", "1", "--warmup", "0", "--batch", "4",
-                                 "--variants", "look_ahead,none", "--json", "--flops-chart", chart, "--threads", "2"])
+                                 "--variants", "look_ahead,none", "--json", "--flops-chart", chart, "--threads", "2"] + extra)
             XCTAssertEqual(r.status, 0, r.stderr)
             let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
             let variants = try XCTUnwrap(json["variants"] as? [[String: Any]])
