@@ -33,7 +33,11 @@ static inline float erf_approx(float a) {
     return p / q;
 }
 
+// Below -87.34 the result would be subnormal; it is 0 instead (a clamp would return FLT_MIN, and
+// masked attention scores of -10000 then leave subnormal probabilities and gradients behind,
+// which run sgemm 5x slower).
 static inline float exp_approx(float x) {
+    const float keep = x < -87.3365447505531f ? 0.0f : 1.0f;
     x = x > 88.3762626647949f ? 88.3762626647949f : (x < -87.3365447505531f ? -87.3365447505531f : x);
     float fx = floorf(x * 1.44269504088896341f + 0.5f);
     float r = x - fx * 0.693359375f + fx * 2.12194440e-4f;
@@ -47,7 +51,7 @@ static inline float exp_approx(float x) {
     y = y * r2 + r + 1.0f;
     union { int i; float f; } s;
     s.i = ((int)fx + 127) << 23;
-    return y * s.f;
+    return y * s.f * keep;
 }
 
 MULTI void elip_erf(const float *x, float *y, int64_t n) {

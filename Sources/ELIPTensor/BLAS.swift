@@ -7,8 +7,31 @@ public enum GEMMProfiler {
     nonisolated(unsafe) public static var enabled = false
     nonisolated(unsafe) public private(set) static var seconds = 0.0
     nonisolated(unsafe) public private(set) static var flops = 0.0
-    public static func reset() { seconds = 0; flops = 0 }
+    /// With `recordShapes` on, also time per GEMM shape (calls made on the caller's thread; the
+    /// per-worker GEMMs of a parallel region are counted under one "parallel regions" row).
+    nonisolated(unsafe) public static var recordShapes = false
+    nonisolated(unsafe) public private(set) static var byShape: [GEMMShape: GEMMShapeTime] = [:]
+    public static func reset() { seconds = 0; flops = 0; byShape = [:] }
     static func add(_ s: Double, _ f: Double) { seconds += s; flops += f }
+    static func add(_ shape: GEMMShape, _ s: Double, _ f: Double) {
+        byShape[shape, default: GEMMShapeTime()].add(s, f)
+    }
+}
+
+/// One GEMM shape as cblas saw it (row-major; m x k times k x n), or all parallel regions (m = 0).
+public struct GEMMShape: Hashable, Sendable, CustomStringConvertible {
+    public var transA: Bool, transB: Bool, m: Int, n: Int, k: Int
+    public static let parallelRegions = GEMMShape(transA: false, transB: false, m: 0, n: 0, k: 0)
+    public var description: String {
+        m == 0 ? "parallel regions (batched)" : "\(transA ? "T" : "N")\(transB ? "T" : "N") m=\(m) n=\(n) k=\(k)"
+    }
+}
+
+/// Calls, seconds and FLOPs of one GEMM shape.
+public struct GEMMShapeTime: Sendable {
+    public var calls = 0, seconds = 0.0, flops = 0.0
+    public init() {}
+    mutating func add(_ s: Double, _ f: Double) { calls += 1; seconds += s; flops += f }
 }
 
 @inline(__always) func monotonicSeconds() -> Double {
@@ -47,7 +70,11 @@ func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
     let t0 = GEMMProfiler.enabled ? monotonicSeconds() : 0
     let flops = rowMajorSgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
                               b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
-    if GEMMProfiler.enabled { GEMMProfiler.add(monotonicSeconds() - t0, flops) }
+    if GEMMProfiler.enabled {
+        let dt = monotonicSeconds() - t0
+        GEMMProfiler.add(dt, flops)
+        if GEMMProfiler.recordShapes { GEMMProfiler.add(GEMMShape(transA: transA, transB: transB, m: m, n: n, k: k), dt, flops) }
+    }
 }
 
 /// Public GEMM entry for benchmarks: C[m,n] = A[m,k] * op(B) on arrays the caller owns.
@@ -93,7 +120,9 @@ func parallelGEMMRegion(_ n: Int, _ body: (Range<Int>, Int, inout GEMMTally) -> 
     if GEMMProfiler.enabled {
         let wall = monotonicSeconds() - t0
         let gemm = tallies.reduce(0.0) { $0 + $1.gemmSeconds }, busy = tallies.reduce(0.0) { $0 + $1.busySeconds }
-        GEMMProfiler.add(busy > 0 ? wall * gemm / busy : 0, tallies.reduce(0.0) { $0 + $1.flops })
+        let seconds = busy > 0 ? wall * gemm / busy : 0, flops = tallies.reduce(0.0) { $0 + $1.flops }
+        GEMMProfiler.add(seconds, flops)
+        if GEMMProfiler.recordShapes { GEMMProfiler.add(.parallelRegions, seconds, flops) }
     }
 }
 

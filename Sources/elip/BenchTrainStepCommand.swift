@@ -77,6 +77,8 @@ struct BenchTrainStepCommand: ParsableCommand {
     var maxBatchLimit = 4096
     @Option(help: "Write the FLOPs share by module (vision, text, fusion, other; forward and forward+backward, per variant) as a stacked bar chart PNG.")
     var flopsChart: String?
+    @Option(help: "Also list the N GEMM shapes that took the most time (per step, summed over the timed steps' calls): calls, seconds, GFLOP/s. 0: off.")
+    var gemmShapes = 0
 
     /// One thing to time: a pruning setting.
     struct Variant {
@@ -109,6 +111,7 @@ struct BenchTrainStepCommand: ParsableCommand {
         var times: [Double] = [], flops: [Double] = [], gemmSeconds: [Double] = [], rss: [Double] = [], liveMiB: [Double] = []
         var sections: [[String: Double]] = [], ops: [[String: Double]] = []
         var modules: [ModuleFLOPs] = []
+        var shapes: [GEMMShape: GEMMShapeTime] = [:]
     }
 
     func run() throws {
@@ -143,6 +146,7 @@ struct BenchTrainStepCommand: ParsableCommand {
         guard batch >= 1, steps >= 1, warmup >= 0, textLength >= 2 else {
             throw ValidationError("--batch, --steps and --text-length must be positive (--text-length at least 2)")
         }
+        guard gemmShapes >= 0 else { throw ValidationError("--gemm-shapes must be 0 (off) or a positive count, got \(gemmShapes)") }
         if let queue = model.featureQueueSize, queue < batch {
             throw ValidationError("\(source): queue_size \(queue) is smaller than the \(batch) features a step of --batch \(batch) enqueues")
         }
@@ -195,6 +199,7 @@ struct BenchTrainStepCommand: ParsableCommand {
             for (vi, variant) in variantList.enumerated() {
                 net.pruning = variant.prune
                 StepProfiler.start()
+                GEMMProfiler.recordShapes = gemmShapes > 0
                 let (dt, loss, liveBytes) = try Self.trainingStep(net, optimizer, input, seed: UInt64(100 + round), dropout: !noDropout)
                 StepProfiler.stop()
                 step += 1
@@ -213,6 +218,11 @@ struct BenchTrainStepCommand: ParsableCommand {
                 measured[vi].sections.append(StepProfiler.sectionSeconds)
                 measured[vi].ops.append(StepProfiler.opSeconds)
                 measured[vi].modules.append(ModuleFLOPs(sectionFlops: StepProfiler.sectionFlops, backwardFlops: StepProfiler.backwardFlops))
+                for (shape, time) in GEMMProfiler.byShape {
+                    measured[vi].shapes[shape, default: GEMMShapeTime()].calls += time.calls
+                    measured[vi].shapes[shape, default: GEMMShapeTime()].seconds += time.seconds
+                    measured[vi].shapes[shape, default: GEMMShapeTime()].flops += time.flops
+                }
             }
         }
 
@@ -264,6 +274,7 @@ struct BenchTrainStepCommand: ParsableCommand {
                 print(k.padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: "%9.3f  %5.1f%%", val, 100 * val / t))
             }
             Self.printModules(byModule)
+            if gemmShapes > 0 { Self.printShapes(m.shapes, steps: m.times.count, top: gemmShapes, stepSeconds: t) }
             print(String(format: "resident memory after the timed steps: %.0f -> %.0f MiB; peak of live step tensors (activations, gradients of non-parameters, workspaces) %.0f MiB",
                          m.rss.first!, m.rss.last!, m.liveMiB.max() ?? 0))
         }
@@ -284,6 +295,17 @@ struct BenchTrainStepCommand: ParsableCommand {
         } else {
             print(String(format: "\npeak resident memory of the process: %.0f MiB (%.0f MiB before the first step: weights, gradients, optimizer state, momentum model, queues; the steps add up to %.0f MiB)",
                          peakMiB, residentBeforeSteps, peakMiB - residentBeforeSteps))
+        }
+    }
+
+    /// The `top` GEMM shapes by time, per step.
+    static func printShapes(_ shapes: [GEMMShape: GEMMShapeTime], steps: Int, top: Int, stepSeconds: Double) {
+        let n = Double(max(steps, 1))
+        print("\nGEMM shape (row-major op(A) m x k, op(B) k x n)      calls/step   s/step  share  GFLOP/s")
+        for (shape, time) in shapes.sorted(by: { $0.value.seconds > $1.value.seconds }).prefix(top) {
+            print(shape.description.padding(toLength: 52, withPad: " ", startingAt: 0)
+                  + String(format: "%10.1f %8.3f %5.1f%% %8.1f", Double(time.calls) / n, time.seconds / n,
+                           100 * time.seconds / n / stepSeconds, time.seconds > 0 ? time.flops / time.seconds / 1e9 : 0))
         }
     }
 

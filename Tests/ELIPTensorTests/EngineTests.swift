@@ -37,6 +37,29 @@ final class BroadcastingAndErrorTests: XCTestCase {
         XCTAssertThrowsError(try Tensor([1, 2, 3], shape: [2, 2]))
     }
 
+    /// A key masked with -10000 gets probability exactly 0, and a masked key's row gets exactly zero
+    /// gradient: an exp that clamped its input returned FLT_MIN there, which left subnormal
+    /// probabilities and gradients behind and ran the text-side sgemms 5x slower.
+    func testMaskedKeysGetExactlyZeroProbabilityAndGradient() throws {
+        XCTAssertEqual(try Tensor([0, -10000, -88, -87], shape: [1, 4]).softmax().toArray()[1...2], [0, 0])
+        let q = randomTensor([2, 3, 8], seed: 4), k = randomTensor([2, 3, 8], seed: 5), v = randomTensor([2, 3, 8], seed: 6)
+        let mask: [Float] = [0, 0, -10000, 0, -10000, -10000]
+        let r = try Tensor.attention(query: q, key: k, value: v, heads: 2, mask: .keyPadding(mask), returnProbabilities: true)
+        let probs = try XCTUnwrap(r.probabilities).toArray()  // [B, heads, Tq, Tk]
+        for b in 0..<2 {
+            for row in 0..<(2 * 3) {
+                for j in 0..<3 where mask[b * 3 + j] != 0 { XCTAssertEqual(probs[(b * 6 + row) * 3 + j], 0) }
+            }
+        }
+        try Autograd.backward(from: r.output.sum())
+        let dk = try XCTUnwrap(k.grad).toArray(), dv = try XCTUnwrap(v.grad).toArray()
+        for (i, m) in mask.enumerated() where m != 0 {
+            XCTAssertEqual(Array(dk[(i * 8)..<(i * 8 + 8)]), [Float](repeating: 0, count: 8), "key row \(i)")
+            XCTAssertEqual(Array(dv[(i * 8)..<(i * 8 + 8)]), [Float](repeating: 0, count: 8), "value row \(i)")
+        }
+        XCTAssertTrue((dk + dv).allSatisfy { $0 == 0 || abs($0) >= Float.leastNormalMagnitude }, "no subnormal gradients")
+    }
+
     func testAttentionMatchesNaiveComputation() throws {
         let q = randomTensor([1, 2, 4], seed: 1, grad: false), k = randomTensor([1, 3, 4], seed: 2, grad: false)
         let v = randomTensor([1, 3, 4], seed: 3, grad: false)
