@@ -143,6 +143,7 @@ extension METERModel: PairMatchingModel {
                                  batch: idsEntry.shape[0], length: idsEntry.shape[1])
         let batch = ImageTextBatch(images: try Tensor(file.floats("image"), shape: imageEntry.shape), text: text)
         var context = StepContext(seed: 0, dropout: false)
+        context.inspection = true
         for name in ["text_ids_mlm", "text_labels_mlm", "itm_labels"] {
             context.recorded.ints[name] = try file.int64s(name).map { Int($0) }
         }

@@ -123,11 +123,16 @@ public final class METERModel: TrainableModel, TextGuidedPruningModel {
         let (maskedIds, labels) = try mlmDraws(batch.text, context: c, firstRow: offset)
         let masked = try batch.text.replacingIds(maskedIds)
         let mlm = try infer(masked, images: batch.images, dropout: dropout)
-        let mlmLogits = try StepProfiler.section("mlm") { try mlmHead(mlm.fused.text) }
-        // A batch without masked tokens has no MLM loss (officially NaN): it contributes 0.
-        let lossMLM = labels.contains { $0 != -100 }
-            ? try mlmLogits.reshaped([bs * batch.text.length, r.vocabSize]).crossEntropy(labels: labels)
-            : try Tensor([0], shape: [])
+        // The vocabulary head runs on the masked tokens only: the other rows (label -100) add
+        // nothing to the loss or its gradients, and the untied 50k-word projection of every token
+        // is the step's largest single GEMM. A batch without masked tokens has no MLM loss
+        // (officially NaN): it contributes 0.
+        let tokens = try mlm.fused.text.reshaped([bs * batch.text.length, config.fusionHidden])
+        let maskedRows = labels.indices.filter { labels[$0] != -100 }
+        let lossMLM = try StepProfiler.section("mlm") { () throws -> Tensor in
+            guard !maskedRows.isEmpty else { return try Tensor([0], shape: []) }
+            return try mlmHead(tokens.gatherRows(maskedRows)).crossEntropy(labels: maskedRows.map { labels[$0] })
+        }
 
         // ITM: the clean caption with its own image (label 1) or a random one (label 0).
         let itmLabels = try itmLabelDraws(bs, context: c, firstRow: offset)
@@ -140,7 +145,8 @@ public final class METERModel: TrainableModel, TextGuidedPruningModel {
         out.keptIndices = itm.vision.keptIndices
         out.keptIndicesByPass = ["mlm": mlm.vision.keptIndices, "itm": itm.vision.keptIndices]
         out.tensors = ["text_cls.mlm": mlm.textCLS, "text_cls.itm": itm.textCLS, "image_embeds.mlm": mlm.vision.tokens,
-                       "image_embeds.itm": itm.vision.tokens, "mlm_logits": mlmLogits, "cls_feats.itm": itm.fused.clsFeats, "itm_logits": itmLogits]
+                       "image_embeds.itm": itm.vision.tokens, "cls_feats.itm": itm.fused.clsFeats, "itm_logits": itmLogits]
+        if c.inspection { out.tensors["mlm_logits"] = try Autograd.noGrad { try mlmHead(mlm.fused.text) } }
         return out
     }
 

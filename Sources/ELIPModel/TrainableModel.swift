@@ -63,6 +63,9 @@ public struct StepContext {
     public var globalNegatives = false
     /// Fixed draws (reference replay); empty in training.
     public var recorded = RecordedDraws()
+    /// Also return the tensors a training step does not need whole (a reference replay compares
+    /// e.g. METER's MLM logits of every token, where training projects only the masked ones).
+    public var inspection = false
 
     public init(seed: UInt64, dropout: Bool = true, samplingSeed: UInt64? = nil) {
         self.dropout = dropout
