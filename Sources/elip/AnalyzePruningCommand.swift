@@ -12,9 +12,9 @@ struct AnalyzePruningCommand: ParsableCommand {
         commandName: "analyze-pruning",
         abstract: "Does the text guide the pruning? Object share of the kept tokens vs of the image.",
         discussion: """
-        For every entry of an annotation file with object masks (`elip synth` writes them into
-        test.json as "mask"), runs the pruned ViT with the entry's first caption and reports, per
-        pruning stage, the share of object pixels under the kept patches, next to the share of
+        For every entry of an annotation file with object masks (`elip synth` writes them into \
+        test.json as "mask"), runs the pruned ViT with the entry's first caption and reports, per \
+        pruning stage, the share of object pixels under the kept patches, next to the share of \
         object pixels in the image (what random pruning would keep). Writes JSON with --out.
         """
     )

@@ -20,7 +20,7 @@ struct BenchOpsCommand: ParsableCommand {
         commandName: "ops",
         abstract: "FMA peak, cblas_sgemm GFLOP/s on ViT-B/16 shapes, and one ViT-B/16 layer forward+backward.",
         discussion: """
-        1. FMA peak: every thread runs independent vector FMAs; the best of several runs.
+        1. FMA peak: every thread runs independent vector FMAs; the best of several runs. \
         2. sgemm on the GEMMs of a ViT-B/16 layer at batch 4 x 257 tokens (M = 1028), forward and
            backward shapes, median of --repeats runs, as a share of the measured peak.
         3. A ViT-B/16 block (dim 768, 12 heads, MLP 3072) forward+backward at batch 4, 257 tokens:

@@ -7,10 +7,10 @@ struct BenchDataCommand: ParsableCommand {
         commandName: "data",
         abstract: "Dataset builder throughput: images/s re-encoding synthetic 384-px JPEGs at 256 px, per worker count.",
         discussion: """
-        Writes --images synthetic JPEGs (--source-size px, quality 95) to a temporary folder, then runs the
-        builder (one process, 1 shard, --image-size) once per --workers value and reports images/s over
-        read + decode + resize + encode + LMDB write (the scan is excluded). One untimed warm-up build
-        runs first; each worker count is timed --repeats times (best and median reported: on a shared
+        Writes --images synthetic JPEGs (--source-size px, quality 95) to a temporary folder, then runs the \
+        builder (one process, 1 shard, --image-size) once per --workers value and reports images/s over \
+        read + decode + resize + encode + LMDB write (the scan is excluded). One untimed warm-up build \
+        runs first; each worker count is timed --repeats times (best and median reported: on a shared \
         machine the best is the better estimate of what the code can do).
         """
     )

@@ -9,9 +9,9 @@ struct BenchLoaderCommand: ParsableCommand {
         commandName: "loader",
         abstract: "Shard loader throughput: images/s per thread (read + CRC + JPEG decode + ALBEF augmentation + normalise).",
         discussion: """
-        Writes --images synthetic scenes as --source-size px JPEGs (quality 95) into --shards LMDB shards in a
-        temporary folder, reads every record once (warm page cache), then times one epoch of
-        ShardLoader batches (--batch per batch, --size px output, RandomResizedCrop + flip + RandAugment)
+        Writes --images synthetic scenes as --source-size px JPEGs (quality 95) into --shards LMDB shards in a \
+        temporary folder, reads every record once (warm page cache), then times one epoch of \
+        ShardLoader batches (--batch per batch, --size px output, RandomResizedCrop + flip + RandAugment) \
         for each --threads value, after one warm-up batch. Also times the single-thread stages.
         """
     )

@@ -16,21 +16,21 @@ struct BenchTrainStepCommand: ParsableCommand {
         commandName: "train-step",
         abstract: "Times full ELIP pre-training steps on synthetic inputs.",
         discussion: """
-        One step = the model's whole pre-training step (for ALBEF: text encoders, the pruned ViT
-        with its scoring passes, the momentum model, ITC / ITM / MLM), backward and AdamW, exactly as
-        `elip train` runs it on one rank. Inputs are
-        random images and captions of --text-length tokens (a few padded). After --warmup steps,
-        --steps steps are timed; the report gives the median seconds per step, images/s, the FLOP
-        count of the step (2 m n k summed over every sgemm that ran, so pruning is included),
-        effective GFLOP/s against the measured FMA peak and sgemm peak, time per phase and per op
-        kind (non-GEMM time; forward ops are charged the time since the previous op finished), and
+        One step = the model's whole pre-training step (for ALBEF: text encoders, the pruned ViT \
+        with its scoring passes, the momentum model, ITC / ITM / MLM), backward and AdamW, exactly as \
+        `elip train` runs it on one rank. Inputs are \
+        random images and captions of --text-length tokens (a few padded). After --warmup steps, \
+        --steps steps are timed; the report gives the median seconds per step, images/s, the FLOP \
+        count of the step (2 m n k summed over every sgemm that ran, so pruning is included), \
+        effective GFLOP/s against the measured FMA peak and sgemm peak, time per phase and per op \
+        kind (non-GEMM time; forward ops are charged the time since the previous op finished), and \
         resident memory. Build with -c release.
 
-        FLOPs by module (the paper's Figure 2(b)): the step's sgemm FLOPs in the vision encoder
-        (the pruned ViT, its scoring passes and the momentum ViT), the text encoder (and its
-        momentum copy), the fusion layers (ALBEF's fusion BERT; BLIP's image-grounded encoder and
-        decoder) and the rest, forward only and forward+backward (a backward GEMM counts for the
-        module of the op it differentiates). --variants look_ahead,none shows them with and
+        FLOPs by module (the paper's Figure 2(b)): the step's sgemm FLOPs in the vision encoder \
+        (the pruned ViT, its scoring passes and the momentum ViT), the text encoder (and its \
+        momentum copy), the fusion layers (ALBEF's fusion BERT; BLIP's image-grounded encoder and \
+        decoder) and the rest, forward only and forward+backward (a backward GEMM counts for the \
+        module of the op it differentiates). --variants look_ahead,none shows them with and \
         without pruning; --flops-chart draws them as stacked bars.
         """
     )

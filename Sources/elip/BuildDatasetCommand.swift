@@ -10,7 +10,7 @@ struct BuildDatasetCommand: ParsableCommand {
         discussion: """
         Inputs: ALBEF annotation files (a JSON list of {"image": path, "caption": str or [str]}; relative \
         paths are resolved against --image-root and must stay inside it) and img2dataset/WebDataset tar \
-        shards (NNNNN.jpg + NNNNN.txt members; a directory means its *.tar files, a glob is expanded).
+        shards (NNNNN.jpg + NNNNN.txt members; a directory means its *.tar files, a glob is expanded). \
         Entries naming the same image are merged into one record with all their distinct captions.
 
         Image formats: JPEG, PNG (every bit depth, grey, palette, alpha), GIF (first frame), still WebP \

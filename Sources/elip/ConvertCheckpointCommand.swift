@@ -7,15 +7,15 @@ struct ConvertCheckpointCommand: ParsableCommand {
         commandName: "convert-checkpoint",
         abstract: "Convert a PyTorch checkpoint (.pth/.pt/.bin from torch.save) to safetensors, without PyTorch.",
         discussion: """
-        Reads torch.save's zip format (PyTorch >= 1.6) and its legacy format with a restricted
-        unpickler: only dicts, lists, tuples, scalars, collections.OrderedDict, tensors
-        (torch._utils._rebuild_tensor_v2/_rebuild_parameter) and torch.*Storage types are accepted;
-        any other global (os.system, builtins.eval, a model class) is refused by name and nothing is
-        executed. The state dict is taken from the 'model' entry, else 'state_dict', else the top
-        level (--key chooses). Views (storage offsets, transposes) are written contiguous; tensors
-        sharing a storage (tied weights) each get their own copy; float16/bfloat16/float64 become
-        float32, integer and bool tensors keep their type. Other entries without tensors (epoch,
-        config) go into __metadata__ as JSON text; entries holding tensors outside the state dict
+        Reads torch.save's zip format (PyTorch >= 1.6) and its legacy format with a restricted \
+        unpickler: only dicts, lists, tuples, scalars, collections.OrderedDict, tensors \
+        (torch._utils._rebuild_tensor_v2/_rebuild_parameter) and torch.*Storage types are accepted; \
+        any other global (os.system, builtins.eval, a model class) is refused by name and nothing is \
+        executed. The state dict is taken from the 'model' entry, else 'state_dict', else the top \
+        level (--key chooses). Views (storage offsets, transposes) are written contiguous; tensors \
+        sharing a storage (tied weights) each get their own copy; float16/bfloat16/float64 become \
+        float32, integer and bool tensors keep their type. Other entries without tensors (epoch, \
+        config) go into __metadata__ as JSON text; entries holding tensors outside the state dict \
         (optimizer state) are listed and not written.
         """
     )

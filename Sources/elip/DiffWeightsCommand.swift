@@ -7,10 +7,10 @@ struct DiffWeightsCommand: ParsableCommand {
         commandName: "diff-weights",
         abstract: "Compare two safetensors files tensor by tensor (e.g. a resumed run against an uninterrupted one).",
         discussion: """
-        For every float tensor present in both files prints nothing unless it differs; then the worst
-        relative difference ||a - b|| / max(||b||, 1e-6). Exits 1 when a tensor is missing from either
-        file, shapes differ, a tensor holds NaN or an infinity (in either file: such values make any
-        difference meaningless), no tensor was compared, or the worst difference exceeds --tolerance
+        For every float tensor present in both files prints nothing unless it differs; then the worst \
+        relative difference ||a - b|| / max(||b||, 1e-6). Exits 1 when a tensor is missing from either \
+        file, shapes differ, a tensor holds NaN or an infinity (in either file: such values make any \
+        difference meaningless), no tensor was compared, or the worst difference exceeds --tolerance \
         (0 = equal values).
         """
     )

@@ -8,7 +8,7 @@ struct ELIPCommand: ParsableCommand {
         commandName: "elip",
         abstract: "ELIP vision-language pre-training (ALBEF with text-guided vision-token pruning) on CPU clusters.",
         discussion: """
-        Run distributed jobs under mpirun, e.g. `mpirun -np 4 elip train --config configs/pretrain-albef-4m.yaml`.
+        Run distributed jobs under mpirun, e.g. `mpirun -np 4 elip train --config configs/pretrain-albef-4m.yaml`. \
         Every subcommand has its own --help.
         """,
         subcommands: [

@@ -12,10 +12,10 @@ struct EmbedTextCommand: ParsableCommand {
         commandName: "embed-text",
         abstract: "Encode sentences (one per line on stdin) with a pretrained BERT; write hidden states.",
         discussion: """
-        Tokenizes with standard BERT framing ([CLS] ... [SEP]), pads to the longest sentence, runs the
-        BERT encoder (no fusion layers) and writes input_ids, attention_mask, last_hidden_state
-        [B, L, H] and mean_pooled_normalized [B, H] (mask-weighted mean, L2-normalised) to a
-        safetensors file. Loads HuggingFace checkpoints as they come: names with or without 'bert.',
+        Tokenizes with standard BERT framing ([CLS] ... [SEP]), pads to the longest sentence, runs the \
+        BERT encoder (no fusion layers) and writes input_ids, attention_mask, last_hidden_state \
+        [B, L, H] and mean_pooled_normalized [B, H] (mask-weighted mean, L2-normalised) to a \
+        safetensors file. Loads HuggingFace checkpoints as they come: names with or without 'bert.', \
         legacy LayerNorm gamma/beta, extra buffers such as position_ids.
         """
     )

@@ -10,11 +10,11 @@ struct EvalNLVR2Command: ParsableCommand {
         commandName: "eval-nlvr2",
         abstract: "NLVR2 accuracy of a fine-tuned checkpoint on a split (nlvr_dev.json / nlvr_test.json).",
         discussion: """
-        Reads the split as NLVR.py does (both images <root>/<path> resized to image_res
-        bicubically, the sentence through pre_caption(s, 30), labels True 1 / False 0; an unknown
-        label is an error, not False), predicts the argmax of the online head and reports
-        accuracy, the confusion matrix and the majority-label baseline. Under mpirun rank r
-        evaluates the r-th contiguous block of the pairs: every pair exactly once (the official
+        Reads the split as NLVR.py does (both images <root>/<path> resized to image_res \
+        bicubically, the sentence through pre_caption(s, 30), labels True 1 / False 0; an unknown \
+        label is an error, not False), predicts the argmax of the online head and reports \
+        accuracy, the confusion matrix and the majority-label baseline. Under mpirun rank r \
+        evaluates the r-th contiguous block of the pairs: every pair exactly once (the official \
         sampler pads with repeats), the counts summed over ranks.
 
         Examples:

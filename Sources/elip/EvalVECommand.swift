@@ -10,11 +10,11 @@ struct EvalVECommand: ParsableCommand {
         commandName: "eval-ve",
         abstract: "SNLI-VE accuracy of a fine-tuned checkpoint on a split (ve_dev.json / ve_test.json).",
         discussion: """
-        Reads the split as VE.py does (image <root>/<id>.jpg resized to image_res bicubically,
-        sentence through pre_caption(s, 30), labels entailment 2 / neutral 1 / contradiction 0),
-        predicts the argmax of the online head and reports accuracy, the confusion matrix and the
-        majority-class baseline. Under mpirun rank r evaluates the r-th contiguous block of the
-        entries: every sample exactly once (the official sampler pads with repeats), the counts
+        Reads the split as VE.py does (image <root>/<id>.jpg resized to image_res bicubically, \
+        sentence through pre_caption(s, 30), labels entailment 2 / neutral 1 / contradiction 0), \
+        predicts the argmax of the online head and reports accuracy, the confusion matrix and the \
+        majority-class baseline. Under mpirun rank r evaluates the r-th contiguous block of the \
+        entries: every sample exactly once (the official sampler pads with repeats), the counts \
         summed over ranks.
 
         Examples:

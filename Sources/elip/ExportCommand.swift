@@ -9,11 +9,11 @@ struct ExportCommand: ParsableCommand {
         commandName: "export",
         abstract: "Write a checkpoint's weights for the official PyTorch code (safetensors with the official state_dict names).",
         discussion: """
-        --checkpoint is a run folder (its newest valid checkpoint), a checkpoint folder, or a state dict
-        (.safetensors, or a PyTorch .pth/.bin) with --config. The model is built from the config and
-        loaded (names, shapes and finiteness checked), then written with every state_dict entry the
-        official model class has: online and momentum weights, queues, queue_ptr, temp and the
-        position_ids buffers, under the official names (tied weights written under both names, as
+        --checkpoint is a run folder (its newest valid checkpoint), a checkpoint folder, or a state dict \
+        (.safetensors, or a PyTorch .pth/.bin) with --config. The model is built from the config and \
+        loaded (names, shapes and finiteness checked), then written with every state_dict entry the \
+        official model class has: online and momentum weights, queues, queue_ptr, temp and the \
+        position_ids buffers, under the official names (tied weights written under both names, as \
         state_dict() lists them). In PyTorch:
 
             from safetensors.torch import load_file

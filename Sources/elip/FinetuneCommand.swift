@@ -20,34 +20,34 @@ struct FinetuneCommand: ParsableCommand {
           mpirun -np 4 elip finetune --task retrieval --config configs/Retrieval_flickr.yaml --init ALBEF_4M.pth --data shards/flickr_train --out runs/flickr
           mpirun -np 4 elip finetune --task vqa --config configs/VQA.yaml --init ALBEF_4M.pth --data shards/vqa_train --out runs/vqa --resume auto
 
-        The task picks the task model (tasks: \(FineTuneTasks.all.map { "\($0.name) (\($0.model ?? "not built yet"))" }.joined(separator: ", "))).
-        The config is the official task config (configs/VE.yaml, ...); it needs no `model:` key
-        (if it has one it must name the task's model). --init is loaded the way the official
-        script loads a checkpoint (VE.py: `bert.` dropped, position tables resized with
-        interpolate_pos_embed to image_res, the head left at its initialisation; Retrieval.py:
-        the same, plus projections, itm_head, temp and the queues with their pointer, idx_queue
-        left at -100, so the queue sizes of checkpoint and config must agree); what was
-        copied, resized, kept at init (missing_keys) and not used (unexpected_keys) is printed.
-        Training itself is `elip train`'s: checkpoints in RUN/checkpoints/step-N, exact resume
-        with --resume auto (the checkpoint's weights replace --init), metrics.jsonl, SIGUSR1/
-        SIGTERM/SIGINT checkpoint and stop, --time-limit-minutes.
-        Data: shards of `elip build-dataset --format <task>` (one record per image; every caption or
-        sentence is one sample per epoch, with its label: ve the class, retrieval the image index).
-        Without --data and without data.shards, the config's data: {synthetic: {images, size}}
-        selects the task's synthetic split (ve: SyntheticEntailment statements about the scenes;
-        nlvr2-ta: the synthetic pre-training scenes). nlvr2 trains from `build-dataset --format
-        nlvr2` shards (`elip synth` writes nlvr2_train.json); its --init is a text-assignment
-        checkpoint (`--task nlvr2-ta`, loaded as NLVR.py: the momentum model keeps its
-        initialisation) or a pre-training one (Pretrain_nlvr.py's map, as if that stage ran no
-        step). nlvr2-ta reads a pre-training corpus (build-dataset without --format) and
-        configs/NLVR_pretrain.yaml.
-        retrieval: every caption of the scenes, the scene as image id).
-        Retrieval under mpirun: as Retrieval.py under DDP, ITC and the ITM negatives use each
-        rank's batch (and the queue), the enqueue gathers every rank's features and ids.
-        vqa: SyntheticQuestions about them).
-        VQA: shards from `elip build-dataset --format vqa` (one record per image with all its
-        questions; each question is one sample per epoch, as in vqa_dataset.py); --init loads as VQA.py (text layers >= 6 also
-        become the answer decoder's layers 0.., embeddings and MLM head the decoder's); answer
+        The task picks the task model (tasks: \(FineTuneTasks.all.map { "\($0.name) (\($0.model ?? "not built yet"))" }.joined(separator: ", "))). \
+        The config is the official task config (configs/VE.yaml, ...); it needs no `model:` key \
+        (if it has one it must name the task's model). --init is loaded the way the official \
+        script loads a checkpoint (VE.py: `bert.` dropped, position tables resized with \
+        interpolate_pos_embed to image_res, the head left at its initialisation; Retrieval.py: \
+        the same, plus projections, itm_head, temp and the queues with their pointer, idx_queue \
+        left at -100, so the queue sizes of checkpoint and config must agree); what was \
+        copied, resized, kept at init (missing_keys) and not used (unexpected_keys) is printed. \
+        Training itself is `elip train`'s: checkpoints in RUN/checkpoints/step-N, exact resume \
+        with --resume auto (the checkpoint's weights replace --init), metrics.jsonl, SIGUSR1/ \
+        SIGTERM/SIGINT checkpoint and stop, --time-limit-minutes. \
+        Data: shards of `elip build-dataset --format <task>` (one record per image; every caption or \
+        sentence is one sample per epoch, with its label: ve the class, retrieval the image index). \
+        Without --data and without data.shards, the config's data: {synthetic: {images, size}} \
+        selects the task's synthetic split (ve: SyntheticEntailment statements about the scenes; \
+        nlvr2-ta: the synthetic pre-training scenes). nlvr2 trains from `build-dataset --format \
+        nlvr2` shards (`elip synth` writes nlvr2_train.json); its --init is a text-assignment \
+        checkpoint (`--task nlvr2-ta`, loaded as NLVR.py: the momentum model keeps its \
+        initialisation) or a pre-training one (Pretrain_nlvr.py's map, as if that stage ran no \
+        step). nlvr2-ta reads a pre-training corpus (build-dataset without --format) and \
+        configs/NLVR_pretrain.yaml. \
+        retrieval: every caption of the scenes, the scene as image id). \
+        Retrieval under mpirun: as Retrieval.py under DDP, ITC and the ITM negatives use each \
+        rank's batch (and the queue), the enqueue gathers every rank's features and ids. \
+        vqa: SyntheticQuestions about them). \
+        VQA: shards from `elip build-dataset --format vqa` (one record per image with all its \
+        questions; each question is one sample per epoch, as in vqa_dataset.py); --init loads as VQA.py (text layers >= 6 also \
+        become the answer decoder's layers 0.., embeddings and MLM head the decoder's); answer \
         held-out questions with `elip eval-vqa --checkpoint RUN --data ... --answer-list ...`.
         """
     )

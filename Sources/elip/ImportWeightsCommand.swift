@@ -11,22 +11,22 @@ struct ImportWeightsCommand: ParsableCommand {
         commandName: "import-weights",
         abstract: "Build an initial checkpoint from pretrained parts: ALBEF/BLIP from a DeiT/timm ViT and a HuggingFace BERT, METER from OpenAI CLIP and HuggingFace RoBERTa (safetensors or PyTorch .pth/.bin).",
         discussion: """
-        As ALBEF does: the ViT comes from --vit (timm names: patch_embed.proj.weight, cls_token, pos_embed,
-        blocks.N.*, norm.*; the position grid is resized bicubically when the checkpoint's resolution
-        differs from image_res), the text encoder and MLM head from --bert (HuggingFace names, with or
-        without the 'bert.' prefix, legacy LayerNorm gamma/beta accepted). Cross-attention layers,
-        projections and the ITM head start random (--seed); the momentum model is a copy; the queues
-        are random unit vectors. The output is a state_dict in safetensors.
-        METER (model: meter) takes --clip (OpenAI CLIP names visual.*; the last block and visual.proj
-        are not used, the position grid is resized bicubically) and --roberta (HuggingFace names, with
+        As ALBEF does: the ViT comes from --vit (timm names: patch_embed.proj.weight, cls_token, pos_embed, \
+        blocks.N.*, norm.*; the position grid is resized bicubically when the checkpoint's resolution \
+        differs from image_res), the text encoder and MLM head from --bert (HuggingFace names, with or \
+        without the 'bert.' prefix, legacy LayerNorm gamma/beta accepted). Cross-attention layers, \
+        projections and the ITM head start random (--seed); the momentum model is a copy; the queues \
+        are random unit vectors. The output is a state_dict in safetensors. \
+        METER (model: meter) takes --clip (OpenAI CLIP names visual.*; the last block and visual.proj \
+        are not used, the position grid is resized bicubically) and --roberta (HuggingFace names, with \
         or without 'roberta.'); the co-attention layers, poolers and heads start random.
 
-        Both inputs may be safetensors or PyTorch checkpoints (torch.save .pth/.bin, e.g. timm's
-        deit_base_patch16_224-b5f2ef4d.pth and HuggingFace's pytorch_model.bin), read as
-        convert-checkpoint does (state dict from 'model', 'state_dict' or the top level). Tensors of
-        an input that no parameter takes (a classifier head, BERT's pooler and NSP head) are listed
-        as unexpected_keys; --strict makes them an error. Tensors whose shape differs from the
-        parameter's are all named in one error and nothing is written (PyTorch's load_state_dict
+        Both inputs may be safetensors or PyTorch checkpoints (torch.save .pth/.bin, e.g. timm's \
+        deit_base_patch16_224-b5f2ef4d.pth and HuggingFace's pytorch_model.bin), read as \
+        convert-checkpoint does (state dict from 'model', 'state_dict' or the top level). Tensors of \
+        an input that no parameter takes (a classifier head, BERT's pooler and NSP head) are listed \
+        as unexpected_keys; --strict makes them an error. Tensors whose shape differs from the \
+        parameter's are all named in one error and nothing is written (PyTorch's load_state_dict \
         raises on a size mismatch even with strict=False); only the ViT position grid is resized.
         """
     )

@@ -11,13 +11,13 @@ struct InfoCommand: ParsableCommand {
         commandName: "info",
         abstract: "What this build and machine offer: models (for `model:` in a config), presets, CPU, BLAS kernels, threads.",
         discussion: """
-        OpenBLAS picks its kernels when it loads; on a CPU it does not recognise it falls back to
-        slow generic ones, which elip corrects by restarting once with OPENBLAS_CORETYPE set from the
+        OpenBLAS picks its kernels when it loads; on a CPU it does not recognise it falls back to \
+        slow generic ones, which elip corrects by restarting once with OPENBLAS_CORETYPE set from the \
         CPU's features (a value you set yourself is kept). This shows what is in use.
 
-        With --token-budget CONFIG (repeatable) it reports instead, for each config, how many
-        vision tokens enter each ViT layer under its img_prune schedule and the share removed,
-        averaged over the layers: 1 - Σ tokens / (depth x (N0 + 1)), [CLS] and the merged token
+        With --token-budget CONFIG (repeatable) it reports instead, for each config, how many \
+        vision tokens enter each ViT layer under its img_prune schedule and the share removed, \
+        averaged over the layers: 1 - Σ tokens / (depth x (N0 + 1)), [CLS] and the merged token \
         counted as tokens (the paper quotes ~30% for its settings).
         """
     )

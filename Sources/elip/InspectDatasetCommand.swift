@@ -8,9 +8,9 @@ struct InspectDatasetCommand: ParsableCommand {
         commandName: "inspect-dataset",
         abstract: "Summarise a built dataset (counts, sizes, captions, sources) and write a contact sheet; --verify checks everything.",
         discussion: """
-        Without --verify: the manifest's counts and statistics, and a check that every shard is present
-        with its recorded size. --verify also checks each shard's data.mdb checksum and record count
-        against the manifest and every record (sequential keys, CRC, JPEG decodes, image size within
+        Without --verify: the manifest's counts and statistics, and a check that every shard is present \
+        with its recorded size. --verify also checks each shard's data.mdb checksum and record count \
+        against the manifest and every record (sequential keys, CRC, JPEG decodes, image size within \
         the policy, captions), and recomputes the caption statistics. Exit status 1 lists what is wrong.
         """
     )

@@ -7,18 +7,18 @@ struct SynthCommand: ParsableCommand {
         commandName: "synth",
         abstract: "Write the synthetic shapes corpus as JPEG files + ALBEF annotation JSON (train.json, test.json) + object masks.",
         discussion: """
-        DIR/images/000001.jpg (quality 95), DIR/masks/000001.png (grey: 0 = background, k = object k),
-        DIR/train.json and DIR/test.json: [{"image": "images/000001.jpg", "caption": [paraphrases...]}];
-        test entries also carry "mask" and "objects" (shape, colour, size word, centre, radius).
-        Downstream splits of the same scenes: DIR/ve_train.json, ve_test.json (SNLI-VE: per image an
-        entailed, a neutral and a contradicted statement), vqa_train.json / vqa_test.json (VQA: per
-        image three questions such as "what colour is the star?" or "how many circles are there?"
-        with 10 agreeing answers) and answer_list.json (every possible answer), nlvr2_train.json /
-        nlvr2_test.json (NLVR2: two pairs per scene of the split, statements such as "the left image
-        has more circles than the right image", True/False balanced) and retrieval_train.json
-        (retrieval training: one {"image", "caption", "image_id"} per caption of a training image;
-        test.json is the held-out retrieval split).
-        Deterministic for a seed. Build LMDB shards from it with
+        DIR/images/000001.jpg (quality 95), DIR/masks/000001.png (grey: 0 = background, k = object k), \
+        DIR/train.json and DIR/test.json: [{"image": "images/000001.jpg", "caption": [paraphrases...]}]; \
+        test entries also carry "mask" and "objects" (shape, colour, size word, centre, radius). \
+        Downstream splits of the same scenes: DIR/ve_train.json, ve_test.json (SNLI-VE: per image an \
+        entailed, a neutral and a contradicted statement), vqa_train.json / vqa_test.json (VQA: per \
+        image three questions such as "what colour is the star?" or "how many circles are there?" \
+        with 10 agreeing answers) and answer_list.json (every possible answer), nlvr2_train.json / \
+        nlvr2_test.json (NLVR2: two pairs per scene of the split, statements such as "the left image \
+        has more circles than the right image", True/False balanced) and retrieval_train.json \
+        (retrieval training: one {"image", "caption", "image_id"} per caption of a training image; \
+        test.json is the held-out retrieval split). \
+        Deterministic for a seed. Build LMDB shards from it with \
         `elip build-dataset --annotations DIR/train.json --image-root DIR --out SHARDS --shards N`.
         """
     )

@@ -14,8 +14,8 @@ struct TokenizeCommand: ParsableCommand {
         one JSON array of ids per line.
 
         albef: ALBEF's pre_caption cleaning (unless --no-clean), then [CLS] tokens with no [SEP], \
-        truncated to --max-length (default \(BertTokenizer.albefMaxLength)): the text input of ALBEF pre-training.
-        bert:  no cleaning, [CLS] tokens [SEP], truncated only when --max-length is given.
+        truncated to --max-length (default \(BertTokenizer.albefMaxLength)): the text input of ALBEF pre-training. \
+        bert:  no cleaning, [CLS] tokens [SEP], truncated only when --max-length is given. \
         roberta: byte-level BPE from --vocab-json and --merges (e.g. roberta-base's vocab.json and \
         merges.txt), as HuggingFace's Python RobertaTokenizer (METER's text tokenizer): no cleaning, \
         <s> tokens </s>; special tokens written in the text become their ids. One JSON object per \

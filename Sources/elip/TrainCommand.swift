@@ -16,16 +16,16 @@ struct TrainCommand: ParsableCommand {
           mpirun -np 2 elip train --config configs/debug.yaml --out runs/debug
           mpirun -np 8 elip train --config configs/pretrain-albef-4m.yaml --data /data/4m-shards --resume auto
 
-        Rank 0 writes RUN_DIR/metrics.jsonl and RUN_DIR/checkpoints/step-N/. SIGUSR1, SIGTERM or
-        SIGINT make every rank finish its step and checkpoint; then the exit status is 0 for
-        SIGUSR1 (pre-emption), 143 for SIGTERM, 130 for SIGINT (a second SIGINT exits at once).
-        `--resume auto` continues from the newest valid checkpoint. mpirun gives ranks only 1 s
-        after forwarding SIGTERM/SIGINT before SIGKILL: send mpirun SIGUSR1 instead (cluster/launch.sh
-        does so on SIGTERM/SIGINT), or raise the grace with --mca odls_base_sigkill_timeout S. --max-steps counts global steps (a resumed run stops at step N).
-        A run never overwrites or prunes checkpoints it did not write: when --out holds checkpoints
-        newer than where the run starts, or when every checkpoint is damaged, it stops with an
-        error naming them (see --set-aside-newer-checkpoints and --start-fresh-if-damaged).
-        One trainer per run folder: a second one on the same --out is refused (lock file
+        Rank 0 writes RUN_DIR/metrics.jsonl and RUN_DIR/checkpoints/step-N/. SIGUSR1, SIGTERM or \
+        SIGINT make every rank finish its step and checkpoint; then the exit status is 0 for \
+        SIGUSR1 (pre-emption), 143 for SIGTERM, 130 for SIGINT (a second SIGINT exits at once). \
+        `--resume auto` continues from the newest valid checkpoint. mpirun gives ranks only 1 s \
+        after forwarding SIGTERM/SIGINT before SIGKILL: send mpirun SIGUSR1 instead (cluster/launch.sh \
+        does so on SIGTERM/SIGINT), or raise the grace with --mca odls_base_sigkill_timeout S. --max-steps counts global steps (a resumed run stops at step N). \
+        A run never overwrites or prunes checkpoints it did not write: when --out holds checkpoints \
+        newer than where the run starts, or when every checkpoint is damaged, it stops with an \
+        error naming them (see --set-aside-newer-checkpoints and --start-fresh-if-damaged). \
+        One trainer per run folder: a second one on the same --out is refused (lock file \
         RUN_DIR/.elip.lock names the holder's pid).
         """
     )
