@@ -144,7 +144,6 @@ written:
   $OUT/corpus/          synthetic images, masks, train.json / test.json
   $OUT/shards/          LMDB shards + manifest.json$( [[ -f $OUT/contact-sheet.png ]] && printf '\n  %s' "$OUT/contact-sheet.png    samples from the shards")
   $OUT/run/             checkpoints/ and metrics.jsonl
-  $OUT/retrieval.json   TR/IR@1/5/10 and r_mean$( ((CAPTIONS)) && printf '\n  %s\n  %s' "$OUT/captions.json     a caption per held-out image (COCO results format)" "$OUT/caption_metrics.json  BLEU-4 and CIDEr-D: the model vs the most frequent training caption")
-  $OUT/pruning.png      tokens kept per stage and the text-guided attention
+  $OUT/retrieval.json   TR/IR@1/5/10 and r_mean$( ((CAPTIONS)) && printf '\n  %s\n  %s' "$OUT/captions.json     a caption per held-out image (COCO results format)" "$OUT/caption_metrics.json  BLEU-4 and CIDEr-D: the model vs the most frequent training caption")$( [[ $MODEL != meter ]] && printf '\n  %s' "$OUT/pruning.png      tokens kept per stage and the text-guided attention")
   $OUT/training.png     losses, learning rate, throughput
 EOF
