@@ -45,7 +45,7 @@ demo: build
 finetune-demo: build
 	scripts/finetune-demo.sh
 
-# ELIP vs the unpruned baseline: same config, seed and steps (COMPARE_STEPS, default 600).
+# ELIP vs the unpruned baseline: same config, seed and steps (COMPARE_STEPS, default 1200).
 compare: build
 	scripts/compare.sh
 
