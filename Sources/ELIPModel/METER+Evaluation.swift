@@ -17,7 +17,7 @@ extension METERModel: PairMatchingModel {
     /// (which `rank_output` is initialised from) scores instead.
     public func pairMatchScores(texts: TextBatch, images: Tensor) throws -> [Float] {
         try Autograd.noGrad {
-            let logits = try itmHead(infer(texts, images: images, dropout: nil).fused.clsFeats).toArray()
+            let logits = try itmHead(infer(texts, images: images, outputs: .pooledOnly, dropout: nil).fused.clsFeats).toArray()
             return (0..<texts.batch).map { logits[2 * $0 + 1] }
         }
     }

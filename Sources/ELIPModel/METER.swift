@@ -94,14 +94,16 @@ public final class METERModel: TrainableModel, TextGuidedPruningModel {
     }
 
     /// One official `infer()`: RoBERTa, its `<s>` state guiding the pruned ViT, the fusion.
-    public func infer(_ text: TextBatch, images: Tensor, dropout: DropoutStream?) throws -> (fused: METERCoAttentionFusion.Output, textCLS: Tensor, vision: PrunedBlocksOutput) {
+    /// `outputs`: `.pooledOnly` when only `clsFeats` is read (ITM, ranking).
+    public func infer(_ text: TextBatch, images: Tensor, outputs: METERCoAttentionFusion.Outputs = .allTokens,
+                      dropout: DropoutStream?) throws -> (fused: METERCoAttentionFusion.Output, textCLS: Tensor, vision: PrunedBlocksOutput) {
         let states = try StepProfiler.section("text") { try textLayers(textEmbeddings(text, dropout: dropout), mask: text, dropout: dropout) }
         // The guidance is used under no_grad only, so nothing flows back through it.
         let textCLS = try Autograd.noGrad { try Self.cls(states) }
         let vision = try StepProfiler.section("vision") { () throws -> PrunedBlocksOutput in
             try vit(images, pruning: pruning.map { ELIPPruning(schedule: $0, patchCount: config.keepBase, textCLS: textCLS) })
         }
-        let fused = try StepProfiler.section("fusion") { try fusion(text: states, textMask: text, image: vision.tokens, dropout: dropout) }
+        let fused = try StepProfiler.section("fusion") { try fusion(text: states, textMask: text, image: vision.tokens, outputs: outputs, dropout: dropout) }
         return (fused, textCLS, vision)
     }
 
@@ -137,7 +139,7 @@ public final class METERModel: TrainableModel, TextGuidedPruningModel {
         // ITM: the clean caption with its own image (label 1) or a random one (label 0).
         let itmLabels = try itmLabelDraws(bs, context: c, firstRow: offset)
         let fed = try itmImages(batch.images, labels: itmLabels, context: c, firstRow: offset)
-        let itm = try infer(batch.text, images: fed, dropout: dropout)
+        let itm = try infer(batch.text, images: fed, outputs: .pooledOnly, dropout: dropout)
         let itmLogits = try itmHead(itm.fused.clsFeats)
         let lossITM = try itmLogits.crossEntropy(labels: itmLabels)
 

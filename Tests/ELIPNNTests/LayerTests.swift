@@ -119,6 +119,25 @@ final class LayerTests: XCTestCase {
         Autograd.reset()
     }
 
+    /// `firstRow` is row 0 of the full layer (self-attention over every row, cross-attention with
+    /// and without a key mask), and its gradients are those of a loss on that row.
+    func testFirstRowEqualsRowZeroOfTheLayer() throws {
+        let arena = ParameterArena(capacity: 1 << 16)
+        let layer = try PostNormTransformerLayer(Scope(arena: arena)["layer"], hidden: 8, heads: 2, intermediate: 12, eps: 1e-12, crossAttentionWidth: 8)
+        randomize(arena, seed: 21)
+        let x = random([2, 4, 8], seed: 22), other = random([2, 3, 8], seed: 23)
+        let textKeys = AttentionMask.keyPadding([0, 0, 0, -10000, 0, 0, -10000, -10000])
+        let otherKeys = AttentionMask.keyPadding([0, 0, -10000, 0, 0, 0])
+        for (crossMask, selfMask) in [(AttentionMask.none, textKeys), (otherKeys, AttentionMask.none)] {
+            let full = try Autograd.noGrad { try layer(x, mask: selfMask, cross: .context(other, mask: crossMask), dropout: nil).slice(axis: 1, start: 0, length: 1).toArray() }
+            let first = try Autograd.noGrad { try layer.firstRow(x, mask: selfMask, cross: other, crossMask: crossMask, dropout: nil).toArray() }
+            XCTAssertEqual(first.count, 2 * 8)
+            for (a, b) in zip(first, full) { XCTAssertEqual(a, b, accuracy: 1e-5) }
+            check([x, other]) { try layer.firstRow(x, mask: selfMask, cross: other, crossMask: crossMask, dropout: nil) }
+        }
+        Autograd.reset()
+    }
+
     /// Parameters are initialised by what they are: Linear and Embedding weights small random,
     /// biases zero, LayerNorm scales one.
     func testLayersDeclareTheirInitialisation() throws {

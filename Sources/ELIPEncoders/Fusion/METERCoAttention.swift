@@ -41,10 +41,16 @@ public final class METERCoAttentionFusion {
     public let textLayers: [PostNormTransformerLayer], imageLayers: [PostNormTransformerLayer]
     public let textPooler: Linear, imagePooler: Linear
 
+    /// What the caller reads: every position of both final streams (MLM reads the text tokens),
+    /// or only the pooled features (ITM and the task heads read position 0 of each stream, so the
+    /// last layer pair runs for that row only; the results are equal, at less cost).
+    public enum Outputs: Sendable { case allTokens, pooledOnly }
+
     public struct Output {
-        /// Final text stream [B, L, H] (the MLM head reads every position).
+        /// Final text stream [B, L, H] (the MLM head reads every position); [B, 1, H] (position 0)
+        /// with `.pooledOnly`.
         public let text: Tensor
-        /// Final image stream [B, T, H].
+        /// Final image stream [B, T, H]; [B, 1, H] with `.pooledOnly`.
         public let image: Tensor
         /// [tanh(text pooler(text[:, 0])), tanh(image pooler(image[:, 0]))], [B, 2H]: what the ITM
         /// and downstream heads read.
@@ -82,7 +88,7 @@ public final class METERCoAttentionFusion {
     /// Fuses RoBERTa's output `text` [B, L, textWidth] (its pad mask in `textMask`) with the ViT's
     /// `image` [B, T, imageWidth]. `imageTokenType` is 1 (NLVR2's second image: 2).
     public func callAsFunction(text: Tensor, textMask: TextBatch, image: Tensor, imageTokenType: Int = 1,
-                               dropout: DropoutStream?) throws -> Output {
+                               outputs: Outputs = .allTokens, dropout: DropoutStream?) throws -> Output {
         let b = text.shape[0], h = config.hidden
         guard text.rank == 3, image.rank == 3, image.shape[0] == b, textMask.batch == b, textMask.length == text.shape[1] else {
             throw TensorError.shapeMismatch(op: "METER fusion (text [B, L, D] vs image [B, T, D] and mask)", lhs: text.shape, rhs: image.shape)
@@ -94,7 +100,13 @@ public final class METERCoAttentionFusion {
         var x = try textTransform(text) + types.slice(axis: 0, start: 0, length: 1)
         var y = try imageTransform(image) + types.slice(axis: 0, start: imageTokenType, length: 1)
         let textKeys = AttentionMask.keyPadding(textMask.additiveMask)
-        for (textLayer, imageLayer) in zip(textLayers, imageLayers) {
+        for (index, (textLayer, imageLayer)) in zip(textLayers, imageLayers).enumerated() {
+            if outputs == .pooledOnly, index == config.layers - 1 {
+                let x1 = try textLayer.firstRow(x, mask: textKeys, cross: y, dropout: dropout)
+                let y1 = try imageLayer.firstRow(y, mask: .none, cross: x, crossMask: textKeys, dropout: dropout)
+                (x, y) = (x1, y1)
+                continue
+            }
             let x1 = try textLayer(x, mask: textKeys, cross: .context(y, mask: .none), dropout: dropout)
             let y1 = try imageLayer(y, mask: .none, cross: .context(x, mask: textKeys), dropout: dropout)
             (x, y) = (x1, y1)
