@@ -94,17 +94,39 @@ public final class METERModel: TrainableModel, TextGuidedPruningModel {
     }
 
     /// One official `infer()`: RoBERTa, its `<s>` state guiding the pruned ViT, the fusion.
-    /// `outputs`: `.pooledOnly` when only `clsFeats` is read (ITM, ranking).
-    public func infer(_ text: TextBatch, images: Tensor, outputs: METERCoAttentionFusion.Outputs = .allTokens,
+    /// `outputs`: `.pooledOnly` when only `clsFeats` is read (ITM, ranking). `prefix`: these
+    /// images' tokens after the ViT blocks no caption influences (`visionPrefix`), when another
+    /// pass has computed them.
+    public func infer(_ text: TextBatch, images: Tensor, prefix: VisionPrefix? = nil, outputs: METERCoAttentionFusion.Outputs = .allTokens,
                       dropout: DropoutStream?) throws -> (fused: METERCoAttentionFusion.Output, textCLS: Tensor, vision: PrunedBlocksOutput) {
         let states = try StepProfiler.section("text") { try textLayers(textEmbeddings(text, dropout: dropout), mask: text, dropout: dropout) }
         // The guidance is used under no_grad only, so nothing flows back through it.
         let textCLS = try Autograd.noGrad { try Self.cls(states) }
         let vision = try StepProfiler.section("vision") { () throws -> PrunedBlocksOutput in
-            try vit(images, pruning: pruning.map { ELIPPruning(schedule: $0, patchCount: config.keepBase, textCLS: textCLS) })
+            let guide = pruning.map { ELIPPruning(schedule: $0, patchCount: config.keepBase, textCLS: textCLS) }
+            guard let prefix else { return try vit(images, pruning: guide) }
+            return try vit.encode(prefix: prefix.tokens, from: prefix.blocks, pruning: guide)
         }
         let fused = try StepProfiler.section("fusion") { try fusion(text: states, textMask: text, image: vision.tokens, outputs: outputs, dropout: dropout) }
         return (fused, textCLS, vision)
+    }
+
+    /// ViT tokens after the blocks before the first pruning stage (all blocks without pruning).
+    public struct VisionPrefix {
+        public let tokens: Tensor
+        public let blocks: Int
+        /// The same tokens for batch entries `rows` (an image may repeat; gradients add up).
+        func rows(_ rows: [Int]) throws -> VisionPrefix { VisionPrefix(tokens: try tokens.gatherRows(rows), blocks: blocks) }
+    }
+
+    /// Whether the ITM pass reuses the MLM pass's text-independent ViT blocks for its images (all
+    /// of them come from the batch unless `false_image` is recorded): the official step computes
+    /// them twice; the results are the same. Off only to test that equality.
+    public var sharesVisionPrefix = true
+
+    func visionPrefix(_ images: Tensor) throws -> VisionPrefix {
+        let blocks = vit.textIndependentBlocks(pruning)
+        return VisionPrefix(tokens: try vit.runPrefix(images, blocks: blocks), blocks: blocks)
     }
 
     // MARK: one step
@@ -124,7 +146,8 @@ public final class METERModel: TrainableModel, TextGuidedPruningModel {
         // MLM: the masked caption with the true images.
         let (maskedIds, labels) = try mlmDraws(batch.text, context: c, firstRow: offset)
         let masked = try batch.text.replacingIds(maskedIds)
-        let mlm = try infer(masked, images: batch.images, dropout: dropout)
+        let prefix = sharesVisionPrefix ? try StepProfiler.section("vision") { try visionPrefix(batch.images) } : nil
+        let mlm = try infer(masked, images: batch.images, prefix: prefix, dropout: dropout)
         // The vocabulary head runs on the masked tokens only: the other rows (label -100) add
         // nothing to the loss or its gradients, and the untied 50k-word projection of every token
         // is the step's largest single GEMM. A batch without masked tokens has no MLM loss
@@ -138,8 +161,9 @@ public final class METERModel: TrainableModel, TextGuidedPruningModel {
 
         // ITM: the clean caption with its own image (label 1) or a random one (label 0).
         let itmLabels = try itmLabelDraws(bs, context: c, firstRow: offset)
-        let fed = try itmImages(batch.images, labels: itmLabels, context: c, firstRow: offset)
-        let itm = try infer(batch.text, images: fed, outputs: .pooledOnly, dropout: dropout)
+        let (fed, sourceRows) = try itmImages(batch.images, labels: itmLabels, context: c, firstRow: offset)
+        let itmPrefix = try sourceRows.flatMap { rows in try prefix?.rows(rows) }
+        let itm = try infer(batch.text, images: fed, prefix: itmPrefix, outputs: .pooledOnly, dropout: dropout)
         let itmLogits = try itmHead(itm.fused.clsFeats)
         let lossITM = try itmLogits.crossEntropy(labels: itmLabels)
 
@@ -181,26 +205,29 @@ public final class METERModel: TrainableModel, TextGuidedPruningModel {
     /// The images the ITM pass sees: row b's own where the label is 1, else a negative — the
     /// recorded `false_image`, or (deviation: officially a random image of the whole dataset) a
     /// random image of this batch, drawn by global row; it may be the positive, as officially.
-    func itmImages(_ images: Tensor, labels: [Int], context c: StepContext, firstRow: Int) throws -> Tensor {
+    /// Also returns, when every image the ITM pass sees is one of the batch's, which batch row
+    /// each is (nil with a recorded `false_image`).
+    func itmImages(_ images: Tensor, labels: [Int], context c: StepContext, firstRow: Int) throws -> (images: Tensor, rows: [Int]?) {
         let bs = labels.count, per = images.count / max(bs, 1)
         var own = images.toArray()
         let negatives: [Float]
+        var rows: [Int]? = Array(0..<bs)
         if let recorded = c.recorded.floats["false_image"] {
             guard recorded.count == own.count else {
                 throw TensorError.invalidArgument(op: "METER ITM", reason: "recorded false_image has \(recorded.count) values, the images \(own.count)")
             }
             negatives = recorded
+            rows = nil
         } else {
             let seed = CounterRandom.mix(c.samplingSeed ^ 0xFA15E)
-            negatives = (0..<bs).flatMap { b -> ArraySlice<Float> in
-                let j = min(bs - 1, Int(CounterRandom.uniform(seed: seed, index: firstRow + b) * Float(bs)))
-                return own[(j * per)..<((j + 1) * per)]
-            }
+            let picks = (0..<bs).map { b in min(bs - 1, Int(CounterRandom.uniform(seed: seed, index: firstRow + b) * Float(bs))) }
+            negatives = picks.flatMap { j in own[(j * per)..<((j + 1) * per)] }
+            for (b, label) in labels.enumerated() where label == 0 { rows?[b] = picks[b] }
         }
         for (b, label) in labels.enumerated() where label == 0 {
             own.replaceSubrange((b * per)..<((b + 1) * per), with: negatives[(b * per)..<((b + 1) * per)])
         }
-        return try Tensor(own, shape: images.shape)
+        return (try Tensor(own, shape: images.shape), rows)
     }
 
     // MARK: TextGuidedPruningModel

@@ -31,13 +31,19 @@ public struct PrunedBlocksOutput {
 extension PrunableVisionEncoder {
     /// Runs every block on x, pruning at the start of each stage when `pruning` is given (SPEC
     /// §2); without it, the plain encoder.
-    public func runBlocks(_ x: Tensor, pruning: ELIPPruning?) throws -> PrunedBlocksOutput {
+    /// `from start`: x is the output of blocks 0..<start (which must come before the first
+    /// pruning stage, see `textIndependentBlocks`); their lengths are x's.
+    public func runBlocks(_ x: Tensor, from start: Int = 0, pruning: ELIPPruning?) throws -> PrunedBlocksOutput {
+        let free = textIndependentBlocks(pruning?.schedule)
+        guard start >= 0, start <= free else {
+            throw TensorError.invalidArgument(op: "pruned ViT", reason: "cannot resume at block \(start): pruning starts at block \(free)")
+        }
         var x = x
         var kept: [[[Int]]] = []
-        var lengths: [Int] = []
+        var lengths = [Int](repeating: x.shape[1], count: start)
         var stages = [Int: Int]()
         if let pruning { for (j, l) in pruning.schedule.beginLayer.enumerated() { stages[l] = j } }
-        for i in 0..<blockCount {
+        for i in start..<blockCount {
             if let pruning, let j = stages[i] {
                 let r = try pruning.pruneStage(j, tokens: x, encoder: self)
                 x = r.tokens
@@ -49,9 +55,27 @@ extension PrunableVisionEncoder {
         return PrunedBlocksOutput(tokens: x, keptIndices: kept, sequenceLengths: lengths)
     }
 
+    /// Blocks before the first pruning stage: their output depends on the image only, so passes
+    /// that see the same image under different captions can share them.
+    public func textIndependentBlocks(_ schedule: PruneConfig?) -> Int {
+        min(schedule?.beginLayer.min() ?? blockCount, blockCount)
+    }
+
+    /// Tokens after `embed` and blocks 0..<count, for `runBlocks(_:from: count, pruning:)`.
+    public func runPrefix(_ images: Tensor, blocks count: Int) throws -> Tensor {
+        var x = try embed(images)
+        for i in 0..<min(count, blockCount) { x = try runBlock(i, x) }
+        return x
+    }
+
     /// Images to final-normed tokens, pruned when `pruning` is given.
     public func encode(_ images: Tensor, pruning: ELIPPruning? = nil) throws -> PrunedBlocksOutput {
-        let out = try runBlocks(embed(images), pruning: pruning)
+        try encode(prefix: embed(images), from: 0, pruning: pruning)
+    }
+
+    /// The same from `prefix`, the output of `runPrefix(_:blocks: start)`.
+    public func encode(prefix: Tensor, from start: Int, pruning: ELIPPruning?) throws -> PrunedBlocksOutput {
+        let out = try runBlocks(prefix, from: start, pruning: pruning)
         return PrunedBlocksOutput(tokens: try finalNorm(out.tokens), keptIndices: out.keptIndices, sequenceLengths: out.sequenceLengths)
     }
 }

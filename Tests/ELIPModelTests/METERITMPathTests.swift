@@ -42,14 +42,45 @@ final class METERITMPathTests: XCTestCase {
             let labels = try model.itmLabelDraws(bs, context: context, firstRow: firstRow)
             XCTAssertEqual(labels.filter { $0 == 1 }.count, bs / 2)
             XCTAssertEqual(labels.count, bs)
-            let fed = try model.itmImages(images, labels: labels, context: context, firstRow: firstRow).toArray()
+            let (fedImages, sourceRows) = try model.itmImages(images, labels: labels, context: context, firstRow: firstRow)
+            let fed = fedImages.toArray(), rows = try XCTUnwrap(sourceRows)
             for b in 0..<bs {
                 let row = Array(fed[(b * per)..<((b + 1) * per)])
+                XCTAssertEqual(row, Array(own[(rows[b] * per)..<((rows[b] + 1) * per)]), "row \(b) is batch image \(rows[b])")
                 if labels[b] == 1 {
                     XCTAssertEqual(row, Array(own[(b * per)..<((b + 1) * per)]), "positive row \(b) sees its own image")
                 } else {
                     XCTAssertTrue((0..<bs).contains { Array(own[($0 * per)..<(($0 + 1) * per)]) == row }, "negative row \(b) sees a whole batch image")
                 }
+            }
+        }
+    }
+
+    /// The ITM pass reusing the MLM pass's text-independent ViT blocks (all of them without
+    /// pruning, those before the first stage with it) gives the step computed twice: the same
+    /// losses, kept indices and gradients.
+    func testSharedVisionPrefixGivesTheSameStep() throws {
+        let unpruned = Self.yaml + "\nimg_prune: null"
+        let pruned = Self.yaml + "\nimg_prune: {begin_layer: [2, 4, 9], num_act_layers: [2, 5, 2], keep_ratio: [0.9, 0.8, 0.7]}"
+        for yaml in [unpruned, pruned, Self.yaml] {
+            var results: [(losses: [String: Float], kept: [String: [[[Int]]]], grads: [[Float]])] = []
+            for shares in [true, false] {
+                let model = try METERModel(config: METERModelTests.config(yaml))
+                try model.initialiseRandomly(seed: 2)
+                model.sharesVisionPrefix = shares
+                var context = StepContext(seed: 4, dropout: false)
+                model.parameters.zeroGradients()
+                let out = try model.step(Self.batch(8, res: 32), context: &context)
+                try Autograd.backward(from: out.total)
+                results.append((out.losses.mapValues { $0.toArray()[0] }, out.keptIndicesByPass, model.parameters.tensors.map { $0.grad?.toArray() ?? [] }))
+                Autograd.reset()
+            }
+            XCTAssertEqual(results[0].kept, results[1].kept)
+            XCTAssertEqual(results[0].kept["itm"]?.isEmpty, yaml == unpruned, "pruning ran in the pruned configs only")
+            for (name, loss) in results[0].losses { XCTAssertEqual(loss, results[1].losses[name] ?? .nan, accuracy: 1e-5, name) }
+            for (a, b) in zip(results[0].grads, results[1].grads) {
+                let scale = b.reduce(0) { max($0, abs($1)) }
+                for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 1e-4 * max(scale, 1e-3)) }
             }
         }
     }
