@@ -32,6 +32,8 @@ public struct GEMMShapeTime: Sendable {
     public var calls = 0, seconds = 0.0, flops = 0.0
     public init() {}
     mutating func add(_ s: Double, _ f: Double) { calls += 1; seconds += s; flops += f }
+    /// Another tally of the same shape (e.g. another step's).
+    public mutating func add(_ other: GEMMShapeTime) { calls += other.calls; seconds += other.seconds; flops += other.flops }
 }
 
 @inline(__always) func monotonicSeconds() -> Double {

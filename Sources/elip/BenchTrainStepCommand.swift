@@ -218,11 +218,7 @@ struct BenchTrainStepCommand: ParsableCommand {
                 measured[vi].sections.append(StepProfiler.sectionSeconds)
                 measured[vi].ops.append(StepProfiler.opSeconds)
                 measured[vi].modules.append(ModuleFLOPs(sectionFlops: StepProfiler.sectionFlops, backwardFlops: StepProfiler.backwardFlops))
-                for (shape, time) in GEMMProfiler.byShape {
-                    measured[vi].shapes[shape, default: GEMMShapeTime()].calls += time.calls
-                    measured[vi].shapes[shape, default: GEMMShapeTime()].seconds += time.seconds
-                    measured[vi].shapes[shape, default: GEMMShapeTime()].flops += time.flops
-                }
+                for (shape, time) in GEMMProfiler.byShape { measured[vi].shapes[shape, default: GEMMShapeTime()].add(time) }
             }
         }
 
@@ -254,7 +250,7 @@ struct BenchTrainStepCommand: ParsableCommand {
                 "op_seconds": opKinds, "rss_mib_per_step": m.rss,
                 "peak_live_tensor_mib": m.liveMiB.max() ?? 0,
                 "flops_by_module": Self.moduleReport(byModule),
-            ]
+            ].merging(gemmShapes > 0 ? Self.shapeReport(m.shapes, steps: m.times.count, top: gemmShapes) : [:]) { a, _ in a }
             reports.append(report)
             if json { continue }
             print("\n== \(v.name): pruning \(describe(v.prune))")
@@ -298,11 +294,27 @@ struct BenchTrainStepCommand: ParsableCommand {
         }
     }
 
+    /// The `top` GEMM shapes by time.
+    static func slowestShapes(_ shapes: [GEMMShape: GEMMShapeTime], top: Int) -> ArraySlice<(key: GEMMShape, value: GEMMShapeTime)> {
+        shapes.sorted { $0.value.seconds > $1.value.seconds }.prefix(top)
+    }
+
+    /// JSON keys `gemm_shapes` (the `top` rows, per step) and `gemm_shapes_gflop_per_step` (every
+    /// shape: equals the step's sgemm FLOPs, each call counted once).
+    static func shapeReport(_ shapes: [GEMMShape: GEMMShapeTime], steps: Int, top: Int) -> [String: Any] {
+        let n = Double(max(steps, 1))
+        let rows: [[String: Any]] = slowestShapes(shapes, top: top).map { shape, time in
+            ["shape": shape.description, "calls_per_step": Double(time.calls) / n, "seconds_per_step": time.seconds / n,
+             "gflops": time.seconds > 0 ? time.flops / time.seconds / 1e9 : 0]
+        }
+        return ["gemm_shapes": rows, "gemm_shapes_gflop_per_step": shapes.values.reduce(0) { $0 + $1.flops } / n / 1e9]
+    }
+
     /// The `top` GEMM shapes by time, per step.
     static func printShapes(_ shapes: [GEMMShape: GEMMShapeTime], steps: Int, top: Int, stepSeconds: Double) {
         let n = Double(max(steps, 1))
         print("\nGEMM shape (row-major op(A) m x k, op(B) k x n)      calls/step   s/step  share  GFLOP/s")
-        for (shape, time) in shapes.sorted(by: { $0.value.seconds > $1.value.seconds }).prefix(top) {
+        for (shape, time) in slowestShapes(shapes, top: top) {
             print(shape.description.padding(toLength: 52, withPad: " ", startingAt: 0)
                   + String(format: "%10.1f %8.3f %5.1f%% %8.1f", Double(time.calls) / n, time.seconds / n,
                            100 * time.seconds / n / stepSeconds, time.seconds > 0 ? time.flops / time.seconds / 1e9 : 0))

@@ -46,6 +46,32 @@ final class BenchFLOPsByModuleTests: XCTestCase {
         }
     }
 
+    /// --gemm-shapes: at most N rows, slowest first, and over every shape the FLOPs of the step
+    /// (each sgemm counted once, batched attention included); a negative count is refused.
+    func testGEMMShapesCoverEverySgemmOnce() throws {
+        let tmp = try CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        let config = try Tiny.writeConfig(.albef, folder: tmp)
+        let r = try CLI.run(["bench", "train-step", "--config", config, "--steps", "2", "--warmup", "0", "--batch", "4",
+                             "--gemm-shapes", "3", "--json", "--threads", "2"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+        let variant = try XCTUnwrap((json["variants"] as? [[String: Any]])?.first)
+        let rows = try XCTUnwrap(variant["gemm_shapes"] as? [[String: Any]])
+        XCTAssertEqual(rows.count, 3)
+        let seconds = rows.compactMap { $0["seconds_per_step"] as? Double }
+        XCTAssertEqual(seconds, seconds.sorted(by: >))
+        XCTAssertTrue(rows.allSatisfy { ($0["calls_per_step"] as? Double ?? 0) > 0 && ($0["shape"] as? String)?.isEmpty == false })
+        let total = try XCTUnwrap(variant["gemm_shapes_gflop_per_step"] as? Double)
+        let steps = try XCTUnwrap(variant["step_seconds"] as? [Double]).count
+        let perStep = try XCTUnwrap(variant["gflop_per_step"] as? Double)  // the median step's; every step has the same FLOPs
+        XCTAssertEqual(steps, 2)
+        XCTAssertEqual(total, perStep, accuracy: perStep * 1e-9)
+        let bad = try CLI.run(["bench", "train-step", "--config", config, "--gemm-shapes=-1"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("--gemm-shapes"), bad.stderr)
+    }
+
     func testChartOverTheConfigIsRefused() throws {
         let tmp = try CLI.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: tmp) }
