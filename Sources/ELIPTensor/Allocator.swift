@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// A caching allocator for float buffers.
@@ -99,6 +100,14 @@ public final class CachingAllocator: @unchecked Sendable {
         stats.bytesCached = 0
         lock.unlock()
         for (_, list) in lists { for p in list { free(p) } }
+    }
+
+    /// `trim()`, then the C heap's free pages back to the system too, so that the resident memory
+    /// is what is in use. For measurements that change shapes (a new batch size): cached buffers of
+    /// the old shapes would otherwise stay resident beside the new ones.
+    public func releaseToSystem() {
+        trim()
+        _ = elip_release_free_heap()
     }
 }
 

@@ -19,6 +19,8 @@ extension BenchTrainStepCommand {
         let batch: Int
         let liveBytes: Int
         let seconds: Double
+        /// Buffers the caching allocator held when the step began (0 for a new batch size).
+        var cachedBytesBefore = 0
         func total(fixed: Int) -> Int { fixed + liveBytes }
     }
 
@@ -120,9 +122,20 @@ extension BenchTrainStepCommand {
         }
         var results: [MaxBatchResult] = []
         var fixed: Int?
+        var lastBatch: (variant: String, batch: Int)?
         for variant in variantList {
             net.pruning = variant.prune
             func run(_ b: Int) throws -> MemoryProbe {
+                // A new batch size (or variant) allocates new shapes: the buffers cached for the
+                // previous one would stay resident beside them (the measured step tensors do not
+                // include them, the process's memory does: METER B/16 unpruned after ELIP at batch
+                // 35 was killed for want of memory). Freed once per new batch, so that the repeat
+                // at the found batch runs on its cached buffers.
+                if lastBatch.map({ $0.variant != variant.name || $0.batch != b }) ?? true {
+                    CachingAllocator.shared.releaseToSystem()
+                }
+                lastBatch = (variant.name, b)
+                let cached = CachingAllocator.shared.statistics.bytesCached
                 let input = try Self.syntheticBatch(config: model, batch: b, length: textLength, seed: 7)
                 let s = try Self.trainingStep(net, optimizer, input, seed: 100, dropout: !noDropout)
                 guard s.loss.isFinite else { throw ValidationError("batch \(b) (\(variant.name)): non-finite loss \(s.loss)") }
@@ -130,7 +143,7 @@ extension BenchTrainStepCommand {
                     FileHandle.standardError.write(String(format: "  %@ batch %d: %.2f s, step tensors %.0f MiB\n", variant.name, b, s.seconds,
                                                           Double(s.liveBytes) / 1_048_576).data(using: .utf8)!)
                 }
-                return MemoryProbe(batch: b, liveBytes: s.liveBytes, seconds: s.seconds)
+                return MemoryProbe(batch: b, liveBytes: s.liveBytes, seconds: s.seconds, cachedBytesBefore: cached)
             }
             _ = try run(1)  // warm-up: optimizer moments, BLAS buffers
             if fixed == nil {
@@ -142,10 +155,13 @@ extension BenchTrainStepCommand {
             }
             var found = try Self.searchMaxBatch(variant: variant.name, budget: budget, fixedBytes: fixed!, limit: limit,
                                                 limitReason: reason, step: run)
-            // Its images/s from a second step at that batch (the first one mapped new memory).
+            // Its images/s from a step on buffers cached by one at the same batch (a first step
+            // maps new memory).
             if let best = found.maxBatch, let i = found.probes.firstIndex(where: { $0.batch == best }) {
+                if lastBatch?.batch != best { _ = try run(best) }
                 let again = try run(best), first = found.probes[i]
-                found.probes[i] = MemoryProbe(batch: best, liveBytes: max(again.liveBytes, first.liveBytes), seconds: min(again.seconds, first.seconds))
+                found.probes[i] = MemoryProbe(batch: best, liveBytes: max(again.liveBytes, first.liveBytes), seconds: min(again.seconds, first.seconds),
+                                              cachedBytesBefore: first.cachedBytesBefore)
             }
             results.append(found)
         }
@@ -160,7 +176,8 @@ extension BenchTrainStepCommand {
                 var row: [String: Any] = [
                     "variant": r.variant, "fixed_mib": mib(r.fixedBytes),
                     "probes": r.probes.map { ["batch": $0.batch, "step_tensor_mib": mib($0.liveBytes), "total_mib": mib($0.total(fixed: r.fixedBytes)),
-                                              "step_seconds": $0.seconds, "images_per_second": Double($0.batch) / $0.seconds] },
+                                              "step_seconds": $0.seconds, "images_per_second": Double($0.batch) / $0.seconds,
+                                              "cached_mib_before": mib($0.cachedBytesBefore)] },
                 ]
                 row["max_batch"] = r.maxBatch ?? 0
                 if let best {

@@ -29,6 +29,13 @@ final class BenchMaxBatchTests: XCTestCase {
         let total2 = try XCTUnwrap(probes.first { $0["batch"] as? Int == 2 }?["total_mib"] as? Double)
         let total12 = try XCTUnwrap(probes.first { $0["batch"] as? Int == 12 }?["total_mib"] as? Double)
         XCTAssertLessThan(total2, total12, "memory grows with the batch")
+        // Each new batch size starts with the previous one's cached buffers released (they would
+        // otherwise stay resident beside the new shapes' buffers and could exhaust the machine).
+        for v in wide {
+            for p in try XCTUnwrap(v["probes"] as? [[String: Any]]) where try XCTUnwrap(p["batch"] as? Int) >= 2 {
+                XCTAssertEqual(p["cached_mib_before"] as? Double, 0, "\(p)")
+            }
+        }
         let budget = (total2 + total12) / 2
         for v in try search(config, budget: String(format: "%.0f", budget * 1_048_576), limit: 12) {
             let best = try XCTUnwrap(v["max_batch"] as? Int, "\(v)")

@@ -191,6 +191,23 @@ final class DeterminismAndAllocatorTests: XCTestCase {
         allocator.trim()
     }
 
+    func testReleaseToSystemEmptiesTheCacheAndLaterRequestsStillWork() {
+        let allocator = CachingAllocator()
+        let buffers = (0..<8).map { _ in allocator.allocate(1 << 20) }
+        for (p, c) in buffers { allocator.release(p, capacity: c) }
+        XCTAssertEqual(allocator.statistics.bytesCached, 8 * (1 << 20) * 4)
+        allocator.releaseToSystem()
+        XCTAssertEqual(allocator.statistics.bytesCached, 0)
+        XCTAssertEqual(allocator.statistics.bytesInUse, 0)
+        // The next request maps new memory (nothing cached), and it is usable.
+        let (p, c) = allocator.allocate(1 << 20)
+        XCTAssertEqual(allocator.statistics.systemAllocations, 9)
+        p.update(repeating: 1, count: c)
+        XCTAssertEqual(p[c - 1], 1)
+        allocator.release(p, capacity: c)
+        allocator.releaseToSystem()
+    }
+
     func testSizeClassesWasteAtMostAQuarter() {
         for n in [1, 63, 64, 65, 100, 1000, 4097, 123_457, 1_000_000] {
             let c = CachingAllocator.sizeClass(n)

@@ -74,3 +74,6 @@ void elip_adamw_hf(float *p, const float *g, float *m, float *v, int64_t n, floa
 void elip_ema(float *dst, const float *src, int64_t n, float momentum);
 /// sum x[i]^2 accumulated in double (gradient norms).
 double elip_sum_squares(const float *x, int64_t n);
+
+// Returns the C heap's free pages to the system (glibc malloc_trim(0)); 1 if memory was released.
+int elip_release_free_heap(void);
