@@ -21,12 +21,20 @@ test: setup
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	ELIP_THREADS=$(THREADS) BUILD_FLAGS="$(BUILD_FLAGS)" scripts/run-tests.sh
 
-# Kernel numbers, then full ELIP-ALBEF base steps at batch 4 (about 5 minutes): the paper's
-# look-ahead pruning, no pruning and inline scoring, side by side in one process.
+# Kernel numbers, then full base-size pre-training steps at batch 4 of every backbone (about 15
+# minutes on 2 cores): ELIP-ALBEF with the paper's look-ahead pruning, no pruning and inline scoring
+# side by side in one process; ELIP-BLIP and ELIP-METER (CLIP ViT-B/16@288, ViT-B/32@224; 50-token
+# captions as METER's max_text_len) pruned and unpruned.
 bench: build
 	$$($(SWIFT) build -c release --show-bin-path)/elip bench ops --threads $(THREADS)
 	$$($(SWIFT) build -c release --show-bin-path)/elip bench train-step --preset albef-base --batch 4 --steps 3 \
 		--variants look_ahead,none,inline --threads $(THREADS)
+	$$($(SWIFT) build -c release --show-bin-path)/elip bench train-step --preset blip-base --batch 4 --steps 3 \
+		--variants look_ahead,none --threads $(THREADS)
+	$$($(SWIFT) build -c release --show-bin-path)/elip bench train-step --preset meter-base --batch 4 --steps 3 \
+		--text-length 50 --variants look_ahead,none --threads $(THREADS)
+	$$($(SWIFT) build -c release --show-bin-path)/elip bench train-step --preset meter-base-clip32 --batch 4 --steps 3 \
+		--text-length 50 --variants look_ahead,none --threads $(THREADS)
 
 # One pre-training step of the official PyTorch code vs ours, alternating (README "Ours vs the
 # official PyTorch code": venv with torch, guoyang9/ELIP checked out at OFFICIAL_ROOT).
