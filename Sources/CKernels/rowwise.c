@@ -78,6 +78,24 @@ MULTI void elip_gelu_backward(const float *x, const float *dy, float *dx, int64_
     }
 }
 
+// QuickGELU, x sigmoid(1.702 x) (CLIP). The sigmoid is 0 where exp(-1.702 x) would pass e^87: a
+// clamped exp would leave subnormal outputs and gradients there (see exp_approx).
+static inline float quick_gelu_sigmoid(float v) {
+    float z = -1.702f * v;
+    return z > 87.0f ? 0.0f : 1.0f / (1.0f + exp_approx(z));
+}
+
+MULTI void elip_quick_gelu_forward(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * quick_gelu_sigmoid(x[i]);
+}
+
+MULTI void elip_quick_gelu_backward(const float *x, const float *dy, float *dx, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i], sg = quick_gelu_sigmoid(v);
+        dx[i] += dy[i] * (sg + 1.702f * v * sg * (1.0f - sg));
+    }
+}
+
 MULTI float elip_dot(const float *a, const float *b, int64_t n) {
     float acc[LANES] = {0};
     int64_t i = 0;

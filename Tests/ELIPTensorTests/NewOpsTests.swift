@@ -12,6 +12,23 @@ final class NewOpsTests: XCTestCase {
         assertGradients([x]) { x.quickGELU() }
     }
 
+    /// Far in the tails (the vectorised kernel's exp range): no subnormal outputs or gradients
+    /// (they make every GEMM that reads them slow), values as the exact formula.
+    func testQuickGELUTailsHaveNoSubnormals() throws {
+        let xs: [Float] = [-1000, -90, -60, -51.2, -51, -40, -10, -1e-3, 0, 1e-3, 10, 60, 1000]
+        let x = try Tensor(xs, shape: [xs.count]).requiringGrad()
+        let y = x.quickGELU()
+        try Autograd.backward(from: y.sum())
+        let grad = try XCTUnwrap(x.grad).toArray()
+        for (i, v) in xs.enumerated() {
+            let exact = Double(v) / (1 + exp(-1.702 * Double(v)))
+            let out = y.toArray()[i], g = grad[i]
+            XCTAssertFalse(out.isSubnormal, "QuickGELU(\(v)) = \(out) is subnormal")
+            XCTAssertFalse(g.isSubnormal, "gradient at \(v) = \(g) is subnormal")
+            XCTAssertEqual(Double(out), exact, accuracy: max(1e-6, abs(exact) * 1e-6), "QuickGELU(\(v))")
+        }
+    }
+
     /// Causal attention equals the same attention with the explicit additive mask
     /// (1 - causal * padding) * -10000 of HuggingFace/BLIP, and has correct gradients.
     func testCausalMaskEqualsExplicitAdditiveMask() throws {

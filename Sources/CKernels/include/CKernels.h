@@ -29,6 +29,9 @@ void elip_exp(const float *x, float *y, int64_t n);
 void elip_gelu_forward(const float *x, float *y, int64_t n);
 /// dx += dy * (Phi(x) + x phi(x)).
 void elip_gelu_backward(const float *x, const float *dy, float *dx, int64_t n);
+// QuickGELU x sigmoid(1.702 x) and its backward (dx += dy * d/dx), vectorised exp.
+void elip_quick_gelu_forward(const float *x, float *y, int64_t n);
+void elip_quick_gelu_backward(const float *x, const float *dy, float *dx, int64_t n);
 
 /// Softmax / log-softmax over each row of a rows x cols matrix.
 void elip_softmax_rows(const float *x, float *y, int64_t rows, int64_t cols);

@@ -15,19 +15,10 @@ extension Tensor {
     /// QuickGELU, x sigmoid(1.702 x), as OpenAI's CLIP uses.
     public func quickGELU() -> Tensor {
         let x = self, y = Tensor.empty(shape)
-        Kernels.map(count) { s, n in
-            let px = x.data + s, py = y.data + s
-            for i in 0..<n { py[i] = px[i] / (1 + expf(-1.702 * px[i])) }
-        }
+        Kernels.map(count) { s, n in elip_quick_gelu_forward(x.data + s, y.data + s, Int64(n)) }
         return Autograd.record(y, inputs: [x]) { dy in
             let dx = x.gradPointer()
-            Kernels.map(x.count) { s, n in
-                let px = x.data + s, pg = dy + s, pd = dx + s
-                for i in 0..<n {
-                    let sg = 1 / (1 + expf(-1.702 * px[i]))
-                    pd[i] += pg[i] * (sg + 1.702 * px[i] * sg * (1 - sg))
-                }
-            }
+            Kernels.map(x.count) { s, n in elip_quick_gelu_backward(x.data + s, dy + s, dx + s, Int64(n)) }
         }
     }
 
