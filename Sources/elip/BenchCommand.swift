@@ -18,7 +18,7 @@ struct BenchCommand: ParsableCommand {
 struct BenchOpsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ops",
-        abstract: "FMA peak, cblas_sgemm GFLOP/s on ViT-B/16 shapes, and one ViT-B/16 layer forward+backward.",
+        abstract: "FMA peak, cblas_sgemm GFLOP/s on ViT-B/16 shapes, and each backbone's block kinds forward+backward (GEMM vs the rest).",
         discussion: """
         1. FMA peak: every thread runs independent vector FMAs; the best of several runs. \
         2. sgemm on the GEMMs of a ViT-B/16 layer at batch 4 x 257 tokens (M = 1028), forward and
@@ -26,6 +26,9 @@ struct BenchOpsCommand: ParsableCommand {
         3. A ViT-B/16 block (dim 768, 12 heads, MLP 3072) forward+backward at batch 4, 257 tokens:
            median step time split into GEMM time and everything else; resident memory and page
            faults over --steps steps (a flat line shows the caching allocator at work).
+        4. The same split for every backbone's other block kinds at base size and batch 4: the
+           CLIP block (QuickGELU) of METER, the BERT fusion layer (padded text attending the
+           image), BLIP's causal decoder layer, METER's two co-attention layers.
         """
     )
     @Option(help: "Threads for BLAS and the engine (default: ELIP_THREADS or all cores).")
@@ -75,51 +78,29 @@ struct BenchOpsCommand: ParsableCommand {
         }
         report["gemm"] = gemms
 
-        // One ViT-B/16 block forward + backward.
-        let arena = ParameterArena(capacity: 1 << 24)
-        let block = try VisionTransformer.block(Scope(arena: arena), config: VisionConfig())
-        var g = SeededGenerator(seed: 1)
-        for t in arena.tensors { try t.assign((0..<t.count).map { _ in g.nextNormal() * 0.02 }) }
-        for t in [block.norm1.weight, block.norm2.weight] { try t.assign([Float](repeating: 1, count: 768)) }
-        let x = try Tensor((0..<(m * 768)).map { _ in g.nextNormal() }, shape: [4, 257, 768]).requiringGrad()
-        var stepTimes: [Double] = [], gemmTimes: [Double] = [], rss: [Int] = [], faults: [Int] = []
-        var flops = 0.0
-        GEMMProfiler.enabled = true
-        for _ in 0..<(steps + 2) {
-            GEMMProfiler.reset()
-            let t0 = ProcessStats.now()
-            let y = try block(x)
-            try Autograd.backward(from: y.sum())
-            stepTimes.append(ProcessStats.now() - t0)
-            gemmTimes.append(GEMMProfiler.seconds)
-            flops = GEMMProfiler.flops
-            arena.zeroGradients()
-            x.zeroGradient()
-            rss.append(ProcessStats.residentBytes())
-            faults.append(ProcessStats.pageFaults())
-        }
-        GEMMProfiler.enabled = false
-        // The first two steps warm the allocator and BLAS buffers.
-        let steady = Array(stepTimes.dropFirst(2)), steadyGemm = Array(gemmTimes.dropFirst(2))
-        let t = median(steady), tg = median(steadyGemm)
-        let rssSteady = Array(rss.dropFirst(2)), faultsSteady = Array(faults.dropFirst(2))
-        let layer: [String: Any] = [
-            "step_seconds": t, "gemm_seconds": tg, "non_gemm_share": (t - tg) / t,
-            "gemm_gflops": flops / tg, "step_gflops": flops / t,
-            "rss_mib_first": Double(rssSteady.first ?? 0) / 1048576, "rss_mib_last": Double(rssSteady.last ?? 0) / 1048576,
-            "page_faults_during_steady_steps": (faultsSteady.last ?? 0) - (faultsSteady.first ?? 0),
-        ]
-        report["vit_b_layer"] = layer
+        // One ViT-B/16 block forward + backward, then the other backbones' block kinds.
+        let vit = try Self.measureBlock(BlockBench.all[0], steps: steps)
+        report["vit_b_layer"] = vit.report
+        var blocks = [vit]
+        for bench in BlockBench.all.dropFirst() { blocks.append(try Self.measureBlock(bench, steps: steps)) }
+        report["blocks"] = blocks.map(\.report)
         if json {
             let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
             print(String(format: "\nViT-B/16 block fwd+bwd, batch 4 x 257 tokens (median of %d steps)", steps))
-            print(String(format: "  step %.1f ms = GEMM %.1f ms + other %.1f ms (other %.1f%%)", t * 1e3, tg * 1e3, (t - tg) * 1e3, 100 * (t - tg) / t))
-            print(String(format: "  GEMM %.1f GFLOP/s, whole step %.1f GFLOP/s (%.1f GFLOP per step)", flops / tg / 1e9, flops / t / 1e9, flops / 1e9))
+            print(String(format: "  step %.1f ms = GEMM %.1f ms + other %.1f ms (other %.1f%%)", vit.step * 1e3, vit.gemm * 1e3, (vit.step - vit.gemm) * 1e3, 100 * vit.nonGEMMShare))
+            print(String(format: "  GEMM %.1f GFLOP/s, whole step %.1f GFLOP/s (%.1f GFLOP per step)", vit.flops / vit.gemm / 1e9, vit.flops / vit.step / 1e9, vit.flops / 1e9))
             print(String(format: "  resident memory %.1f MiB -> %.1f MiB over %d steps, %d page faults after warm-up",
-                         Double(rssSteady.first ?? 0) / 1048576, Double(rssSteady.last ?? 0) / 1048576, steps,
-                         (faultsSteady.last ?? 0) - (faultsSteady.first ?? 0)))
+                         vit.rssFirst / 1048576, vit.rssLast / 1048576, steps, vit.faults))
+            print("\nEvery backbone's block kinds, fwd+bwd at batch 4 (median of \(steps) steps; the engine's share is what is not GEMM):")
+            print("block                                                     step ms   GEMM ms  other ms   other %")
+            for b in blocks {
+                print(b.name.padding(toLength: 56, withPad: " ", startingAt: 0)
+                      + String(format: " %9.1f %9.1f %9.1f %8.1f%%", b.step * 1e3, b.gemm * 1e3, (b.step - b.gemm) * 1e3, 100 * b.nonGEMMShare))
+                let top = b.opSeconds.sorted { $0.value > $1.value }.prefix(5)
+                print("    largest non-GEMM ops: " + top.map { String(format: "%@ %.1f ms", $0.key, $0.value * 1e3) }.joined(separator: ", "))
+            }
         }
     }
 

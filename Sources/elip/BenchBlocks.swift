@@ -1,0 +1,122 @@
+import ELIPEncoders
+import ELIPNN
+import ELIPTensor
+import Foundation
+
+/// One block kind of a backbone at base size, batch 4, for `elip bench ops`: how much of its
+/// forward+backward is GEMM and how much the engine's own ops (norms, softmax, activations,
+/// masks, copies). Issue 17 asks the latter to stay at or under 15% for every backbone.
+struct BlockBench {
+    let name: String
+    /// Builds the block's parameters in `scope` and returns its forward pass over fresh inputs
+    /// (the inputs that need gradients are created by `build`, with `requiringGrad()`).
+    let build: (Scope, inout SeededGenerator) throws -> (inputs: [Tensor], forward: () throws -> Tensor)
+
+    static let batch = 4
+
+    static func normal(_ shape: [Int], _ g: inout SeededGenerator, scale: Float = 1) throws -> Tensor {
+        try Tensor((0..<shape.reduce(1, *)).map { _ in g.nextNormal() * scale }, shape: shape).requiringGrad()
+    }
+
+    /// Key padding for `batch` texts of `length` tokens whose last quarter of rows 1 and 3 is
+    /// padding (BERT's `(1 - mask) * -10000`): the masked softmax path runs as in training.
+    static func textPadding(length: Int) -> [Float] {
+        (0..<batch).flatMap { b in (0..<length).map { t in b % 2 == 1 && t >= length * 3 / 4 ? -10000 : 0 } }
+    }
+
+    static func bertLayer(_ s: Scope, crossWidth: Int?) throws -> PostNormTransformerLayer {
+        try PostNormTransformerLayer(s, hidden: 768, heads: 12, intermediate: 3072, eps: 1e-12, crossAttentionWidth: crossWidth)
+    }
+
+    static let all: [BlockBench] = [
+        BlockBench(name: "ViT-B/16 block, GELU (ALBEF, BLIP): 257 tokens") { s, g in
+            let block = try VisionTransformer.block(s, config: VisionConfig())
+            let x = try normal([batch, 257, 768], &g)
+            return ([x], { try block(x) })
+        },
+        BlockBench(name: "CLIP ViT-B/16 block, QuickGELU (METER): 325 tokens") { s, g in
+            let block = try CLIPVisionTransformer.block(s, config: CLIPVisionConfig())
+            let x = try normal([batch, 325, 768], &g)
+            return ([x], { try block(x) })
+        },
+        BlockBench(name: "BERT fusion layer (ALBEF): 25 text tokens x 257 image") { s, g in
+            let layer = try bertLayer(s, crossWidth: 768)
+            let x = try normal([batch, 25, 768], &g), image = try normal([batch, 257, 768], &g)
+            let mask = AttentionMask.keyPadding(textPadding(length: 25))
+            return ([x, image], { try layer(x, mask: mask, cross: .context(image, mask: .none), dropout: nil) })
+        },
+        BlockBench(name: "BLIP decoder layer, causal: 25 text tokens x 197 image") { s, g in
+            let layer = try bertLayer(s, crossWidth: 768)
+            let x = try normal([batch, 25, 768], &g), image = try normal([batch, 197, 768], &g)
+            let mask = AttentionMask.causal(keyPadding: textPadding(length: 25))
+            return ([x, image], { try layer(x, mask: mask, cross: .context(image, mask: .none), dropout: nil) })
+        },
+        BlockBench(name: "METER co-attention, text side: 50 tokens x 325 image") { s, g in
+            let layer = try bertLayer(s, crossWidth: 768)
+            let x = try normal([batch, 50, 768], &g), image = try normal([batch, 325, 768], &g)
+            let mask = AttentionMask.keyPadding(textPadding(length: 50))
+            return ([x, image], { try layer(x, mask: mask, cross: .context(image, mask: .none), dropout: nil) })
+        },
+        BlockBench(name: "METER co-attention, image side: 325 tokens x 50 text") { s, g in
+            let layer = try bertLayer(s, crossWidth: 768)
+            let x = try normal([batch, 325, 768], &g), text = try normal([batch, 50, 768], &g)
+            let mask = AttentionMask.keyPadding(textPadding(length: 50))
+            return ([x, text], { try layer(x, mask: .none, cross: .context(text, mask: mask), dropout: nil) })
+        },
+    ]
+}
+
+struct BlockTiming {
+    let name: String
+    let step: Double, gemm: Double, flops: Double
+    let rssFirst: Double, rssLast: Double, faults: Int
+    /// Non-GEMM seconds per op kind of one extra, profiled step (the profiler's hooks cost a
+    /// little, so the timed steps run without them).
+    let opSeconds: [String: Double]
+    var nonGEMMShare: Double { (step - gemm) / step }
+    var report: [String: Any] {
+        ["name": name, "step_seconds": step, "gemm_seconds": gemm, "non_gemm_share": nonGEMMShare,
+         "gemm_gflops": flops / gemm, "step_gflops": flops / step,
+         "rss_mib_first": rssFirst / 1048576, "rss_mib_last": rssLast / 1048576, "page_faults_during_steady_steps": faults,
+         "op_seconds": opSeconds]
+    }
+}
+
+extension BenchOpsCommand {
+    /// Median forward+backward time of `bench`'s block over `steps` steps after two warm-up steps
+    /// (allocator and BLAS buffers), with the part spent in GEMMs (GEMMProfiler).
+    static func measureBlock(_ bench: BlockBench, steps: Int) throws -> BlockTiming {
+        let arena = ParameterArena(capacity: 1 << 24)
+        var g = SeededGenerator(seed: 1)
+        let (inputs, forward) = try bench.build(Scope(arena: arena), &g)
+        for t in arena.tensors { try t.assign((0..<t.count).map { _ in g.nextNormal() * 0.02 }) }
+        var stepTimes: [Double] = [], gemmTimes: [Double] = [], rss: [Int] = [], faults: [Int] = []
+        var flops = 0.0
+        GEMMProfiler.enabled = true
+        defer { GEMMProfiler.enabled = false }
+        for _ in 0..<(steps + 2) {
+            GEMMProfiler.reset()
+            let t0 = ProcessStats.now()
+            let y = try forward()
+            try Autograd.backward(from: y.sum())
+            stepTimes.append(ProcessStats.now() - t0)
+            gemmTimes.append(GEMMProfiler.seconds)
+            flops = GEMMProfiler.flops
+            arena.zeroGradients()
+            for x in inputs { x.zeroGradient() }
+            rss.append(ProcessStats.residentBytes())
+            faults.append(ProcessStats.pageFaults())
+        }
+        StepProfiler.start()
+        let y = try forward()
+        try Autograd.backward(from: y.sum())
+        StepProfiler.stop()
+        let ops = StepProfiler.opSeconds
+        arena.zeroGradients()
+        for x in inputs { x.zeroGradient() }
+        let rssSteady = rss.dropFirst(2), faultsSteady = faults.dropFirst(2)
+        return BlockTiming(name: bench.name, step: median(Array(stepTimes.dropFirst(2))), gemm: median(Array(gemmTimes.dropFirst(2))), flops: flops,
+                           rssFirst: Double(rssSteady.first ?? 0), rssLast: Double(rssSteady.last ?? 0),
+                           faults: (faultsSteady.last ?? 0) - (faultsSteady.first ?? 0), opSeconds: ops)
+    }
+}
