@@ -28,6 +28,17 @@ struct BlockBench {
         try PostNormTransformerLayer(s, hidden: 768, heads: 12, intermediate: 3072, eps: 1e-12, crossAttentionWidth: crossWidth)
     }
 
+    /// A BERT-style layer whose padded text (self-attention, causal for a decoder) attends the image.
+    static func textAttendingImage(_ name: String, text: Int, image: Int, causal: Bool) -> BlockBench {
+        BlockBench(name: "\(name): \(text) text tokens x \(image) image") { s, g in
+            let layer = try bertLayer(s, crossWidth: 768)
+            let x = try normal([batch, text, 768], &g), tokens = try normal([batch, image, 768], &g)
+            let padding = textPadding(length: text)
+            let mask: AttentionMask = causal ? .causal(keyPadding: padding) : .keyPadding(padding)
+            return ([x, tokens], { try layer(x, mask: mask, cross: .context(tokens, mask: .none), dropout: nil) })
+        }
+    }
+
     static let all: [BlockBench] = [
         BlockBench(name: "ViT-B/16 block, GELU (ALBEF, BLIP): 257 tokens") { s, g in
             let block = try VisionTransformer.block(s, config: VisionConfig())
@@ -39,24 +50,9 @@ struct BlockBench {
             let x = try normal([batch, 325, 768], &g)
             return ([x], { try block(x) })
         },
-        BlockBench(name: "BERT fusion layer (ALBEF): 25 text tokens x 257 image") { s, g in
-            let layer = try bertLayer(s, crossWidth: 768)
-            let x = try normal([batch, 25, 768], &g), image = try normal([batch, 257, 768], &g)
-            let mask = AttentionMask.keyPadding(textPadding(length: 25))
-            return ([x, image], { try layer(x, mask: mask, cross: .context(image, mask: .none), dropout: nil) })
-        },
-        BlockBench(name: "BLIP decoder layer, causal: 25 text tokens x 197 image") { s, g in
-            let layer = try bertLayer(s, crossWidth: 768)
-            let x = try normal([batch, 25, 768], &g), image = try normal([batch, 197, 768], &g)
-            let mask = AttentionMask.causal(keyPadding: textPadding(length: 25))
-            return ([x, image], { try layer(x, mask: mask, cross: .context(image, mask: .none), dropout: nil) })
-        },
-        BlockBench(name: "METER co-attention, text side: 50 tokens x 325 image") { s, g in
-            let layer = try bertLayer(s, crossWidth: 768)
-            let x = try normal([batch, 50, 768], &g), image = try normal([batch, 325, 768], &g)
-            let mask = AttentionMask.keyPadding(textPadding(length: 50))
-            return ([x, image], { try layer(x, mask: mask, cross: .context(image, mask: .none), dropout: nil) })
-        },
+        textAttendingImage("BERT fusion layer (ALBEF)", text: 25, image: 257, causal: false),
+        textAttendingImage("BLIP decoder layer, causal", text: 25, image: 197, causal: true),
+        textAttendingImage("METER co-attention, text side", text: 50, image: 325, causal: false),
         BlockBench(name: "METER co-attention, image side: 325 tokens x 50 text") { s, g in
             let layer = try bertLayer(s, crossWidth: 768)
             let x = try normal([batch, 325, 768], &g), text = try normal([batch, 50, 768], &g)
