@@ -120,9 +120,18 @@ static inline float row_sum(const float *a, int64_t n) {
     return s + tail;
 }
 
+// Lane-wise like row_sum: a single running maximum is a serial chain of compares that the
+// compiler does not vectorise without -ffast-math (5x the cost of the exp pass in a softmax row).
+// NaNs are skipped as before; the maximum itself does not depend on the order.
 static inline float row_max(const float *a, int64_t n) {
+    float acc[LANES];
+    for (int l = 0; l < LANES; l++) acc[l] = -INFINITY;
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] = a[i + l] > acc[l] ? a[i + l] : acc[l];
     float m = -INFINITY;
-    for (int64_t i = 0; i < n; i++) m = a[i] > m ? a[i] : m;
+    for (; i < n; i++) m = a[i] > m ? a[i] : m;
+    for (int l = 0; l < LANES; l++) m = acc[l] > m ? acc[l] : m;
     return m;
 }
 

@@ -12,6 +12,23 @@ final class NewOpsTests: XCTestCase {
         assertGradients([x]) { x.quickGELU() }
     }
 
+    /// The row maximum (lane-wise in the kernel) wherever it sits: in any of the 16 lanes, in the
+    /// tail after the last full 16, in rows shorter than 16. With a maximum of 1000 every other
+    /// entry must come out exactly 0 and the maximum exactly 1; a missed maximum overflows exp and
+    /// leaves tiny non-zero values.
+    func testSoftmaxFindsTheRowMaximumInEveryLaneAndTheTail() throws {
+        for n in [1, 5, 16, 17, 31, 33, 257] {
+            for position in Set([0, n / 2, n - 1] + (0..<min(n, 16)).map { $0 }) {
+                var row = (0..<n).map { Float(($0 * 37) % 11) / 4 - 1 }
+                row[position] = 1000
+                let y = try Tensor(row, shape: [1, n]).softmax().toArray()
+                for (i, v) in y.enumerated() {
+                    XCTAssertEqual(v, i == position ? 1 : 0, "n \(n), maximum at \(position): y[\(i)] = \(v)")
+                }
+            }
+        }
+    }
+
     /// Far in the tails (the vectorised kernel's exp range): no subnormal outputs or gradients
     /// (they make every GEMM that reads them slow), values as the exact formula.
     func testQuickGELUTailsHaveNoSubnormals() throws {
