@@ -14,8 +14,8 @@ struct BlockBench {
 
     static let batch = 4
 
-    static func normal(_ shape: [Int], _ g: inout SeededGenerator, scale: Float = 1) throws -> Tensor {
-        try Tensor((0..<shape.reduce(1, *)).map { _ in g.nextNormal() * scale }, shape: shape).requiringGrad()
+    static func normal(_ shape: [Int], _ g: inout SeededGenerator) throws -> Tensor {
+        try Tensor((0..<shape.reduce(1, *)).map { _ in g.nextNormal() }, shape: shape).requiringGrad()
     }
 
     /// Key padding for `batch` texts of `length` tokens whose last quarter of rows 1 and 3 is
@@ -24,14 +24,15 @@ struct BlockBench {
         (0..<batch).flatMap { b in (0..<length).map { t in b % 2 == 1 && t >= length * 3 / 4 ? -10000 : 0 } }
     }
 
-    static func bertLayer(_ s: Scope, crossWidth: Int?) throws -> PostNormTransformerLayer {
-        try PostNormTransformerLayer(s, hidden: 768, heads: 12, intermediate: 3072, eps: 1e-12, crossAttentionWidth: crossWidth)
+    /// BERT-base's layer with a cross-attention over 768-wide tokens.
+    static func bertLayer(_ s: Scope) throws -> PostNormTransformerLayer {
+        try PostNormTransformerLayer(s, hidden: 768, heads: 12, intermediate: 3072, eps: 1e-12, crossAttentionWidth: 768)
     }
 
     /// A BERT-style layer whose padded text (self-attention, causal for a decoder) attends the image.
     static func textAttendingImage(_ name: String, text: Int, image: Int, causal: Bool) -> BlockBench {
         BlockBench(name: "\(name): \(text) text tokens x \(image) image") { s, g in
-            let layer = try bertLayer(s, crossWidth: 768)
+            let layer = try bertLayer(s)
             let x = try normal([batch, text, 768], &g), tokens = try normal([batch, image, 768], &g)
             let padding = textPadding(length: text)
             let mask: AttentionMask = causal ? .causal(keyPadding: padding) : .keyPadding(padding)
@@ -54,7 +55,7 @@ struct BlockBench {
         textAttendingImage("BLIP decoder layer, causal", text: 25, image: 197, causal: true),
         textAttendingImage("METER co-attention, text side", text: 50, image: 325, causal: false),
         BlockBench(name: "METER co-attention, image side: 325 tokens x 50 text") { s, g in
-            let layer = try bertLayer(s, crossWidth: 768)
+            let layer = try bertLayer(s)
             let x = try normal([batch, 325, 768], &g), text = try normal([batch, 50, 768], &g)
             let mask = AttentionMask.keyPadding(textPadding(length: 50))
             return ([x, text], { try layer(x, mask: .none, cross: .context(text, mask: mask), dropout: nil) })
@@ -85,7 +86,12 @@ extension BenchOpsCommand {
         let arena = ParameterArena(capacity: 1 << 24)
         var g = SeededGenerator(seed: 1)
         let (inputs, forward) = try bench.build(Scope(arena: arena), &g)
-        for t in arena.tensors { try t.assign((0..<t.count).map { _ in g.nextNormal() * 0.02 }) }
+        arena.initialise(seed: 1)  // by layer type, as a model's: LayerNorm weights 1, biases 0
+        func step() throws { try Autograd.backward(from: forward().sum()) }
+        func clearGradients() {  // outside the timed region: a training step's zeroing is the optimizer's
+            arena.zeroGradients()
+            for x in inputs { x.zeroGradient() }
+        }
         var stepTimes: [Double] = [], gemmTimes: [Double] = [], rss: [Int] = [], faults: [Int] = []
         var flops = 0.0
         GEMMProfiler.enabled = true
@@ -93,23 +99,19 @@ extension BenchOpsCommand {
         for _ in 0..<(steps + 2) {
             GEMMProfiler.reset()
             let t0 = ProcessStats.now()
-            let y = try forward()
-            try Autograd.backward(from: y.sum())
+            try step()
             stepTimes.append(ProcessStats.now() - t0)
             gemmTimes.append(GEMMProfiler.seconds)
             flops = GEMMProfiler.flops
-            arena.zeroGradients()
-            for x in inputs { x.zeroGradient() }
+            clearGradients()
             rss.append(ProcessStats.residentBytes())
             faults.append(ProcessStats.pageFaults())
         }
         StepProfiler.start()
-        let y = try forward()
-        try Autograd.backward(from: y.sum())
+        try step()
         StepProfiler.stop()
+        clearGradients()
         let ops = StepProfiler.opSeconds
-        arena.zeroGradients()
-        for x in inputs { x.zeroGradient() }
         let rssSteady = rss.dropFirst(2), faultsSteady = faults.dropFirst(2)
         return BlockTiming(name: bench.name, step: median(Array(stepTimes.dropFirst(2))), gemm: median(Array(gemmTimes.dropFirst(2))), flops: flops,
                            rssFirst: Double(rssSteady.first ?? 0), rssLast: Double(rssSteady.last ?? 0),

@@ -26,6 +26,10 @@ final class BenchOpsBlocksTests: XCTestCase {
             XCTAssertGreaterThan(gemm, 0, "\(b)")
             XCTAssertLessThan(gemm, step, "\(b)")
             XCTAssertEqual(try XCTUnwrap(b["non_gemm_share"] as? Double), (step - gemm) / step, accuracy: 1e-12)
+            // The profiled step names where the rest goes; every block kind has an attention.
+            let ops = try XCTUnwrap(b["op_seconds"] as? [String: Double], "\(b)")
+            XCTAssertGreaterThan(try XCTUnwrap(ops["attentionCore"], "\(ops)"), 0)
+            XCTAssertTrue(ops.values.allSatisfy { $0 >= 0 }, "\(ops)")
         }
         // The FLOPs the profiler saw are exactly the blocks' GEMMs (nothing missed, nothing twice).
         func flops(_ prefix: String) throws -> Double {
