@@ -123,9 +123,7 @@ public final class PostNormTransformerLayer {
                                dropout: DropoutStream?) throws -> Tensor {
         var h = try selfAttention.residual(selfAttention.attention(x, mask: mask, dropout: dropout), x, dropout)
         if let cross {
-            guard let crossAttention else {
-                throw TensorError.invalidArgument(op: "transformer layer", reason: "cross-attention input given to a layer without cross-attention")
-            }
+            let crossAttention = try requireCrossAttention()
             let c: Tensor
             switch cross {
             case let .cached(kv, rows): c = try crossAttention.attention(h, attending: kv, rows: rows, dropout: dropout)
@@ -133,9 +131,21 @@ public final class PostNormTransformerLayer {
             }
             h = try crossAttention.residual(c, h, dropout)
         }
+        return try feedForwardResidual(h, dropout)
+    }
+
+    /// LN(h + dropout(ffn(h))): every layer's last sub-layer.
+    private func feedForwardResidual(_ h: Tensor, _ dropout: DropoutStream?) throws -> Tensor {
         let f = try feedForward(h)
         let d = try dropout.map { try $0.hiddenDropout(f) } ?? f
         return try outputNorm(d + h)
+    }
+
+    private func requireCrossAttention() throws -> Sublayer {
+        guard let crossAttention else {
+            throw TensorError.invalidArgument(op: "transformer layer", reason: "cross-attention input given to a layer without cross-attention")
+        }
+        return crossAttention
     }
 
     /// Position 0 of this layer's output, [B, 1, H]: the query, the cross-attention and the
@@ -147,13 +157,9 @@ public final class PostNormTransformerLayer {
         let x0 = try x.slice(axis: 1, start: 0, length: 1)
         var h = try selfAttention.residual(selfAttention.attention(x0, context: x, mask: mask, dropout: dropout), x0, dropout)
         if let cross {
-            guard let crossAttention else {
-                throw TensorError.invalidArgument(op: "transformer layer", reason: "cross-attention input given to a layer without cross-attention")
-            }
+            let crossAttention = try requireCrossAttention()
             h = try crossAttention.residual(crossAttention.attention(h, context: cross, mask: crossMask, dropout: dropout), h, dropout)
         }
-        let f = try feedForward(h)
-        let d = try dropout.map { try $0.hiddenDropout(f) } ?? f
-        return try outputNorm(d + h)
+        return try feedForwardResidual(h, dropout)
     }
 }
