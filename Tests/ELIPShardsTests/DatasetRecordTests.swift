@@ -68,4 +68,38 @@ final class SyntheticScenesTests: XCTestCase {
         }
         XCTAssertGreaterThan(captions, 5000)
     }
+
+    /// configs/demo-vocab.txt (the ALBEF demo's and its fine-tuning tasks' vocabulary) keeps
+    /// configs/synthetic-vocab.txt's ids and covers every caption, VE statement, VQA question and
+    /// answer and NLVR2 statement the synthetic corpus writes, as the task loaders clean them.
+    func testDemoVocabularyCoversEveryTaskSentence() throws {
+        let configs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("configs")
+        let file = configs.appendingPathComponent("demo-vocab.txt").path
+        let demo = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n")
+        let synthetic = try String(contentsOfFile: configs.appendingPathComponent("synthetic-vocab.txt").path, encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(Array(demo.prefix(synthetic.count)), synthetic, "demo-vocab.txt starts with synthetic-vocab.txt")
+        XCTAssertEqual(Set(demo).count, demo.count, "no word twice")
+        let bert = try String(contentsOfFile: configs.appendingPathComponent("config_bert_demo.json").path, encoding: .utf8)
+        XCTAssertTrue(bert.contains("\"vocab_size\": \(demo.count)"), "config_bert_demo.json's vocab_size is the vocabulary's \(demo.count) words")
+        let tokenizer = try BertTokenizer(vocabularyFile: file)
+        var sentences: [String] = SyntheticQuestions.answerList
+        for seed: UInt64 in [1, 9] {
+            let scenes = (0..<120).map { SyntheticScenes.scene(index: $0, seed: seed, size: 64) }
+            for (i, scene) in scenes.enumerated() {
+                sentences += scene.captions
+                sentences += SyntheticEntailment.statements(for: scene, index: i, seed: seed).map(\.sentence)
+                for q in SyntheticQuestions.questions(for: scene, index: i, seed: seed) { sentences += [preQuestion(q.question), q.answer] }
+            }
+            sentences += SyntheticNLVR.pairs(indices: Array(scenes.indices), perImage: 2, seed: seed) { scenes[$0].objects }.map(\.sentence)
+        }
+        XCTAssertGreaterThan(sentences.count, 2000)
+        for text in sentences {
+            for cleaned in [text, preCaption(text)] {
+                let ids = tokenizer.tokenIds(cleaned)
+                XCTAssertFalse(ids.isEmpty, text)
+                XCTAssertFalse(ids.contains(tokenizer.specialIds.unknown), "'\(cleaned)' has a word outside \(file)")
+            }
+        }
+    }
 }
