@@ -14,8 +14,9 @@ struct SynthCommand: ParsableCommand {
         entailed, a neutral and a contradicted statement), vqa_train.json / vqa_test.json (VQA: per \
         image three questions such as "what colour is the star?" or "how many circles are there?" \
         with 10 agreeing answers) and answer_list.json (every possible answer), nlvr2_train.json / \
-        nlvr2_test.json (NLVR2: two pairs per scene of the split, statements such as "the left image \
-        has more circles than the right image", True/False balanced) and retrieval_train.json \
+        nlvr2_test.json (NLVR2: two pairs per scene of the split, statements such as "both images \
+        contain a red circle", "the left image contains a blue star" or "the left image has more \
+        circles than the right image", True/False balanced per statement form) and retrieval_train.json \
         (retrieval training: one {"image", "caption", "image_id"} per caption of a training image; \
         test.json is the held-out retrieval split). \
         Deterministic for a seed. Build LMDB shards from it with \

@@ -124,42 +124,55 @@ final class NLVR2DatasetTests: XCTestCase {
         XCTAssertThrowsError(try NLVRPairDataset(directory: out)) { XCTAssertTrue("\($0)".contains("--format nlvr2"), "\($0)") }
     }
 
-    /// The synthetic pairs: balanced labels, and each statement's truth recomputed from the
-    /// scenes' objects by a reading of the sentence independent of the generator.
+    /// The synthetic pairs: balanced labels overall and per template (the sentence form alone does
+    /// not tell the label), and each statement's truth recomputed from the scenes' objects by a
+    /// reading of the sentence independent of the generator.
     func testSyntheticPairsAreBalancedAndTrue() throws {
-        let scenes = (0..<40).map { SyntheticScenes.scene(index: $0, seed: 9, size: 32) }
-        let pairs = SyntheticNLVR.pairs(indices: Array(0..<40), perImage: 2, seed: 9) { scenes[$0].objects }
-        XCTAssertEqual(pairs.count, 80)
-        XCTAssertEqual(pairs.filter { $0.label == 1 }.count, 40)
+        let n = 200
+        let scenes = (0..<n).map { SyntheticScenes.scene(index: $0, seed: 9, size: 32) }
+        let pairs = SyntheticNLVR.pairs(indices: Array(0..<n), perImage: 2, seed: 9) { scenes[$0].objects }
+        XCTAssertEqual(pairs.count, 2 * n)
+        XCTAssertEqual(pairs.filter { $0.label == 1 }.count, n)
         XCTAssertTrue(pairs.allSatisfy { $0.left != $0.right })
-        var templates = Set<String>()
+        var labelsByTemplate: [String: [Int]] = [:]
         for p in pairs {
             let objects = ["left": scenes[p.left].objects, "right": scenes[p.right].objects]
             let w = p.sentence.split(separator: " ").map(String.init)
+            func has(_ side: String, _ colour: String, _ shape: String) -> Bool {
+                objects[side]!.contains { $0.colour.name == colour && $0.shape.rawValue == shape }
+            }
             func shapeCount(_ side: String, _ plural: String) -> Int {
                 objects[side]!.filter { ($0.shape == .cross ? "crosses" : $0.shape.rawValue + "s") == plural }.count
             }
-            let truth: Bool
-            if w.starts(with: ["both", "images", "contain", "a"]) {
-                truth = ["left", "right"].allSatisfy { s in objects[s]!.contains { $0.shape.rawValue == w[4] } }
-                templates.insert("both")
-            } else if w.count == 7, w[2] == "image", w[3] == "contains" {
-                truth = objects[w[1]]!.contains { $0.colour.name == w[5] && $0.shape.rawValue == w[6] }
-                templates.insert("contains")
+            let truth: Bool, template: String
+            if w.count == 8, w.starts(with: ["one", "of", "the", "images", "contains", "a"]) {
+                truth = has("left", w[6], w[7]) || has("right", w[6], w[7])
+                template = "either"
+            } else if w.count == 6, w.starts(with: ["both", "images", "contain", "a"]) {
+                truth = has("left", w[4], w[5]) && has("right", w[4], w[5])
+                template = "both"
+            } else if w.count == 7, w[0] == "the", w[2] == "image", w[3] == "contains", w[4] == "a" {
+                truth = has(w[1], w[5], w[6])
+                template = "side"
             } else if w.count == 10, w[4] == "more", w[6] == "than" {
                 let other = w[8]
                 if w[5] == "shapes" {
                     truth = objects[w[1]]!.count > objects[other]!.count
-                    templates.insert("more shapes")
+                    template = "more shapes"
                 } else {
                     truth = shapeCount(w[1], w[5]) > shapeCount(other, w[5])
-                    templates.insert("more of a shape")
+                    template = "more of a shape"
                 }
             } else {
                 return XCTFail("unexpected statement '\(p.sentence)'")
             }
+            labelsByTemplate[template, default: []].append(p.label)
             XCTAssertEqual(truth ? 1 : 0, p.label, "\(p.sentence): left \(objects["left"]!.map { "\($0.colour.name) \($0.shape)" }), right \(objects["right"]!.map { "\($0.colour.name) \($0.shape)" })")
         }
-        XCTAssertEqual(templates, ["both", "contains", "more shapes", "more of a shape"])
+        XCTAssertEqual(Set(labelsByTemplate.keys), ["either", "both", "side", "more shapes", "more of a shape"])
+        for (template, labels) in labelsByTemplate {
+            let trueShare = Double(labels.filter { $0 == 1 }.count) / Double(labels.count)
+            XCTAssertEqual(trueShare, 0.5, accuracy: 0.15, "\(template): \(labels.count) pairs, \(trueShare) true")
+        }
     }
 }

@@ -3,13 +3,18 @@ import Foundation
 /// NLVR2-style pairs of synthetic scenes: two scenes (left, right) and a statement about both that
 /// is true or false (labels as nlvr_dataset.py: "True" 1, "False" 0). Labels alternate pair by
 /// pair, so every split is balanced (the majority baseline is 50%, or 50% + 1/pairs for an odd
-/// count). The templates need both images, and each occurs with both labels:
-/// - "the left image has more circles than the right image" (a shape, either direction);
-/// - "the right image has more shapes than the left image" (all objects);
-/// - "the left image contains a red circle" (one side);
-/// - "both images contain a star".
-/// Statements never talk about positions inside an image, so the official training transform's
-/// horizontal flip does not change any label.
+/// count). A template is drawn per pair, then the right scene is searched among the others for one
+/// with which the template can say the pair's label, so every template occurs with both labels
+/// about equally and the sentence alone does not give the label away:
+/// - "one of the images contains a red circle" (3 in 10; false: a kind neither shows, sharing a
+///   colour or shape with a present object);
+/// - "the left image contains a red circle" (3 in 10; false: a kind that side lacks, as above);
+/// - "both images contain a red circle" (2 in 10; false: only one image shows it, or neither);
+/// - "the left image has more circles than the right image" or "... more shapes than ..." (2 in
+///   10: counting, the hardest for a small model at 64 px).
+/// Kinds (colour and shape) rather than shapes alone: a tiny ViT at 64 px tells colours apart long
+/// before shapes. Statements never talk about positions inside an image, so the official training
+/// transform's horizontal flip does not change any label.
 public enum SyntheticNLVR {
     public static let labelNames = ["False", "True"]
 
@@ -21,78 +26,100 @@ public enum SyntheticNLVR {
         public let label: Int
     }
 
+    enum Template: CaseIterable { case eitherContains, sideContains, bothContain, moreOfAShape, moreShapes }
+
+    /// Template draw weights out of 10 (`Template.allCases` order).
+    static let weights = [3, 3, 2, 1, 1]
+    /// Right scenes tried per pair before falling back to "contains", which any pair can say.
+    static let rightCandidates = 64
+
     /// `perImage` pairs with each scene of `indices` on the left and another scene of `indices`
-    /// (drawn) on the right; `objects(i)` gives scene i's objects. Deterministic for the seed.
+    /// (searched) on the right; `objects(i)` gives scene i's objects. Deterministic for the seed.
     public static func pairs(indices: [Int], perImage: Int, seed: UInt64, objects: (Int) -> [SyntheticScenes.Object]) -> [Pair] {
         guard indices.count >= 2, perImage >= 1 else { return [] }
         var g = SplitMix(seed: seed ^ 0x4E4C_5652_5F70_6169)
         var out: [Pair] = []
         for round in 0..<perImage {
             for (j, left) in indices.enumerated() {
-                var r = Int(g.next() % UInt64(indices.count - 1))
-                if r >= j { r += 1 }
-                let right = indices[r]
                 let label = (round * indices.count + j) % 2 == 0 ? 1 : 0
-                let sentence = statement(left: objects(left), right: objects(right), isTrue: label == 1, generator: &g)
-                out.append(Pair(left: left, right: right, sentence: sentence, label: label))
+                var roll = Int(g.next() % 10), template = Template.eitherContains
+                for (t, w) in zip(Template.allCases, weights) {
+                    if roll < w { template = t; break }
+                    roll -= w
+                }
+                var found: (Int, String)?
+                for _ in 0..<rightCandidates {
+                    var r = Int(g.next() % UInt64(indices.count - 1))
+                    if r >= j { r += 1 }
+                    let candidates = statements(template, left: objects(left), right: objects(indices[r]), isTrue: label == 1)
+                    if !candidates.isEmpty {
+                        found = (indices[r], candidates[Int(g.next() % UInt64(candidates.count))])
+                        break
+                    }
+                }
+                if found == nil {
+                    // Unreachable in practice: "one of the images contains" has candidates for
+                    // either label whenever both scenes hold an object.
+                    var r = Int(g.next() % UInt64(indices.count - 1))
+                    if r >= j { r += 1 }
+                    let candidates = statements(.sideContains, left: objects(left), right: objects(indices[r]), isTrue: label == 1)
+                    found = (indices[r], candidates.isEmpty ? "the left image contains a shape" : candidates[Int(g.next() % UInt64(candidates.count))])
+                }
+                out.append(Pair(left: left, right: found!.0, sentence: found!.1, label: label))
             }
         }
         return out
     }
 
     static func plural(_ shape: SyntheticScenes.Shape) -> String { shape == .cross ? "crosses" : "\(shape.rawValue)s" }
+    static func kind(_ o: SyntheticScenes.Object) -> String { "\(o.colour.name) \(o.shape.rawValue)" }
 
-    /// A statement about (left, right) whose truth is `isTrue`: the templates in a drawn order,
-    /// the first that can say it; "contains" always can (a scene has an object and lacks a kind).
-    static func statement(left: [SyntheticScenes.Object], right: [SyntheticScenes.Object], isTrue: Bool,
-                          generator g: inout SplitMix) -> String {
-        func pick<T>(_ a: [T]) -> T { a[Int(g.next() % UInt64(a.count))] }
+    /// Kinds absent from `absentFrom` that share a colour or a shape with an object of `near`:
+    /// false statements then use the same words as true ones.
+    static func nearKinds(_ near: [SyntheticScenes.Object], absentFrom: Set<String>) -> [String] {
+        var kinds = Set<String>()
+        for o in near {
+            for c in SyntheticScenes.colours { kinds.insert("\(c.name) \(o.shape.rawValue)") }
+            for s in SyntheticScenes.Shape.allCases { kinds.insert("\(o.colour.name) \(s.rawValue)") }
+        }
+        return kinds.subtracting(absentFrom).sorted()
+    }
+
+    /// Every statement of `template` about (left, right) whose truth is `isTrue` (sorted, so the
+    /// draw is deterministic).
+    static func statements(_ template: Template, left: [SyntheticScenes.Object], right: [SyntheticScenes.Object], isTrue: Bool) -> [String] {
         func count(_ objects: [SyntheticScenes.Object], _ shape: SyntheticScenes.Shape) -> Int { objects.filter { $0.shape == shape }.count }
         let sides = [("left", left, "right", right), ("right", right, "left", left)]
-        var templates = [0, 1, 2, 3]
-        for i in stride(from: templates.count - 1, to: 0, by: -1) { templates.swapAt(i, Int(g.next() % UInt64(i + 1))) }
-        for t in templates {
-            var candidates: [String] = []
-            switch t {
-            case 0:
-                // Only shapes at least one image shows: "more stars" about two star-less images is
-                // false whatever the images look like.
-                for (a, ao, b, bo) in sides {
-                    for shape in SyntheticScenes.Shape.allCases where count(left, shape) + count(right, shape) > 0
-                        && (count(ao, shape) > count(bo, shape)) == isTrue {
-                        candidates.append("the \(a) image has more \(plural(shape)) than the \(b) image")
-                    }
-                }
-            case 1:
-                for (a, ao, b, bo) in sides where (ao.count > bo.count) == isTrue {
-                    candidates.append("the \(a) image has more shapes than the \(b) image")
-                }
-            case 2:
-                let shapes = Set(left.map(\.shape)).union(right.map(\.shape))
-                for shape in SyntheticScenes.Shape.allCases where shapes.contains(shape)
-                    && (count(left, shape) > 0 && count(right, shape) > 0) == isTrue {
-                    candidates.append("both images contain a \(shape.rawValue)")
-                }
-            default:
-                for (a, ao, _, _) in sides where !ao.isEmpty {
-                    let present = Set(ao.map { "\($0.colour.name) \($0.shape.rawValue)" })
-                    if isTrue {
-                        candidates += present.sorted().map { "the \(a) image contains a \($0)" }
-                    } else {
-                        // Absent kinds sharing a colour or shape with a present object (as in
-                        // SyntheticEntailment): the words alone do not give the label away.
-                        let anchor = pick(ao)
-                        let near = SyntheticScenes.colours.map { "\($0.name) \(anchor.shape.rawValue)" }
-                            + SyntheticScenes.Shape.allCases.map { "\(anchor.colour.name) \($0.rawValue)" }
-                        candidates += Set(near).subtracting(present).sorted().map { "the \(a) image contains a \($0)" }
-                    }
+        let leftKinds = Set(left.map(kind)), rightKinds = Set(right.map(kind))
+        var out: [String] = []
+        switch template {
+        case .eitherContains:
+            let kinds = isTrue ? leftKinds.union(rightKinds).sorted() : nearKinds(left + right, absentFrom: leftKinds.union(rightKinds))
+            out = kinds.map { "one of the images contains a \($0)" }
+        case .sideContains:
+            for (a, ao, _, _) in sides {
+                let present = Set(ao.map(kind))
+                let kinds = isTrue ? present.sorted() : nearKinds(ao, absentFrom: present)
+                out += kinds.map { "the \(a) image contains a \($0)" }
+            }
+        case .bothContain:
+            let kinds = isTrue ? leftKinds.intersection(rightKinds) : leftKinds.symmetricDifference(rightKinds)
+                .union(nearKinds(left + right, absentFrom: leftKinds.union(rightKinds)))
+            out = kinds.sorted().map { "both images contain a \($0)" }
+        case .moreOfAShape:
+            // Only shapes at least one image shows: "more stars" about two star-less images is
+            // false whatever the images look like.
+            for (a, ao, b, bo) in sides {
+                for shape in SyntheticScenes.Shape.allCases where count(left, shape) + count(right, shape) > 0
+                    && (count(ao, shape) > count(bo, shape)) == isTrue {
+                    out.append("the \(a) image has more \(plural(shape)) than the \(b) image")
                 }
             }
-            if !candidates.isEmpty { return pick(candidates) }
+        case .moreShapes:
+            for (a, ao, b, bo) in sides where (ao.count > bo.count) == isTrue {
+                out.append("the \(a) image has more shapes than the \(b) image")
+            }
         }
-        // Unreachable: the "contains" template has candidates for either label whenever both
-        // scenes hold an object (SyntheticScenes draws at least one).
-        return isTrue ? "the left image contains a \(left.first.map { "\($0.colour.name) \($0.shape.rawValue)" } ?? "shape")"
-            : "both images contain a \(SyntheticScenes.Shape.allCases.first { count(left, $0) == 0 }?.rawValue ?? "shape")"
+        return out
     }
 }
