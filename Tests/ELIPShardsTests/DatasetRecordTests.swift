@@ -80,8 +80,8 @@ final class SyntheticScenesTests: XCTestCase {
         let synthetic = try String(contentsOfFile: configs.appendingPathComponent("synthetic-vocab.txt").path, encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(Array(demo.prefix(synthetic.count)), synthetic, "demo-vocab.txt starts with synthetic-vocab.txt")
         XCTAssertEqual(Set(demo).count, demo.count, "no word twice")
-        let bert = try String(contentsOfFile: configs.appendingPathComponent("config_bert_demo.json").path, encoding: .utf8)
-        XCTAssertTrue(bert.contains("\"vocab_size\": \(demo.count)"), "config_bert_demo.json's vocab_size is the vocabulary's \(demo.count) words")
+        let bert = try JSONSerialization.jsonObject(with: Data(contentsOf: configs.appendingPathComponent("config_bert_demo.json"))) as? [String: Any]
+        XCTAssertEqual(bert?["vocab_size"] as? Int, demo.count, "config_bert_demo.json's vocab_size is the vocabulary's \(demo.count) words")
         let tokenizer = try BertTokenizer(vocabularyFile: file)
         var sentences: [String] = SyntheticQuestions.answerList
         for seed: UInt64 in [1, 9] {

@@ -23,7 +23,7 @@ final class SyntheticQuestionsTests: XCTestCase {
                     XCTAssertEqual(matching.first?.colour.name, q.answer, q.question)
                 case ("how", "many"):
                     let n = words[2] == "shapes" ? scene.objects.count
-                        : scene.objects.filter { SyntheticQuestions.plural($0.shape) == words[2] }.count
+                        : scene.objects.filter { $0.shape.plural == words[2] }.count
                     XCTAssertEqual(q.answer, "\(n)", q.question)
                 case ("what", "shape"):
                     let matching = scene.objects.filter { $0.colour.name == words[4] }

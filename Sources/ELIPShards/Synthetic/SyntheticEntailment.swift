@@ -26,10 +26,9 @@ public enum SyntheticEntailment {
     public static func statements(for scene: SyntheticScenes.Scene, index: Int, seed: UInt64) -> [Statement] {
         var g = SplitMix(seed: (seed ^ 0x5645_5F74_7269_706C) &+ UInt64(index) &* 0xD1B5_4A32_D192_ED03)
         let objects = scene.objects
-        func name(_ o: SyntheticScenes.Object) -> String { "\(o.colour.name) \(o.shape.rawValue)" }
         func pick<T>(_ a: [T]) -> T { a[Int(g.next() % UInt64(a.count))] }
         func countSentence(_ n: Int) -> String { n == 1 ? "there is one shape" : "there are \(numbers[n - 1])" }
-        let present = Set(objects.map(name))
+        let present = Set(objects.map(\.kind))
         // An absent kind sharing the shape or the colour of a present object when possible, so
         // contradictions are not told apart by an unusual word.
         let anchor = pick(objects)
@@ -46,14 +45,14 @@ public enum SyntheticEntailment {
             contradiction = countSentence(wrong)
         default: contradiction = "the \(absent) is made of \(pick(materials))"
         }
-        let neutral = "the \(name(pick(objects))) is made of \(pick(materials))"
+        let neutral = "the \(pick(objects).kind) is made of \(pick(materials))"
         let entailment: String
         switch g.next() % 4 {
-        case 0, 1: entailment = "there is a \(name(pick(objects)))"
+        case 0, 1: entailment = "there is a \(pick(objects).kind)"
         case 2: entailment = countSentence(objects.count)
         default:
             let o = pick(objects)
-            entailment = "the \(name(o)) is \(SyntheticScenes.region(o, size: scene.size))"
+            entailment = "the \(o.kind) is \(SyntheticScenes.region(o, size: scene.size))"
         }
         return [Statement(sentence: contradiction, label: 0), Statement(sentence: neutral, label: 1),
                 Statement(sentence: entailment, label: 2)]

@@ -26,11 +26,21 @@ public enum SyntheticNLVR {
         public let label: Int
     }
 
-    enum Template: CaseIterable { case eitherContains, sideContains, bothContain, moreOfAShape, moreShapes }
+    enum Template: CaseIterable {
+        case eitherContains, sideContains, bothContain, moreOfAShape, moreShapes
+        /// How many pairs in 10 draw it.
+        var weight: Int {
+            switch self {
+            case .eitherContains, .sideContains: return 3
+            case .bothContain: return 2
+            case .moreOfAShape, .moreShapes: return 1
+            }
+        }
+    }
 
-    /// Template draw weights out of 10 (`Template.allCases` order).
-    static let weights = [3, 3, 2, 1, 1]
-    /// Right scenes tried per pair before falling back to "contains", which any pair can say.
+    /// Right scenes tried per pair before falling back to "the left/right image contains", which
+    /// any two scenes can say with either label (each holds an object, and some kind near it is
+    /// absent from it). 10 of the demo's 4320 training pairs fall back.
     static let rightCandidates = 64
 
     /// `perImage` pairs with each scene of `indices` on the left and another scene of `indices`
@@ -43,36 +53,25 @@ public enum SyntheticNLVR {
             for (j, left) in indices.enumerated() {
                 let label = (round * indices.count + j) % 2 == 0 ? 1 : 0
                 var roll = Int(g.next() % 10), template = Template.eitherContains
-                for (t, w) in zip(Template.allCases, weights) {
-                    if roll < w { template = t; break }
-                    roll -= w
+                for t in Template.allCases {
+                    if roll < t.weight { template = t; break }
+                    roll -= t.weight
                 }
-                var found: (Int, String)?
-                for _ in 0..<rightCandidates {
+                var right = left, candidates: [String] = [], attempts = 0
+                repeat {
                     var r = Int(g.next() % UInt64(indices.count - 1))
                     if r >= j { r += 1 }
-                    let candidates = statements(template, left: objects(left), right: objects(indices[r]), isTrue: label == 1)
-                    if !candidates.isEmpty {
-                        found = (indices[r], candidates[Int(g.next() % UInt64(candidates.count))])
-                        break
-                    }
-                }
-                if found == nil {
-                    // Unreachable in practice: "one of the images contains" has candidates for
-                    // either label whenever both scenes hold an object.
-                    var r = Int(g.next() % UInt64(indices.count - 1))
-                    if r >= j { r += 1 }
-                    let candidates = statements(.sideContains, left: objects(left), right: objects(indices[r]), isTrue: label == 1)
-                    found = (indices[r], candidates.isEmpty ? "the left image contains a shape" : candidates[Int(g.next() % UInt64(candidates.count))])
-                }
-                out.append(Pair(left: left, right: found!.0, sentence: found!.1, label: label))
+                    right = indices[r]
+                    candidates = statements(attempts < rightCandidates ? template : .sideContains, left: objects(left),
+                                            right: objects(right), isTrue: label == 1)
+                    attempts += 1
+                } while candidates.isEmpty && attempts <= rightCandidates
+                precondition(!candidates.isEmpty, "scenes \(left) and \(right): a scene without objects")
+                out.append(Pair(left: left, right: right, sentence: candidates[Int(g.next() % UInt64(candidates.count))], label: label))
             }
         }
         return out
     }
-
-    static func plural(_ shape: SyntheticScenes.Shape) -> String { shape == .cross ? "crosses" : "\(shape.rawValue)s" }
-    static func kind(_ o: SyntheticScenes.Object) -> String { "\(o.colour.name) \(o.shape.rawValue)" }
 
     /// Kinds absent from `absentFrom` that share a colour or a shape with an object of `near`:
     /// false statements then use the same words as true ones.
@@ -90,7 +89,7 @@ public enum SyntheticNLVR {
     static func statements(_ template: Template, left: [SyntheticScenes.Object], right: [SyntheticScenes.Object], isTrue: Bool) -> [String] {
         func count(_ objects: [SyntheticScenes.Object], _ shape: SyntheticScenes.Shape) -> Int { objects.filter { $0.shape == shape }.count }
         let sides = [("left", left, "right", right), ("right", right, "left", left)]
-        let leftKinds = Set(left.map(kind)), rightKinds = Set(right.map(kind))
+        let leftKinds = Set(left.map(\.kind)), rightKinds = Set(right.map(\.kind))
         var out: [String] = []
         switch template {
         case .eitherContains:
@@ -98,7 +97,7 @@ public enum SyntheticNLVR {
             out = kinds.map { "one of the images contains a \($0)" }
         case .sideContains:
             for (a, ao, _, _) in sides {
-                let present = Set(ao.map(kind))
+                let present = Set(ao.map(\.kind))
                 let kinds = isTrue ? present.sorted() : nearKinds(ao, absentFrom: present)
                 out += kinds.map { "the \(a) image contains a \($0)" }
             }
@@ -112,7 +111,7 @@ public enum SyntheticNLVR {
             for (a, ao, b, bo) in sides {
                 for shape in SyntheticScenes.Shape.allCases where count(left, shape) + count(right, shape) > 0
                     && (count(ao, shape) > count(bo, shape)) == isTrue {
-                    out.append("the \(a) image has more \(plural(shape)) than the \(b) image")
+                    out.append("the \(a) image has more \(shape.plural) than the \(b) image")
                 }
             }
         case .moreShapes:

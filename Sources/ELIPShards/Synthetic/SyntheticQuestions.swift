@@ -21,7 +21,6 @@ public enum SyntheticQuestions {
     /// Human answers per question in the official format.
     public static let humanAnswers = 10
 
-    static func plural(_ s: SyntheticScenes.Shape) -> String { s == .cross ? "crosses" : s.rawValue + "s" }
 
     /// The three questions about `scene` (scene `index` of the stream `seed`).
     public static func questions(for scene: SyntheticScenes.Scene, index: Int, seed: UInt64) -> [Question] {
@@ -38,14 +37,14 @@ public enum SyntheticQuestions {
             out.append(Question(question: "what colour is the \(o.shape.rawValue)?", answer: o.colour.name))
         } else {
             let o = pick(objects)
-            out.append(Question(question: "how many \(plural(o.shape)) are there?", answer: "\(count(o.shape))"))
+            out.append(Question(question: "how many \(o.shape.plural) are there?", answer: "\(count(o.shape))"))
         }
 
         if g.next() % 2 == 0 {
             out.append(Question(question: "how many shapes are there?", answer: "\(objects.count)"))
         } else {
             let shape = g.next() % 3 < 2 ? pick(objects).shape : pick(SyntheticScenes.Shape.allCases)
-            out.append(Question(question: "how many \(plural(shape)) are there?", answer: "\(count(shape))"))
+            out.append(Question(question: "how many \(shape.plural) are there?", answer: "\(count(shape))"))
         }
 
         let singleColours = objects.filter { o in objects.filter { $0.colour.name == o.colour.name }.count == 1 }
@@ -53,11 +52,11 @@ public enum SyntheticQuestions {
             let o = pick(singleColours)
             out.append(Question(question: "what shape is the \(o.colour.name) object?", answer: o.shape.rawValue))
         } else {
-            let present = Set(objects.map { "\($0.colour.name) \($0.shape.rawValue)" })
+            let present = Set(objects.map(\.kind))
             let kind: String
             if g.next() % 2 == 0 {
                 let o = pick(objects)
-                kind = "\(o.colour.name) \(o.shape.rawValue)"
+                kind = o.kind
             } else {
                 // An absent kind sharing the colour or the shape of a present object, so "no" is
                 // not told apart by an unusual word.

@@ -5,7 +5,11 @@ import Foundation
 /// per image, and a per-pixel object mask (0 = background, k = object k) so an analysis can
 /// check whether pruning keeps the tokens the caption talks about.
 public enum SyntheticScenes {
-    public enum Shape: String, CaseIterable, Sendable { case circle, square, triangle, star, diamond, cross }
+    public enum Shape: String, CaseIterable, Sendable {
+        case circle, square, triangle, star, diamond, cross
+        /// "circles", "crosses": how the task sentences count it.
+        public var plural: String { self == .cross ? "crosses" : rawValue + "s" }
+    }
 
     public struct Colour: Sendable {
         public let name: String
@@ -25,6 +29,8 @@ public enum SyntheticScenes {
         public let colour: Colour
         public let centerX: Double, centerY: Double, radius: Double
         public var isLarge: Bool { large }
+        /// "red circle": colour and shape, the unit every caption and task sentence names.
+        public var kind: String { "\(colour.name) \(shape.rawValue)" }
         let large: Bool
     }
 
@@ -109,7 +115,7 @@ public enum SyntheticScenes {
     }
 
     static func phrase(_ o: Object, withSize: Bool) -> String {
-        (withSize ? (o.isLarge ? "large " : "small ") : "") + "\(o.colour.name) \(o.shape.rawValue)"
+        (withSize ? (o.isLarge ? "large " : "small ") : "") + o.kind
     }
 
     static func region(_ o: Object, size: Int) -> String {
