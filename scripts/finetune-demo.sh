@@ -11,7 +11,8 @@
 # Each task trains for FINETUNE_MINUTES_<TASK> minutes (ve 2, vqa 2.5, nlvr2 2.5, retrieval 1.5) or
 # FINETUNE_STEPS_<TASK> steps (2000), whichever comes first, from configs/demo-<task>.yaml. FINETUNE_RANDOM_INIT=1 also fine-tunes the same model
 # from random weights for exactly the steps the pre-trained start reached, and adds "random_init"
-# to each entry (pre-training must help); it doubles the time. Re-running resumes / reuses what exists.
+# to each entry (pre-training must help); it doubles the time, or after a plain run adds only the
+# random starts. Re-running reuses a finished task (its result JSON) and resumes an interrupted one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${DEMO_OUT:-out/demo}
@@ -67,6 +68,12 @@ for task in $TASKS; do
     fi
     starts=(pretrained); [[ $RANDOM_INIT == 1 ]] && starts+=(random)
     for start in "${starts[@]}"; do
+        # A finished start (its evaluation written) is kept: resuming it would train it further
+        # under a new time limit, and the random start's steps are pinned to its step count.
+        if [[ -f $OUT/$task-$start.json ]]; then
+            echo "reusing $OUT/$task-$start.json ($task, $start start; delete it and $OUT/$task-$start/ to fine-tune again)"
+            continue
+        fi
         if [[ $start == pretrained ]]; then
             INIT=(--init "$OUT/run")
             LIMIT=(--max-steps "$(setting STEPS "$task" 2000)" --time-limit-minutes "$(setting MINUTES "$task" "$(default_minutes "$task")")")
