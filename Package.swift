@@ -38,7 +38,7 @@ let package = Package(
         // MPI's predefined handles are C macros; this shim turns them into functions.
         .target(name: "CMPIShim", dependencies: ["CMPI"]),
         // Small C kernels: FMA peak probe and hot loops that need guaranteed vectorisation.
-        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])]),
 
         // MARK: Swift modules, bottom to top (docs/ARCHITECTURE.md draws the graph)
         .target(name: "ELIPJSON", swiftSettings: swiftSettings),

@@ -8,11 +8,16 @@
 #else
 #define MULTI
 #endif
+// Element i of every buffer is read and written by iteration i only (see rowwise.c). sqrtf
+// vectorises because the target is built with -fno-math-errno (no errno for negative input,
+// which cannot occur: v >= 0).
+#define ELEMENTWISE _Pragma("clang loop vectorize(assume_safety)")
 
 MULTI void elip_adamw(float *p, const float *g, float *m, float *v, int64_t n, float lr, float weight_decay,
                       float beta1, float beta2, float eps, float step_size, float bias_correction2_sqrt) {
     const float decay = 1.f - lr * weight_decay;
     const float inv_bc2 = 1.f / bias_correction2_sqrt;
+    ELEMENTWISE
     for (int64_t i = 0; i < n; i++) {
         float gi = g[i];
         float mi = beta1 * m[i] + (1.f - beta1) * gi;
@@ -26,6 +31,7 @@ MULTI void elip_adamw(float *p, const float *g, float *m, float *v, int64_t n, f
 MULTI void elip_adamw_hf(float *p, const float *g, float *m, float *v, int64_t n, float lr_times_decay,
                          float beta1, float beta2, float eps, float step_size) {
     const float shrink = -lr_times_decay;
+    ELEMENTWISE
     for (int64_t i = 0; i < n; i++) {
         float gi = g[i];
         float mi = beta1 * m[i] + (1.f - beta1) * gi;
@@ -39,6 +45,7 @@ MULTI void elip_adamw_hf(float *p, const float *g, float *m, float *v, int64_t n
 
 MULTI void elip_ema(float *dst, const float *src, int64_t n, float momentum) {
     const float rest = 1.f - momentum;
+    ELEMENTWISE
     for (int64_t i = 0; i < n; i++) dst[i] = dst[i] * momentum + src[i] * rest;
 }
 

@@ -162,11 +162,7 @@ extension Tensor {
                         if dropped != nil {
                             for i in 0..<block { dS[i] = CounterRandom.uniform(seed: seed, index: base + i) < p ? 0 : dS[i] * keep }
                         }
-                        for r in 0..<tq {
-                            let pr = probs.data + base + r * tk, dr = dS + r * tk
-                            let dot = elip_dot(pr, dr, Int64(tk))
-                            for j in 0..<tk { dr[j] = pr[j] * (dr[j] - dot) * scale }
-                        }
+                        elip_softmax_backward_scaled_rows(probs.data + base, dS, Int64(tq), Int64(tk), scale)
                         if let dq {  // dQ += dS K
                             sgemm(&tally, m: tq, n: hd, k: tk, a: dS, lda: tk, b: ptr(k, b, h, tk), ldb: k.rowStride, beta: 1,
                                   c: gptr(dq, q, b, h, tq), ldc: q.rowStride)
