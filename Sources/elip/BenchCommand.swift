@@ -23,17 +23,19 @@ struct BenchOpsCommand: ParsableCommand {
         1. FMA peak: every thread runs independent vector FMAs; the best of several runs. \
         2. sgemm on the GEMMs of a ViT-B/16 layer at batch 4 x 257 tokens (M = 1028), forward and
            backward shapes, median of --repeats runs, as a share of the measured peak.
-        3. A ViT-B/16 block (dim 768, 12 heads, MLP 3072) forward+backward at batch 4, 257 tokens:
+        3. The engine's row-wise kernels (softmax, attention's softmax backward, GELU, QuickGELU,
+           AdamW) on one thread, nanoseconds per element: each should run at vector speed.
+        4. A ViT-B/16 block (dim 768, 12 heads, MLP 3072) forward+backward at batch 4, 257 tokens:
            median step time split into GEMM time and everything else; resident memory and page
            faults over --steps steps (a flat line shows the caching allocator at work).
-        4. The same split for every backbone's other block kinds at base size and batch 4: the
+        5. The same split for every backbone's other block kinds at base size and batch 4: the
            CLIP block (QuickGELU) of METER, the BERT fusion layer (padded text attending the
            image), BLIP's causal decoder layer, METER's two co-attention layers.
         """
     )
     @Option(help: "Threads for BLAS and the engine (default: ELIP_THREADS or all cores).")
     var threads: Int?
-    @Option(help: "Timed repetitions per GEMM shape.")
+    @Option(help: "Timed repetitions per GEMM shape and per kernel.")
     var repeats = 10
     @Option(help: "Layer steps to time.")
     var steps = 20
@@ -78,6 +80,13 @@ struct BenchOpsCommand: ParsableCommand {
         }
         report["gemm"] = gemms
 
+        let kernels = Self.measureKernels(repeats: repeats)
+        report["kernels_ns_per_element"] = Dictionary(uniqueKeysWithValues: kernels)
+        if !json {
+            print("\nRow-wise kernels, one thread, 1M elements (rows of 257 as attention scores)   ns/element")
+            for (name, ns) in kernels { print(name.padding(toLength: 78, withPad: " ", startingAt: 0) + String(format: " %7.3f", ns)) }
+        }
+
         // One ViT-B/16 block forward + backward, then the other backbones' block kinds.
         let vit = try Self.measureBlock(BlockBench.all[0], steps: steps)
         report["vit_b_layer"] = vit.report
@@ -101,6 +110,47 @@ struct BenchOpsCommand: ParsableCommand {
                 let top = b.opSeconds.sorted { $0.value > $1.value }.prefix(5)
                 print("    largest non-GEMM ops: " + top.map { String(format: "%@ %.1f ms", $0.key, $0.value * 1e3) }.joined(separator: ", "))
             }
+        }
+    }
+
+    /// The engine's own element-wise and row-wise kernels on one thread: nanoseconds per element,
+    /// median of `repeats`. Each should run at vector speed (well under 1 ns per element at
+    /// AVX-512); a kernel that stopped vectorising shows as several times slower.
+    static func measureKernels(repeats: Int) -> [(String, Double)] {
+        let cols = 257, rows = 4096, n = rows * cols
+        let buffers = (0..<6).map { _ in UnsafeMutablePointer<Float>.allocate(capacity: n) }
+        defer { for p in buffers { p.deallocate() } }
+        let (x, y, g, d, m, v) = (buffers[0], buffers[1], buffers[2], buffers[3], buffers[4], buffers[5])
+        var state: UInt32 = 12345
+        for i in 0..<n {  // scores in [-4, 4), gradients of 1e-3
+            state = state &* 1_664_525 &+ 1_013_904_223
+            x[i] = Float(state >> 8) / Float(1 << 24) * 8 - 4
+            g[i] = x[i] * 1e-3
+        }
+        elip_softmax_rows(x, y, Int64(rows), Int64(cols))
+        // (name, untimed preparation, timed kernel). Inputs are restored before each run where a
+        // kernel would otherwise shrink its own input into subnormals.
+        let cases: [(String, () -> Void, () -> Void)] = [
+            ("softmax, in place", {}, { elip_softmax_rows(y, y, Int64(rows), Int64(cols)) }),
+            ("attention softmax backward, in place", { d.update(from: g, count: n) },
+             { elip_softmax_backward_scaled_rows(y, d, Int64(rows), Int64(cols), 0.125) }),
+            ("GELU forward", {}, { elip_gelu_forward(x, d, Int64(n)) }),
+            ("GELU backward", { d.update(repeating: 0, count: n) }, { elip_gelu_backward(x, g, d, Int64(n)) }),
+            ("QuickGELU forward", {}, { elip_quick_gelu_forward(x, d, Int64(n)) }),
+            ("AdamW update", { d.update(from: y, count: n); m.update(repeating: 0, count: n); v.update(repeating: 0, count: n) },
+             { elip_adamw(d, g, m, v, Int64(n), 1e-4, 0.02, 0.9, 0.999, 1e-8, 1e-4, 1) }),
+        ]
+        return cases.map { name, prepare, kernel in
+            prepare()
+            kernel()  // warm-up
+            var times: [Double] = []
+            for _ in 0..<max(1, repeats) {
+                prepare()
+                let t0 = ProcessStats.now()
+                kernel()
+                times.append(ProcessStats.now() - t0)
+            }
+            return (name, median(times) / Double(n) * 1e9)
         }
     }
 

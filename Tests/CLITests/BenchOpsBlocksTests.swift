@@ -14,6 +14,11 @@ final class BenchOpsBlocksTests: XCTestCase {
         let r = try CLI.run(["bench", "ops", "--json", "--steps", "1", "--repeats", "1", "--threads", "1"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+        // The row-wise kernels are timed one by one (a kernel that stopped vectorising shows there).
+        let kernels = try XCTUnwrap(json["kernels_ns_per_element"] as? [String: Double], "\(json.keys)")
+        XCTAssertEqual(Set(kernels.keys), ["softmax, in place", "attention softmax backward, in place", "GELU forward",
+                                           "GELU backward", "QuickGELU forward", "AdamW update"])
+        XCTAssertTrue(kernels.values.allSatisfy { $0.isFinite && $0 > 0 }, "\(kernels)")
         let blocks = try XCTUnwrap(json["blocks"] as? [[String: Any]])
         let names = blocks.compactMap { $0["name"] as? String }
         XCTAssertEqual(names.count, 6)
