@@ -14,7 +14,7 @@
 #define LANES 16
 // Helpers called from MULTI kernels must be forced inline: a target_clones clone does not inline
 // an ordinary static inline function (its target differs), so the call stays and the loop around
-// it runs scalar (measured: softmax, GELU and exp at 1/10 of their vector speed).
+// it runs scalar.
 #define HELPER static inline __attribute__((always_inline))
 // Marks a loop whose iteration i reads and writes element i only (of one or more rows): it
 // vectorises also when called in place (y == x), where the compiler's overlap check would

@@ -38,8 +38,9 @@ void elip_softmax_rows(const float *x, float *y, int64_t rows, int64_t cols);
 void elip_log_softmax_rows(const float *x, float *y, int64_t rows, int64_t cols);
 /// dx += y * (dy - sum(dy * y)) for softmax output y.
 void elip_softmax_backward_rows(const float *y, const float *dy, float *dx, int64_t rows, int64_t cols);
-/// dx += dy - exp(y) * sum(dy) for log-softmax output y.
+/// In place on d: d = p * (d - sum(d * p)) * scale for softmax output p (attention's scores).
 void elip_softmax_backward_scaled_rows(const float *p, float *d, int64_t rows, int64_t cols, float scale);
+/// dx += dy - exp(y) * sum(dy) for log-softmax output y.
 void elip_log_softmax_backward_rows(const float *y, const float *dy, float *dx, int64_t rows, int64_t cols);
 
 /// LayerNorm over rows; writes y and the per-row mean and reciprocal standard deviation.
