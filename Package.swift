@@ -81,7 +81,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
 
         // MARK: tests
-        .testTarget(name: "ELIPTensorTests", dependencies: ["ELIPTensor"], swiftSettings: swiftSettings),
+        .testTarget(name: "ELIPTensorTests", dependencies: ["CKernels", "ELIPTensor"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPConfigTests", dependencies: ["ELIPConfig"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPNNTests", dependencies: ["ELIPNN", "ELIPTensor"], swiftSettings: swiftSettings),
         .testTarget(name: "ELIPPruningTests", dependencies: ["ELIPEncoders", "ELIPNN", "ELIPPruning", "ELIPTensor"], swiftSettings: swiftSettings),

@@ -136,6 +136,19 @@ HELPER float row_sum(const float *a, int64_t n) {
     return s + tail;
 }
 
+// sum of exp(a[i] - m), in row_sum's order, without storing the exponentials.
+HELPER float row_sum_exp(const float *a, float m, int64_t n) {
+    float acc[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += exp_approx(a[i + l] - m);
+    float tail = 0;
+    for (; i < n; i++) tail += exp_approx(a[i] - m);
+    float s = 0;
+    for (int l = 0; l < LANES; l++) s += acc[l];
+    return s + tail;
+}
+
 // Lane-wise like row_sum: a single running maximum is a serial chain of compares that the
 // compiler does not vectorise without -ffast-math (5x the cost of the exp pass in a softmax row).
 // NaNs are skipped as before; the maximum itself does not depend on the order.
@@ -161,10 +174,11 @@ MULTI void elip_softmax_rows(const float *x, float *y, int64_t rows, int64_t col
         const float *xr = x + r * cols;
         float *yr = y + r * cols;
         float m = row_max(xr, cols);
-        if (m == -INFINITY) m = 0;  // a fully masked row stays finite (all zeros below)
+        if (m == -INFINITY) m = 0;  // a row masked with -inf throughout comes out all zeros
         ELEMENTWISE
         for (int64_t i = 0; i < cols; i++) yr[i] = exp_approx(xr[i] - m);
-        float inv = 1.0f / row_sum(yr, cols);
+        float sum = row_sum(yr, cols);
+        float inv = sum > 0 ? 1.0f / sum : 0.0f;  // (1 / 0 would make the zeros NaN)
         ELEMENTWISE
         for (int64_t i = 0; i < cols; i++) yr[i] *= inv;
     }
@@ -176,9 +190,8 @@ MULTI void elip_log_softmax_rows(const float *x, float *y, int64_t rows, int64_t
         float *yr = y + r * cols;
         float m = row_max(xr, cols);
         if (m == -INFINITY) m = 0;
-        ELEMENTWISE
-        for (int64_t i = 0; i < cols; i++) yr[i] = exp_approx(xr[i] - m);
-        float lse = m + logf(row_sum(yr, cols));
+        // x is read again below, so nothing is stored before: safe in place (y == x).
+        float lse = m + logf(row_sum_exp(xr, m, cols));
         ELEMENTWISE
         for (int64_t i = 0; i < cols; i++) yr[i] = xr[i] - lse;
     }

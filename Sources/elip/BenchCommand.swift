@@ -114,8 +114,8 @@ struct BenchOpsCommand: ParsableCommand {
     }
 
     /// The engine's own element-wise and row-wise kernels on one thread: nanoseconds per element,
-    /// median of `repeats`. Each should run at vector speed (well under 1 ns per element at
-    /// AVX-512); a kernel that stopped vectorising shows as several times slower.
+    /// median of `repeats`. At vector speed each takes 1-2.5 ns per element on the project's
+    /// 2 GHz AVX-512 VM; scalar code was 2.5-8x slower (in-place softmax 11.5 ns, AdamW 4-5.5 ns).
     static func measureKernels(repeats: Int) -> [(String, Double)] {
         let cols = 257, rows = 4096, n = rows * cols
         let buffers = (0..<6).map { _ in UnsafeMutablePointer<Float>.allocate(capacity: n) }

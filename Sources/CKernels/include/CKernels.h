@@ -33,7 +33,8 @@ void elip_gelu_backward(const float *x, const float *dy, float *dx, int64_t n);
 void elip_quick_gelu_forward(const float *x, float *y, int64_t n);
 void elip_quick_gelu_backward(const float *x, const float *dy, float *dx, int64_t n);
 
-/// Softmax / log-softmax over each row of a rows x cols matrix.
+/// Softmax / log-softmax over each row of a rows x cols matrix; y may be x (in place). A row that
+/// is -inf throughout gives softmax zeros (log-softmax has no finite answer there: NaN).
 void elip_softmax_rows(const float *x, float *y, int64_t rows, int64_t cols);
 void elip_log_softmax_rows(const float *x, float *y, int64_t rows, int64_t cols);
 /// dx += y * (dy - sum(dy * y)) for softmax output y.
