@@ -285,12 +285,8 @@ MULTI void elip_layernorm_backward(const float *x, const float *gamma, const flo
     }
 }
 
-MULTI void elip_add_bias_rows(float *y, const float *bias, int64_t rows, int64_t cols) {
-    for (int64_t r = 0; r < rows; r++) {
-        float *yr = y + r * cols;
-        ELEMENTWISE
-        for (int64_t j = 0; j < cols; j++) yr[j] += bias[j];
-    }
+MULTI void elip_broadcast_rows(float *y, const float *row, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; r++) memcpy(y + r * cols, row, (size_t)cols * sizeof(float));
 }
 
 MULTI void elip_sum_rows_into(const float *dy, float *db, int64_t rows, int64_t cols) {

@@ -146,10 +146,11 @@ public final class ALBEFModel: TrainableModel, ImageTextRetrievalModel, TextGuid
         } ?? (HardNegatives.sample(itc.textToImage, candidates: bs * world, rowOffset: offset, seed: c.samplingSeed, stream: 1),
               HardNegatives.sample(itc.imageToText, candidates: bs * world, rowOffset: offset, seed: c.samplingSeed, stream: 2))
         let fused = try fuse(batch.text, text: text, images: vision.tokens, negatives: negatives, mlmText: maskedRows.isEmpty ? nil : mlmText,
-                             global: global, dropout: dropout)
+                             maskedRows: maskedRows, global: global, dropout: dropout)
         let itmLabels = [Int](repeating: 1, count: bs) + [Int](repeating: 0, count: 2 * bs)
-        let lossITM = try itmHead(Self.cls(fused.slice(axis: 0, start: 0, length: 3 * bs))).crossEntropy(labels: itmLabels)
-        let lossMLM = try maskedLanguageLoss(fused, mlmText: mlmText, labels: mlm.labels, maskedRows: maskedRows, teacherStates: teacher.mlmStates,
+        let lossITM = try itmHead(fused.slice(axis: 0, start: 0, length: 3 * bs)).crossEntropy(labels: itmLabels)
+        let mlmStates = maskedRows.isEmpty ? nil : try fused.slice(axis: 0, start: 3 * bs, length: maskedRows.count)
+        let lossMLM = try maskedLanguageLoss(mlmStates, mlmText: mlmText, labels: mlm.labels, maskedRows: maskedRows, teacherStates: teacher.mlmStates,
                                              teacherImages: teacher.imageTokens, alpha: alpha, global: global)
         StepProfiler.end()
 
@@ -200,10 +201,15 @@ public final class ALBEFModel: TrainableModel, ImageTextRetrievalModel, TextGuid
         try Autograd.noGrad {
             StepProfiler.section("ema") { momentum.update() }
             // Sections "momentum/text" and "momentum/vision": bench train-step counts their FLOPs per module.
-            let states = try StepProfiler.section("text") { try textLayersM(textEmbeddingsM(rows, dropout: nil), mask: rows, dropout: nil) }
-            let textM = rows.batch > bs ? try states.slice(axis: 0, start: 0, length: bs) : states
-            let mlmStates = rows.batch > bs ? try states.slice(axis: 0, start: bs, length: bs) : nil
-            let textFeat = try textProjM(Self.cls(textM)).l2Normalized()
+            // Of the captions only [CLS] is read (their features); of the masked captions every
+            // position (the MLM teacher's input).
+            let l = rows.length, h = config.bert.hiddenSize
+            let read = [[Int]](repeating: [0], count: bs) + [[Int]](repeating: Array(0..<l), count: rows.batch - bs)
+            let states = try StepProfiler.section("text") {
+                try textLayersM(textEmbeddingsM(rows, dropout: nil), mask: rows, dropout: nil, reading: read)
+            }
+            let textFeat = try textProjM(states.slice(axis: 0, start: 0, length: bs)).l2Normalized()
+            let mlmStates = rows.batch > bs ? try states.slice(axis: 0, start: bs, length: (rows.batch - bs) * l).reshaped([rows.batch - bs, l, h]) : nil
             let imageTokens = try StepProfiler.section("vision") { try visualEncoderM(images).tokens }
             let imageFeat = try visionProjM(Self.cls(imageTokens)).l2Normalized()
             let allImages = try exchange.map { try imageFeat.allGatherRows($0) } ?? imageFeat
@@ -217,9 +223,11 @@ public final class ALBEFModel: TrainableModel, ImageTextRetrievalModel, TextGuid
 
     /// One fusion pass over the ITM rows in ALBEF's order — (text b, image b), (text b, negative
     /// image), (negative text, image b) — then the masked captions with image b. Image keys and
-    /// values are computed once per image and shared by every row that attends to it.
+    /// values are computed once per image and shared by every row that attends to it. Returns
+    /// the rows the losses read: the ITM rows' [CLS], then the masked positions of the masked
+    /// captions (`maskedRows` order); the last layer runs only those.
     func fuse(_ captions: TextBatch, text: TextEncoding, images: Tensor, negatives: (imageForText: [Int], textForImage: [Int]),
-              mlmText: TextBatch?, global: FeatureExchange?, dropout: DropoutStream?) throws -> Tensor {
+              mlmText: TextBatch?, maskedRows: [Int], global: FeatureExchange?, dropout: DropoutStream?) throws -> Tensor {
         let bs = captions.batch
         let (contextImages, negativeImageRows) = try HardNegatives.negativeImages(images, drawn: negatives.imageForText, global: global)
         let context = try fusionLayers.crossAttentionContext(contextImages)
@@ -232,30 +240,38 @@ public final class ALBEFModel: TrainableModel, ImageTextRetrievalModel, TextGuid
             mask = try TextBatch.concat(mask, mlmText)
             imageRows += Array(0..<bs)
         }
-        return try fusionLayers(Tensor.concat(states, axis: 0), mask: mask, images: context, imageRows: imageRows, dropout: dropout)
+        let read = [[Int]](repeating: [0], count: 3 * bs) + (mlmText == nil ? [] : Self.positions(maskedRows, entries: bs, length: captions.length))
+        return try fusionLayers(Tensor.concat(states, axis: 0), mask: mask, images: context, imageRows: imageRows, dropout: dropout, reading: read)
     }
 
-    /// MLM on the masked captions' fusion states, distilled from the momentum model's
-    /// predictions; only masked rows reach the vocabulary head. Globally the mean runs over every
+    /// Flat rows (entry * length + position, ascending) as positions per entry.
+    static func positions(_ flatRows: [Int], entries: Int, length: Int) -> [[Int]] {
+        var out = [[Int]](repeating: [], count: entries)
+        for r in flatRows { out[r / length].append(r % length) }
+        return out
+    }
+
+    /// MLM on the fusion states of the masked positions (`fused`, `maskedRows` order), distilled
+    /// from the momentum model's predictions there (its last layer runs those rows only). Globally the mean runs over every
     /// rank's masked tokens (the local mean is rescaled).
-    func maskedLanguageLoss(_ fused: Tensor, mlmText: TextBatch, labels: [Int], maskedRows: [Int], teacherStates: Tensor?,
+    func maskedLanguageLoss(_ fused: Tensor?, mlmText: TextBatch, labels: [Int], maskedRows: [Int], teacherStates: Tensor?,
                             teacherImages: Tensor, alpha: Float, global: FeatureExchange?) throws -> Tensor {
-        let bs = mlmText.batch, h = config.bert.hiddenSize, rows = bs * mlmText.length
+        let bs = mlmText.batch
         var scale: Float = 1
         if let global {
             let total = try global.allReduceSum([Float(maskedRows.count)])[0]
             scale = total > 0 ? Float(maskedRows.count) * Float(global.worldSize) / total : 0
         }
-        guard let teacherStates else { return Tensor(scalar: 0) }
+        guard let teacherStates, let fused else { return Tensor(scalar: 0) }
         let teacher = try StepProfiler.section("teacher") {
             try Autograd.noGrad {
                 let states = try fusionLayersM(teacherStates, mask: mlmText, images: fusionLayersM.crossAttentionContext(teacherImages),
-                                               imageRows: Array(0..<bs), dropout: nil)
-                return try mlmHeadM(states.reshaped([rows, h]).gatherRows(maskedRows)).softmax()
+                                               imageRows: Array(0..<bs), dropout: nil,
+                                               reading: Self.positions(maskedRows, entries: bs, length: mlmText.length))
+                return try mlmHeadM(states).softmax()
             }
         }
-        let states = try fused.slice(axis: 0, start: 3 * bs, length: bs)
-        let logits = try mlmHead(states.reshaped([rows, h]).gatherRows(maskedRows))
+        let logits = try mlmHead(fused)
         return try MaskedLanguageModeling.distilledLoss(logits: logits, labels: maskedRows.map { labels[$0] },
                                                         teacherProbabilities: teacher, alpha: alpha, scale: scale)
     }

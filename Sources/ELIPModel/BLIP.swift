@@ -173,8 +173,11 @@ public final class BLIPModel: TrainableModel, ImageTextRetrievalModel, TextGuide
         try Autograd.noGrad {
             StepProfiler.section("ema") { momentum.update() }
             // Sections "momentum/text" and "momentum/vision": bench train-step counts their FLOPs per module.
-            let textM = try StepProfiler.section("text") { try textLayersM(textEmbeddingsM(batch.text, dropout: nil), mask: batch.text, dropout: nil) }
-            let textFeat = try textProjM(Self.cls(textM)).l2Normalized()
+            let textCLSM = try StepProfiler.section("text") {
+                try textLayersM(textEmbeddingsM(batch.text, dropout: nil), mask: batch.text, dropout: nil,
+                                reading: [[Int]](repeating: [0], count: batch.text.batch))
+            }
+            let textFeat = try textProjM(textCLSM).l2Normalized()
             let imageTokens = try StepProfiler.section("vision") { try visualEncoderM(batch.images).tokens }
             let imageFeat = try visionProjM(Self.cls(imageTokens)).l2Normalized()
             let allImages = try exchange.map { try imageFeat.allGatherRows($0) } ?? imageFeat
@@ -187,7 +190,8 @@ public final class BLIPModel: TrainableModel, ImageTextRetrievalModel, TextGuide
     }
 
     /// ITM: the encoder in multimodal mode over [ENC]-framed rows — (text b, image b), (text b,
-    /// its negative image), (negative text of image b, image b) — each from the embeddings.
+    /// its negative image), (negative text of image b, image b) — each from the embeddings; the
+    /// head reads [CLS] only, so the last layer runs position 0 alone.
     /// Returns the loss, the logits and the image keys/values (the decoder reuses them).
     func imageTextMatching(_ captions: TextBatch, images: Tensor, negatives: (imageForText: [Int], textForImage: [Int]),
                            global: FeatureExchange?, dropout: DropoutStream?)
@@ -198,9 +202,10 @@ public final class BLIPModel: TrainableModel, ImageTextRetrievalModel, TextGuide
         let context = try textLayers.crossAttentionContext(contextImages)
         let negativeTexts = try HardNegatives.negativeTextIds(enc, drawn: negatives.textForImage, global: global)
         let rows = try TextBatch.concat(TextBatch.concat(enc, enc), negativeTexts)
-        let states = try textLayers(textEmbeddings(rows, dropout: dropout), mask: rows, images: context,
-                                    imageRows: Array(0..<bs) + negativeImageRows + Array(0..<bs), dropout: dropout)
-        let logits = try itmHead(Self.cls(states))
+        let cls = try textLayers(textEmbeddings(rows, dropout: dropout), mask: rows, images: context,
+                                 imageRows: Array(0..<bs) + negativeImageRows + Array(0..<bs), dropout: dropout,
+                                 reading: [[Int]](repeating: [0], count: 3 * bs))
+        let logits = try itmHead(cls)
         let labels = [Int](repeating: 1, count: bs) + [Int](repeating: 0, count: 2 * bs)
         return (try logits.crossEntropy(labels: labels), logits, context)
     }

@@ -99,6 +99,16 @@ public final class METERModel: TrainableModel, TextGuidedPruningModel {
     /// pass has computed them.
     public func infer(_ text: TextBatch, images: Tensor, prefix: VisionPrefix? = nil, outputs: METERCoAttentionFusion.Outputs = .allTokens,
                       dropout: DropoutStream?) throws -> (fused: METERCoAttentionFusion.Output, textCLS: Tensor, vision: PrunedBlocksOutput) {
+        let e = try encode(text, images: images, prefix: prefix, dropout: dropout)
+        let fused = try StepProfiler.section("fusion") {
+            try fusion(text: e.states, textMask: text, image: e.vision.tokens, outputs: outputs, dropout: dropout)
+        }
+        return (fused, e.textCLS, e.vision)
+    }
+
+    /// `infer()` up to the fusion: RoBERTa's states, its `<s>` state, the pruned ViT.
+    func encode(_ text: TextBatch, images: Tensor, prefix: VisionPrefix?, dropout: DropoutStream?) throws
+        -> (states: Tensor, textCLS: Tensor, vision: PrunedBlocksOutput) {
         let states = try StepProfiler.section("text") { try textLayers(textEmbeddings(text, dropout: dropout), mask: text, dropout: dropout) }
         // The guidance is used under no_grad only, so nothing flows back through it.
         let textCLS = try Autograd.noGrad { try Self.cls(states) }
@@ -107,8 +117,7 @@ public final class METERModel: TrainableModel, TextGuidedPruningModel {
             guard let prefix else { return try vit(images, pruning: guide) }
             return try vit.encode(prefix: prefix.tokens, from: prefix.blocks, pruning: guide)
         }
-        let fused = try StepProfiler.section("fusion") { try fusion(text: states, textMask: text, image: vision.tokens, outputs: outputs, dropout: dropout) }
-        return (fused, textCLS, vision)
+        return (states, textCLS, vision)
     }
 
     /// ViT tokens after the blocks before the first pruning stage (all blocks without pruning).
@@ -147,16 +156,20 @@ public final class METERModel: TrainableModel, TextGuidedPruningModel {
         let (maskedIds, labels) = try mlmDraws(batch.text, context: c, firstRow: offset)
         let masked = try batch.text.replacingIds(maskedIds)
         let prefix = sharesVisionPrefix ? try StepProfiler.section("vision") { try visionPrefix(batch.images) } : nil
-        let mlm = try infer(masked, images: batch.images, prefix: prefix, dropout: dropout)
-        // The vocabulary head runs on the masked tokens only: the other rows (label -100) add
-        // nothing to the loss or its gradients, and the untied 50k-word projection of every token
-        // is the step's largest single GEMM. A batch without masked tokens has no MLM loss
-        // (officially NaN): it contributes 0.
-        let tokens = try mlm.fused.text.reshaped([bs * batch.text.length, config.fusionHidden])
+        let mlm = try encode(masked, images: batch.images, prefix: prefix, dropout: dropout)
+        // Only the masked tokens reach the vocabulary head (the other rows, label -100, add
+        // nothing to the loss or its gradients; the untied 50k-word projection of every token
+        // would be the step's largest GEMM), so the fusion's last layer runs those rows alone. A
+        // batch without masked tokens has no MLM loss (officially NaN): it contributes 0.
         let maskedRows = labels.indices.filter { labels[$0] != -100 }
+        var reading = [[Int]](repeating: [], count: bs)
+        for r in maskedRows { reading[r / batch.text.length].append(r % batch.text.length) }
+        let maskedStates = maskedRows.isEmpty ? nil : try StepProfiler.section("fusion") {
+            try fusion.textRows(text: mlm.states, textMask: masked, image: mlm.vision.tokens, reading: reading, dropout: dropout)
+        }
         let lossMLM = try StepProfiler.section("mlm") { () throws -> Tensor in
-            guard !maskedRows.isEmpty else { return try Tensor([0], shape: []) }
-            return try mlmHead(tokens.gatherRows(maskedRows)).crossEntropy(labels: maskedRows.map { labels[$0] })
+            guard let maskedStates else { return try Tensor([0], shape: []) }
+            return try mlmHead(maskedStates).crossEntropy(labels: maskedRows.map { labels[$0] })
         }
 
         // ITM: the clean caption with its own image (label 1) or a random one (label 0).
@@ -172,7 +185,12 @@ public final class METERModel: TrainableModel, TextGuidedPruningModel {
         out.keptIndicesByPass = ["mlm": mlm.vision.keptIndices, "itm": itm.vision.keptIndices]
         out.tensors = ["text_cls.mlm": mlm.textCLS, "text_cls.itm": itm.textCLS, "image_embeds.mlm": mlm.vision.tokens,
                        "image_embeds.itm": itm.vision.tokens, "cls_feats.itm": itm.fused.clsFeats, "itm_logits": itmLogits]
-        if c.inspection { out.tensors["mlm_logits"] = try Autograd.noGrad { try mlmHead(mlm.fused.text) } }
+        if c.inspection {
+            // Every position's logits (a parity check reads them): the MLM pass's fusion in full, again.
+            out.tensors["mlm_logits"] = try Autograd.noGrad {
+                try mlmHead(fusion(text: mlm.states, textMask: masked, image: mlm.vision.tokens, dropout: nil).text)
+            }
+        }
         return out
     }
 

@@ -121,7 +121,13 @@ public final class PostNormTransformerLayer {
     /// without cross-attention is an error.
     public func callAsFunction(_ x: Tensor, mask: AttentionMask, cross: CrossAttentionInput? = nil,
                                dropout: DropoutStream?) throws -> Tensor {
-        var h = try selfAttention.residual(selfAttention.attention(x, mask: mask, dropout: dropout), x, dropout)
+        let h = try selfAttention.residual(selfAttention.attention(x, mask: mask, dropout: dropout), x, dropout)
+        return try crossAndFeedForward(h, cross: cross, dropout: dropout)
+    }
+
+    /// The cross-attention sub-layer (if `cross`), then the feed-forward one.
+    private func crossAndFeedForward(_ x: Tensor, cross: CrossAttentionInput?, dropout: DropoutStream?) throws -> Tensor {
+        var h = x
         if let cross {
             let crossAttention = try requireCrossAttention()
             let c: Tensor
@@ -148,18 +154,56 @@ public final class PostNormTransformerLayer {
         return crossAttention
     }
 
-    /// Position 0 of this layer's output, [B, 1, H]: the query, the cross-attention and the
-    /// feed-forward of row 0 only, keys and values from every row of `x` (what a pooler on the
-    /// last layer reads, at a fraction of the cost). Without dropout equal to
-    /// `self(x, ...)[:, 0:1]`; with dropout the masks are drawn for the smaller tensors.
-    public func firstRow(_ x: Tensor, mask: AttentionMask, cross: Tensor?, crossMask: AttentionMask = .none,
+    /// Position 0 of this layer's output, [B, 1, H] (what a pooler, an ITM head or a [CLS]
+    /// feature on the last layer reads): `rows(x, positions: [[0], [0], ...])`.
+    public func firstRow(_ x: Tensor, mask: AttentionMask, cross: CrossAttentionInput? = nil,
                          dropout: DropoutStream?) throws -> Tensor {
-        let x0 = try x.slice(axis: 1, start: 0, length: 1)
-        var h = try selfAttention.residual(selfAttention.attention(x0, context: x, mask: mask, dropout: dropout), x0, dropout)
-        if let cross {
-            let crossAttention = try requireCrossAttention()
-            h = try crossAttention.residual(crossAttention.attention(h, context: cross, mask: crossMask, dropout: dropout), h, dropout)
+        try rows(x, positions: [[Int]](repeating: [0], count: x.shape.first ?? 0), mask: mask, cross: cross, dropout: dropout)
+    }
+
+    /// Positions `positions[b]` of entry b of this layer's output, [B, P, H] (P positions per
+    /// entry, the same number for all): queries, cross-attention and feed-forward for those rows
+    /// only, keys and values from every row of `x` — the rows a loss reads from the last layer at
+    /// a fraction of the cost. Without dropout equal to gathering them from `self(x, ...)`; with
+    /// dropout the masks are drawn for the smaller tensors.
+    public func rows(_ x: Tensor, positions: [[Int]], mask: AttentionMask, cross: CrossAttentionInput? = nil,
+                     dropout: DropoutStream?) throws -> Tensor {
+        guard x.rank == 3, positions.count == x.shape[0], let p = positions.first?.count, p > 0,
+              positions.allSatisfy({ $0.count == p && $0.allSatisfy { $0 >= 0 && $0 < x.shape[1] } }) else {
+            throw TensorError.invalidArgument(op: "transformer layer rows",
+                                              reason: "need the same number (> 0) of positions in [0, \(x.shape.count > 1 ? x.shape[1] : 0)) for each of \(x.shape.first ?? 0) entries")
         }
-        return try feedForwardResidual(h, dropout)
+        let b = x.shape[0], l = x.shape[1], h = x.shape[2]
+        let flat = positions.enumerated().flatMap { entry, ps in ps.map { entry * l + $0 } }
+        let q = try x.reshaped([b * l, h]).gatherRows(flat).reshaped([b, p, h])
+        let attended = try selfAttention.residual(selfAttention.attention(q, context: x, mask: mask, dropout: dropout), q, dropout)
+        return try crossAndFeedForward(attended, cross: cross, dropout: dropout)
+    }
+
+    /// Rows `reading[b]` of entry b's output (none skips the entry), as [total, H] in entry
+    /// order: `rows(...)` on each group of entries reading as many rows, whose self-attention
+    /// mask and cross-attention input `mask(entries)` and `cross(entries)` give; the rows then
+    /// go back to entry order.
+    public func readRows(_ x: Tensor, reading: [[Int]], dropout: DropoutStream?,
+                         mask: ([Int]) throws -> AttentionMask, cross: ([Int]) throws -> CrossAttentionInput?) throws -> Tensor {
+        guard x.rank == 3, reading.count == x.shape[0], reading.contains(where: { !$0.isEmpty }) else {
+            throw TensorError.invalidArgument(op: "transformer layer rows",
+                                              reason: "rows to read for \(reading.count) entries of \(x.shape) (some entry must read one)")
+        }
+        let b = x.shape[0]
+        var pieces: [Tensor] = [], order: [Int] = []
+        let firstOutputRow = reading.reduce(into: [0]) { $0.append($0.last! + $1.count) }
+        for count in Set(reading.map(\.count)).sorted() where count > 0 {
+            let entries = reading.indices.filter { reading[$0].count == count }
+            let group = entries.count == b ? x : try x.gatherRows(entries)
+            let out = try rows(group, positions: entries.map { reading[$0] }, mask: mask(entries), cross: cross(entries), dropout: dropout)
+            pieces.append(try out.reshaped([entries.count * count, x.shape[2]]))
+            order += entries.flatMap { firstOutputRow[$0]..<(firstOutputRow[$0] + count) }
+        }
+        let stacked = pieces.count == 1 ? pieces[0] : try Tensor.concat(pieces, axis: 0)
+        // order[i] is the output row the i-th computed row belongs at; gather by its inverse.
+        var source = [Int](repeating: 0, count: order.count)
+        for (i, o) in order.enumerated() { source[o] = i }
+        return source == Array(source.indices) ? stacked : try stacked.gatherRows(source)
     }
 }

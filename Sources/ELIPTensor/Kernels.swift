@@ -9,9 +9,10 @@ enum Kernels {
     @inline(__always)
     static func rowGrain(_ cols: Int) -> Int { max(1, grainElements / max(cols, 1)) }
 
-    static func addBiasRows(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, cols: Int) {
+    /// Every row of y [rows, cols] set to `row`.
+    static func broadcastRows(_ y: UnsafeMutablePointer<Float>, _ row: UnsafePointer<Float>, rows: Int, cols: Int) {
         Threads.parallelFor(rows, grain: rowGrain(cols)) { r in
-            elip_add_bias_rows(y + r.lowerBound * cols, bias, Int64(r.count), Int64(cols))
+            elip_broadcast_rows(y + r.lowerBound * cols, row, Int64(r.count), Int64(cols))
         }
     }
 

@@ -71,6 +71,53 @@ final class METERPartsTests: XCTestCase {
         XCTAssertThrowsError(try CLIPVisionTransformer(Scope(arena: ParameterArena(capacity: 1 << 16)), config: c, imageRes: 8))
     }
 
+    /// `textRows` (the MLM pass: the last text layer for the read rows only, the last image layer
+    /// skipped) gives the rows of the full fusion's text stream and the same gradients for a loss
+    /// on them; a fusion without layers is refused.
+    func testFusionTextRowsEqualTheFullStreamWithGradients() throws {
+        var c = METERFusionConfig()
+        c.hidden = 8
+        c.heads = 2
+        c.layers = 2
+        c.textWidth = 6
+        c.imageWidth = 4
+        let arena = ParameterArena(capacity: 1 << 17)
+        let fusion = try METERCoAttentionFusion(Scope(arena: arena), config: c)
+        arena.initialise(seed: 5)
+        var g = SeededGenerator(seed: 6)
+        func random(_ shape: [Int]) throws -> Tensor {
+            try Tensor((0..<shape.reduce(1, *)).map { _ in g.nextNormal() }, shape: shape).requiringGrad()
+        }
+        let text = try random([3, 4, 6]), image = try random([3, 5, 4]), weights = try random([3 * 4, 8])
+        let mask = try TextBatch(ids: [Int](repeating: 1, count: 12), mask: [1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 1, 1], batch: 3, length: 4)
+        let reading = [[1, 2], [], [0, 3]]
+        let flat = reading.enumerated().flatMap { e, ps in ps.map { e * 4 + $0 } }
+        func run(full: Bool) throws -> (values: [Float], grads: [[Float]]) {
+            arena.zeroGradients()
+            text.zeroGradient()
+            image.zeroGradient()
+            let rows = full
+                ? try fusion(text: text, textMask: mask, image: image, dropout: nil).text.reshaped([12, 8]).gatherRows(flat)
+                : try fusion.textRows(text: text, textMask: mask, image: image, reading: reading, dropout: nil)
+            XCTAssertEqual(rows.shape, [flat.count, 8])
+            try Autograd.backward(from: (rows * weights.gatherRows(flat)).sum())
+            return (rows.toArray(), [text.grad!.toArray(), image.grad!.toArray()] + arena.tensors.map { $0.grad?.toArray() ?? [] })
+        }
+        let full = try run(full: true), rows = try run(full: false)
+        XCTAssertTrue(full.grads[0].contains { $0 != 0 } && full.grads[1].contains { $0 != 0 })
+        for (a, e) in zip(rows.values, full.values) { XCTAssertEqual(a, e, accuracy: 1e-5) }
+        XCTAssertEqual(rows.grads.count, full.grads.count)
+        for (k, (ga, ge)) in zip(rows.grads, full.grads).enumerated() {
+            XCTAssertEqual(ga.count, ge.count, "gradient \(k)")
+            for (a, e) in zip(ga, ge) { XCTAssertEqual(a, e, accuracy: 1e-4, "gradient \(k)") }
+        }
+        Autograd.reset()
+        c.layers = 0
+        XCTAssertThrowsError(try METERCoAttentionFusion(Scope(arena: ParameterArena(capacity: 1 << 16)), config: c)) { error in
+            XCTAssertTrue("\(error)".contains("at least one co-attention layer"), "\(error)")
+        }
+    }
+
     func testFusionChecksTokenTypeAndShapes() throws {
         var c = METERFusionConfig()
         c.hidden = 8

@@ -130,10 +130,10 @@ final class LayerTests: XCTestCase {
         let otherKeys = AttentionMask.keyPadding([0, 0, -10000, 0, 0, 0])
         for (crossMask, selfMask) in [(AttentionMask.none, textKeys), (otherKeys, AttentionMask.none)] {
             let full = try Autograd.noGrad { try layer(x, mask: selfMask, cross: .context(other, mask: crossMask), dropout: nil).slice(axis: 1, start: 0, length: 1).toArray() }
-            let first = try Autograd.noGrad { try layer.firstRow(x, mask: selfMask, cross: other, crossMask: crossMask, dropout: nil).toArray() }
+            let first = try Autograd.noGrad { try layer.firstRow(x, mask: selfMask, cross: .context(other, mask: crossMask), dropout: nil).toArray() }
             XCTAssertEqual(first.count, 2 * 8)
             for (a, b) in zip(first, full) { XCTAssertEqual(a, b, accuracy: 1e-5) }
-            check([x, other]) { try layer.firstRow(x, mask: selfMask, cross: other, crossMask: crossMask, dropout: nil) }
+            check([x, other]) { try layer.firstRow(x, mask: selfMask, cross: .context(other, mask: crossMask), dropout: nil) }
         }
         Autograd.reset()
     }

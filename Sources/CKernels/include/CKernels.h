@@ -56,8 +56,10 @@ void elip_layernorm_backward(const float *x, const float *gamma, const float *me
 float elip_dot(const float *a, const float *b, int64_t n);
 /// y[i] += alpha * x[i].
 void elip_axpy(float alpha, const float *x, float *y, int64_t n);
-/// Adds bias (length cols) to each row, in place.
-void elip_add_bias_rows(float *y, const float *bias, int64_t rows, int64_t cols);
+/// Copies `row` (length cols) into each row of y: a Linear's output starts as its bias and the
+/// GEMM accumulates onto it (BLAS zeroes C first when beta is 0, so this replaces that pass and
+/// the bias pass after it).
+void elip_broadcast_rows(float *y, const float *row, int64_t rows, int64_t cols);
 /// db[j] += sum_rows dy[r, j].
 void elip_sum_rows_into(const float *dy, float *db, int64_t rows, int64_t cols);
 

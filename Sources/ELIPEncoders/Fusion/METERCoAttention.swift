@@ -64,6 +64,9 @@ public final class METERCoAttentionFusion {
         guard config.heads >= 1, h % config.heads == 0 else {
             throw TensorError.invalidArgument(op: "METER fusion", reason: "hidden size \(h) is not a multiple of \(config.heads) heads")
         }
+        guard config.layers >= 1 else {
+            throw TensorError.invalidArgument(op: "METER fusion", reason: "needs at least one co-attention layer pair, got \(config.layers)")
+        }
         textTransform = try Linear(root["cross_modal_text_transform"], in: config.textWidth, out: h)
         imageTransform = try Linear(root["cross_modal_image_transform"], in: config.imageWidth, out: h)
         tokenTypeEmbeddings = try Embedding(root["token_type_embeddings"], count: config.tokenTypes, dim: h)
@@ -90,6 +93,44 @@ public final class METERCoAttentionFusion {
     public func callAsFunction(text: Tensor, textMask: TextBatch, image: Tensor, imageTokenType: Int = 1,
                                outputs: Outputs = .allTokens, dropout: DropoutStream?) throws -> Output {
         let b = text.shape[0], h = config.hidden
+        var (x, y, textKeys) = try streamsBeforeLastLayer(text: text, textMask: textMask, image: image, imageTokenType: imageTokenType,
+                                                          dropout: dropout)
+        let (textLayer, imageLayer) = (textLayers[config.layers - 1], imageLayers[config.layers - 1])
+        switch outputs {
+        case .pooledOnly:
+            let x1 = try textLayer.firstRow(x, mask: textKeys, cross: .context(y, mask: .none), dropout: dropout)
+            let y1 = try imageLayer.firstRow(y, mask: .none, cross: .context(x, mask: textKeys), dropout: dropout)
+            (x, y) = (x1, y1)
+        case .allTokens:
+            let x1 = try textLayer(x, mask: textKeys, cross: .context(y, mask: .none), dropout: dropout)
+            let y1 = try imageLayer(y, mask: .none, cross: .context(x, mask: textKeys), dropout: dropout)
+            (x, y) = (x1, y1)
+        }
+        func first(_ s: Tensor) throws -> Tensor { try s.slice(axis: 1, start: 0, length: 1).reshaped([b, h]) }
+        let pooled = try Tensor.concat([textPooler(first(x)).tanh(), imagePooler(first(y)).tanh()], axis: 1)
+        return Output(text: x, image: y, clsFeats: pooled)
+    }
+
+    /// Rows `reading[b]` of caption b's final text stream, [total, H] in caption order (what the
+    /// MLM head reads: the masked positions). The last text layer runs those rows only and the
+    /// last image layer not at all (nothing reads it); without dropout the rows equal those of
+    /// `callAsFunction(...).text`.
+    public func textRows(text: Tensor, textMask: TextBatch, image: Tensor, imageTokenType: Int = 1, reading: [[Int]],
+                         dropout: DropoutStream?) throws -> Tensor {
+        let (x, y, _) = try streamsBeforeLastLayer(text: text, textMask: textMask, image: image, imageTokenType: imageTokenType,
+                                                   dropout: dropout)
+        let b = x.shape[0]
+        return try textLayers[config.layers - 1].readRows(
+            x, reading: reading, dropout: dropout,
+            mask: { entries in .keyPadding(try (entries.count == b ? textMask : textMask.rows(entries)).additiveMask) },
+            cross: { entries in .context(entries.count == b ? y : try y.gatherRows(entries), mask: .none) })
+    }
+
+    /// Both streams after the transforms and every co-attention pair but the last, and the text
+    /// key mask.
+    private func streamsBeforeLastLayer(text: Tensor, textMask: TextBatch, image: Tensor, imageTokenType: Int,
+                                        dropout: DropoutStream?) throws -> (text: Tensor, image: Tensor, textKeys: AttentionMask) {
+        let b = text.shape[0]
         guard text.rank == 3, image.rank == 3, image.shape[0] == b, textMask.batch == b, textMask.length == text.shape[1] else {
             throw TensorError.shapeMismatch(op: "METER fusion (text [B, L, D] vs image [B, T, D] and mask)", lhs: text.shape, rhs: image.shape)
         }
@@ -100,20 +141,12 @@ public final class METERCoAttentionFusion {
         var x = try textTransform(text) + types.slice(axis: 0, start: 0, length: 1)
         var y = try imageTransform(image) + types.slice(axis: 0, start: imageTokenType, length: 1)
         let textKeys = AttentionMask.keyPadding(textMask.additiveMask)
-        for (index, (textLayer, imageLayer)) in zip(textLayers, imageLayers).enumerated() {
-            if outputs == .pooledOnly, index == config.layers - 1 {
-                let x1 = try textLayer.firstRow(x, mask: textKeys, cross: y, dropout: dropout)
-                let y1 = try imageLayer.firstRow(y, mask: .none, cross: x, crossMask: textKeys, dropout: dropout)
-                (x, y) = (x1, y1)
-                continue
-            }
+        for (textLayer, imageLayer) in zip(textLayers, imageLayers).dropLast() {
             let x1 = try textLayer(x, mask: textKeys, cross: .context(y, mask: .none), dropout: dropout)
             let y1 = try imageLayer(y, mask: .none, cross: .context(x, mask: textKeys), dropout: dropout)
             (x, y) = (x1, y1)
         }
-        func first(_ s: Tensor) throws -> Tensor { try s.slice(axis: 1, start: 0, length: 1).reshaped([b, h]) }
-        let pooled = try Tensor.concat([textPooler(first(x)).tanh(), imagePooler(first(y)).tanh()], axis: 1)
-        return Output(text: x, image: y, clsFeats: pooled)
+        return (x, y, textKeys)
     }
 }
 

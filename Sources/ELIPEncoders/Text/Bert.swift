@@ -119,19 +119,54 @@ public final class BertLayerStack {
     /// skipped (text mode).
     public func callAsFunction(_ hidden: Tensor, mask: TextBatch, images: CrossAttentionContext? = nil,
                                imageRows: [Int]? = nil, dropout: DropoutStream?) throws -> Tensor {
-        let rows = imageRows ?? Array(0..<hidden.shape[0])
+        let rows = try checkedImageRows(imageRows, entries: hidden.shape[0], images: images)
+        let keys = selfMask(mask)
+        var x = hidden
+        for k in layers.indices { x = try layers[k](x, mask: keys, cross: cross(k, images, rows), dropout: dropout) }
+        return x
+    }
+
+    /// The output rows a step reads — `reading[b]`: the positions of entry b (ascending or not;
+    /// none skips the entry), e.g. [0] for an ITM head or a [CLS] feature, the masked positions
+    /// for MLM — as [total, H] in entry order. Only the last layer changes: it runs those rows
+    /// alone (keys and values still from every row), in groups of entries reading as many rows,
+    /// which skips most of its work. Without dropout equal to gathering them from `self(...)`.
+    public func callAsFunction(_ hidden: Tensor, mask: TextBatch, images: CrossAttentionContext? = nil, imageRows: [Int]? = nil,
+                               dropout: DropoutStream?, reading: [[Int]]) throws -> Tensor {
+        let b = hidden.shape.first ?? 0
+        guard !causal else {
+            throw TensorError.invalidArgument(op: "BERT layers (rows read)", reason: "a causal stack's early rows see only themselves; run it whole")
+        }
+        guard hidden.rank == 3, reading.count == b, !layers.isEmpty, reading.contains(where: { !$0.isEmpty }) else {
+            throw TensorError.invalidArgument(op: "BERT layers (rows read)",
+                                              reason: "rows to read for \(reading.count) entries of \(hidden.shape) through \(layers.count) layers (some entry must read one)")
+        }
+        let rows = try checkedImageRows(imageRows, entries: b, images: images)
+        let last = layers.count - 1
+        let keys = selfMask(mask)
+        var x = hidden
+        for k in 0..<last { x = try layers[k](x, mask: keys, cross: cross(k, images, rows), dropout: dropout) }
+        return try layers[last].readRows(x, reading: reading, dropout: dropout,
+                                         mask: { entries in try self.selfMask(entries.count == b ? mask : mask.rows(entries)) },
+                                         cross: { entries in self.cross(last, images, entries.map { rows[$0] }) })
+    }
+
+    private func checkedImageRows(_ imageRows: [Int]?, entries: Int, images: CrossAttentionContext?) throws -> [Int] {
+        let rows = imageRows ?? Array(0..<entries)
         if let images {
-            guard rows.count == hidden.shape[0], rows.allSatisfy({ $0 >= 0 && $0 < images.imageCount }) else {
-                throw TensorError.invalidArgument(op: "BERT cross-attention", reason: "need \(hidden.shape[0]) image rows in [0, \(images.imageCount))")
+            guard rows.count == entries, rows.allSatisfy({ $0 >= 0 && $0 < images.imageCount }) else {
+                throw TensorError.invalidArgument(op: "BERT cross-attention", reason: "need \(entries) image rows in [0, \(images.imageCount))")
             }
         }
-        let selfMask: AttentionMask = causal ? .causal(keyPadding: mask.additiveMask) : .keyPadding(mask.additiveMask)
-        var x = hidden
-        for (k, layer) in layers.enumerated() {
-            let cross = images.flatMap { ctx in ctx.layers[k].map { CrossAttentionInput.cached($0, rows: rows) } }
-            x = try layer(x, mask: selfMask, cross: cross, dropout: dropout)
-        }
-        return x
+        return rows
+    }
+
+    private func selfMask(_ mask: TextBatch) -> AttentionMask {
+        causal ? .causal(keyPadding: mask.additiveMask) : .keyPadding(mask.additiveMask)
+    }
+
+    private func cross(_ layer: Int, _ images: CrossAttentionContext?, _ rows: [Int]) -> CrossAttentionInput? {
+        images.flatMap { ctx in ctx.layers[layer].map { CrossAttentionInput.cached($0, rows: rows) } }
     }
 }
 

@@ -13,8 +13,10 @@ extension Tensor {
         }
         let m = rows
         let y = Tensor.empty(Array(shape.dropLast()) + [outDim])
-        sgemm(transB: true, m: m, n: outDim, k: inDim, a: data, b: weight.data, c: y.data)
-        if let bias { Kernels.addBiasRows(y.data, bias.data, rows: m, cols: outDim) }
+        // With a bias, C starts as the bias rows and the GEMM accumulates onto it (beta 1): BLAS
+        // would otherwise zero C first, and a bias pass would follow.
+        if let bias { Kernels.broadcastRows(y.data, bias.data, rows: m, cols: outDim) }
+        sgemm(transB: true, m: m, n: outDim, k: inDim, a: data, b: weight.data, beta: bias == nil ? 0 : 1, c: y.data)
         let x = self
         var inputs = [x, weight]
         if let bias { inputs.append(bias) }
