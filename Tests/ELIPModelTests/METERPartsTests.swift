@@ -18,6 +18,17 @@ final class METERPartsTests: XCTestCase {
         return c
     }
 
+    /// Fusion at width 8 (2 heads) over text of width 6 and image tokens of width 4.
+    private func tinyFusionConfig(layers: Int) -> METERFusionConfig {
+        var c = METERFusionConfig()
+        c.hidden = 8
+        c.heads = 2
+        c.layers = layers
+        c.textWidth = 6
+        c.imageWidth = 4
+        return c
+    }
+
     func testRobertaPositionsComeFromTheIds() throws {
         let arena = ParameterArena(capacity: 1 << 16)
         let e = try RobertaEmbeddings(Scope(arena: arena)["embeddings"], config: robertaConfig(positions: 10))
@@ -75,12 +86,7 @@ final class METERPartsTests: XCTestCase {
     /// skipped) gives the rows of the full fusion's text stream and the same gradients for a loss
     /// on them; a fusion without layers is refused.
     func testFusionTextRowsEqualTheFullStreamWithGradients() throws {
-        var c = METERFusionConfig()
-        c.hidden = 8
-        c.heads = 2
-        c.layers = 2
-        c.textWidth = 6
-        c.imageWidth = 4
+        var c = tinyFusionConfig(layers: 2)
         let arena = ParameterArena(capacity: 1 << 17)
         let fusion = try METERCoAttentionFusion(Scope(arena: arena), config: c)
         arena.initialise(seed: 5)
@@ -119,12 +125,7 @@ final class METERPartsTests: XCTestCase {
     }
 
     func testFusionChecksTokenTypeAndShapes() throws {
-        var c = METERFusionConfig()
-        c.hidden = 8
-        c.heads = 2
-        c.layers = 1
-        c.textWidth = 6
-        c.imageWidth = 4
+        let c = tinyFusionConfig(layers: 1)
         let arena = ParameterArena(capacity: 1 << 16)
         let fusion = try METERCoAttentionFusion(Scope(arena: arena), config: c)
         arena.initialise(seed: 2)
