@@ -240,20 +240,13 @@ public final class ALBEFModel: TrainableModel, ImageTextRetrievalModel, TextGuid
             mask = try TextBatch.concat(mask, mlmText)
             imageRows += Array(0..<bs)
         }
-        let read = [[Int]](repeating: [0], count: 3 * bs) + (mlmText == nil ? [] : Self.positions(maskedRows, entries: bs, length: captions.length))
+        let read = [[Int]](repeating: [0], count: 3 * bs) + (mlmText == nil ? [] : MaskedLanguageModeling.positionsPerEntry(rows: maskedRows, entries: bs, length: captions.length))
         return try fusionLayers(Tensor.concat(states, axis: 0), mask: mask, images: context, imageRows: imageRows, dropout: dropout, reading: read)
     }
 
-    /// Flat rows (entry * length + position, ascending) as positions per entry.
-    static func positions(_ flatRows: [Int], entries: Int, length: Int) -> [[Int]] {
-        var out = [[Int]](repeating: [], count: entries)
-        for r in flatRows { out[r / length].append(r % length) }
-        return out
-    }
-
     /// MLM on the fusion states of the masked positions (`fused`, `maskedRows` order), distilled
-    /// from the momentum model's predictions there (its last layer runs those rows only). Globally the mean runs over every
-    /// rank's masked tokens (the local mean is rescaled).
+    /// from the momentum model's predictions there (its last layer runs those rows only).
+    /// Globally the mean runs over every rank's masked tokens (the local mean is rescaled).
     func maskedLanguageLoss(_ fused: Tensor?, mlmText: TextBatch, labels: [Int], maskedRows: [Int], teacherStates: Tensor?,
                             teacherImages: Tensor, alpha: Float, global: FeatureExchange?) throws -> Tensor {
         let bs = mlmText.batch
@@ -267,7 +260,7 @@ public final class ALBEFModel: TrainableModel, ImageTextRetrievalModel, TextGuid
             try Autograd.noGrad {
                 let states = try fusionLayersM(teacherStates, mask: mlmText, images: fusionLayersM.crossAttentionContext(teacherImages),
                                                imageRows: Array(0..<bs), dropout: nil,
-                                               reading: Self.positions(maskedRows, entries: bs, length: mlmText.length))
+                                               reading: MaskedLanguageModeling.positionsPerEntry(rows: maskedRows, entries: bs, length: mlmText.length))
                 return try mlmHeadM(states).softmax()
             }
         }

@@ -162,8 +162,7 @@ public final class METERModel: TrainableModel, TextGuidedPruningModel {
         // would be the step's largest GEMM), so the fusion's last layer runs those rows alone. A
         // batch without masked tokens has no MLM loss (officially NaN): it contributes 0.
         let maskedRows = labels.indices.filter { labels[$0] != -100 }
-        var reading = [[Int]](repeating: [], count: bs)
-        for r in maskedRows { reading[r / batch.text.length].append(r % batch.text.length) }
+        let reading = MaskedLanguageModeling.positionsPerEntry(rows: maskedRows, entries: bs, length: batch.text.length)
         let maskedStates = maskedRows.isEmpty ? nil : try StepProfiler.section("fusion") {
             try fusion.textRows(text: mlm.states, textMask: masked, image: mlm.vision.tokens, reading: reading, dropout: dropout)
         }

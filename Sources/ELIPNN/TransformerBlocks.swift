@@ -174,6 +174,10 @@ public final class PostNormTransformerLayer {
                                               reason: "need the same number (> 0) of positions in [0, \(x.shape.count > 1 ? x.shape[1] : 0)) for each of \(x.shape.first ?? 0) entries")
         }
         let b = x.shape[0], l = x.shape[1], h = x.shape[2]
+        // Every entry reading every row in order (an MLM teacher's input): the plain layer.
+        if p == l, positions.allSatisfy({ $0.elementsEqual(0..<l) }) {
+            return try self(x, mask: mask, cross: cross, dropout: dropout)
+        }
         let flat = positions.enumerated().flatMap { entry, ps in ps.map { entry * l + $0 } }
         let q = try x.reshaped([b * l, h]).gatherRows(flat).reshaped([b, p, h])
         let attended = try selfAttention.residual(selfAttention.attention(q, context: x, mask: mask, dropout: dropout), q, dropout)

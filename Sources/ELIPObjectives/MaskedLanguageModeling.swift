@@ -58,6 +58,14 @@ public struct MaskedLanguageModeling: Sendable {
         return (inputs, labels)
     }
 
+    /// Flat rows of a [B * L] batch (b * length + t, ascending, e.g. `maskedRows`) as the
+    /// positions of each entry: what a layer stack reading only those rows takes.
+    public static func positionsPerEntry(rows: [Int], entries: Int, length: Int) -> [[Int]] {
+        var out = [[Int]](repeating: [], count: entries)
+        for r in rows { out[r / length].append(r % length) }
+        return out
+    }
+
     /// `scale` ((1 - alpha) CE(logits, labels) + alpha softCE(logits, teacher)) over the masked
     /// rows: `logits` and `teacherProbabilities` [M, vocab], `labels` [M].
     public static func distilledLoss(logits: Tensor, labels: [Int], teacherProbabilities: Tensor, alpha: Float,

@@ -148,6 +148,13 @@ final class LanguageModelingTests: XCTestCase {
         XCTAssertTrue(a + b == Array(input[..<2000]) && la + lb == Array(labels[..<2000]))
     }
 
+    /// Masked flat rows become each caption's positions (a caption without any reads none).
+    func testMaskedRowsAsPositionsPerCaption() {
+        XCTAssertEqual(MaskedLanguageModeling.positionsPerEntry(rows: [1, 3, 9, 10, 11], entries: 3, length: 4),
+                       [[1, 3], [], [1, 2, 3]])
+        XCTAssertEqual(MaskedLanguageModeling.positionsPerEntry(rows: [], entries: 2, length: 5), [[], []])
+    }
+
     func testDistilledMLMLossFormula() throws {
         let logits = random([4, 6], seed: 6)
         let teacher = try random([4, 6], seed: 7).detached().softmax()

@@ -12,6 +12,18 @@ final class BroadcastingAndErrorTests: XCTestCase {
         XCTAssertNil(broadcastShape([2, 3], [4]))
     }
 
+    /// linear(x, w, b) is x w^T + b (the bias rows are C's starting value and the GEMM adds onto
+    /// them); without a bias, x w^T alone. Repeated: later calls get recycled output memory.
+    func testLinearValuesWithAndWithoutBias() throws {
+        let x = try Tensor([1, 2, 3, -1, 0, 2], shape: [2, 3])
+        let w = try Tensor([1, 0, 1, 0.5, -1, 2], shape: [2, 3])
+        let b = try Tensor([10, -20], shape: [2])
+        for _ in 0..<3 {
+            XCTAssertEqual(try x.linear(w, b).toArray(), [14, -15.5, 11, -16.5])
+            XCTAssertEqual(try x.linear(w).toArray(), [4, 4.5, 1, 3.5])
+        }
+    }
+
     /// A shape mismatch is a thrown error naming both shapes, never a trap.
     func testShapeErrorsNameBothShapes() throws {
         let a = Tensor.zeros([2, 3]), b = Tensor.zeros([4])
