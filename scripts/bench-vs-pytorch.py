@@ -419,7 +419,29 @@ def run_ours(elip, preset, prune, batch, length, threads, warmup):
     line = [l for l in out.stdout.splitlines() if l.startswith("{")]
     if not line:
         die(f"{' '.join(cmd)} printed no JSON line:\n{out.stdout[-2000:]}")
-    return json.loads(line[-1])["variants"][0]["step_seconds_median"]
+    report = json.loads(line[-1])
+    return report["variants"][0]["step_seconds_median"], report.get("blas_kernels", "?")
+
+
+def threads_note(threads):
+    return f"{threads} thread" + ("s" if threads != 1 else "")
+
+
+def torch_gemm_rate(threads):
+    """PyTorch's own float32 GEMM rate on the ViT-B fc1 shape (1028 x 3072 x 768, F.linear as
+    nn.Linear calls it): with our side's OpenBLAS kernels in the summary, it says what each side's
+    GEMMs run at on this CPU."""
+    torch.set_num_threads(threads)
+    x, w = torch.randn(1028, 768), torch.randn(3072, 768)
+    for _ in range(3):
+        torch.nn.functional.linear(x, w)
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(5):
+            torch.nn.functional.linear(x, w)
+        times.append((time.perf_counter() - t0) / 5)
+    return 2 * 1028 * 768 * 3072 / statistics.median(times) / 1e9
 
 
 def self_check(root, names, prunings, batch, steps):
@@ -500,6 +522,8 @@ def main():
         die(f"--elip {args.elip}: not an executable (build with: swift build -c release)")
     json_path = os.path.abspath(args.json) if args.json else None
     rows = []
+    kernels = set()
+    torch_gflops = torch_gemm_rate(args.threads)
     for name in names:
         spec = BACKBONES[name]
         for setting in prunings:
@@ -518,10 +542,11 @@ def main():
                 if r < args.warmup:  # each elip process warms itself up: only PyTorch needs these rounds
                     print(f"  {name} pruning {setting} warm-up {r + 1}: PyTorch {dt:.2f} s (loss {loss:.3f})", file=sys.stderr, flush=True)
                     continue
-                o = run_ours(elip, spec["preset"], prune, args.batch, spec["text"], args.threads, args.ours_warmup)
+                o, k = run_ours(elip, spec["preset"], prune, args.batch, spec["text"], args.threads, args.ours_warmup)
                 print(f"  {name} pruning {setting} round {r + 1 - args.warmup}: PyTorch {dt:.2f} s (loss {loss:.3f}), ours {o:.2f} s, "
                       f"load average {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
                 ours.append(o)
+                kernels.add(k)
                 theirs.append(dt)
             rows.append(dict(backbone=name, model=spec["about"], pruning=setting, ours=statistics.median(ours),
                              pytorch=statistics.median(theirs), ours_all=ours, pytorch_all=theirs,
@@ -530,13 +555,15 @@ def main():
             gc.collect()
     print(f"\nbatch {args.batch}, threads {args.threads}, median of {args.steps} alternating rounds after {args.warmup} warm-up; "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"GEMM: PyTorch {torch.__version__} F.linear 1028x3072x768 {torch_gflops:.0f} GFLOP/s ({threads_note(args.threads)}); "
+          f"ours OpenBLAS {', '.join(sorted(kernels))} kernels (elip bench ops gives their rate)")
     print(f"{'backbone':<10} {'model':<34} {'pruning':<8} {'ours s/step':>12} {'PyTorch s/step':>15} {'ratio':>7}")
     for r in rows:
         print(f"{r['backbone']:<10} {r['model']:<34} {r['pruning']:<8} {r['ours']:>12.2f} {r['pytorch']:>15.2f} {r['ratio']:>6.2f}x")
     if json_path:
         with open(json_path, "w") as f:
             json.dump(dict(batch=args.batch, threads=args.threads, ours_warmup=args.ours_warmup, torch=torch.__version__,
-                           loadavg=os.getloadavg(), rows=rows), f, indent=1)
+                           torch_linear_gflops=torch_gflops, ours_blas_kernels=sorted(kernels), loadavg=os.getloadavg(), rows=rows), f, indent=1)
 
 
 if __name__ == "__main__":

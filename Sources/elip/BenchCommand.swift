@@ -44,6 +44,7 @@ struct BenchOpsCommand: ParsableCommand {
 
     func run() throws {
         try configureThreads(threads)
+        BLASKernels.noteIfNarrowedByEnvironment()
         let n = Threads.count
         var report: [String: Any] = ["threads": n, "isa": String(cString: elip_fma_probe_isa()), "blas_kernels": BLASKernels.current]
         let peak = Self.measurePeak(threads: n)

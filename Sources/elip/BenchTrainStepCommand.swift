@@ -116,6 +116,7 @@ struct BenchTrainStepCommand: ParsableCommand {
 
     func run() throws {
         try configureThreads(threads)
+        BLASKernels.noteIfNarrowedByEnvironment()
         var model: any ModelConfig
         var hyper = AdamW.Hyperparameters()
         var source: String

@@ -106,6 +106,7 @@ struct FinetuneCommand: ParsableCommand {
 
     func run() throws {
         try configureThreads(threads)
+        BLASKernels.noteIfNarrowedByEnvironment()
         let (task, kind) = try FineTuneTasks.named(self.task)
         var cfg = try TrainingConfig.load(config, defaultModel: kind.name)
         guard cfg.model.kind == kind.name else {

@@ -33,7 +33,8 @@ struct InfoCommand: ParsableCommand {
         let info: [String: Any] = [
             "models": models, "cpu_isa": String(cString: elip_fma_probe_isa()),
             "blas_kernels": BLASKernels.current, "blas_kernels_wanted": elip_blas_coretype().map { String(cString: $0) } ?? "default",
-            "threads": Threads.count,
+            "blas_kernels_openblas_chose": BLASKernels.replaced ?? BLASKernels.current, "threads": Threads.count,
+            "blas_kernels_note": BLASKernels.narrowedByEnvironment ?? "",
         ]
         if json {
             print(String(decoding: try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys]), as: UTF8.self))
@@ -44,7 +45,9 @@ struct InfoCommand: ParsableCommand {
             let presets = k.presets.keys.sorted().joined(separator: ", ")
             print("  \(k.name): \(k.about)" + (presets.isEmpty ? "" : " (presets: \(presets))"))
         }
-        print("CPU: \(info["cpu_isa"]!); OpenBLAS kernels: \(BLASKernels.current); threads: \(Threads.count)")
+        let replaced = BLASKernels.replaced.map { " (OpenBLAS chose \($0); elip restarted with the kernels this CPU runs)" } ?? ""
+        print("CPU: \(info["cpu_isa"]!); OpenBLAS kernels: \(BLASKernels.current)\(replaced); threads: \(Threads.count)")
+        if let note = BLASKernels.narrowedByEnvironment { print("note: \(note)") }
     }
 
     /// "257 257 232 232 168x6 104 104": runs of equal counts shortened.

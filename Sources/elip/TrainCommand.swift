@@ -81,6 +81,7 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         try configureThreads(threads)
+        BLASKernels.noteIfNarrowedByEnvironment()
         guard let path = config ?? (debug ? "configs/debug.yaml" : nil) else {
             throw ValidationError("--config FILE is required (or --debug for the tiny debug setup)")
         }
