@@ -74,7 +74,11 @@ stop() {  # stop SIGNAL-NAME NUMBER: ask the ranks to checkpoint and stop; SIGTE
     STOP_SIGNAL=$2
     echo "launch.sh: $1: asking the ranks to checkpoint and stop (SIGUSR1 to mpirun); SIGTERM in ${STOP_GRACE}s if they have not" >&2
     kill -USR1 "$MPIRUN_PID" 2>/dev/null || true
-    ( sleep "$STOP_GRACE"; kill -0 "$MPIRUN_PID" 2>/dev/null && echo "launch.sh: still running after ${STOP_GRACE}s: SIGTERM to mpirun" >&2 &&
+    # The timer's sleep dies with it (killed below when mpirun ends first): an orphaned sleep
+    # would hold launch.sh's stdout and stderr open, and whoever reads them would wait it out.
+    ( sleep "$STOP_GRACE" </dev/null >/dev/null 2>&1 & timer=$!
+      trap 'kill "$timer" 2>/dev/null; exit 0' TERM
+      wait "$timer" && kill -0 "$MPIRUN_PID" 2>/dev/null && echo "launch.sh: still running after ${STOP_GRACE}s: SIGTERM to mpirun" >&2 &&
         kill -TERM "$MPIRUN_PID" 2>/dev/null ) &
     GRACE_PID=$!
 }

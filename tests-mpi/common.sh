@@ -18,6 +18,15 @@ MPIRUN+=("${EXTRA[@]}")
 W=$(mktemp -d "${TMPDIR:-/tmp}/elip-$TEST_NAME.XXXXXX")
 passed=0
 failed=0
+# kill_after SECONDS PID: SIGKILLs PID after SECONDS unless the guard is killed first; sets
+# guard to the guard's PID. `kill "$guard"` also ends its sleep: a sleep left running would hold
+# this script's output open, and the test runner reading it would wait the sleep out.
+kill_after() {
+    ( sleep "$1" </dev/null >/dev/null 2>&1 & timer=$!
+      trap 'kill "$timer" 2>/dev/null; exit 0' TERM
+      wait "$timer" && kill -9 "$2" 2>/dev/null ) &
+    guard=$!
+}
 pass() { echo "PASS $1"; passed=$((passed + 1)); }
 fail() { echo "FAIL $1"; failed=$((failed + 1)); [[ -f ${2:-/dev/null} ]] && tail -15 "$2"; return 0; }
 

@@ -34,8 +34,7 @@ rank_pid() {  # rank_pid MPIRUN_PID RANK: the pid of that rank (a child of mpiru
 "${MPIRUN[@]}" -np 2 "$ELIP" train --config "$W/long.yaml" --vocab "$VOCAB" --out "$W/stop" --threads 1 \
     --collective-timeout-minutes 0.05 >"$W/stop.log" 2>&1 &
 pid=$!
-( sleep 240; kill -9 "$pid" 2>/dev/null ) &
-guard=$!
+kill_after 240 "$pid"
 rc=0
 if wait_for_metrics "$W/stop" && r1=$(rank_pid "$pid" 1); then
     start=$(date +%s)
@@ -69,8 +68,7 @@ fi
 # SIGKILLs PID after 240 s so a broken signal path cannot hang the suite.
 term_after_first_metrics() {
     local pid=$1 run=$2 guard
-    ( sleep 240; kill -9 "$pid" 2>/dev/null ) &
-    guard=$!
+    kill_after 240 "$pid"
     rc=0
     wait_for_metrics "$run" || true
     kill -TERM "$pid"

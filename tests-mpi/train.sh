@@ -89,8 +89,8 @@ config "$W/long.yaml"
 sed -i "s/max_steps: 3/max_steps: 100000/; s/checkpoint_every: 1/checkpoint_every: 100000/" "$W/long.yaml"
 "${MPIRUN[@]}" -np 2 "$ELIP" train --config "$W/long.yaml" --vocab "$VOCAB" --out "$W/sig" --threads 1 >"$W/sig.log" 2>&1 &
 pid=$!
-( sleep 200; kill -9 "$pid" 2>/dev/null ) &
-watchdog=$!
+kill_after 200 "$pid"
+watchdog=$guard
 for _ in $(seq 1 120); do
     [[ -s $W/sig/metrics.jsonl ]] && break
     sleep 1

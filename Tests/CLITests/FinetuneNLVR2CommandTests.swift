@@ -127,8 +127,13 @@ final class FinetuneNLVR2CommandTests: XCTestCase {
                                                                "--init", ckpt, "--data", data, "--max-steps", "2", "--batch-size", "2"])
         XCTAssertEqual(two.status, 0, two.stderr)
         // Attention key biases: a gradient that is zero up to rounding (see FinetuneCommandTests).
+        // The fusion layers' cross-attention value biases have gradients small enough in places
+        // that AdamW's g / (|g| + eps) shows the summation order: measured 1.3e-6 with OpenBLAS's
+        // AVX-512 kernels and 1.1e-5 with its AVX2 ones (Zen 5), every other tensor <= 1.6e-6.
+        // Hence 3e-5: one rank at half the batch (a real difference) moves 262 of 319 tensors by
+        // more than 5e-5, every online-model tensor by >= 1.3e-4.
         let d = try CLI.run(["diff-weights", path("one/checkpoints/step-00000002/model.safetensors"),
-                             path("two/checkpoints/step-00000002/model.safetensors"), "--tolerance", "1e-5", "--exclude", "key.bias"])
+                             path("two/checkpoints/step-00000002/model.safetensors"), "--tolerance", "3e-5", "--exclude", "key.bias"])
         XCTAssertEqual(d.status, 0, d.stdout + d.stderr)
     }
 
