@@ -4,7 +4,8 @@
 #  1. a SIGSTOPped rank: the collective watchdog aborts the job within bounded time, naming the
 #     rank that does not answer and the operation the other one waits in
 #  2. no false alarm: rank 0 spends 4x the watchdog timeout in every checkpoint, the job finishes
-#  3. SIGTERM to cluster/launch.sh: the ranks checkpoint (SIGUSR1 forwarded), exit 143
+#  3. SIGTERM to cluster/launch.sh: the ranks checkpoint (SIGUSR1 forwarded), exit 143, and
+#     nothing it started holds its output open afterwards
 #  4. SIGTERM to mpirun itself with odls_base_sigkill_timeout raised: the ranks checkpoint
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,16 +77,28 @@ term_after_first_metrics() {
     kill "$guard" 2>/dev/null || true
 }
 
+# Processes that hold FILE open (from /proc: no fuser or lsof needed).
+holders() {
+    local fd
+    for fd in /proc/[0-9]*/fd/*; do
+        if [[ $(readlink "$fd" 2>/dev/null) == "$1" ]]; then echo "${fd%/fd/*}"; fi
+    done | sort -u | tr '\n' ' '
+}
+
 # 3. SIGTERM to cluster/launch.sh: SIGUSR1 to mpirun, the ranks checkpoint and exit 0, launch.sh 143.
+#    Once it has exited nothing it started holds its output open (its grace timer's sleep did,
+#    for 300 s: `launch.sh ... | tee log` waited that long after the job).
 printf 'localhost slots=2\n' >"$W/hosts"
 cluster/launch.sh --hostfile "$W/hosts" --ranks-per-node 2 --threads-per-rank 1 --bind none --elip "$ELIP" -- \
     train --config "$W/long.yaml" --vocab "$VOCAB" --out "$W/launch" >"$W/launch.log" 2>&1 &
 term_after_first_metrics $! "$W/launch"
-if [[ $rc -eq 143 ]] && grep -q "stop signal (SIGUSR1): checkpointed at step" "$W/launch.log" &&
+sleep 0.5  # the grace timer ends on its own TERM
+held=$(holders "$W/launch.log")
+if [[ $rc -eq 143 && -z $held ]] && grep -q "stop signal (SIGUSR1): checkpointed at step" "$W/launch.log" &&
     ls "$W/launch/checkpoints" | grep -q '^step-'; then
     pass "SIGTERM to launch.sh: $(grep -o 'checkpointed at step [0-9]*' "$W/launch.log"), exit 143"
 else
-    fail "SIGTERM to launch.sh (exit $rc)" "$W/launch.log"
+    fail "SIGTERM to launch.sh (exit $rc${held:+; after it exited, still holding its output: $held})" "$W/launch.log"
 fi
 
 # 4. SIGTERM to mpirun itself: OpenMPI SIGTERMs the ranks and SIGKILLs them after
