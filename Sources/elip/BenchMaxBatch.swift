@@ -6,35 +6,10 @@ import Foundation
 
 /// `elip bench train-step --max-batch-for-memory 16GiB`: the paper's scale-up claim, measured.
 /// Pruning shrinks the activations of every pruned layer, so more images fit in the same memory.
-///
-/// Memory of a step at batch b = the fixed part (weights, gradients, optimizer moments, momentum
-/// model, queues, the process itself: resident memory after a warm-up step with the allocator's
-/// cache returned) + the peak of the tensors the step allocates on top (activations, workspaces),
-/// which grows linearly with b. Two small probe batches give the line; its prediction is then
-/// run and measured, and refitted through the measurements until the largest batch that fits and
-/// the next one up are both settled (or `--max-batch-limit` is reached). Every batch reported as
-/// fitting was run, so its images/s is measured, not extrapolated.
+/// The search itself is `MaxBatchSearch` (ELIPTrain); this runs its steps and reports.
 extension BenchTrainStepCommand {
-    struct MemoryProbe {
-        let batch: Int
-        let liveBytes: Int
-        let seconds: Double
-        /// Buffers the caching allocator held when the step began (0 for a new batch size).
-        var cachedBytesBefore = 0
-        func total(fixed: Int) -> Int { fixed + liveBytes }
-    }
-
-    struct MaxBatchResult {
-        let variant: String
-        let fixedBytes: Int
-        var probes: [MemoryProbe]
-        /// Largest batch measured to fit; nil when even batch 1 does not.
-        let maxBatch: Int?
-        /// Smallest batch measured or predicted not to fit (nil: the search stopped at the limit).
-        let firstBatchOver: Int?
-        let overIsMeasured: Bool
-        let limitedBy: String?
-    }
+    typealias MemoryProbe = MaxBatchSearch.Probe
+    typealias MaxBatchResult = MaxBatchSearch.Result
 
     /// "16GiB", "16G", "512MiB", "1.5TiB", "2000000000" (bytes): binary units, as `free -h`.
     static func parseMemorySize(_ text: String) throws -> Int {
@@ -55,61 +30,6 @@ extension BenchTrainStepCommand {
             throw ValidationError("--max-batch-for-memory '\(text)': \(bytes) bytes is outside 1 byte ... 4 EiB")
         }
         return Int(bytes)
-    }
-
-    /// The search for one pruning variant; `step(b)` runs one training step at batch b.
-    static func searchMaxBatch(variant: String, budget: Int, fixedBytes: Int, limit: Int,
-                               limitReason: String, step: (Int) throws -> MemoryProbe) throws -> MaxBatchResult {
-        var probes: [Int: MemoryProbe] = [:]
-        func measure(_ b: Int) throws -> MemoryProbe {
-            if let p = probes[b] { return p }
-            let p = try step(b)
-            probes[b] = p
-            return p
-        }
-        func fits(_ p: MemoryProbe) -> Bool { p.total(fixed: fixedBytes) <= budget }
-        let sorted = { probes.values.sorted { $0.batch < $1.batch } }
-        func result(_ best: Int?, _ over: Int?, measuredOver: Bool, limited: String?) -> MaxBatchResult {
-            MaxBatchResult(variant: variant, fixedBytes: fixedBytes, probes: sorted(), maxBatch: best,
-                           firstBatchOver: over, overIsMeasured: measuredOver, limitedBy: limited)
-        }
-
-        guard fits(try measure(1)) else { return result(nil, 1, measuredOver: true, limited: nil) }
-        if limit >= 2 { _ = try measure(2) }
-        for _ in 0..<12 {
-            let all = sorted()
-            let fitting = all.filter(fits)
-            let lo = fitting.last!.batch                           // largest batch measured to fit
-            let hi = all.first { !fits($0) }?.batch                 // smallest measured not to fit
-            if let hi, hi == lo + 1 { return result(lo, hi, measuredOver: true, limited: nil) }
-            if hi == nil, lo >= limit { return result(lo, nil, measuredOver: false, limited: limitReason) }
-            var guess = min(limit, 2 * lo)
-            let loProbe = fitting.last!
-            if let hi, let hiProbe = probes[hi] {
-                // Interpolate between the bracketing measurements, kept a quarter of the range
-                // inside so that every measurement removes at least a quarter of it.
-                let slope = Double(hiProbe.liveBytes - loProbe.liveBytes) / Double(hi - lo)
-                let predicted = slope > 0 ? Double(lo) + Double(budget - loProbe.total(fixed: fixedBytes)) / slope : Double(lo + 1)
-                let margin = (hi - lo) / 4
-                let p = predicted.isFinite ? Int(max(Double(lo + 1), min(Double(hi - 1), predicted.rounded(.down)))) : (lo + hi) / 2
-                guess = max(lo + 1 + margin, min(hi - 1 - margin, p))
-            } else if fitting.count >= 2 {
-                // The line through the two largest fitting measurements predicts where the budget ends.
-                let a = fitting[fitting.count - 2]
-                let slope = Double(loProbe.liveBytes - a.liveBytes) / Double(lo - a.batch)
-                if slope > 0 {
-                    let predicted = Double(lo) + Double(budget - loProbe.total(fixed: fixedBytes)) / slope
-                    let p = predicted.isFinite ? Int(max(0, min(Double(limit), predicted.rounded(.down)))) : limit
-                    if p <= lo { return result(lo, lo + 1, measuredOver: false, limited: nil) }
-                    guess = p
-                }
-            }
-            guess = max(lo + 1, min(min(limit, (hi ?? Int.max) - 1), guess))
-            _ = try measure(guess)
-        }
-        let fitting = sorted().filter(fits)
-        let hi = sorted().first { !fits($0) }?.batch
-        return result(fitting.last!.batch, hi, measuredOver: hi != nil, limited: hi == nil ? "the search's 12 measurements" : nil)
     }
 
     func runMaxBatch(budgetText: String, model: any ModelConfig, net: any TrainableModel, optimizer: AdamW,
@@ -153,7 +73,7 @@ extension BenchTrainStepCommand {
                 CachingAllocator.shared.trim()
                 fixed = ProcessStats.residentBytes()
             }
-            var found = try Self.searchMaxBatch(variant: variant.name, budget: budget, fixedBytes: fixed!, limit: limit,
+            var found = try MaxBatchSearch.run(variant: variant.name, budget: budget, fixedBytes: fixed!, limit: limit,
                                                 limitReason: reason, step: run)
             // Its images/s from a step on buffers cached by one at the same batch (a first step
             // maps new memory).
