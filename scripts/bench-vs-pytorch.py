@@ -423,10 +423,6 @@ def run_ours(elip, preset, prune, batch, length, threads, warmup):
     return report["variants"][0]["step_seconds_median"], report.get("blas_kernels", "?")
 
 
-def threads_note(threads):
-    return f"{threads} thread" + ("s" if threads != 1 else "")
-
-
 def torch_gemm_rate(threads):
     """PyTorch's own float32 GEMM rate on the ViT-B fc1 shape (1028 x 3072 x 768, F.linear as
     nn.Linear calls it): with our side's OpenBLAS kernels in the summary, it says what each side's
@@ -555,7 +551,7 @@ def main():
             gc.collect()
     print(f"\nbatch {args.batch}, threads {args.threads}, median of {args.steps} alternating rounds after {args.warmup} warm-up; "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print(f"GEMM: PyTorch {torch.__version__} F.linear 1028x3072x768 {torch_gflops:.0f} GFLOP/s ({threads_note(args.threads)}); "
+    print(f"GEMM: PyTorch {torch.__version__} F.linear 1028x3072x768 {torch_gflops:.0f} GFLOP/s ({args.threads} thread(s)); "
           f"ours OpenBLAS {', '.join(sorted(kernels))} kernels (elip bench ops gives their rate)")
     print(f"{'backbone':<10} {'model':<34} {'pruning':<8} {'ours s/step':>12} {'PyTorch s/step':>15} {'ratio':>7}")
     for r in rows:

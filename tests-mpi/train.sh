@@ -205,5 +205,19 @@ else
     fail "BLIP resume under mpirun" "$W/diff10.log"
 fi
 
+# 11. An OPENBLAS_CORETYPE narrower than the CPU runs is kept and noted once per job (the root
+#     rank), not once per rank; on a CPU without AVX-512 nothing is narrower and no note appears.
+wanted=$(env -u OPENBLAS_CORETYPE "$ELIP" info --json | sed -nE 's/.*"blas_kernels_wanted":"([A-Z]+)".*/\1/p')
+expected=0
+[[ $wanted == SKYLAKEX ]] && expected=1
+OPENBLAS_CORETYPE=HASWELL timeout -k 5 120 "${MPIRUN[@]}" -x OPENBLAS_CORETYPE -np 2 "$ELIP" train --config "$W/t.yaml" \
+    --vocab "$VOCAB" --out "$W/note" --threads 1 --batch-size 4 --max-steps 1 >"$W/note.log" 2>&1 || true
+notes=$(grep -c "^note: OPENBLAS_CORETYPE=HASWELL in the environment" "$W/note.log" || true)
+if [[ $notes -eq $expected ]] && grep -q "stopped: reached step 1" "$W/note.log"; then
+    pass "narrower OPENBLAS_CORETYPE under 2 ranks: $notes note(s) for wanted ${wanted:-none} kernels"
+else
+    fail "narrower OPENBLAS_CORETYPE under 2 ranks: $notes note(s), expected $expected" "$W/note.log"
+fi
+
 echo "mpi-train: $passed passed, $failed failed"
 if [[ $failed -eq 0 ]]; then rm -rf "$W"; else echo "tests-mpi/train: logs in $W"; exit 1; fi

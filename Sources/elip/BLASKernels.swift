@@ -17,6 +17,9 @@ enum BLASKernels {
     /// The kernel family OpenBLAS uses in this process.
     static var current: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
 
+    /// The kernel family this CPU's features allow (SKYLAKEX, HASWELL), nil for older CPUs.
+    static var wanted: String? { elip_blas_coretype().map { String(cString: $0) } }
+
     /// The widest vector instruction set a kernel family's GEMMs use: 3 AVX-512, 2 AVX2 + FMA,
     /// 1 anything older (or unknown, which the families below cover for every x86-64 CPU with
     /// AVX2 that OpenBLAS 0.3.x knows).
@@ -32,8 +35,7 @@ enum BLASKernels {
     /// narrower ones.
     static func ensureFullKernels() {
         let env = ProcessInfo.processInfo.environment
-        guard env["OPENBLAS_CORETYPE"] == nil, env["ELIP_BLAS_REEXEC"] == nil,
-              let wanted = elip_blas_coretype().map({ String(cString: $0) }) else { return }
+        guard env["OPENBLAS_CORETYPE"] == nil, env["ELIP_BLAS_REEXEC"] == nil, let wanted else { return }
         let chosen = current
         guard tier(chosen) < tier(wanted) else { return }
         setenv("OPENBLAS_CORETYPE", wanted, 1)
@@ -44,10 +46,7 @@ enum BLASKernels {
     }
 
     /// What OpenBLAS chose by itself before `ensureFullKernels` restarted the process, if it did.
-    static var replaced: String? {
-        guard let v = ProcessInfo.processInfo.environment["ELIP_BLAS_REEXEC"], v != "1", !v.isEmpty else { return nil }
-        return v
-    }
+    static var replaced: String? { ProcessInfo.processInfo.environment["ELIP_BLAS_REEXEC"] }
 }
 
 extension BLASKernels {
@@ -56,15 +55,12 @@ extension BLASKernels {
     /// kernels ran the ViT-B GEMMs at 450-500 GFLOP/s against 225-260). Kept, as the user's choice,
     /// but said: it halves the speed of nearly everything `elip` does.
     static var narrowedByEnvironment: String? {
-        guard let set = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"],
-              let wanted = elip_blas_coretype().map({ String(cString: $0) }), tier(current) < tier(wanted) else { return nil }
+        guard let set = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"], let wanted, tier(current) < tier(wanted) else { return nil }
         return "OPENBLAS_CORETYPE=\(set) in the environment selects OpenBLAS's \(current) kernels, narrower than this CPU runs; unset it (or set OPENBLAS_CORETYPE=\(wanted)) for faster matrix products"
     }
 
-    /// Prints `narrowedByEnvironment` as a note on stderr, once per job (MPI rank 0 or no MPI).
+    /// Prints `narrowedByEnvironment` as a note on stderr (under MPI: call it on the root rank).
     static func noteIfNarrowedByEnvironment() {
-        let rank = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] ?? ProcessInfo.processInfo.environment["PMI_RANK"] ?? "0"
-        guard rank == "0", let note = narrowedByEnvironment else { return }
-        fputs("note: \(note)\n", stderr)
+        if let note = narrowedByEnvironment { fputs("note: \(note)\n", stderr) }
     }
 }

@@ -106,7 +106,6 @@ struct FinetuneCommand: ParsableCommand {
 
     func run() throws {
         try configureThreads(threads)
-        BLASKernels.noteIfNarrowedByEnvironment()
         let (task, kind) = try FineTuneTasks.named(self.task)
         var cfg = try TrainingConfig.load(config, defaultModel: kind.name)
         guard cfg.model.kind == kind.name else {
@@ -135,6 +134,7 @@ struct FinetuneCommand: ParsableCommand {
         }
         let trainer = try Trainer(config: cfg, options: options, communicator: comm, source: source)
         if comm.isRoot {
+            BLASKernels.noteIfNarrowedByEnvironment()
             print("elip finetune --task \(task.name): \(comm.size) rank(s) x \(Threads.count) thread(s), batch \(cfg.batchSize) per rank, \(source.summary)")
             print("model: \(cfg.model.summary); \(trainer.model.parameters.parameterCount) trainable parameters; start: \(initFrom ?? "random weights (--random-init)")")
         }

@@ -32,7 +32,7 @@ struct InfoCommand: ParsableCommand {
         let models = ModelRegistry.kinds.map { ["name": $0.name, "about": $0.about, "presets": $0.presets.keys.sorted()] as [String: Any] }
         let info: [String: Any] = [
             "models": models, "cpu_isa": String(cString: elip_fma_probe_isa()),
-            "blas_kernels": BLASKernels.current, "blas_kernels_wanted": elip_blas_coretype().map { String(cString: $0) } ?? "default",
+            "blas_kernels": BLASKernels.current, "blas_kernels_wanted": BLASKernels.wanted ?? "default",
             "blas_kernels_openblas_chose": BLASKernels.replaced ?? BLASKernels.current, "threads": Threads.count,
             "blas_kernels_note": BLASKernels.narrowedByEnvironment ?? "",
         ]

@@ -81,7 +81,6 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         try configureThreads(threads)
-        BLASKernels.noteIfNarrowedByEnvironment()
         guard let path = config ?? (debug ? "configs/debug.yaml" : nil) else {
             throw ValidationError("--config FILE is required (or --debug for the tiny debug setup)")
         }
@@ -126,6 +125,7 @@ struct TrainCommand: ParsableCommand {
         options.collectiveTimeout = collectiveTimeoutMinutes.map { $0 * 60 }
         let trainer = try Trainer(config: cfg, options: options, communicator: comm, source: source)
         if comm.isRoot {
+            BLASKernels.noteIfNarrowedByEnvironment()
             print("elip train: \(comm.size) rank(s) x \(Threads.count) thread(s), batch \(cfg.batchSize) per rank, \(source.summary)")
             print("model: \(cfg.model.summary); \(trainer.model.parameters.parameterCount) trainable parameters")
         }

@@ -46,9 +46,13 @@ final class ModelCommandTests: XCTestCase {
     func testBenchTrainStepReportsVariants() throws {
         let config = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("configs/debug.yaml").path
+        // Under a narrower OPENBLAS_CORETYPE than the CPU runs, the bench says so on stderr, once.
         let r = try CLI.run(["bench", "train-step", "--config", config, "--steps", "1", "--warmup", "0",
-                             "--variants", "look_ahead,none,inline", "--json", "--threads", "1"])
+                             "--variants", "look_ahead,none,inline", "--json", "--threads", "1"], environment: ["OPENBLAS_CORETYPE": "HASWELL"])
         XCTAssertEqual(r.status, 0, r.stderr)
+        let info = try CLI.run(["info", "--json"], unsetting: ["OPENBLAS_CORETYPE", "ELIP_BLAS_REEXEC"])
+        let notes = r.stderr.components(separatedBy: "note: OPENBLAS_CORETYPE=HASWELL in the environment").count - 1
+        XCTAssertEqual(notes, info.stdout.contains("\"blas_kernels_wanted\":\"SKYLAKEX\"") ? 1 : 0, r.stderr)
         let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
         let variants = try XCTUnwrap(json["variants"] as? [[String: Any]])
         XCTAssertEqual(variants.map { $0["variant"] as? String }, ["look_ahead", "none", "inline"])
